@@ -1,0 +1,95 @@
+//! Who may do what.
+//!
+//! Two kinds of credentials exist. Patients and clinicians join with a
+//! per-participant invite token ([`invite`]): a signed, time-bound JWT that
+//! travels only in the link's URL fragment. The clinic's systems call the REST
+//! API with an API key ([`api_key`]) that carries one [`ApiRole`].
+
+pub mod api_key;
+pub mod invite;
+pub mod signing_key;
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A person's role on a session's roster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RosterRole {
+    Patient,
+    Partner,
+    Observer,
+    Clinician,
+}
+
+impl RosterRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RosterRole::Patient => "patient",
+            RosterRole::Partner => "partner",
+            RosterRole::Observer => "observer",
+            RosterRole::Clinician => "clinician",
+        }
+    }
+}
+
+impl fmt::Display for RosterRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RosterRole {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "patient" => Ok(RosterRole::Patient),
+            "partner" => Ok(RosterRole::Partner),
+            "observer" => Ok(RosterRole::Observer),
+            "clinician" => Ok(RosterRole::Clinician),
+            _ => Err(()),
+        }
+    }
+}
+
+/// What an API key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ApiRole {
+    /// Everything.
+    Admin,
+    /// Sessions, rosters, invites and revocation: what an EHR or scheduler needs.
+    Scheduler,
+    /// Attendance reports and exports, nothing else.
+    Compliance,
+}
+
+impl ApiRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ApiRole::Admin => "admin",
+            ApiRole::Scheduler => "scheduler",
+            ApiRole::Compliance => "compliance",
+        }
+    }
+}
+
+impl FromStr for ApiRole {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "admin" => Ok(ApiRole::Admin),
+            "scheduler" => Ok(ApiRole::Scheduler),
+            "compliance" => Ok(ApiRole::Compliance),
+            _ => Err(()),
+        }
+    }
+}
+
+impl fmt::Display for ApiRole {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

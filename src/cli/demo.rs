@@ -1,0 +1,189 @@
+//! `tandem demo`: Tandem running on this machine in one command.
+//!
+//! It makes what a production install is given: a certificate (from a local
+//! development CA the user can trust), a database with a joint session
+//! starting now, an admin API key, and the join links. A second run reuses
+//! all of it, so links already opened in a browser keep working.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use chrono::{Duration, Utc};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::admin::create_api_key;
+use super::sessions::print_invites;
+use super::{init_logging, open_scheduler};
+use crate::auth::ApiRole;
+use crate::config::Config;
+use crate::private_file;
+use crate::schedule::{
+    ClinicianRequest, ParticipantRequest, Scheduler, Session, SessionRequest, SessionStatus,
+};
+use crate::server::{self, Listeners};
+use crate::tls::devcert;
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// HTTPS port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 8443)]
+    port: u16,
+    /// Where the database, signing key and demo state live.
+    #[arg(long, default_value = "data")]
+    data_dir: PathBuf,
+    /// Where the development CA and certificate are written.
+    #[arg(long, default_value = "certs")]
+    certs_dir: PathBuf,
+}
+
+/// What a second run needs from the first: the demo session and the admin
+/// key (kept in a 0600 file, since only its hash is in the database).
+#[derive(Debug, Serialize, Deserialize)]
+struct DemoState {
+    session_id: Uuid,
+    api_key: String,
+}
+
+fn state_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("demo.json")
+}
+
+fn read_state(data_dir: &Path) -> Option<DemoState> {
+    let text = std::fs::read_to_string(state_path(data_dir)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn demo_request(now: chrono::DateTime<Utc>) -> SessionRequest {
+    let person = |id: &str, name: &str, role: &str| ParticipantRequest {
+        id: Some(id.into()),
+        name: Some(name.into()),
+        role: Some(role.into()),
+        household: None,
+        mrn: None,
+    };
+    SessionRequest {
+        title: Some("Demo joint session".into()),
+        kind: Some("couple".into()),
+        starts_at: Some(now.to_rfc3339()),
+        ends_at: Some((now + Duration::minutes(60)).to_rfc3339()),
+        timezone: None,
+        clinician: Some(ClinicianRequest {
+            id: Some("demo-clinician".into()),
+            name: Some("Dr Rivera".into()),
+        }),
+        participants: Some(vec![
+            person("demo-patient", "Alex Morgan", "patient"),
+            person("demo-partner", "Sam Morgan", "partner"),
+        ]),
+        settings: None,
+    }
+}
+
+/// The demo session of an earlier run while it still has ten minutes to
+/// go, otherwise a new one starting now.
+async fn demo_session(
+    scheduler: &Scheduler,
+    previous: Option<&DemoState>,
+) -> anyhow::Result<(Session, bool)> {
+    let now = Utc::now();
+    if let Some(state) = previous {
+        if let Ok(session) = scheduler.get(state.session_id).await {
+            if session.status(now) == SessionStatus::Scheduled
+                && session.ends_at > now + Duration::minutes(10)
+            {
+                return Ok((session, false));
+            }
+        }
+    }
+    let session = scheduler
+        .create(&demo_request(now), now)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create the demo session: {e:?}"))?;
+    Ok((session, true))
+}
+
+pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+    let listeners = Listeners::bind(&crate::config::ServerSection {
+        listen: SocketAddr::from((Ipv4Addr::LOCALHOST, args.port)),
+        redirect_listen: None,
+        shutdown_grace_secs: 5,
+    })?;
+    let port = listeners.https_addr().port();
+
+    let mut config = Config {
+        public_url: format!("https://localhost:{port}"),
+        data_dir: args.data_dir.clone(),
+        ..Config::default()
+    };
+    config.server.listen = listeners.https_addr();
+    config.tls.cert_file = args.certs_dir.join("cert.pem");
+    config.tls.key_file = args.certs_dir.join("key.pem");
+    config.log.filter = "warn,tandem=info".into();
+    config.validate()?;
+    init_logging(&config);
+
+    let hosts = ["localhost", "127.0.0.1", "::1"].map(String::from);
+    let certs = devcert::ensure(&args.certs_dir, &hosts)?;
+    let scheduler = open_scheduler(&config).await?;
+
+    let previous = read_state(&args.data_dir);
+    let api_key = match &previous {
+        Some(state)
+            if scheduler
+                .store()
+                .active_api_key(&crate::auth::api_key::hash(&state.api_key))
+                .await?
+                .is_some() =>
+        {
+            state.api_key.clone()
+        }
+        _ => create_api_key(scheduler.store(), ApiRole::Admin, "demo admin").await?,
+    };
+    let (session, created) = demo_session(&scheduler, previous.as_ref()).await?;
+    let state = DemoState {
+        session_id: session.id,
+        api_key: api_key.clone(),
+    };
+    private_file::write(
+        &state_path(&args.data_dir),
+        serde_json::to_string_pretty(&state)?.as_bytes(),
+    )?;
+    let invites = scheduler
+        .invites(session.id, Utc::now())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot issue the demo links: {e:?}"))?;
+
+    let ca = certs.ca_cert.display();
+    println!();
+    println!("Tandem demo");
+    println!();
+    println!(
+        "  Development CA:  {ca}  ({}; trust it in your browser or use curl --cacert)",
+        if certs.created { "new" } else { "reused" }
+    );
+    println!("  Database:        {}", config.database_path().display());
+    println!("  Admin API key:   {api_key}");
+    println!(
+        "  Session:         {}  {} – {} UTC  ({})",
+        session.id,
+        session.starts_at.format("%Y-%m-%d %H:%M"),
+        session.ends_at.format("%H:%M"),
+        if created { "new" } else { "reused" }
+    );
+    println!();
+    println!("Join links (one per person; each works only for that person):");
+    print_invites(&session, &invites);
+    println!();
+    println!("Try the API:");
+    println!(
+        "  curl --cacert {ca} -H 'Authorization: Bearer {api_key}' https://localhost:{port}/v1/sessions/{}",
+        session.id
+    );
+    println!();
+
+    let running = server::start(config, listeners).await?;
+    println!("Listening on https://localhost:{port}  (Ctrl-C to stop)");
+    running.run_until_signal().await
+}

@@ -1,0 +1,149 @@
+//! The `tandem` command.
+//!
+//! `serve` and `demo` run the server; the other commands act on the same
+//! database directly, for the operator on the server machine. They share
+//! the server's configuration (`--config FILE`, `TANDEM_*` variables) or a
+//! bare `--data-dir DIR`, and the same rules ([`crate::schedule::Scheduler`])
+//! as the REST API.
+
+mod admin;
+
+pub use admin::create_api_key;
+mod demo;
+mod sessions;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::auth::signing_key::SigningKey;
+use crate::config::{Config, LogFormat};
+use crate::schedule::Scheduler;
+use crate::server::{self, Listeners};
+use crate::store::Store;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tandem",
+    version,
+    about = "Secure video sessions for virtual IOP programs"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server (HTTPS only) with a configuration file.
+    Serve {
+        /// The TOML configuration file (see tandem.example.toml).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+    /// Try Tandem on this machine: development certificates, a demo session
+    /// and its join links, then the server.
+    Demo(demo::DemoArgs),
+    /// Schedule, list and cancel sessions.
+    #[command(subcommand)]
+    Sessions(sessions::SessionsCommand),
+    /// Issue a join link for everyone on a session's roster.
+    Invite(sessions::InviteArgs),
+    /// Create, list and revoke API keys.
+    #[command(subcommand)]
+    Apikey(admin::ApiKeyCommand),
+    /// Check a configuration.
+    #[command(subcommand)]
+    Config(admin::ConfigCommand),
+}
+
+/// Where a command finds the database: the server's configuration, or just
+/// a data directory.
+#[derive(Debug, Clone, Args)]
+pub struct DbArgs {
+    /// The server's TOML configuration file.
+    #[arg(long, value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    /// The data directory (database, signing key); overrides the config's.
+    #[arg(long, value_name = "DIR", global = true)]
+    data_dir: Option<PathBuf>,
+}
+
+impl DbArgs {
+    fn load(&self) -> anyhow::Result<Config> {
+        let mut config = Config::load(self.config.as_deref(), Config::env())?;
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        Ok(config)
+    }
+
+    /// The configuration and a scheduler on its database.
+    async fn open(&self) -> anyhow::Result<(Config, Scheduler)> {
+        let config = self.load()?;
+        let scheduler = open_scheduler(&config).await?;
+        Ok((config, scheduler))
+    }
+}
+
+async fn open_scheduler(config: &Config) -> anyhow::Result<Scheduler> {
+    let store = Store::open(&config.database_path()).await?;
+    let key = SigningKey::load_or_generate(&config.signing_key_path())?;
+    Ok(Scheduler::new(
+        store,
+        key,
+        config.sessions.clone(),
+        config.public_url(),
+    ))
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.filter)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
+    let _ = match config.log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+async fn serve(config_file: Option<PathBuf>) -> anyhow::Result<()> {
+    let config = Config::load(config_file.as_deref(), Config::env())?;
+    init_logging(&config);
+    let listeners = Listeners::bind(&config.server)?;
+    let running = server::start(config, listeners).await?;
+    running.run_until_signal().await
+}
+
+/// Runs the command line; the process exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve { config } => serve(config).await,
+            Command::Demo(args) => demo::run(args).await,
+            Command::Sessions(command) => sessions::run(command).await,
+            Command::Invite(args) => sessions::invite(args).await,
+            Command::Apikey(command) => admin::api_key(command).await,
+            Command::Config(command) => admin::config(command),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,457 @@
+//! Server configuration: one TOML file plus `TANDEM_*` environment overrides.
+//!
+//! Everything an operator can set lives in [`Config`]. It is read once at
+//! start, validated as a whole, and every problem is reported with the key
+//! that holds it, so that `tandem config check` can tell an operator exactly
+//! what to fix before a clinic's morning sessions depend on it.
+//!
+//! Environment variables use `__` between sections:
+//! `TANDEM_SERVER__LISTEN=0.0.0.0:443`, `TANDEM_PUBLIC_URL=https://...`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+/// The whole configuration of one Tandem node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// The origin patients open, e.g. `https://video.clinic.example`. Invite
+    /// links are built from it and browser `Origin`s are checked against it.
+    pub public_url: String,
+    /// Where the database and the invite signing key live unless set
+    /// explicitly.
+    pub data_dir: PathBuf,
+    pub server: ServerSection,
+    pub tls: TlsSection,
+    pub database: DatabaseSection,
+    pub auth: AuthSection,
+    pub sessions: SessionsSection,
+    pub log: LogSection,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// The HTTPS (and WSS) listener.
+    pub listen: SocketAddr,
+    /// Optional plain-HTTP listener that only redirects to `public_url`.
+    pub redirect_listen: Option<SocketAddr>,
+    /// How long a graceful shutdown waits for open requests.
+    pub shutdown_grace_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+    /// Lowest TLS version offered: "1.2" or "1.3".
+    pub min_version: String,
+    /// Seconds between checks of the certificate files for changes; 0 turns
+    /// the file watch off (SIGHUP still reloads).
+    pub reload_interval_secs: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSection {
+    /// SQLite file; defaults to `<data_dir>/tandem.db`.
+    pub path: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSection {
+    /// Ed25519 private key (PKCS#8 PEM) that signs invite links; generated
+    /// with 0600 permissions on first start when absent. Defaults to
+    /// `<data_dir>/signing-key.pem`.
+    pub signing_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionsSection {
+    /// IANA time zone of sessions created without one.
+    pub default_timezone: String,
+    /// Invite links open this many minutes before the scheduled start.
+    pub early_join_minutes: u32,
+    /// Invite links (and the room) stay open this long after the scheduled end.
+    pub overrun_grace_minutes: u32,
+    /// How long admitted people stay in the room after the clinician drops.
+    pub clinician_grace_minutes: u32,
+    /// Largest roster a session may have, the clinician included.
+    pub max_participants: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSection {
+    /// A tracing filter, e.g. "info" or "tandem=debug,info".
+    pub filter: String,
+    /// "text" for people, "json" for log collectors.
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            public_url: "https://localhost:8443".into(),
+            data_dir: "data".into(),
+            server: ServerSection {
+                listen: "0.0.0.0:8443".parse().expect("valid literal"),
+                redirect_listen: None,
+                shutdown_grace_secs: 10,
+            },
+            tls: TlsSection {
+                cert_file: "certs/cert.pem".into(),
+                key_file: "certs/key.pem".into(),
+                min_version: "1.2".into(),
+                reload_interval_secs: 10,
+            },
+            database: DatabaseSection { path: None },
+            auth: AuthSection {
+                signing_key_file: None,
+            },
+            sessions: SessionsSection {
+                default_timezone: "UTC".into(),
+                early_join_minutes: 15,
+                overrun_grace_minutes: 30,
+                clinician_grace_minutes: 5,
+                max_participants: 20,
+            },
+            log: LogSection {
+                filter: "info".into(),
+                format: LogFormat::Text,
+            },
+        }
+    }
+}
+
+/// One problem with the configuration, tied to the key that holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigProblem {
+    pub key: String,
+    pub message: String,
+}
+
+/// Every problem found, so an operator fixes them in one pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub Vec<ConfigProblem>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "invalid configuration:")?;
+        for p in &self.0 {
+            writeln!(f, "  {}: {}", p.key, p.message)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads the defaults, then `file` (when given), then `TANDEM_*` variables
+    /// from `env`, and validates the result.
+    pub fn load(file: Option<&Path>, env: Env) -> Result<Config, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(file) = file {
+            if !file.exists() {
+                return Err(ConfigError(vec![ConfigProblem {
+                    key: "--config".into(),
+                    message: format!("file {} does not exist", file.display()),
+                }]));
+            }
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        let config: Config = figment.merge(env).extract().map_err(from_figment)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The process environment's `TANDEM_*` variables.
+    pub fn env() -> Env {
+        Env::prefixed("TANDEM_").split("__")
+    }
+
+    /// Checks every value that the types alone do not; returns all problems.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut problems = Vec::new();
+        let mut bad = |key: &str, message: String| {
+            problems.push(ConfigProblem {
+                key: key.into(),
+                message,
+            })
+        };
+        if let Err(message) = parse_public_url(&self.public_url) {
+            bad("public_url", message);
+        }
+        if self.tls.min_version != "1.2" && self.tls.min_version != "1.3" {
+            bad(
+                "tls.min_version",
+                format!("must be \"1.2\" or \"1.3\", not {:?}", self.tls.min_version),
+            );
+        }
+        if self
+            .sessions
+            .default_timezone
+            .parse::<chrono_tz::Tz>()
+            .is_err()
+        {
+            bad(
+                "sessions.default_timezone",
+                format!(
+                    "{:?} is not an IANA time zone (e.g. \"America/New_York\")",
+                    self.sessions.default_timezone
+                ),
+            );
+        }
+        for (key, value) in [
+            (
+                "sessions.early_join_minutes",
+                self.sessions.early_join_minutes,
+            ),
+            (
+                "sessions.overrun_grace_minutes",
+                self.sessions.overrun_grace_minutes,
+            ),
+            (
+                "sessions.clinician_grace_minutes",
+                self.sessions.clinician_grace_minutes,
+            ),
+        ] {
+            if value > 240 {
+                bad(
+                    key,
+                    format!("{value} minutes is more than the limit of 240"),
+                );
+            }
+        }
+        if !(2..=50).contains(&self.sessions.max_participants) {
+            bad(
+                "sessions.max_participants",
+                format!(
+                    "must be between 2 and 50, not {}",
+                    self.sessions.max_participants
+                ),
+            );
+        }
+        if self.server.redirect_listen.is_some()
+            && self.server.redirect_listen == Some(self.server.listen)
+            && self.server.listen.port() != 0
+        {
+            bad(
+                "server.redirect_listen",
+                "must differ from server.listen".into(),
+            );
+        }
+        if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
+            bad(
+                "log.filter",
+                format!("{:?} is not a valid tracing filter", self.log.filter),
+            );
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError(problems))
+        }
+    }
+
+    /// `public_url` parsed; valid after [`Config::validate`].
+    pub fn public_url(&self) -> Url {
+        parse_public_url(&self.public_url).expect("validated at load")
+    }
+
+    pub fn database_path(&self) -> PathBuf {
+        self.database
+            .path
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("tandem.db"))
+    }
+
+    pub fn signing_key_path(&self) -> PathBuf {
+        self.auth
+            .signing_key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("signing-key.pem"))
+    }
+
+    pub fn default_timezone(&self) -> chrono_tz::Tz {
+        self.sessions
+            .default_timezone
+            .parse()
+            .expect("validated at load")
+    }
+}
+
+fn parse_public_url(raw: &str) -> Result<Url, String> {
+    let url = Url::parse(raw).map_err(|e| format!("{raw:?} is not a URL: {e}"))?;
+    if url.scheme() != "https" {
+        return Err(format!(
+            "must start with https:// (Tandem serves only HTTPS), not {raw:?}"
+        ));
+    }
+    if url.host_str().is_none() {
+        return Err(format!("{raw:?} has no host"));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(format!(
+            "must be an origin like https://video.clinic.example, without a path, not {raw:?}"
+        ));
+    }
+    Ok(url)
+}
+
+fn from_figment(error: figment::Error) -> ConfigError {
+    ConfigError(
+        error
+            .into_iter()
+            .map(|e| {
+                let key = if e.path.is_empty() {
+                    "(top level)".to_string()
+                } else {
+                    e.path.join(".")
+                };
+                let source = e
+                    .metadata
+                    .as_ref()
+                    .map(|m| match &m.source {
+                        Some(figment::Source::File(path)) => format!(" (in {})", path.display()),
+                        _ => format!(" (from {})", m.name),
+                    })
+                    .unwrap_or_default();
+                ConfigProblem {
+                    key,
+                    message: format!("{}{}", e.kind, source),
+                }
+            })
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+#[allow(clippy::result_large_err)] // figment's Jail closures return figment::Error
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn load_toml(text: &str) -> Result<Config, ConfigError> {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        Config::load(Some(file.path()), Env::prefixed("TANDEM_TEST_UNUSED_"))
+    }
+
+    fn keys(err: ConfigError) -> Vec<String> {
+        err.0.into_iter().map(|p| p.key).collect()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = load_toml("").unwrap();
+        assert_eq!(config.database_path(), PathBuf::from("data/tandem.db"));
+        assert_eq!(config.sessions.early_join_minutes, 15);
+        assert_eq!(config.sessions.overrun_grace_minutes, 30);
+    }
+
+    #[test]
+    fn the_example_file_in_the_repository_is_valid() {
+        let example = include_str!("../tandem.example.toml");
+        let config = load_toml(example).unwrap();
+        assert_eq!(config.public_url, "https://video.clinic.example");
+    }
+
+    #[test]
+    fn plain_http_public_url_names_the_key() {
+        let err = load_toml("public_url = \"http://clinic.example\"").unwrap_err();
+        assert_eq!(keys(err.clone()), ["public_url"]);
+        assert!(err.to_string().contains("https://"), "{err}");
+    }
+
+    #[test]
+    fn public_url_with_a_path_is_refused() {
+        let err = load_toml("public_url = \"https://clinic.example/video\"").unwrap_err();
+        assert_eq!(keys(err), ["public_url"]);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load_toml("[server]\nlisten_addr = \"0.0.0.0:1\"").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("listen_addr"), "{text}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_key() {
+        let err = load_toml("[server]\nlisten = \"not an address\"").unwrap_err();
+        assert_eq!(keys(err), ["server.listen"]);
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let err = load_toml(
+            "[tls]\nmin_version = \"1.0\"\n[sessions]\ndefault_timezone = \"Mars/Base\"\nmax_participants = 1\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            keys(err),
+            [
+                "tls.min_version",
+                "sessions.default_timezone",
+                "sessions.max_participants"
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_log_format_is_named() {
+        let err = load_toml("[log]\nformat = \"xml\"").unwrap_err();
+        assert_eq!(keys(err), ["log.format"]);
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("t.toml", "public_url = \"https://a.example\"")?;
+            jail.set_env("TANDEM_PUBLIC_URL", "https://b.example");
+            jail.set_env("TANDEM_SERVER__LISTEN", "127.0.0.1:9443");
+            let config = Config::load(Some(Path::new("t.toml")), Config::env()).unwrap();
+            assert_eq!(config.public_url, "https://b.example");
+            assert_eq!(config.server.listen.port(), 9443);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn a_bad_environment_value_names_the_variable() {
+        figment::Jail::expect_with(|jail| {
+            jail.set_env("TANDEM_SESSIONS__EARLY_JOIN_MINUTES", "soon");
+            let err = Config::load(None, Config::env()).unwrap_err();
+            assert_eq!(err.0[0].key, "sessions.early_join_minutes");
+            assert!(err.to_string().contains("TANDEM_"), "{err}");
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn missing_config_file_is_an_error() {
+        let err =
+            Config::load(Some(Path::new("/nonexistent/tandem.toml")), Config::env()).unwrap_err();
+        assert_eq!(keys(err), ["--config"]);
+    }
+}

@@ -1,0 +1,42 @@
+//! The browser client, embedded in the binary so that a deployment is one
+//! file and the client always matches the server that serves it.
+
+use axum::extract::Path;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use rust_embed::RustEmbed;
+
+#[derive(RustEmbed)]
+#[folder = "web-client/"]
+#[exclude = "tests/*"]
+#[exclude = "node_modules/*"]
+#[exclude = "package*.json"]
+struct Assets;
+
+fn asset(path: &str) -> Response {
+    match Assets::get(path) {
+        Some(file) => {
+            let mime = mime_guess::from_path(path).first_or_octet_stream();
+            (
+                [
+                    (header::CONTENT_TYPE, mime.as_ref().to_owned()),
+                    (header::CACHE_CONTROL, "no-cache".to_owned()),
+                ],
+                file.data,
+            )
+                .into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "not found").into_response(),
+    }
+}
+
+/// `/j/{session}`: the join page. The token stays in the fragment, which
+/// the browser never sends; the page reads it itself.
+pub async fn join_page(Path(_session): Path<String>) -> Response {
+    asset("index.html")
+}
+
+/// `/client/{path}`: the page's scripts and styles.
+pub async fn file(Path(path): Path<String>) -> Response {
+    asset(&path)
+}

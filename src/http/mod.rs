@@ -1,0 +1,117 @@
+//! HTTP: the REST API, the browser client, health, and the redirect-only
+//! plain-HTTP router. Every response carries the security headers.
+
+mod auth;
+mod client;
+mod error;
+pub mod headers;
+mod sessions;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use tracing::Level;
+use url::Url;
+
+use crate::config::Config;
+use crate::schedule::Scheduler;
+
+pub use error::ApiError;
+
+/// What every handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub scheduler: Scheduler,
+    pub config: Arc<Config>,
+}
+
+/// Request bodies larger than this are refused (a 20-person roster is ~4 KiB).
+const BODY_LIMIT: usize = 256 * 1024;
+
+/// The HTTPS application.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/sessions", post(sessions::create).get(sessions::list))
+        .route(
+            "/sessions/{id}",
+            get(sessions::get).delete(sessions::cancel),
+        )
+        .route("/sessions/{id}/invites", post(sessions::invites))
+        .route(
+            "/sessions/{id}/participants/{participant}/revoke",
+            post(sessions::revoke),
+        );
+    let mut router = Router::new()
+        .nest("/v1", api)
+        .route("/healthz", get(health))
+        .route("/j/{session}", get(client::join_page))
+        .route("/client/{*path}", get(client::file))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(
+            // The path only: never the query, the headers or the body, so
+            // no token, key or name reaches a log line.
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &Request| {
+                    tracing::info_span!(
+                        "http",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                        api_key = tracing::field::Empty,
+                    )
+                })
+                .on_response(DefaultOnResponse::new().level(Level::INFO)),
+        )
+        .with_state(state);
+    for layer in headers::layers() {
+        router = router.layer(layer);
+    }
+    router
+}
+
+async fn health(State(state): State<AppState>) -> Response {
+    match state.scheduler.store().ping().await {
+        Ok(()) => Json(json!({"status": "ok"})).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "health check: database unavailable");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unavailable", "reason": "database"})),
+            )
+                .into_response()
+        }
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such resource")
+}
+
+/// The plain-HTTP application: every request, whatever its method or path,
+/// gets a permanent redirect to the same path on `public_url`, and nothing
+/// else is served.
+pub fn redirect_router(public_url: Url) -> Router {
+    let public_url = Arc::new(public_url);
+    let mut router = Router::new().fallback(move |uri: Uri| {
+        let public_url = public_url.clone();
+        async move {
+            let mut target = (*public_url).clone();
+            target.set_path(uri.path());
+            target.set_query(uri.query());
+            (
+                [(header::CACHE_CONTROL, "no-store")],
+                Redirect::permanent(target.as_str()),
+            )
+        }
+    });
+    for layer in headers::layers() {
+        router = router.layer(layer);
+    }
+    router
+}

@@ -1,0 +1,125 @@
+//! `/v1/sessions`: schedule, read, list, cancel; invite links; revocation.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::auth::Caller;
+use super::error::ApiError;
+use super::AppState;
+use crate::auth::ApiRole;
+use crate::schedule::{FieldError, SessionRequest, SessionView};
+
+const SCHEDULERS: &[ApiRole] = &[ApiRole::Scheduler];
+
+#[derive(Serialize)]
+struct SessionList<'a> {
+    sessions: Vec<SessionView<'a>>,
+}
+
+fn session_id(raw: &str) -> Result<Uuid, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::not_found("session not found"))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    caller: Caller,
+    body: Result<Json<SessionRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(SCHEDULERS)?;
+    let Json(request) = body?;
+    let now = Utc::now();
+    let session = state.scheduler.create(&request, now).await?;
+    Ok((StatusCode::CREATED, Json(session.view(now))).into_response())
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(SCHEDULERS)?;
+    let session = state.scheduler.get(session_id(&id)?).await?;
+    Ok(Json(session.view(Utc::now())).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+fn time_param(field: &str, raw: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    raw.map(|raw| {
+        DateTime::parse_from_rfc3339(raw)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| {
+                ApiError::invalid(vec![FieldError {
+                    field: field.into(),
+                    message: format!("{raw:?} is not an RFC 3339 time like 2026-03-02T00:00:00Z"),
+                }])
+            })
+    })
+    .transpose()
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(SCHEDULERS)?;
+    let Query(query) =
+        query.map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", e.body_text()))?;
+    let from = time_param("from", query.from.as_deref())?;
+    let to = time_param("to", query.to.as_deref())?;
+    let sessions = state.scheduler.list(from, to).await?;
+    let now = Utc::now();
+    Ok(Json(SessionList {
+        sessions: sessions.iter().map(|s| s.view(now)).collect(),
+    })
+    .into_response())
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(SCHEDULERS)?;
+    state.scheduler.cancel(session_id(&id)?, Utc::now()).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn invites(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    caller.require(SCHEDULERS)?;
+    let invites = state
+        .scheduler
+        .invites(session_id(&id)?, Utc::now())
+        .await?;
+    Ok(Json(json!({ "invites": invites })).into_response())
+}
+
+pub async fn revoke(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((id, participant)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    caller.require(SCHEDULERS)?;
+    state
+        .scheduler
+        .revoke(session_id(&id)?, &participant, Utc::now())
+        .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

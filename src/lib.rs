@@ -1,0 +1,19 @@
+//! Tandem: a self-hosted server for secure joint and group video therapy
+//! sessions in virtual Intensive Outpatient Programs.
+//!
+//! The modules follow the clinic's domain: [`schedule`] (sessions, rosters,
+//! invite links), [`auth`] (tokens, keys, roles), [`room`] (who may enter a
+//! live session), [`store`] (the database), [`http`] (the REST API and the
+//! browser client), [`tls`] (HTTPS only), [`config`], and [`server`], which
+//! runs them together. `cli` is the `tandem` command.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod http;
+mod private_file;
+pub mod room;
+pub mod schedule;
+pub mod server;
+pub mod store;
+pub mod tls;

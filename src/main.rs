@@ -1,0 +1,5 @@
+//! The `tandem` binary; see `tandem --help`.
+
+fn main() -> std::process::ExitCode {
+    tandem::cli::main()
+}

@@ -1,0 +1,200 @@
+//! Scheduling: sessions, rosters, time windows, invite links.
+//!
+//! The [`Scheduler`] is the one place where the clinic's requests (REST or
+//! CLI) become stored sessions and signed links, so both entry points obey
+//! the same rules.
+
+mod request;
+mod session;
+mod view;
+
+pub use request::{
+    ClinicianRequest, FieldError, ParticipantRequest, SessionRequest, SettingsRequest,
+};
+pub use session::{RosterEntry, Session, SessionKind, SessionSettings, SessionStatus};
+pub use view::SessionView;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use url::Url;
+use uuid::Uuid;
+
+use crate::auth::invite::{self, InviteClaims};
+use crate::auth::signing_key::SigningKey;
+use crate::auth::RosterRole;
+use crate::config::SessionsSection;
+use crate::store::{Change, Store, StoreError};
+
+/// The most sessions one listing returns.
+pub const LIST_LIMIT: u32 = 1000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScheduleError {
+    #[error("invalid request")]
+    Invalid(Vec<FieldError>),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// One participant's link.
+#[derive(Debug, Clone, Serialize)]
+pub struct Invite {
+    pub participant_id: String,
+    pub role: RosterRole,
+    pub url: String,
+    pub not_before: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Scheduler {
+    store: Store,
+    key: SigningKey,
+    defaults: SessionsSection,
+    public_url: Url,
+}
+
+impl Scheduler {
+    pub fn new(store: Store, key: SigningKey, defaults: SessionsSection, public_url: Url) -> Self {
+        Scheduler {
+            store,
+            key,
+            defaults,
+            public_url,
+        }
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub async fn create(
+        &self,
+        request: &SessionRequest,
+        now: DateTime<Utc>,
+    ) -> Result<Session, ScheduleError> {
+        let session = request
+            .validate(&self.defaults, now)
+            .map_err(ScheduleError::Invalid)?;
+        self.store.insert_session(&session).await?;
+        tracing::info!(session = %session.id, kind = session.kind.as_str(), roster = session.roster.len(), "session scheduled");
+        Ok(session)
+    }
+
+    pub async fn get(&self, id: Uuid) -> Result<Session, ScheduleError> {
+        self.store
+            .session(id)
+            .await?
+            .ok_or(ScheduleError::NotFound("session"))
+    }
+
+    /// Sessions overlapping `[from, to)`.
+    pub async fn list(
+        &self,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<Vec<Session>, ScheduleError> {
+        if let (Some(from), Some(to)) = (from, to) {
+            if to <= from {
+                return Err(ScheduleError::Invalid(vec![FieldError {
+                    field: "to".into(),
+                    message: "must be after from".into(),
+                }]));
+            }
+        }
+        Ok(self.store.sessions_between(from, to, LIST_LIMIT).await?)
+    }
+
+    /// Cancels a session. Cancelling twice is not an error; cancelling one
+    /// that has ended is a conflict (its record stands as it was).
+    pub async fn cancel(&self, id: Uuid, now: DateTime<Utc>) -> Result<(), ScheduleError> {
+        let session = self.get(id).await?;
+        if session.status(now) == SessionStatus::Ended {
+            return Err(ScheduleError::Conflict(
+                "the session has already ended and cannot be cancelled".into(),
+            ));
+        }
+        match self.store.cancel_session(id, now).await? {
+            Change::NotFound => Err(ScheduleError::NotFound("session")),
+            Change::Done => {
+                tracing::info!(session = %id, "session cancelled");
+                Ok(())
+            }
+            Change::AlreadyDone => Ok(()),
+        }
+    }
+
+    /// New links for everyone on the roster who is not revoked, the clinician
+    /// included. Links issued earlier keep working.
+    pub async fn invites(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Invite>, ScheduleError> {
+        let session = self.get(id).await?;
+        match session.status(now) {
+            SessionStatus::Cancelled => {
+                return Err(ScheduleError::Conflict("the session is cancelled".into()))
+            }
+            SessionStatus::Ended => {
+                return Err(ScheduleError::Conflict("the session has ended".into()))
+            }
+            SessionStatus::Scheduled => {}
+        }
+        let invites = session
+            .roster
+            .iter()
+            .filter(|person| person.revoked_at.is_none())
+            .map(|person| {
+                let claims = InviteClaims::new(
+                    &person.id,
+                    session.id,
+                    person.role,
+                    session.opens_at(),
+                    session.closes_at(),
+                    now,
+                );
+                let token = invite::issue(&self.key, &claims);
+                let mut url = self.public_url.clone();
+                url.set_path(&format!("/j/{}", session.id));
+                url.set_fragment(Some(&format!("t={token}")));
+                Invite {
+                    participant_id: person.id.clone(),
+                    role: person.role,
+                    url: url.to_string(),
+                    not_before: session.opens_at(),
+                    expires_at: session.closes_at(),
+                }
+            })
+            .collect();
+        tracing::info!(session = %id, "invite links issued");
+        Ok(invites)
+    }
+
+    /// Invalidates every link of one participant, now and for the rest of
+    /// the session.
+    pub async fn revoke(
+        &self,
+        session: Uuid,
+        participant: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), ScheduleError> {
+        self.get(session).await?;
+        match self
+            .store
+            .revoke_participant(session, participant, now)
+            .await?
+        {
+            Change::NotFound => Err(ScheduleError::NotFound("participant")),
+            Change::Done => {
+                tracing::info!(session = %session, participant, "participant revoked");
+                Ok(())
+            }
+            Change::AlreadyDone => Ok(()),
+        }
+    }
+}

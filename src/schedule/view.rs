@@ -1,0 +1,76 @@
+//! The JSON shape of a session in the REST API (the public contract) and in
+//! the CLI's `--json` output.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::session::{RosterEntry, Session, SessionSettings, SessionStatus};
+use crate::auth::RosterRole;
+
+#[derive(Debug, Serialize)]
+pub struct SessionView<'a> {
+    pub id: String,
+    pub title: &'a str,
+    pub kind: &'static str,
+    pub status: SessionStatus,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+    pub timezone: &'static str,
+    /// When invite links start and stop working.
+    pub opens_at: DateTime<Utc>,
+    pub closes_at: DateTime<Utc>,
+    pub clinician: PersonView<'a>,
+    pub participants: Vec<PersonView<'a>>,
+    pub settings: SessionSettings,
+    pub created_at: DateTime<Utc>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PersonView<'a> {
+    pub id: &'a str,
+    pub name: &'a str,
+    pub role: RosterRole,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub household: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mrn: Option<&'a str>,
+    pub revoked: bool,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl<'a> From<&'a RosterEntry> for PersonView<'a> {
+    fn from(p: &'a RosterEntry) -> Self {
+        PersonView {
+            id: &p.id,
+            name: &p.name,
+            role: p.role,
+            household: p.household.as_deref(),
+            mrn: p.mrn.as_deref(),
+            revoked: p.revoked_at.is_some(),
+            revoked_at: p.revoked_at,
+        }
+    }
+}
+
+impl Session {
+    /// The session as the API shows it at `now` (its status depends on time).
+    pub fn view(&self, now: DateTime<Utc>) -> SessionView<'_> {
+        SessionView {
+            id: self.id.to_string(),
+            title: &self.title,
+            kind: self.kind.as_str(),
+            status: self.status(now),
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+            timezone: self.timezone.name(),
+            opens_at: self.opens_at(),
+            closes_at: self.closes_at(),
+            clinician: self.clinician().into(),
+            participants: self.participants().map(Into::into).collect(),
+            settings: self.settings,
+            created_at: self.created_at,
+            cancelled_at: self.cancelled_at,
+        }
+    }
+}

@@ -1,0 +1,179 @@
+//! One running Tandem node: its listeners, its database, its tasks, and an
+//! orderly shutdown.
+//!
+//! Binding is split from starting ([`Listeners`]) so that a caller can bind
+//! port 0, learn the real port, and build `public_url` from it before the
+//! server starts (the demo's `--port 0` and the integration tests do).
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use axum_server::tls_rustls::RustlsConfig;
+use axum_server::Handle;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::auth::signing_key::SigningKey;
+use crate::config::{Config, ServerSection};
+use crate::http::{self, AppState};
+use crate::schedule::Scheduler;
+use crate::store::Store;
+use crate::tls;
+
+/// The bound sockets a server will serve on.
+pub struct Listeners {
+    https: TcpListener,
+    redirect: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds `server.listen` and, when set, `server.redirect_listen`.
+    pub fn bind(server: &ServerSection) -> anyhow::Result<Listeners> {
+        let bind = |addr: SocketAddr, key: &str| {
+            let listener = TcpListener::bind(addr)
+                .with_context(|| format!("cannot listen on {addr} ({key})"))?;
+            listener.set_nonblocking(true)?;
+            anyhow::Ok(listener)
+        };
+        Ok(Listeners {
+            https: bind(server.listen, "server.listen")?,
+            redirect: server
+                .redirect_listen
+                .map(|addr| bind(addr, "server.redirect_listen"))
+                .transpose()?,
+        })
+    }
+
+    pub fn https_addr(&self) -> SocketAddr {
+        self.https
+            .local_addr()
+            .expect("a bound socket has an address")
+    }
+
+    pub fn redirect_addr(&self) -> Option<SocketAddr> {
+        self.redirect
+            .as_ref()
+            .map(|l| l.local_addr().expect("a bound socket has an address"))
+    }
+}
+
+/// A started server. Dropping it does not stop it; call [`Running::shutdown`].
+pub struct Running {
+    pub https_addr: SocketAddr,
+    pub redirect_addr: Option<SocketAddr>,
+    scheduler: Scheduler,
+    handle: Handle,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    grace: Duration,
+}
+
+/// Opens everything the server needs and starts serving. Fails, with a
+/// message that says what to do, when the certificate, the database or the
+/// signing key cannot be used.
+pub async fn start(config: Config, listeners: Listeners) -> anyhow::Result<Running> {
+    let tls_config = tls::server_config(
+        &config.tls.cert_file,
+        &config.tls.key_file,
+        &config.tls.min_version,
+    )?;
+    let store = Store::open(&config.database_path())
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the database {}",
+                config.database_path().display()
+            )
+        })?;
+    let key = SigningKey::load_or_generate(&config.signing_key_path())?;
+    let scheduler = Scheduler::new(store, key, config.sessions.clone(), config.public_url());
+
+    let https_addr = listeners.https_addr();
+    let redirect_addr = listeners.redirect_addr();
+    let (stop, stopped) = watch::channel(false);
+    let handle = Handle::new();
+    let rustls = RustlsConfig::from_config(tls_config);
+    let mut tasks = Vec::new();
+
+    let app = http::router(AppState {
+        scheduler: scheduler.clone(),
+        config: Arc::new(config.clone()),
+    });
+    let https =
+        axum_server::from_tcp_rustls(listeners.https, rustls.clone()).handle(handle.clone());
+    tasks.push(tokio::spawn(async move {
+        if let Err(error) = https.serve(app.into_make_service()).await {
+            tracing::error!(%error, "the HTTPS listener failed");
+        }
+    }));
+
+    if let Some(listener) = listeners.redirect {
+        let listener = tokio::net::TcpListener::from_std(listener)?;
+        let app = http::redirect_router(config.public_url());
+        let mut stopped = stopped.clone();
+        tasks.push(tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.changed().await;
+            };
+            if let Err(error) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!(%error, "the redirect listener failed");
+            }
+        }));
+    }
+
+    let reloader = tls::reload::Reloader {
+        cert_file: config.tls.cert_file.clone(),
+        key_file: config.tls.key_file.clone(),
+        min_version: config.tls.min_version.clone(),
+        interval: (config.tls.reload_interval_secs > 0)
+            .then(|| Duration::from_secs(config.tls.reload_interval_secs)),
+    };
+    tasks.push(tokio::spawn(reloader.run(rustls, stopped)));
+
+    tracing::info!(%https_addr, redirect = ?redirect_addr, "Tandem is serving");
+    Ok(Running {
+        https_addr,
+        redirect_addr,
+        scheduler,
+        handle,
+        stop,
+        tasks,
+        grace: Duration::from_secs(config.server.shutdown_grace_secs),
+    })
+}
+
+impl Running {
+    pub fn scheduler(&self) -> &Scheduler {
+        &self.scheduler
+    }
+
+    /// Stops accepting, lets open requests finish (up to the configured
+    /// grace), then closes the database.
+    pub async fn shutdown(self) {
+        tracing::info!("shutting down");
+        self.handle.graceful_shutdown(Some(self.grace));
+        let _ = self.stop.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.scheduler.store().close().await;
+        tracing::info!("stopped");
+    }
+
+    /// Serves until SIGINT (Ctrl-C) or SIGTERM, then shuts down.
+    pub async fn run_until_signal(self) -> anyhow::Result<()> {
+        let mut term = signal(SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        self.shutdown().await;
+        Ok(())
+    }
+}

@@ -1,0 +1,90 @@
+//! API keys: stored by hash, looked up by hash.
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+use uuid::Uuid;
+
+use super::{from_millis, to_millis, Store, StoreError};
+use crate::auth::ApiRole;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyRecord {
+    pub id: Uuid,
+    pub label: String,
+    pub role: ApiRole,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl Store {
+    pub async fn insert_api_key(
+        &self,
+        record: &ApiKeyRecord,
+        key_hash: &str,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, label, role, key_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(record.id.to_string())
+        .bind(&record.label)
+        .bind(record.role.as_str())
+        .bind(key_hash)
+        .bind(to_millis(record.created_at))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The active (not revoked) key with this hash.
+    pub async fn active_api_key(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, label, role, created_at, revoked_at FROM api_keys
+             WHERE key_hash = ? AND revoked_at IS NULL",
+        )
+        .bind(key_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| record(&r)).transpose()
+    }
+
+    pub async fn api_keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        sqlx::query(
+            "SELECT id, label, role, created_at, revoked_at FROM api_keys ORDER BY created_at",
+        )
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(record)
+        .collect()
+    }
+
+    /// Revokes the key; false when no such active key exists.
+    pub async fn revoke_api_key(&self, id: Uuid, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let done =
+            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                .bind(to_millis(at))
+                .bind(id.to_string())
+                .execute(&self.pool)
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
+
+fn record(row: &sqlx::sqlite::SqliteRow) -> Result<ApiKeyRecord, StoreError> {
+    let id: String = row.try_get("id")?;
+    let role: String = row.try_get("role")?;
+    Ok(ApiKeyRecord {
+        id: id
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("api key id {id}")))?,
+        label: row.try_get("label")?,
+        role: role
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("api key role {role}")))?,
+        created_at: from_millis(row.try_get("created_at")?)?,
+        revoked_at: row
+            .try_get::<Option<i64>, _>("revoked_at")?
+            .map(from_millis)
+            .transpose()?,
+    })
+}

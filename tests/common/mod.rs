@@ -1,0 +1,182 @@
+//! One helper for every integration test: a real Tandem server on random
+//! loopback ports, over real TLS with a CA made for this test alone, with a
+//! temporary SQLite database file. The HTTP client trusts only that CA.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde_json::{json, Value};
+use tandem::auth::ApiRole;
+use tandem::config::Config;
+use tandem::server::{self, Listeners, Running};
+use tandem::tls::devcert::{self, DevCerts};
+use tempfile::TempDir;
+
+pub struct TestApp {
+    /// `https://localhost:PORT`, the server's public_url.
+    pub base: String,
+    pub https_addr: SocketAddr,
+    pub redirect_addr: Option<SocketAddr>,
+    /// Trusts only this test's CA; `localhost` resolves to the server.
+    pub client: reqwest::Client,
+    /// An admin API key.
+    pub admin_key: String,
+    pub certs: DevCerts,
+    pub config: Config,
+    pub dir: TempDir,
+    running: Option<Running>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Spawns a server after `adjust` has changed the test configuration.
+    pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let certs = devcert::generate(&dir.path().join("certs"), &["localhost".into()])
+            .expect("test certificates");
+        let mut config = Config {
+            data_dir: dir.path().join("data"),
+            ..Config::default()
+        };
+        config.server.listen = "127.0.0.1:0".parse().unwrap();
+        config.server.redirect_listen = Some("127.0.0.1:0".parse().unwrap());
+        config.server.shutdown_grace_secs = 1;
+        config.tls.cert_file = certs.cert.clone();
+        config.tls.key_file = certs.key.clone();
+        config.log.filter = "warn".into();
+        adjust(&mut config);
+
+        let listeners = Listeners::bind(&config.server).expect("bind");
+        let https_addr = listeners.https_addr();
+        config.public_url = format!("https://localhost:{}", https_addr.port());
+        config.validate().expect("valid test config");
+        let running = server::start(config.clone(), listeners)
+            .await
+            .expect("server starts");
+        let admin_key =
+            tandem::cli::create_api_key(running.scheduler().store(), ApiRole::Admin, "test admin")
+                .await
+                .unwrap();
+        let client = client_trusting(&[&certs.ca_cert], https_addr)
+            .build()
+            .unwrap();
+        TestApp {
+            base: config.public_url.clone(),
+            https_addr,
+            redirect_addr: running.redirect_addr,
+            client,
+            admin_key,
+            certs,
+            config,
+            dir,
+            running: Some(running),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn running(&self) -> &Running {
+        self.running.as_ref().expect("running")
+    }
+
+    /// A new API key with `role`.
+    pub async fn api_key(&self, role: ApiRole) -> String {
+        tandem::cli::create_api_key(self.running().scheduler().store(), role, "test")
+            .await
+            .unwrap()
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.get(self.url(path)).bearer_auth(&self.admin_key)
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .post(self.url(path))
+            .bearer_auth(&self.admin_key)
+    }
+
+    pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .delete(self.url(path))
+            .bearer_auth(&self.admin_key)
+    }
+
+    /// Creates a session and returns its JSON; panics unless 201.
+    pub async fn create_session(&self, body: &Value) -> Value {
+        let response = self.post("/v1/sessions").json(body).send().await.unwrap();
+        let status = response.status();
+        let json: Value = response.json().await.unwrap();
+        assert_eq!(status, 201, "{json}");
+        json
+    }
+
+    pub async fn invites(&self, session: &str) -> Vec<Value> {
+        let response = self
+            .post(&format!("/v1/sessions/{session}/invites"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        body["invites"].as_array().unwrap().clone()
+    }
+
+    pub fn signing_key_path(&self) -> PathBuf {
+        self.config.signing_key_path()
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await;
+        }
+    }
+}
+
+/// A client that trusts only `cas` and resolves `localhost` to `addr`.
+pub fn client_trusting(cas: &[&PathBuf], addr: SocketAddr) -> reqwest::ClientBuilder {
+    let mut builder = reqwest::Client::builder()
+        .https_only(true)
+        .tls_info(true)
+        .resolve("localhost", addr)
+        .timeout(std::time::Duration::from_secs(10));
+    for ca in cas {
+        let pem = std::fs::read(ca).unwrap();
+        builder = builder.add_root_certificate(reqwest::Certificate::from_pem(&pem).unwrap());
+    }
+    builder
+}
+
+/// A couple session starting `start_minutes` from now and lasting `minutes`.
+pub fn couple_session(start_minutes: i64, minutes: i64) -> Value {
+    let start = chrono::Utc::now() + chrono::Duration::minutes(start_minutes);
+    let end = start + chrono::Duration::minutes(minutes);
+    json!({
+        "title": "Joint session",
+        "kind": "couple",
+        "starts_at": start.to_rfc3339(),
+        "ends_at": end.to_rfc3339(),
+        "timezone": "America/New_York",
+        "clinician": {"id": "clin-1", "name": "Dr Rivera"},
+        "participants": [
+            {"id": "pat-1", "name": "Alex Morgan", "role": "patient"},
+            {"id": "par-1", "name": "Sam Morgan", "role": "partner"}
+        ]
+    })
+}
+
+/// Decodes a JWT's payload without verifying it.
+pub fn jwt_payload(token: &str) -> Value {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("a JWT has three parts");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
