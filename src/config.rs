@@ -9,7 +9,7 @@
 //! `TANDEM_SERVER__LISTEN=0.0.0.0:443`, `TANDEM_PUBLIC_URL=https://...`.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use figment::providers::{Env, Format, Serialized, Toml};
@@ -32,6 +32,7 @@ pub struct Config {
     pub database: DatabaseSection,
     pub auth: AuthSection,
     pub sessions: SessionsSection,
+    pub media: MediaSection,
     pub log: LogSection,
 }
 
@@ -93,6 +94,35 @@ pub struct SessionsSection {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct MediaSection {
+    /// The address media sockets bind and, unless `public_ip` is set,
+    /// announce in ICE candidates. Must be a concrete address (browsers
+    /// cannot reach 0.0.0.0). Default: the address of the interface that
+    /// routes outward, or 127.0.0.1 on a machine without a route.
+    pub bind_ip: Option<IpAddr>,
+    /// The address to announce instead, for a server behind 1:1 NAT.
+    pub public_ip: Option<IpAddr>,
+    /// UDP port of the first shard; shard N uses `udp_port + N`. 0: any.
+    pub udp_port: u16,
+    /// ICE-TCP port of the first shard (for networks that block UDP);
+    /// shard N uses `tcp_port + N`. 0: any.
+    pub tcp_port: u16,
+    /// Media event loops; 0 means one per CPU core.
+    pub shards: usize,
+    /// STUN/TURN servers handed to clients in `joined`.
+    pub ice_servers: Vec<IceServerConfig>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IceServerConfig {
+    pub urls: Vec<String>,
+    pub username: Option<String>,
+    pub credential: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LogSection {
     /// A tracing filter, e.g. "info" or "tandem=debug,info".
     pub filter: String,
@@ -133,6 +163,14 @@ impl Default for Config {
                 overrun_grace_minutes: 30,
                 clinician_grace_minutes: 5,
                 max_participants: 20,
+            },
+            media: MediaSection {
+                bind_ip: None,
+                public_ip: None,
+                udp_port: 50000,
+                tcp_port: 50000,
+                shards: 0,
+                ice_servers: Vec::new(),
             },
             log: LogSection {
                 filter: "info".into(),
@@ -259,6 +297,43 @@ impl Config {
                 "server.redirect_listen",
                 "must differ from server.listen".into(),
             );
+        }
+        for (key, ip) in [
+            ("media.bind_ip", self.media.bind_ip),
+            ("media.public_ip", self.media.public_ip),
+        ] {
+            if ip.is_some_and(|ip| ip.is_unspecified() || ip.is_multicast()) {
+                bad(
+                    key,
+                    "must be a concrete address that browsers can reach, not 0.0.0.0 or multicast"
+                        .into(),
+                );
+            }
+        }
+        if self.media.shards > 64 {
+            bad(
+                "media.shards",
+                format!("{} is more than 64", self.media.shards),
+            );
+        }
+        for (i, server) in self.media.ice_servers.iter().enumerate() {
+            if server.urls.is_empty() {
+                bad(
+                    &format!("media.ice_servers[{i}].urls"),
+                    "must list at least one URL".into(),
+                );
+            }
+            for url in &server.urls {
+                if !["stun:", "stuns:", "turn:", "turns:"]
+                    .iter()
+                    .any(|p| url.starts_with(p))
+                {
+                    bad(
+                        &format!("media.ice_servers[{i}].urls"),
+                        format!("{url:?} is not a stun:, stuns:, turn: or turns: URL"),
+                    );
+                }
+            }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
             bad(
@@ -416,6 +491,20 @@ mod tests {
                 "sessions.max_participants"
             ]
         );
+    }
+
+    #[test]
+    fn media_addresses_must_be_concrete() {
+        let err = load_toml(
+            "[media]\nbind_ip = \"0.0.0.0\"\nice_servers = [{ urls = [\"http://x\"] }]\n",
+        )
+        .unwrap_err();
+        assert_eq!(keys(err), ["media.bind_ip", "media.ice_servers[0].urls"]);
+        let ok = load_toml(
+            "[media]\nbind_ip = \"10.0.0.5\"\npublic_ip = \"203.0.113.7\"\nice_servers = [{ urls = [\"stun:stun.example:3478\"] }]\n",
+        )
+        .unwrap();
+        assert_eq!(ok.media.public_ip, Some("203.0.113.7".parse().unwrap()));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //!
 //! The modules follow the clinic's domain: [`schedule`] (sessions, rosters,
 //! invite links), [`auth`] (tokens, keys, roles), [`room`] (who may enter a
-//! live session), [`store`] (the database), [`http`] (the REST API and the
+//! live session), [`signal`] (the WebSocket protocol), [`sfu`] (media), [`store`] (the database), [`http`] (the REST API and the
 //! browser client), [`tls`] (HTTPS only), [`config`], and [`server`], which
 //! runs them together. `cli` is the `tandem` command.
 
@@ -15,5 +15,7 @@ mod private_file;
 pub mod room;
 pub mod schedule;
 pub mod server;
+pub mod sfu;
+pub mod signal;
 pub mod store;
 pub mod tls;

@@ -20,6 +20,10 @@ use crate::auth::signing_key::SigningKey;
 use crate::config::{Config, ServerSection};
 use crate::http::{self, AppState};
 use crate::schedule::Scheduler;
+use crate::sfu::Sfu;
+use crate::signal::hub::Hub;
+use crate::signal::message::IceServer;
+use crate::signal::SignalContext;
 use crate::store::Store;
 use crate::tls;
 
@@ -65,6 +69,8 @@ pub struct Running {
     pub https_addr: SocketAddr,
     pub redirect_addr: Option<SocketAddr>,
     scheduler: Scheduler,
+    sfu: Arc<Sfu>,
+    signal: Arc<SignalContext>,
     handle: Handle,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -94,6 +100,25 @@ pub async fn start(config: Config, listeners: Listeners) -> anyhow::Result<Runni
     let https_addr = listeners.https_addr();
     let redirect_addr = listeners.redirect_addr();
     let (stop, stopped) = watch::channel(false);
+    let sfu = Arc::new(Sfu::start(&config.media)?);
+    let public_url = config.public_url();
+    let signal = Arc::new(SignalContext {
+        scheduler: scheduler.clone(),
+        sfu: sfu.clone(),
+        hub: Hub::default(),
+        ice_servers: config
+            .media
+            .ice_servers
+            .iter()
+            .map(|s| IceServer {
+                urls: s.urls.clone(),
+                username: s.username.clone(),
+                credential: s.credential.clone(),
+            })
+            .collect(),
+        origin: public_url.origin().ascii_serialization(),
+        shutdown: stopped.clone(),
+    });
     let handle = Handle::new();
     let rustls = RustlsConfig::from_config(tls_config);
     let mut tasks = Vec::new();
@@ -101,6 +126,7 @@ pub async fn start(config: Config, listeners: Listeners) -> anyhow::Result<Runni
     let app = http::router(AppState {
         scheduler: scheduler.clone(),
         config: Arc::new(config.clone()),
+        signal: signal.clone(),
     });
     let https =
         axum_server::from_tcp_rustls(listeners.https, rustls.clone()).handle(handle.clone());
@@ -141,6 +167,8 @@ pub async fn start(config: Config, listeners: Listeners) -> anyhow::Result<Runni
         https_addr,
         redirect_addr,
         scheduler,
+        sfu,
+        signal,
         handle,
         stop,
         tasks,
@@ -153,12 +181,25 @@ impl Running {
         &self.scheduler
     }
 
-    /// Stops accepting, lets open requests finish (up to the configured
-    /// grace), then closes the database.
+    /// The media addresses (UDP, ICE-TCP) of each shard.
+    pub fn media_addresses(&self) -> Vec<(SocketAddr, SocketAddr)> {
+        self.sfu.addresses()
+    }
+
+    /// Signaling connections currently in live rooms.
+    pub fn connections(&self) -> usize {
+        self.signal.hub.connections()
+    }
+
+    /// Tells every signaling client, closes every peer connection, lets
+    /// open requests finish (up to the configured grace), then closes the
+    /// database.
     pub async fn shutdown(self) {
         tracing::info!("shutting down");
-        self.handle.graceful_shutdown(Some(self.grace));
         let _ = self.stop.send(true);
+        self.handle.graceful_shutdown(Some(self.grace));
+        let sfu = self.sfu.clone();
+        let _ = tokio::task::spawn_blocking(move || sfu.shutdown()).await;
         for task in self.tasks {
             let _ = task.await;
         }

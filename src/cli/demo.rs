@@ -121,6 +121,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     config.tls.cert_file = args.certs_dir.join("cert.pem");
     config.tls.key_file = args.certs_dir.join("key.pem");
     config.log.filter = "warn,tandem=info".into();
+    // Media on loopback, on free ports, so that instances run side by side.
+    config.media.bind_ip = Some(Ipv4Addr::LOCALHOST.into());
+    config.media.udp_port = 0;
+    config.media.tcp_port = 0;
     config.validate()?;
     init_logging(&config);
 

@@ -21,6 +21,7 @@ use url::Url;
 
 use crate::config::Config;
 use crate::schedule::Scheduler;
+use crate::signal::{self, SignalContext};
 
 pub use error::ApiError;
 
@@ -29,6 +30,7 @@ pub use error::ApiError;
 pub struct AppState {
     pub scheduler: Scheduler,
     pub config: Arc<Config>,
+    pub signal: Arc<SignalContext>,
 }
 
 /// Request bodies larger than this are refused (a 20-person roster is ~4 KiB).
@@ -49,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         );
     let mut router = Router::new()
         .nest("/v1", api)
+        .route("/v1/signal", get(signal::upgrade))
         .route("/healthz", get(health))
         .route("/j/{session}", get(client::join_page))
         .route("/client/{*path}", get(client::file))

@@ -19,10 +19,11 @@ use serde::Serialize;
 use url::Url;
 use uuid::Uuid;
 
-use crate::auth::invite::{self, InviteClaims};
+use crate::auth::invite::{self, InviteClaims, TokenError};
 use crate::auth::signing_key::SigningKey;
 use crate::auth::RosterRole;
 use crate::config::SessionsSection;
+use crate::room::admission::{check_invite, Refusal};
 use crate::store::{Change, Store, StoreError};
 
 /// The most sessions one listing returns.
@@ -173,6 +174,36 @@ impl Scheduler {
             .collect();
         tracing::info!(session = %id, "invite links issued");
         Ok(invites)
+    }
+
+    /// Checks an invite token for a join at `now`: its signature and window,
+    /// then the session and roster it names (`room::admission`). The outer
+    /// error is a storage failure; the inner one the refusal to tell the
+    /// person.
+    pub async fn check_invite(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Result<(Session, RosterEntry), Refusal>, ScheduleError> {
+        let verified = invite::verify(&self.key, token, now);
+        let sid = match &verified {
+            Ok(claims) => Some(claims.sid),
+            Err(TokenError::Expired { claims, .. } | TokenError::NotYetOpen { claims, .. }) => {
+                Some(claims.sid)
+            }
+            Err(TokenError::Invalid) => None,
+        };
+        let session = match sid {
+            Some(sid) => self.store.session(sid).await?,
+            None => None,
+        };
+        Ok(match check_invite(verified, session.as_ref(), now) {
+            Ok(member) => {
+                let member = member.clone();
+                Ok((session.expect("admitted to a session that exists"), member))
+            }
+            Err(refusal) => Err(refusal),
+        })
     }
 
     /// Invalidates every link of one participant, now and for the rest of

@@ -3,6 +3,9 @@
 //! temporary SQLite database file. The HTTP client trusts only that CA.
 #![allow(dead_code)]
 
+pub mod peer;
+pub mod signal_client;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -48,6 +51,9 @@ impl TestApp {
         config.tls.cert_file = certs.cert.clone();
         config.tls.key_file = certs.key.clone();
         config.log.filter = "warn".into();
+        config.media.bind_ip = Some([127, 0, 0, 1].into());
+        config.media.udp_port = 0;
+        config.media.tcp_port = 0;
         adjust(&mut config);
 
         let listeners = Listeners::bind(&config.server).expect("bind");

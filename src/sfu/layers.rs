@@ -1,0 +1,100 @@
+//! Simulcast: which layer of a published video each subscriber receives.
+//!
+//! A browser that sends simulcast encodes its camera two or three times at
+//! different sizes. In a small room everyone gets the best layer; above
+//! [`SMALL_ROOM`] people each subscriber gets, per video, the best layer
+//! that fits its share of its own bandwidth estimate, so a group room of
+//! twenty still plays on a home connection. Layers are ranked by their
+//! measured bitrate, not by their names, which are the sender's choice.
+
+use std::time::{Duration, Instant};
+
+/// Rooms up to this many people always receive the best layer.
+pub const SMALL_ROOM: usize = 4;
+
+/// A layer's bitrate over the last [`RateMeter::WINDOW`].
+#[derive(Debug, Clone, Default)]
+pub struct RateMeter {
+    window_start: Option<Instant>,
+    bytes: u64,
+    rate_bps: u64,
+}
+
+impl RateMeter {
+    pub const WINDOW: Duration = Duration::from_secs(1);
+
+    pub fn add(&mut self, now: Instant, bytes: usize) {
+        let start = *self.window_start.get_or_insert(now);
+        let elapsed = now.saturating_duration_since(start);
+        if elapsed >= Self::WINDOW {
+            self.rate_bps = self.bytes * 8 * 1000 / elapsed.as_millis().max(1) as u64;
+            self.window_start = Some(now);
+            self.bytes = 0;
+        }
+        self.bytes += bytes as u64;
+    }
+
+    /// Bits per second measured over the last full window (0 before one).
+    pub fn rate_bps(&self) -> u64 {
+        self.rate_bps
+    }
+}
+
+/// Picks the layer (an index into `rates`, one measured bitrate per layer)
+/// for a subscriber in a room of `room_size` people whose share of its
+/// bandwidth for this video is `budget_bps`. `None` when there are no layers.
+pub fn choose(rates: &[u64], room_size: usize, budget_bps: u64) -> Option<usize> {
+    let best = (0..rates.len()).max_by_key(|&i| (rates[i], std::cmp::Reverse(i)))?;
+    if room_size <= SMALL_ROOM {
+        return Some(best);
+    }
+    let fitting = (0..rates.len())
+        .filter(|&i| rates[i] > 0 && rates[i] <= budget_bps)
+        .max_by_key(|&i| rates[i]);
+    let lowest = (0..rates.len())
+        .filter(|&i| rates[i] > 0)
+        .min_by_key(|&i| rates[i]);
+    fitting.or(lowest).or(Some(best))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn small_rooms_get_the_best_layer() {
+        assert_eq!(choose(&[150_000, 500_000, 1_500_000], 3, 100_000), Some(2));
+        assert_eq!(choose(&[1_500_000, 150_000], 4, 0), Some(0));
+    }
+
+    #[test]
+    fn large_rooms_get_what_fits_the_budget() {
+        let rates = [150_000, 500_000, 1_500_000];
+        assert_eq!(choose(&rates, 12, 2_000_000), Some(2));
+        assert_eq!(choose(&rates, 12, 1_000_000), Some(1));
+        assert_eq!(choose(&rates, 12, 300_000), Some(0));
+        // Nothing fits: the lowest layer rather than nothing.
+        assert_eq!(choose(&rates, 12, 10_000), Some(0));
+        // Layers ranked by rate whatever their order.
+        assert_eq!(choose(&[1_500_000, 150_000, 500_000], 20, 600_000), Some(2));
+    }
+
+    #[test]
+    fn unmeasured_layers_fall_back() {
+        assert_eq!(choose(&[], 12, 1_000_000), None);
+        assert_eq!(choose(&[0, 0], 12, 1_000_000), Some(0));
+        assert_eq!(choose(&[0, 400_000], 12, 100_000), Some(1));
+    }
+
+    #[test]
+    fn the_meter_measures_bits_per_second() {
+        let t0 = Instant::now();
+        let mut meter = RateMeter::default();
+        for i in 0..100 {
+            meter.add(t0 + Duration::from_millis(i * 10), 1250);
+        }
+        assert_eq!(meter.rate_bps(), 0, "no full window yet");
+        meter.add(t0 + Duration::from_millis(1000), 1250);
+        assert_eq!(meter.rate_bps(), 1_000_000);
+    }
+}

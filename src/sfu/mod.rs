@@ -1,0 +1,216 @@
+//! The media engine: a selective forwarding unit on str0m (sans-IO WebRTC).
+//!
+//! Media is forwarded by [`shard`]s, one event loop per core by default, on
+//! its own thread. A shard owns one UDP socket and one ICE-TCP listener and
+//! every peer connection of the rooms pinned to it, so forwarding a packet
+//! from a publisher to its subscribers is a direct call inside one loop: no
+//! task, lock or channel per packet. Signaling talks to a shard through a
+//! command channel ([`Command`]) and hears back through each connection's
+//! event channel ([`PeerEvent`]).
+//!
+//! Each participant has two peer connections, as in LiveKit: `pub` (the
+//! client offers its own audio and video) and `sub` (the server offers
+//! everyone else's, renegotiated as people come and go).
+
+mod keyframe;
+mod layers;
+mod peer;
+mod rewrite;
+mod shard;
+mod tcp;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
+use std::sync::Mutex;
+use std::thread::JoinHandle;
+
+use anyhow::Context;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::config::MediaSection;
+use crate::signal::message::{IceCandidate, Pc};
+
+pub use keyframe::{is_h264_keyframe, is_vp8_keyframe};
+
+/// Identifies one signaling connection (a participant may have several over
+/// time; a replacement is a new connection).
+pub type ConnId = u64;
+
+/// What signaling asks of a shard.
+#[derive(Debug)]
+pub enum Command {
+    /// A participant was admitted: create its peer connections.
+    Join {
+        conn: ConnId,
+        room: Uuid,
+        participant: String,
+        events: mpsc::UnboundedSender<PeerEvent>,
+    },
+    Offer {
+        conn: ConnId,
+        pc: Pc,
+        sdp: String,
+    },
+    Answer {
+        conn: ConnId,
+        pc: Pc,
+        sdp: String,
+    },
+    /// A trickled remote candidate (`None`: the end of candidates).
+    Candidate {
+        conn: ConnId,
+        pc: Pc,
+        candidate: Option<String>,
+    },
+    /// The participant left or its socket closed: drop its peer connections
+    /// and its tracks from everyone else.
+    Leave {
+        conn: ConnId,
+    },
+}
+
+/// What a shard tells a connection.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PeerEvent {
+    Offer {
+        pc: Pc,
+        sdp: String,
+    },
+    Answer {
+        pc: Pc,
+        sdp: String,
+    },
+    Candidate {
+        pc: Pc,
+        candidate: Option<IceCandidate>,
+    },
+    /// ICE and DTLS are done on this peer connection.
+    Connected {
+        pc: Pc,
+    },
+    /// The peer connection lost its network path.
+    Disconnected {
+        pc: Pc,
+    },
+    /// A client message could not be applied (bad SDP, out of order).
+    Rejected {
+        code: &'static str,
+        message: String,
+    },
+}
+
+struct ShardHandle {
+    commands: mpsc::UnboundedSender<ShardInput>,
+    udp: SocketAddr,
+    tcp: SocketAddr,
+}
+
+enum ShardInput {
+    Command(Command),
+    Shutdown,
+}
+
+/// All shards of this node.
+pub struct Sfu {
+    shards: Vec<ShardHandle>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Sfu {
+    /// Binds every shard's sockets and starts the shard threads.
+    pub fn start(config: &MediaSection) -> anyhow::Result<Sfu> {
+        let bind_ip = config.bind_ip.unwrap_or_else(detect_ip);
+        let announce_ip = config.public_ip.unwrap_or(bind_ip);
+        let count = if config.shards == 0 {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        } else {
+            config.shards
+        };
+        let mut shards = Vec::with_capacity(count);
+        let mut threads = Vec::with_capacity(count);
+        for index in 0..count {
+            let port = |base: u16| if base == 0 { 0 } else { base + index as u16 };
+            let udp = UdpSocket::bind((bind_ip, port(config.udp_port))).with_context(|| {
+                format!(
+                    "cannot bind media UDP port {} on {bind_ip} (media.udp_port)",
+                    port(config.udp_port)
+                )
+            })?;
+            let tcp = std::net::TcpListener::bind((bind_ip, port(config.tcp_port))).with_context(
+                || {
+                    format!(
+                        "cannot bind ICE-TCP port {} on {bind_ip} (media.tcp_port)",
+                        port(config.tcp_port)
+                    )
+                },
+            )?;
+            udp.set_nonblocking(true)?;
+            tcp.set_nonblocking(true)?;
+            let udp_local = udp.local_addr()?;
+            let tcp_local = tcp.local_addr()?;
+            let udp_announce = SocketAddr::new(announce_ip, udp_local.port());
+            let tcp_announce = SocketAddr::new(announce_ip, tcp_local.port());
+            let (tx, rx) = mpsc::unbounded_channel();
+            let thread = std::thread::Builder::new()
+                .name(format!("sfu-shard-{index}"))
+                .spawn(move || shard::run(index, udp, tcp, udp_announce, tcp_announce, rx))?;
+            tracing::info!(shard = index, udp = %udp_announce, tcp = %tcp_announce, "media shard started");
+            shards.push(ShardHandle {
+                commands: tx,
+                udp: udp_announce,
+                tcp: tcp_announce,
+            });
+            threads.push(thread);
+        }
+        Ok(Sfu {
+            shards,
+            threads: Mutex::new(threads),
+        })
+    }
+
+    /// The shard that carries `room`: every peer of a room is on one shard,
+    /// so forwarding never crosses threads.
+    fn shard(&self, room: Uuid) -> &ShardHandle {
+        let index = (room.as_u128() % self.shards.len() as u128) as usize;
+        &self.shards[index]
+    }
+
+    /// Sends `command` to the shard of `room`.
+    pub fn send(&self, room: Uuid, command: Command) {
+        if self
+            .shard(room)
+            .commands
+            .send(ShardInput::Command(command))
+            .is_err()
+        {
+            tracing::error!("a media shard has stopped");
+        }
+    }
+
+    /// The media addresses (UDP, ICE-TCP) each shard announces.
+    pub fn addresses(&self) -> Vec<(SocketAddr, SocketAddr)> {
+        self.shards.iter().map(|s| (s.udp, s.tcp)).collect()
+    }
+
+    /// Closes every peer connection and waits for the shard threads.
+    pub fn shutdown(&self) {
+        for shard in &self.shards {
+            let _ = shard.commands.send(ShardInput::Shutdown);
+        }
+        let threads = std::mem::take(&mut *self.threads.lock().expect("not poisoned"));
+        for thread in threads {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The address of the interface that routes outward, or loopback on a
+/// machine without a route. Nothing is sent: connecting a UDP socket only
+/// asks the kernel which source address it would use.
+fn detect_ip() -> IpAddr {
+    UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .and_then(|s| s.connect(("192.0.2.1", 9)).map(|()| s))
+        .and_then(|s| s.local_addr())
+        .map(|a| a.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}

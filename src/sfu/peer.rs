@@ -1,0 +1,185 @@
+//! One participant inside a shard: its two peer connections, what it
+//! publishes, what it receives, and the state of its `sub` negotiation.
+
+use std::time::Instant;
+
+use str0m::bwe::Bitrate;
+use str0m::change::SdpPendingOffer;
+use str0m::media::{MediaKind, Mid, Rid};
+use str0m::rtp::Ssrc;
+use str0m::{Candidate, Rtc, RtcConfig};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::keyframe::Throttle;
+use super::layers::RateMeter;
+use super::rewrite::Rewriter;
+use super::{ConnId, PeerEvent};
+
+/// The most simulcast layers a published video may have.
+pub const MAX_LAYERS: usize = 4;
+
+/// The bandwidth a subscriber is assumed to have before its estimate comes.
+pub const INITIAL_ESTIMATE_BPS: u64 = 1_500_000;
+
+/// One simulcast layer (or the only encoding) of a published track.
+#[derive(Debug, Default)]
+pub struct Layer {
+    pub rid: Option<Rid>,
+    pub ssrc: Option<Ssrc>,
+    pub meter: RateMeter,
+    pub keyframes: Throttle,
+}
+
+/// A track this participant publishes (an m-line of its `pub` connection).
+#[derive(Debug)]
+pub struct Published {
+    pub mid: Mid,
+    pub kind: MediaKind,
+    pub layers: Vec<Layer>,
+}
+
+impl Published {
+    /// The layer a packet of `ssrc` (with `rid` from the stream) belongs to,
+    /// learning new SSRCs as they appear.
+    pub fn layer_of(&mut self, ssrc: Ssrc, rid: Option<Rid>) -> Option<usize> {
+        if let Some(i) = self.layers.iter().position(|l| l.ssrc == Some(ssrc)) {
+            return Some(i);
+        }
+        let i = match self
+            .layers
+            .iter()
+            .position(|l| l.rid == rid && l.ssrc.is_none())
+        {
+            Some(i) => i,
+            None if self.layers.len() < MAX_LAYERS => {
+                self.layers.push(Layer {
+                    rid,
+                    ..Layer::default()
+                });
+                self.layers.len() - 1
+            }
+            None => return None,
+        };
+        self.layers[i].ssrc = Some(ssrc);
+        Some(i)
+    }
+
+    /// Measured bitrates of the layers, for [`super::layers::choose`].
+    pub fn rates(&self) -> ([u64; MAX_LAYERS], usize) {
+        let mut rates = [0; MAX_LAYERS];
+        for (i, layer) in self.layers.iter().enumerate() {
+            rates[i] = layer.meter.rate_bps();
+        }
+        (rates, self.layers.len())
+    }
+}
+
+/// Someone else's track as this participant receives it (an m-line of its
+/// `sub` connection).
+#[derive(Debug)]
+pub struct Subscription {
+    pub publisher: ConnId,
+    pub source: Mid,
+    pub mid: Mid,
+    pub kind: MediaKind,
+    /// The subscriber has accepted an offer containing this m-line.
+    pub negotiated: bool,
+    pub rewriter: Rewriter,
+    /// The layer being forwarded now.
+    pub layer: Option<usize>,
+    /// A layer to switch to at its next keyframe.
+    pub target: Option<usize>,
+}
+
+/// A change to the `sub` connection waiting for the next offer.
+#[derive(Debug)]
+pub enum Change {
+    Add {
+        publisher: ConnId,
+        participant: String,
+        source: Mid,
+        kind: MediaKind,
+    },
+    Deactivate {
+        mid: Mid,
+    },
+}
+
+pub struct Peer {
+    pub room: Uuid,
+    pub participant: String,
+    pub events: mpsc::UnboundedSender<PeerEvent>,
+    pub publish: Rtc,
+    pub subscribe: Rtc,
+    pub publish_deadline: Instant,
+    pub subscribe_deadline: Instant,
+    pub published: Vec<Published>,
+    pub subscriptions: Vec<Subscription>,
+    pub wanted: Vec<Change>,
+    pub pending: Option<SdpPendingOffer>,
+    pub subscribe_connected: bool,
+    pub egress_bps: u64,
+    /// Candidates were trickled to the client for this connection.
+    pub trickled_pub: bool,
+    pub trickled_sub: bool,
+}
+
+/// A new ICE-lite peer connection in RTP mode with the shard's candidates.
+pub fn new_rtc(now: Instant, candidates: &[Candidate], estimate_bandwidth: bool) -> Rtc {
+    let mut config = RtcConfig::new()
+        .set_ice_lite(true)
+        .set_rtp_mode(true)
+        .clear_codecs()
+        .enable_opus(true, false)
+        .enable_vp8(true)
+        .enable_h264(true);
+    if estimate_bandwidth {
+        config = config.enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE_BPS)));
+    }
+    let mut rtc = config.build(now);
+    for candidate in candidates {
+        rtc.add_local_candidate(candidate.clone());
+    }
+    rtc
+}
+
+impl Peer {
+    pub fn new(
+        now: Instant,
+        room: Uuid,
+        participant: String,
+        events: mpsc::UnboundedSender<PeerEvent>,
+        candidates: &[Candidate],
+    ) -> Peer {
+        Peer {
+            room,
+            participant,
+            events,
+            publish: new_rtc(now, candidates, false),
+            subscribe: new_rtc(now, candidates, true),
+            publish_deadline: now,
+            subscribe_deadline: now,
+            published: Vec::new(),
+            subscriptions: Vec::new(),
+            wanted: Vec::new(),
+            pending: None,
+            subscribe_connected: false,
+            egress_bps: INITIAL_ESTIMATE_BPS,
+            trickled_pub: false,
+            trickled_sub: false,
+        }
+    }
+
+    pub fn tell(&self, event: PeerEvent) {
+        let _ = self.events.send(event);
+    }
+
+    /// Number of videos this participant receives, to share its bandwidth.
+    pub fn video_subscriptions(&self) -> usize {
+        self.subscriptions
+            .iter()
+            .filter(|s| s.kind == MediaKind::Video)
+            .count()
+    }
+}

@@ -1,0 +1,374 @@
+//! The signaling protocol (v1): every message a client and the server
+//! exchange over `wss://HOST/v1/signal`, one JSON object per text frame.
+//!
+//! This file is the protocol's single definition in code. Names and fields
+//! are a public contract (docs/protocol.md): add, never rename.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::auth::RosterRole;
+
+/// Which of a participant's two peer connections a message is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pc {
+    /// Client offers, server answers: the participant's own audio and video.
+    Pub,
+    /// Server offers, client answers: everyone else's media.
+    Sub,
+}
+
+/// An ICE candidate in the shape of `RTCIceCandidate.toJSON()`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceCandidate {
+    pub candidate: String,
+    #[serde(rename = "sdpMid", default, skip_serializing_if = "Option::is_none")]
+    pub sdp_mid: Option<String>,
+    #[serde(
+        rename = "sdpMLineIndex",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub sdp_mline_index: Option<u16>,
+    #[serde(
+        rename = "usernameFragment",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub username_fragment: Option<String>,
+}
+
+/// Where the patient says they are, sent with `join`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Attestation {
+    pub state: String,
+    pub at_home: bool,
+    pub private: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaKind {
+    Audio,
+    Video,
+}
+
+/// Everything a client may send.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMessage {
+    Join {
+        token: String,
+        #[serde(default)]
+        attestation: Option<Attestation>,
+    },
+    Offer {
+        pc: Pc,
+        sdp: String,
+    },
+    Answer {
+        pc: Pc,
+        sdp: String,
+    },
+    Candidate {
+        pc: Pc,
+        candidate: Option<IceCandidate>,
+    },
+    Media {
+        audio: bool,
+        video: bool,
+    },
+    Leave,
+    Ping,
+    Admit {
+        participant: String,
+    },
+    Deny {
+        participant: String,
+    },
+    AdmitAll,
+    Remove {
+        participant: String,
+    },
+    Mute {
+        participant: String,
+        kind: MediaKind,
+    },
+    End,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct You {
+    pub id: String,
+    pub name: String,
+    pub role: RosterRole,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionInfo {
+    pub id: String,
+    pub title: String,
+    pub kind: String,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
+}
+
+/// Someone in the room, as others see them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Participant {
+    pub id: String,
+    pub name: String,
+    pub role: RosterRole,
+    pub audio: bool,
+    pub video: bool,
+}
+
+/// One entry of `RTCConfiguration.iceServers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IceServer {
+    pub urls: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitingPerson {
+    pub id: String,
+    pub name: String,
+    pub role: RosterRole,
+    pub since: DateTime<Utc>,
+}
+
+/// Everything the server may send.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    Waiting {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    Joined {
+        you: You,
+        session: SessionInfo,
+        participants: Vec<Participant>,
+        ice_servers: Vec<IceServer>,
+    },
+    Denied {
+        code: String,
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        opens_at: Option<DateTime<Utc>>,
+    },
+    Offer {
+        pc: Pc,
+        sdp: String,
+    },
+    Answer {
+        pc: Pc,
+        sdp: String,
+    },
+    Candidate {
+        pc: Pc,
+        candidate: Option<IceCandidate>,
+    },
+    ParticipantJoined {
+        participant: Participant,
+    },
+    ParticipantLeft {
+        participant: Participant,
+    },
+    Media {
+        participant: String,
+        audio: bool,
+        video: bool,
+    },
+    Lobby {
+        waiting: Vec<WaitingPerson>,
+    },
+    Muted {
+        kind: MediaKind,
+    },
+    SessionEnding {
+        seconds_left: u64,
+    },
+    Removed,
+    Replaced,
+    Ended,
+    Error {
+        code: String,
+        message: String,
+    },
+    Pong,
+}
+
+impl ServerMessage {
+    pub fn error(code: &str, message: impl Into<String>) -> ServerMessage {
+        ServerMessage::Error {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("server messages serialise")
+    }
+}
+
+/// Parses one client frame; the error is a sentence for a `bad_message`.
+pub fn parse(text: &str) -> Result<ClientMessage, String> {
+    serde_json::from_str(text).map_err(|e| {
+        let known = serde_json::from_str::<serde_json::Value>(text)
+            .ok()
+            .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned));
+        match known {
+            Some(kind) => format!("cannot read the {kind:?} message: {e}"),
+            None => format!("not a protocol message: {e}"),
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn client_messages_parse_as_documented() {
+        let cases = [
+            (
+                json!({"type": "join", "token": "t"}),
+                ClientMessage::Join {
+                    token: "t".into(),
+                    attestation: None,
+                },
+            ),
+            (
+                json!({"type": "join", "token": "t", "attestation": {"state": "NY", "at_home": true, "private": true}}),
+                ClientMessage::Join {
+                    token: "t".into(),
+                    attestation: Some(Attestation {
+                        state: "NY".into(),
+                        at_home: true,
+                        private: true,
+                    }),
+                },
+            ),
+            (
+                json!({"type": "offer", "pc": "pub", "sdp": "v=0"}),
+                ClientMessage::Offer {
+                    pc: Pc::Pub,
+                    sdp: "v=0".into(),
+                },
+            ),
+            (
+                json!({"type": "answer", "pc": "sub", "sdp": "v=0"}),
+                ClientMessage::Answer {
+                    pc: Pc::Sub,
+                    sdp: "v=0".into(),
+                },
+            ),
+            (
+                json!({"type": "candidate", "pc": "pub", "candidate": {"candidate": "candidate:1 1 udp 1 127.0.0.1 5000 typ host", "sdpMid": "0", "sdpMLineIndex": 0}}),
+                ClientMessage::Candidate {
+                    pc: Pc::Pub,
+                    candidate: Some(IceCandidate {
+                        candidate: "candidate:1 1 udp 1 127.0.0.1 5000 typ host".into(),
+                        sdp_mid: Some("0".into()),
+                        sdp_mline_index: Some(0),
+                        username_fragment: None,
+                    }),
+                },
+            ),
+            (
+                json!({"type": "candidate", "pc": "sub", "candidate": null}),
+                ClientMessage::Candidate {
+                    pc: Pc::Sub,
+                    candidate: None,
+                },
+            ),
+            (
+                json!({"type": "media", "audio": false, "video": true}),
+                ClientMessage::Media {
+                    audio: false,
+                    video: true,
+                },
+            ),
+            (json!({"type": "leave"}), ClientMessage::Leave),
+            (json!({"type": "ping"}), ClientMessage::Ping),
+            (
+                json!({"type": "admit", "participant": "p"}),
+                ClientMessage::Admit {
+                    participant: "p".into(),
+                },
+            ),
+            (json!({"type": "admit_all"}), ClientMessage::AdmitAll),
+            (
+                json!({"type": "mute", "participant": "p", "kind": "audio"}),
+                ClientMessage::Mute {
+                    participant: "p".into(),
+                    kind: MediaKind::Audio,
+                },
+            ),
+            (json!({"type": "end"}), ClientMessage::End),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse(&text.to_string()).unwrap(), expected, "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_frames_are_explained() {
+        for text in [
+            "not json",
+            "{}",
+            r#"{"type": "dance"}"#,
+            r#"{"type": "offer", "pc": "both", "sdp": ""}"#,
+            r#"{"type": "join"}"#,
+            r#"{"type": "media", "audio": "yes", "video": true}"#,
+        ] {
+            assert!(parse(text).is_err(), "{text}");
+        }
+        assert!(parse(r#"{"type": "join"}"#)
+            .unwrap_err()
+            .contains("\"join\""));
+    }
+
+    #[test]
+    fn server_messages_serialise_as_documented() {
+        assert_eq!(ServerMessage::Pong.to_json(), r#"{"type":"pong"}"#);
+        assert_eq!(
+            ServerMessage::Waiting { reason: None }.to_json(),
+            r#"{"type":"waiting"}"#
+        );
+        assert_eq!(
+            ServerMessage::Denied {
+                code: "token_invalid".into(),
+                message: "m".into(),
+                opens_at: None
+            }
+            .to_json(),
+            r#"{"type":"denied","code":"token_invalid","message":"m"}"#
+        );
+        assert_eq!(
+            serde_json::to_value(ServerMessage::SessionEnding { seconds_left: 60 }).unwrap(),
+            json!({"type": "session_ending", "seconds_left": 60})
+        );
+        assert_eq!(
+            serde_json::to_value(ServerMessage::ParticipantLeft {
+                participant: Participant {
+                    id: "p".into(),
+                    name: "N".into(),
+                    role: RosterRole::Patient,
+                    audio: true,
+                    video: false
+                }
+            })
+            .unwrap(),
+            json!({"type": "participant_left", "participant": {"id": "p", "name": "N", "role": "patient", "audio": true, "video": false}})
+        );
+    }
+}

@@ -1,0 +1,326 @@
+//! The signaling socket: the join check, malformed and oversized input, the
+//! origin rule, presence and mute relay, replacement, ping.
+
+mod common;
+
+use std::time::Duration;
+
+use common::signal_client::{invite_token, SignalClient};
+use common::{couple_session, TestApp};
+use serde_json::{json, Value};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// A session running now and one link per roster member, by participant id.
+async fn session_with_links(app: &TestApp) -> (String, Vec<(String, String)>) {
+    let session = app.create_session(&couple_session(-5, 60)).await;
+    let id = session["id"].as_str().unwrap().to_owned();
+    let links = app
+        .invites(&id)
+        .await
+        .iter()
+        .map(|i| {
+            (
+                i["participant_id"].as_str().unwrap().to_owned(),
+                invite_token(i),
+            )
+        })
+        .collect();
+    (id, links)
+}
+
+fn token<'a>(links: &'a [(String, String)], who: &str) -> &'a str {
+    &links.iter().find(|(id, _)| id == who).unwrap().1
+}
+
+#[tokio::test]
+async fn a_valid_link_joins_and_gets_the_room() {
+    let app = TestApp::spawn().await;
+    let (session, links) = session_with_links(&app).await;
+
+    let mut clinician = SignalClient::connect(&app).await.unwrap();
+    let joined = clinician.join(token(&links, "clin-1")).await.unwrap();
+    assert_eq!(joined["type"], "joined", "{joined}");
+    assert_eq!(
+        joined["you"],
+        json!({"id": "clin-1", "name": "Dr Rivera", "role": "clinician"})
+    );
+    assert_eq!(joined["session"]["id"], session.as_str());
+    assert_eq!(joined["session"]["kind"], "couple");
+    assert_eq!(joined["participants"], json!([]));
+    assert_eq!(joined["ice_servers"], json!([]));
+
+    let mut patient = SignalClient::connect(&app).await.unwrap();
+    let joined = patient.join(token(&links, "pat-1")).await.unwrap();
+    assert_eq!(
+        joined["participants"],
+        json!([{"id": "clin-1", "name": "Dr Rivera", "role": "clinician", "audio": true, "video": true}])
+    );
+    let arrived = clinician
+        .recv_until("participant_joined", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(arrived["participant"]["id"], "pat-1");
+
+    // Mute state is relayed to the others, not echoed.
+    patient
+        .send_json(json!({"type": "media", "audio": false, "video": true}))
+        .await
+        .unwrap();
+    let media = clinician.recv_until("media", WAIT).await.unwrap();
+    assert_eq!(
+        media,
+        json!({"type": "media", "participant": "pat-1", "audio": false, "video": true})
+    );
+
+    patient.send_json(json!({"type": "ping"})).await.unwrap();
+    patient.recv_until("pong", WAIT).await.unwrap();
+    assert_eq!(patient.log().count("media"), 0);
+
+    patient.send_json(json!({"type": "leave"})).await.unwrap();
+    patient.wait_closed(WAIT).await.unwrap();
+    let left = clinician
+        .recv_until("participant_left", WAIT)
+        .await
+        .unwrap();
+    assert_eq!(left["participant"]["id"], "pat-1");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn refused_links_get_denied_with_their_code_then_a_close() {
+    let app = TestApp::spawn().await;
+    let (session, links) = session_with_links(&app).await;
+
+    // Later and cancelled sessions for the other codes.
+    let later = app.create_session(&couple_session(120, 60)).await;
+    let later_token = invite_token(&app.invites(later["id"].as_str().unwrap()).await[1]);
+    let cancelled = app.create_session(&couple_session(0, 60)).await;
+    let cancelled_id = cancelled["id"].as_str().unwrap();
+    let cancelled_token = invite_token(&app.invites(cancelled_id).await[1]);
+    app.delete(&format!("/v1/sessions/{cancelled_id}"))
+        .send()
+        .await
+        .unwrap();
+    app.post(&format!("/v1/sessions/{session}/participants/par-1/revoke"))
+        .send()
+        .await
+        .unwrap();
+
+    let forged = {
+        let mut parts: Vec<String> = token(&links, "pat-1")
+            .split('.')
+            .map(String::from)
+            .collect();
+        parts[2] = parts[2].chars().rev().collect();
+        parts.join(".")
+    };
+    let cases: Vec<(&str, String, &str)> = vec![
+        ("forged signature", forged, "token_invalid"),
+        ("garbage", "not-a-token".into(), "token_invalid"),
+        ("too early", later_token, "not_yet_open"),
+        ("cancelled", cancelled_token, "session_cancelled"),
+        ("revoked", token(&links, "par-1").to_owned(), "revoked"),
+    ];
+    for (case, token, code) in cases {
+        let mut client = SignalClient::connect(&app).await.unwrap();
+        let reply = client.join(&token).await.unwrap();
+        assert_eq!(reply["type"], "denied", "{case}: {reply}");
+        assert_eq!(reply["code"], code, "{case}: {reply}");
+        assert!(!reply["message"].as_str().unwrap().is_empty());
+        if code == "not_yet_open" {
+            assert!(reply["opens_at"].is_string(), "{reply}");
+        }
+        client.wait_closed(WAIT).await.unwrap();
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_first_message_must_be_a_join() {
+    let app = TestApp::spawn().await;
+    for first in [
+        json!({"type": "ping"}),
+        json!({"type": "offer", "pc": "pub", "sdp": "v=0"}),
+        json!({"hello": 1}),
+    ] {
+        let mut client = SignalClient::connect(&app).await.unwrap();
+        client.send_json(first.clone()).await.unwrap();
+        let reply = client.recv(WAIT).await.unwrap();
+        assert_eq!(
+            (reply["type"].as_str(), reply["code"].as_str()),
+            (Some("denied"), Some("join_required")),
+            "{first}"
+        );
+        client.wait_closed(WAIT).await.unwrap();
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_socket_is_closed_after_ten_seconds() {
+    let app = TestApp::spawn().await;
+    let client = SignalClient::connect(&app).await.unwrap();
+    let started = std::time::Instant::now();
+    let closed = client.wait_closed(Duration::from_secs(15)).await.unwrap();
+    let waited = closed.at.duration_since(started);
+    assert!(
+        waited >= Duration::from_secs(9),
+        "closed too early: {waited:?}"
+    );
+    let messages = client.messages();
+    assert_eq!(
+        messages.last().unwrap()["code"],
+        "join_required",
+        "{messages:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn malformed_and_unknown_messages_get_errors_and_the_connection_stays() {
+    let app = TestApp::spawn().await;
+    let (_, links) = session_with_links(&app).await;
+    let mut client = SignalClient::connect(&app).await.unwrap();
+    assert_eq!(
+        client.join(token(&links, "pat-1")).await.unwrap()["type"],
+        "joined"
+    );
+
+    let bad: Vec<(&str, String, &str)> = vec![
+        ("not JSON", "{{nope".into(), "bad_message"),
+        (
+            "unknown type",
+            json!({"type": "dance"}).to_string(),
+            "bad_message",
+        ),
+        (
+            "missing field",
+            json!({"type": "offer", "pc": "pub"}).to_string(),
+            "bad_message",
+        ),
+        (
+            "wrong pc",
+            json!({"type": "offer", "pc": "both", "sdp": "v=0"}).to_string(),
+            "bad_message",
+        ),
+        (
+            "bad SDP",
+            json!({"type": "offer", "pc": "pub", "sdp": "this is not sdp"}).to_string(),
+            "bad_message",
+        ),
+        (
+            "offer for sub",
+            json!({"type": "offer", "pc": "sub", "sdp": "v=0"}).to_string(),
+            "bad_state",
+        ),
+        (
+            "unasked answer",
+            json!({"type": "answer", "pc": "sub", "sdp": "v=0"}).to_string(),
+            "bad_state",
+        ),
+        (
+            "second join",
+            json!({"type": "join", "token": "x"}).to_string(),
+            "bad_state",
+        ),
+        (
+            "clinician only",
+            json!({"type": "admit_all"}).to_string(),
+            "not_allowed",
+        ),
+    ];
+    for (case, text, code) in bad {
+        client.send_text(text).await.unwrap();
+        let reply = client.recv_until("error", WAIT).await.unwrap();
+        assert_eq!(reply["code"], code, "{case}: {reply}");
+    }
+    client.send_json(json!({"type": "ping"})).await.unwrap();
+    client.recv_until("pong", WAIT).await.unwrap();
+    assert!(client.closed().is_none());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn oversized_frames_are_refused() {
+    let app = TestApp::spawn().await;
+    let (_, links) = session_with_links(&app).await;
+    let mut client = SignalClient::connect(&app).await.unwrap();
+    assert_eq!(
+        client.join(token(&links, "pat-1")).await.unwrap()["type"],
+        "joined"
+    );
+    let huge = json!({"type": "offer", "pc": "pub", "sdp": "v".repeat(300 * 1024)}).to_string();
+    let _ = client.send_text(huge).await;
+    let closed = client.wait_closed(WAIT).await.unwrap();
+    assert!(matches!(closed.code, Some(1009) | None), "{closed:?}");
+
+    // Just under the limit is read (and refused as SDP, not as a frame).
+    let mut client = SignalClient::connect(&app).await.unwrap();
+    assert_eq!(
+        client.join(token(&links, "par-1")).await.unwrap()["type"],
+        "joined"
+    );
+    let large = json!({"type": "offer", "pc": "pub", "sdp": "v".repeat(200 * 1024)}).to_string();
+    client.send_text(large).await.unwrap();
+    assert_eq!(
+        client.recv_until("error", WAIT).await.unwrap()["code"],
+        "bad_message"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn pages_from_another_origin_are_refused() {
+    let app = TestApp::spawn().await;
+    let refused = SignalClient::connect_with_origin(&app, "https://evil.example").await;
+    assert!(refused.is_err(), "a foreign origin was upgraded");
+    let allowed = SignalClient::connect_with_origin(&app, &app.base).await;
+    assert!(allowed.is_ok(), "our own origin was refused");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_device_replaces_the_first() {
+    let app = TestApp::spawn().await;
+    let (_, links) = session_with_links(&app).await;
+    let mut clinician = SignalClient::connect(&app).await.unwrap();
+    clinician.join(token(&links, "clin-1")).await.unwrap();
+    let mut laptop = SignalClient::connect(&app).await.unwrap();
+    laptop.join(token(&links, "pat-1")).await.unwrap();
+    let mut phone = SignalClient::connect(&app).await.unwrap();
+    let joined = phone.join(token(&links, "pat-1")).await.unwrap();
+    assert_eq!(joined["type"], "joined");
+
+    laptop.recv_until("replaced", WAIT).await.unwrap();
+    laptop.wait_closed(WAIT).await.unwrap();
+    // The clinician saw the patient arrive twice and never leave.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = clinician.log();
+    assert_eq!(log.count("participant_joined"), 2, "{}", log.summary());
+    assert_eq!(log.count("participant_left"), 0, "{}", log.summary());
+    assert!(phone.closed().is_none());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_tells_connected_clients() {
+    let app = TestApp::spawn().await;
+    let (_, links) = session_with_links(&app).await;
+    let mut client = SignalClient::connect(&app).await.unwrap();
+    client.join(token(&links, "pat-1")).await.unwrap();
+    let watch = client.closed_watch();
+    let log = client.log();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), app.stop()).await;
+    assert!(stopped.is_ok(), "shutdown hung");
+    let closed = common::signal_client::wait_closed(watch, WAIT, &log)
+        .await
+        .unwrap();
+    assert_eq!(closed.code, Some(1012));
+    let messages: Vec<Value> = log.all();
+    assert_eq!(
+        messages.last().unwrap()["code"],
+        "server_restart",
+        "{messages:?}"
+    );
+}
