@@ -90,6 +90,8 @@ pub struct SessionsSection {
     pub clinician_grace_minutes: u32,
     /// Largest roster a session may have, the clinician included.
     pub max_participants: u32,
+    /// Failed joins allowed per source address per minute; 0: no limit.
+    pub failed_joins_per_minute: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -163,6 +165,7 @@ impl Default for Config {
                 overrun_grace_minutes: 30,
                 clinician_grace_minutes: 5,
                 max_participants: 20,
+                failed_joins_per_minute: 10,
             },
             media: MediaSection {
                 bind_ip: None,

@@ -19,10 +19,11 @@ use tokio::task::JoinHandle;
 use crate::auth::signing_key::SigningKey;
 use crate::config::{Config, ServerSection};
 use crate::http::{self, AppState};
+use crate::room::rate_limit::FailedJoins;
 use crate::schedule::Scheduler;
 use crate::sfu::Sfu;
-use crate::signal::hub::Hub;
 use crate::signal::message::IceServer;
+use crate::signal::rooms::Rooms;
 use crate::signal::SignalContext;
 use crate::store::Store;
 use crate::tls;
@@ -70,7 +71,6 @@ pub struct Running {
     pub redirect_addr: Option<SocketAddr>,
     scheduler: Scheduler,
     sfu: Arc<Sfu>,
-    signal: Arc<SignalContext>,
     handle: Handle,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -102,20 +102,23 @@ pub async fn start(config: Config, listeners: Listeners) -> anyhow::Result<Runni
     let (stop, stopped) = watch::channel(false);
     let sfu = Arc::new(Sfu::start(&config.media)?);
     let public_url = config.public_url();
+    let ice_servers = config
+        .media
+        .ice_servers
+        .iter()
+        .map(|s| IceServer {
+            urls: s.urls.clone(),
+            username: s.username.clone(),
+            credential: s.credential.clone(),
+        })
+        .collect();
     let signal = Arc::new(SignalContext {
         scheduler: scheduler.clone(),
         sfu: sfu.clone(),
-        hub: Hub::default(),
-        ice_servers: config
-            .media
-            .ice_servers
-            .iter()
-            .map(|s| IceServer {
-                urls: s.urls.clone(),
-                username: s.username.clone(),
-                credential: s.credential.clone(),
-            })
-            .collect(),
+        rooms: Rooms::new(sfu.clone(), scheduler.clone(), ice_servers),
+        failed_joins: std::sync::Mutex::new(FailedJoins::new(
+            config.sessions.failed_joins_per_minute,
+        )),
         origin: public_url.origin().ascii_serialization(),
         shutdown: stopped.clone(),
     });
@@ -131,7 +134,10 @@ pub async fn start(config: Config, listeners: Listeners) -> anyhow::Result<Runni
     let https =
         axum_server::from_tcp_rustls(listeners.https, rustls.clone()).handle(handle.clone());
     tasks.push(tokio::spawn(async move {
-        if let Err(error) = https.serve(app.into_make_service()).await {
+        if let Err(error) = https
+            .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+            .await
+        {
             tracing::error!(%error, "the HTTPS listener failed");
         }
     }));
@@ -168,7 +174,6 @@ pub async fn start(config: Config, listeners: Listeners) -> anyhow::Result<Runni
         redirect_addr,
         scheduler,
         sfu,
-        signal,
         handle,
         stop,
         tasks,
@@ -184,11 +189,6 @@ impl Running {
     /// The media addresses (UDP, ICE-TCP) of each shard.
     pub fn media_addresses(&self) -> Vec<(SocketAddr, SocketAddr)> {
         self.sfu.addresses()
-    }
-
-    /// Signaling connections currently in live rooms.
-    pub fn connections(&self) -> usize {
-        self.signal.hub.connections()
     }
 
     /// Tells every signaling client, closes every peer connection, lets

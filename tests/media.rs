@@ -19,8 +19,11 @@ use serde_json::json;
 const WAIT: Duration = Duration::from_secs(20);
 const KINDS: [Kind; 2] = [Kind::Audio, Kind::Video];
 
-/// A running session and its links by participant id.
-async fn session(app: &TestApp, body: serde_json::Value) -> HashMap<String, String> {
+/// A running session and its links by participant id. Rostered people are
+/// admitted automatically once the clinician is in (each test's clinician
+/// joins first): the waiting room is tested in tests/admission.rs.
+async fn session(app: &TestApp, mut body: serde_json::Value) -> HashMap<String, String> {
+    body["settings"] = json!({"auto_admit": true});
     let session = app.create_session(&body).await;
     app.invites(session["id"].as_str().unwrap())
         .await
@@ -436,6 +439,88 @@ async fn a_group_room_of_households_forwards_to_everyone() {
         }
     }
     for peer in peers {
+        peer.close().await;
+    }
+    app.stop().await;
+}
+
+/// CPU time (user + system) of this process's media shard threads, from
+/// /proc: the server runs in-process here, so its shards are ours.
+fn shard_cpu_seconds() -> f64 {
+    let ticks = 100.0; // USER_HZ on Linux
+    let mut total = 0.0;
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with("sfu-shard") {
+            continue;
+        }
+        let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .map_or("", |(_, rest)| rest)
+            .split_whitespace()
+            .collect();
+        let utime: f64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        let stime: f64 = fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+        total += (utime + stime) / ticks;
+    }
+    total
+}
+
+/// A quick figure, not a test of speed: packets forwarded per second and
+/// shard CPU for one 3-person room at real call rates (50 audio + 110 video
+/// packets per second per person). Run with
+/// `cargo test --release --test media -- --ignored --nocapture quick_figure`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, run by hand"]
+async fn quick_figure_for_a_three_person_room() {
+    let app = TestApp::spawn_with(|c| c.media.shards = 1).await;
+    let links = session(&app, couple_session(-5, 60)).await;
+    let clinician = join(&app, &links, "clin-1", PeerOptions::default()).await;
+    let patient = join(&app, &links, "pat-1", PeerOptions::default()).await;
+    let partner = join(&app, &links, "par-1", PeerOptions::default()).await;
+    let peers = [&clinician, &patient, &partner];
+    wait_for_mesh(&peers).await;
+    for peer in peers {
+        peer.start_sending(50, 110);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let received = |peers: &[&TestPeer]| -> u64 {
+        peers
+            .iter()
+            .flat_map(|r| {
+                peers
+                    .iter()
+                    .filter(move |s| s.id() != r.id())
+                    .map(move |s| (r, s))
+            })
+            .map(|(r, s)| {
+                KINDS
+                    .iter()
+                    .map(|&k| r.received_from(s.id(), k).packets)
+                    .sum::<u64>()
+            })
+            .sum()
+    };
+    let (cpu0, got0, t0) = (
+        shard_cpu_seconds(),
+        received(&peers),
+        std::time::Instant::now(),
+    );
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (cpu1, got1, elapsed) = (
+        shard_cpu_seconds(),
+        received(&peers),
+        t0.elapsed().as_secs_f64(),
+    );
+    let pps = (got1 - got0) as f64 / elapsed;
+    let cpu = (cpu1 - cpu0) / elapsed;
+    println!(
+        "3-person room: {pps:.0} packets forwarded per second, shard CPU {:.1} % of a core, {:.1} µs per forwarded packet",
+        cpu * 100.0,
+        cpu / pps * 1e6
+    );
+    for peer in [clinician, patient, partner] {
         peer.close().await;
     }
     app.stop().await;

@@ -19,6 +19,7 @@ pub enum Refusal {
     NotYetOpen { opens_at: DateTime<Utc> },
     NotOnRoster,
     Revoked,
+    Removed,
     SessionCancelled,
     SessionEnded,
 }
@@ -31,6 +32,7 @@ impl Refusal {
             Refusal::NotYetOpen { .. } => "not_yet_open",
             Refusal::NotOnRoster => "not_on_roster",
             Refusal::Revoked => "revoked",
+            Refusal::Removed => "removed",
             Refusal::SessionCancelled => "session_cancelled",
             Refusal::SessionEnded => "session_ended",
         }
@@ -52,6 +54,7 @@ impl Refusal {
                 "You are not on the list for this session. Please contact your clinic.".into()
             }
             Refusal::Revoked => "This link has been withdrawn by your clinic.".into(),
+            Refusal::Removed => "You were removed from this session by your clinician.".into(),
             Refusal::SessionCancelled => "This session has been cancelled.".into(),
             Refusal::SessionEnded => "This session has ended.".into(),
         }
@@ -95,6 +98,9 @@ pub fn check_invite(
     if member.revoked_at.is_some_and(|at| at <= now) {
         return Err(Refusal::Revoked);
     }
+    if member.removed_at.is_some() {
+        return Err(Refusal::Removed);
+    }
     Ok(member)
 }
 
@@ -118,6 +124,7 @@ mod tests {
             household: None,
             mrn: None,
             revoked_at: None,
+            removed_at: None,
         }
     }
 
@@ -142,6 +149,7 @@ mod tests {
             },
             created_at: t("2026-03-01T00:00:00Z"),
             cancelled_at: None,
+            ended_at: None,
         }
     }
 
@@ -177,6 +185,10 @@ mod tests {
         cancelled.cancelled_at = Some(t("2026-03-02T14:00:00Z"));
         let mut revoked = session();
         revoked.roster[2].revoked_at = Some(t("2026-03-02T15:10:00Z"));
+        let mut removed = session();
+        removed.roster[1].removed_at = Some(t("2026-03-02T15:05:00Z"));
+        let mut ended = session();
+        ended.ended_at = Some(t("2026-03-02T15:15:00Z"));
         let other = session();
 
         let during = t("2026-03-02T15:20:00Z");

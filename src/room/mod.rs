@@ -3,5 +3,10 @@
 //! Everything here is policy as plain functions and state machines: inputs
 //! (including the current time) in, decisions out, no sockets and no clock,
 //! so the rules a clinic depends on are tested exhaustively.
+//! [`admission`] decides whether a link admits its holder at all;
+//! [`state::Room`] runs the waiting room and the clinician's controls;
+//! [`rate_limit`] slows down addresses that keep failing to join.
 
 pub mod admission;
+pub mod rate_limit;
+pub mod state;

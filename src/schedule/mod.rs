@@ -16,6 +16,7 @@ pub use view::SessionView;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use tokio::sync::broadcast;
 use url::Url;
 use uuid::Uuid;
 
@@ -51,12 +52,20 @@ pub struct Invite {
     pub expires_at: DateTime<Utc>,
 }
 
+/// A change that live rooms must act on at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    Revoked { session: Uuid, participant: String },
+    Cancelled { session: Uuid },
+}
+
 #[derive(Clone, Debug)]
 pub struct Scheduler {
     store: Store,
     key: SigningKey,
     defaults: SessionsSection,
     public_url: Url,
+    notices: broadcast::Sender<Notice>,
 }
 
 impl Scheduler {
@@ -66,7 +75,13 @@ impl Scheduler {
             key,
             defaults,
             public_url,
+            notices: broadcast::channel(64).0,
         }
+    }
+
+    /// Revocations and cancellations, for the live rooms.
+    pub fn subscribe(&self) -> broadcast::Receiver<Notice> {
+        self.notices.subscribe()
     }
 
     pub fn store(&self) -> &Store {
@@ -123,6 +138,7 @@ impl Scheduler {
             Change::NotFound => Err(ScheduleError::NotFound("session")),
             Change::Done => {
                 tracing::info!(session = %id, "session cancelled");
+                let _ = self.notices.send(Notice::Cancelled { session: id });
                 Ok(())
             }
             Change::AlreadyDone => Ok(()),
@@ -223,6 +239,10 @@ impl Scheduler {
             Change::NotFound => Err(ScheduleError::NotFound("participant")),
             Change::Done => {
                 tracing::info!(session = %session, participant, "participant revoked");
+                let _ = self.notices.send(Notice::Revoked {
+                    session,
+                    participant: participant.to_owned(),
+                });
                 Ok(())
             }
             Change::AlreadyDone => Ok(()),

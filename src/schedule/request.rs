@@ -214,6 +214,7 @@ impl SessionRequest {
                         household: None,
                         mrn: None,
                         revoked_at: None,
+                        removed_at: None,
                     });
                 }
             }
@@ -267,6 +268,7 @@ impl SessionRequest {
                             household,
                             mrn,
                             revoked_at: None,
+                            removed_at: None,
                         });
                     }
                 }
@@ -347,6 +349,7 @@ impl SessionRequest {
                     settings,
                     created_at: now.trunc_subsecs(3),
                     cancelled_at: None,
+                    ended_at: None,
                 })
             }
             _ => Err(p.0),

@@ -62,6 +62,8 @@ pub struct RosterEntry {
     pub mrn: Option<String>,
     /// Set when the participant's links were revoked.
     pub revoked_at: Option<DateTime<Utc>>,
+    /// Set when a clinician removed the participant from the session.
+    pub removed_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +79,8 @@ pub struct Session {
     pub settings: SessionSettings,
     pub created_at: DateTime<Utc>,
     pub cancelled_at: Option<DateTime<Utc>>,
+    /// Set when a clinician ended the session for everyone.
+    pub ended_at: Option<DateTime<Utc>>,
 }
 
 /// Where a session stands at a given moment.
@@ -86,7 +90,7 @@ pub enum SessionStatus {
     /// Not cancelled and its links have not closed yet.
     Scheduled,
     Cancelled,
-    /// Past the end and the overrun grace.
+    /// Ended by its clinician, or past the end and the overrun grace.
     Ended,
 }
 
@@ -122,7 +126,7 @@ impl Session {
     pub fn status(&self, now: DateTime<Utc>) -> SessionStatus {
         if self.cancelled_at.is_some() {
             SessionStatus::Cancelled
-        } else if now >= self.closes_at() {
+        } else if self.ended_at.is_some_and(|t| t <= now) || now >= self.closes_at() {
             SessionStatus::Ended
         } else {
             SessionStatus::Scheduled

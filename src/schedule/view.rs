@@ -24,6 +24,8 @@ pub struct SessionView<'a> {
     pub settings: SessionSettings,
     pub created_at: DateTime<Utc>,
     pub cancelled_at: Option<DateTime<Utc>>,
+    /// When the clinician ended the session, if they did.
+    pub ended_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -37,6 +39,8 @@ pub struct PersonView<'a> {
     pub mrn: Option<&'a str>,
     pub revoked: bool,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// Removed by the clinician for the rest of the session.
+    pub removed: bool,
 }
 
 impl<'a> From<&'a RosterEntry> for PersonView<'a> {
@@ -49,6 +53,7 @@ impl<'a> From<&'a RosterEntry> for PersonView<'a> {
             mrn: p.mrn.as_deref(),
             revoked: p.revoked_at.is_some(),
             revoked_at: p.revoked_at,
+            removed: p.removed_at.is_some(),
         }
     }
 }
@@ -71,6 +76,7 @@ impl Session {
             settings: self.settings,
             created_at: self.created_at,
             cancelled_at: self.cancelled_at,
+            ended_at: self.ended_at,
         }
     }
 }

@@ -67,6 +67,19 @@ pub enum Command {
     Leave {
         conn: ConnId,
     },
+    /// Media flows only between peers of the same group (0: the main room;
+    /// others: breakouts).
+    SetGroup {
+        conn: ConnId,
+        group: u32,
+    },
+    /// Stops (or resumes) forwarding one kind of a peer's media: the
+    /// clinician's mute is enforced here, whatever the client sends.
+    Block {
+        conn: ConnId,
+        kind: crate::signal::message::MediaKind,
+        blocked: bool,
+    },
 }
 
 /// What a shard tells a connection.

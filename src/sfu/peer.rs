@@ -123,6 +123,10 @@ pub struct Peer {
     /// Candidates were trickled to the client for this connection.
     pub trickled_pub: bool,
     pub trickled_sub: bool,
+    /// Media flows only between peers of the same group (breakouts).
+    pub group: u32,
+    /// Kinds of this peer's media not forwarded: [audio, video].
+    pub blocked: [bool; 2],
 }
 
 /// A new ICE-lite peer connection in RTP mode with the shard's candidates.
@@ -168,11 +172,17 @@ impl Peer {
             egress_bps: INITIAL_ESTIMATE_BPS,
             trickled_pub: false,
             trickled_sub: false,
+            group: 0,
+            blocked: [false; 2],
         }
     }
 
     pub fn tell(&self, event: PeerEvent) {
         let _ = self.events.send(event);
+    }
+
+    pub fn is_blocked(&self, kind: MediaKind) -> bool {
+        self.blocked[usize::from(kind == MediaKind::Video)]
     }
 
     /// Number of videos this participant receives, to share its bandwidth.

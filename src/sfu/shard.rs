@@ -375,6 +375,42 @@ impl Shard {
                 }
             }
             Command::Leave { conn } => self.on_leave(conn),
+            Command::SetGroup { conn, group } => {
+                let Some(peer) = self.peers.get_mut(&conn) else {
+                    return;
+                };
+                if peer.group != group {
+                    peer.group = group;
+                    let room = peer.room;
+                    self.resync(room);
+                }
+            }
+            Command::Block {
+                conn,
+                kind,
+                blocked,
+            } => {
+                let kind = match kind {
+                    crate::signal::message::MediaKind::Audio => MediaKind::Audio,
+                    crate::signal::message::MediaKind::Video => MediaKind::Video,
+                };
+                let Some(peer) = self.peers.get_mut(&conn) else {
+                    return;
+                };
+                peer.blocked[usize::from(kind == MediaKind::Video)] = blocked;
+                if !blocked && kind == MediaKind::Video {
+                    // Subscribers need a keyframe to show the video again.
+                    let tracks: Vec<Mid> = peer
+                        .published
+                        .iter()
+                        .filter(|t| t.kind == kind)
+                        .map(|t| t.mid)
+                        .collect();
+                    for mid in tracks {
+                        self.request_keyframe(now, conn, mid, None);
+                    }
+                }
+            }
         }
     }
 
@@ -463,9 +499,10 @@ impl Shard {
         }
         peer.published.push(track);
         let participant = peer.participant.clone();
+        let group = peer.group;
         let members = self.rooms.get(&peer.room).cloned().unwrap_or_default();
         for other in members.into_iter().filter(|&c| c != conn) {
-            if let Some(subscriber) = self.peers.get_mut(&other) {
+            if let Some(subscriber) = self.peers.get_mut(&other).filter(|s| s.group == group) {
                 subscriber.wanted.push(Change::Add {
                     publisher: conn,
                     participant: participant.clone(),
@@ -493,6 +530,49 @@ impl Shard {
                 drop_publisher(subscriber, conn, Some(mid));
             }
             self.negotiate(other);
+        }
+    }
+
+    /// Makes every peer of `room` subscribe to exactly the tracks of the
+    /// other peers in its group (after a breakout starts or ends).
+    fn resync(&mut self, room: Uuid) {
+        let members = self.rooms.get(&room).cloned().unwrap_or_default();
+        let tracks: Vec<(ConnId, u32, String, Mid, MediaKind)> = members
+            .iter()
+            .filter_map(|c| self.peers.get(c).map(|p| (c, p)))
+            .flat_map(|(c, p)| {
+                p.published
+                    .iter()
+                    .map(move |t| (*c, p.group, p.participant.clone(), t.mid, t.kind))
+            })
+            .collect();
+        for &conn in &members {
+            let Some(subscriber) = self.peers.get_mut(&conn) else {
+                continue;
+            };
+            for (publisher, group, participant, source, kind) in &tracks {
+                if *publisher == conn {
+                    continue;
+                }
+                let subscribed = subscriber
+                    .subscriptions
+                    .iter()
+                    .any(|s| s.publisher == *publisher && s.source == *source)
+                    || subscriber.wanted.iter().any(|c| {
+                        matches!(c, Change::Add { publisher: p, source: m, .. } if p == publisher && m == source)
+                    });
+                if *group == subscriber.group && !subscribed {
+                    subscriber.wanted.push(Change::Add {
+                        publisher: *publisher,
+                        participant: participant.clone(),
+                        source: *source,
+                        kind: *kind,
+                    });
+                } else if *group != subscriber.group && subscribed {
+                    drop_publisher(subscriber, *publisher, Some(*source));
+                }
+            }
+            self.negotiate(conn);
         }
     }
 
@@ -788,8 +868,12 @@ impl Shard {
                 Codec::H264 => is_h264_keyframe(&packet.payload),
                 _ => false,
             };
+        if peer.is_blocked(kind) {
+            return;
+        }
         let ts_step = if kind == MediaKind::Audio { 960 } else { 3000 };
         let room = peer.room;
+        let group = peer.group;
         let mut wanted_keyframes = [false; MAX_LAYERS];
 
         let Some(members) = self.rooms.get(&room) else {
@@ -803,7 +887,7 @@ impl Shard {
             let Some(subscriber) = self.peers.get_mut(&conn) else {
                 continue;
             };
-            if !subscriber.subscribe_connected {
+            if !subscriber.subscribe_connected || subscriber.group != group {
                 continue;
             }
             let budget = subscriber.egress_bps / subscriber.video_subscriptions().max(1) as u64;

@@ -2,12 +2,15 @@
 //!
 //! The first frame must be a `join` within [`JOIN_TIMEOUT`]; its token is
 //! checked against the roster and the time window before anything else
-//! happens. Once admitted, the connection relays the client's SDP and
-//! candidates to the media shard of its room, and the shard's offers,
-//! answers and candidates back, alongside presence from the [`Hub`].
+//! happens (and failures count against the source address). Then the
+//! connection belongs to its session's room ([`super::rooms`]), which
+//! decides whether it waits or enters. Once in the room, the connection
+//! relays the client's SDP and candidates to the media shard, and the
+//! shard's offers, answers and candidates back.
 
+use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use chrono::Utc;
@@ -15,11 +18,12 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::hub::{Member, Outgoing};
-use super::message::{self, ClientMessage, Participant, ServerMessage, SessionInfo, You};
+use super::message::{self, ClientMessage, ServerMessage};
+use super::rooms::{ConnHandle, Outgoing};
 use super::SignalContext;
-use crate::auth::RosterRole;
-use crate::schedule::{RosterEntry, Session};
+use crate::room::admission::Refusal;
+use crate::room::state::{Action, Input, LeaveReason};
+use crate::schedule::RosterEntry;
 use crate::sfu::{Command, ConnId, PeerEvent};
 
 /// A connection that has not sent `join` by then is closed.
@@ -71,12 +75,37 @@ async fn deny(
     close(sink, CLOSE_POLICY, "denied").await;
 }
 
-pub async fn run(socket: WebSocket, context: Arc<SignalContext>) {
+pub async fn run(socket: WebSocket, context: Arc<SignalContext>, address: IpAddr) {
     let (mut sink, mut stream) = socket.split();
+    let fail = |context: &SignalContext| {
+        context
+            .failed_joins
+            .lock()
+            .expect("limiter lock")
+            .record_failure(address, Instant::now());
+    };
+    if context
+        .failed_joins
+        .lock()
+        .expect("limiter lock")
+        .is_blocked(address, Instant::now())
+    {
+        tracing::info!(code = "rate_limited", "join denied");
+        deny(
+            &mut sink,
+            "rate_limited",
+            "Too many failed attempts from your network. Please wait a minute and try again."
+                .into(),
+            None,
+        )
+        .await;
+        return;
+    }
 
     // The first frame: a join, in time.
     let first = match tokio::time::timeout(JOIN_TIMEOUT, stream.next()).await {
         Err(_) => {
+            fail(&context);
             deny(
                 &mut sink,
                 "join_required",
@@ -94,36 +123,29 @@ pub async fn run(socket: WebSocket, context: Arc<SignalContext>) {
             Ok(ClientMessage::Join {
                 token,
                 attestation: _,
-            }) => token,
-            _ => {
-                deny(
-                    &mut sink,
-                    "join_required",
-                    "The first message must be a join.".into(),
-                    None,
-                )
-                .await;
-                return;
-            }
+            }) => Some(token),
+            _ => None,
         },
-        _ => {
-            deny(
-                &mut sink,
-                "join_required",
-                "The first message must be a join.".into(),
-                None,
-            )
-            .await;
-            return;
-        }
+        _ => None,
+    };
+    let Some(token) = token else {
+        fail(&context);
+        deny(
+            &mut sink,
+            "join_required",
+            "The first message must be a join.".into(),
+            None,
+        )
+        .await;
+        return;
     };
 
-    let now = Utc::now();
-    let (session, member) = match context.scheduler.check_invite(&token, now).await {
+    let (session, member) = match context.scheduler.check_invite(&token, Utc::now()).await {
         Ok(Ok(admitted)) => admitted,
         Ok(Err(refusal)) => {
+            fail(&context);
             let opens_at = match &refusal {
-                crate::room::admission::Refusal::NotYetOpen { opens_at } => Some(*opens_at),
+                Refusal::NotYetOpen { opens_at } => Some(*opens_at),
                 _ => None,
             };
             tracing::info!(code = refusal.code(), "join denied");
@@ -145,142 +167,101 @@ pub async fn run(socket: WebSocket, context: Arc<SignalContext>) {
         }
     };
 
-    Admitted::new(context, session, member)
-        .run(sink, stream)
+    let connection = Connection {
+        conn: context.rooms.next_conn(),
+        room: session.id,
+        context: context.clone(),
+        member,
+    };
+    let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Outgoing>();
+    let (peer_tx, mut peer_rx) = mpsc::unbounded_channel::<PeerEvent>();
+    context.rooms.arrive(
+        &session,
+        connection.conn,
+        connection.member.clone(),
+        ConnHandle {
+            participant: connection.member.id.clone(),
+            out: out_tx,
+            peer_events: peer_tx,
+        },
+    );
+    tracing::info!(session = %connection.room, participant = %connection.member.id, conn = connection.conn, "connected");
+    let reason = connection
+        .serve(&mut sink, &mut stream, &mut out_rx, &mut peer_rx)
         .await;
+    context.rooms.input(
+        connection.room,
+        Input::Leave {
+            conn: connection.conn,
+            reason,
+        },
+    );
+    tracing::info!(session = %connection.room, participant = %connection.member.id, conn = connection.conn, "disconnected");
 }
 
-/// A participant who passed the join check.
-struct Admitted {
+/// A participant whose link was accepted.
+struct Connection {
     context: Arc<SignalContext>,
     conn: ConnId,
     room: Uuid,
-    session: Session,
     member: RosterEntry,
 }
 
-impl Admitted {
-    fn new(context: Arc<SignalContext>, session: Session, member: RosterEntry) -> Admitted {
-        Admitted {
-            conn: context.hub.next_conn(),
-            room: session.id,
-            context,
-            session,
-            member,
-        }
-    }
-
-    async fn run(self, mut sink: Sink, mut stream: futures_util::stream::SplitStream<WebSocket>) {
-        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Outgoing>();
-        let (peer_tx, mut peer_rx) = mpsc::unbounded_channel::<PeerEvent>();
-        let me = Participant {
-            id: self.member.id.clone(),
-            name: self.member.name.clone(),
-            role: self.member.role,
-            audio: true,
-            video: true,
-        };
-        let (present, replaced) = self.context.hub.enter(
-            self.room,
-            Member {
-                conn: self.conn,
-                info: me,
-                out: out_tx,
-            },
-        );
-        if let Some(old) = replaced {
-            let _ = old.out.send(Outgoing::Close(ServerMessage::Replaced));
-            self.context
-                .sfu
-                .send(self.room, Command::Leave { conn: old.conn });
-            tracing::info!(session = %self.room, participant = %self.member.id, "connection replaced by a new one");
-        }
-        tracing::info!(session = %self.room, participant = %self.member.id, conn = self.conn, "joined");
-
-        let joined = ServerMessage::Joined {
-            you: You {
-                id: self.member.id.clone(),
-                name: self.member.name.clone(),
-                role: self.member.role,
-            },
-            session: SessionInfo {
-                id: self.session.id.to_string(),
-                title: self.session.title.clone(),
-                kind: self.session.kind.as_str().into(),
-                starts_at: self.session.starts_at,
-                ends_at: self.session.ends_at,
-            },
-            participants: present,
-            ice_servers: self.context.ice_servers.clone(),
-        };
-        if send(&mut sink, &joined).await {
-            self.context.sfu.send(
-                self.room,
-                Command::Join {
-                    conn: self.conn,
-                    room: self.room,
-                    participant: self.member.id.clone(),
-                    events: peer_tx,
-                },
-            );
-            self.serve(&mut sink, &mut stream, &mut out_rx, &mut peer_rx)
-                .await;
-        }
-
-        self.context.hub.leave(self.room, self.conn);
-        self.context
-            .sfu
-            .send(self.room, Command::Leave { conn: self.conn });
-        tracing::info!(session = %self.room, participant = %self.member.id, conn = self.conn, "left");
-    }
-
-    /// The admitted connection's loop; returns when it should close.
+impl Connection {
+    /// The connection's loop; returns why it ended.
     async fn serve(
         &self,
         sink: &mut Sink,
         stream: &mut futures_util::stream::SplitStream<WebSocket>,
         out_rx: &mut mpsc::UnboundedReceiver<Outgoing>,
         peer_rx: &mut mpsc::UnboundedReceiver<PeerEvent>,
-    ) {
+    ) -> LeaveReason {
         let mut shutdown = self.context.shutdown.clone();
+        // In the room (peer connections exist), rather than waiting.
+        let mut in_room = false;
         loop {
             tokio::select! {
                 frame = stream.next() => match frame {
                     Some(Ok(Message::Text(text))) => {
-                        if !self.on_message(sink, &text).await {
+                        if !self.on_message(sink, &text, in_room).await {
                             close(sink, CLOSE_NORMAL, "left").await;
-                            return;
+                            return LeaveReason::Left;
                         }
                     }
                     Some(Ok(Message::Binary(_))) => {
                         send(sink, &ServerMessage::error("bad_message", "Messages are JSON text frames.")).await;
                     }
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) | None => return,
+                    Some(Ok(Message::Close(_))) | None => return LeaveReason::Network,
                     Some(Err(error)) => {
                         tracing::debug!(conn = self.conn, %error, "signaling socket error");
                         close(sink, CLOSE_TOO_BIG, "frame refused").await;
-                        return;
+                        return LeaveReason::Network;
                     }
                 },
                 out = out_rx.recv() => match out {
                     Some(Outgoing::Send(message)) => {
+                        match &message {
+                            ServerMessage::Joined { .. } => in_room = true,
+                            ServerMessage::Waiting { .. } => in_room = false,
+                            _ => {}
+                        }
                         if !send(sink, &message).await {
-                            return;
+                            return LeaveReason::Network;
                         }
                     }
                     Some(Outgoing::Close(message)) => {
                         send(sink, &message).await;
                         close(sink, CLOSE_NORMAL, "closed by the server").await;
-                        return;
+                        return LeaveReason::Left;
                     }
-                    None => return,
+                    None => return LeaveReason::Left,
                 },
                 event = peer_rx.recv() => {
                     let Some(event) = event else { continue };
                     if let Some(message) = self.on_peer_event(event) {
                         if !send(sink, &message).await {
-                            return;
+                            return LeaveReason::Network;
                         }
                     }
                 }
@@ -290,7 +271,7 @@ impl Admitted {
                         "The server is restarting. Please reconnect in a moment.",
                     )).await;
                     close(sink, CLOSE_RESTART, "server restart").await;
-                    return;
+                    return LeaveReason::Network;
                 }
             }
         }
@@ -316,7 +297,7 @@ impl Admitted {
     }
 
     /// Handles one client frame; false when the client left.
-    async fn on_message(&self, sink: &mut Sink, text: &str) -> bool {
+    async fn on_message(&self, sink: &mut Sink, text: &str, in_room: bool) -> bool {
         let message = match message::parse(text) {
             Ok(m) => m,
             Err(explanation) => {
@@ -324,7 +305,9 @@ impl Admitted {
                 return true;
             }
         };
-        let sfu = &self.context.sfu;
+        let (sfu, rooms, conn, room) =
+            (&self.context.sfu, &self.context.rooms, self.conn, self.room);
+        let clinician = |action| rooms.input(room, Input::Clinician { conn, action });
         match message {
             ClientMessage::Join { .. } => {
                 send(
@@ -333,51 +316,60 @@ impl Admitted {
                 )
                 .await;
             }
-            ClientMessage::Offer { pc, sdp } => sfu.send(
-                self.room,
-                Command::Offer {
-                    conn: self.conn,
-                    pc,
-                    sdp,
-                },
-            ),
-            ClientMessage::Answer { pc, sdp } => sfu.send(
-                self.room,
-                Command::Answer {
-                    conn: self.conn,
-                    pc,
-                    sdp,
-                },
-            ),
+            ClientMessage::Offer { .. }
+            | ClientMessage::Answer { .. }
+            | ClientMessage::Candidate { .. }
+                if !in_room =>
+            {
+                send(
+                    sink,
+                    &ServerMessage::error("bad_state", "Media starts once you are in the room."),
+                )
+                .await;
+            }
+            ClientMessage::Offer { pc, sdp } => sfu.send(room, Command::Offer { conn, pc, sdp }),
+            ClientMessage::Answer { pc, sdp } => sfu.send(room, Command::Answer { conn, pc, sdp }),
             ClientMessage::Candidate { pc, candidate } => sfu.send(
-                self.room,
+                room,
                 Command::Candidate {
-                    conn: self.conn,
+                    conn,
                     pc,
                     candidate: candidate.map(|c| c.candidate),
                 },
             ),
             ClientMessage::Media { audio, video } => {
-                self.context
-                    .hub
-                    .set_media(self.room, self.conn, audio, video);
+                rooms.input(room, Input::Media { conn, audio, video })
             }
             ClientMessage::Leave => return false,
             ClientMessage::Ping => {
                 send(sink, &ServerMessage::Pong).await;
             }
-            ClientMessage::Admit { .. }
-            | ClientMessage::Deny { .. }
-            | ClientMessage::AdmitAll
-            | ClientMessage::Remove { .. }
-            | ClientMessage::Mute { .. }
-            | ClientMessage::End => {
-                let message = if self.member.role == RosterRole::Clinician {
-                    "The waiting room and clinician controls are not available in this version."
-                } else {
-                    "Only the clinician can do this."
-                };
-                send(sink, &ServerMessage::error("not_allowed", message)).await;
+            ClientMessage::Admit { participant } => clinician(Action::Admit(participant)),
+            ClientMessage::Deny { participant } => clinician(Action::Deny(participant)),
+            ClientMessage::AdmitAll => clinician(Action::AdmitAll),
+            ClientMessage::Remove { participant } => clinician(Action::Remove(participant)),
+            ClientMessage::Mute {
+                participant,
+                kind,
+                allow_unmute,
+            } => clinician(Action::Mute {
+                participant,
+                kind,
+                allow_unmute,
+            }),
+            ClientMessage::AllowUnmute { participant, kind } => {
+                clinician(Action::AllowUnmute { participant, kind })
+            }
+            ClientMessage::End => clinician(Action::End),
+            ClientMessage::Breakout {
+                household,
+                with_clinician,
+            } => clinician(Action::Breakout {
+                household,
+                with_clinician,
+            }),
+            ClientMessage::EndBreakout { household } => {
+                clinician(Action::EndBreakout { household })
             }
         }
         true

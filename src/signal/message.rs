@@ -95,8 +95,32 @@ pub enum ClientMessage {
     Mute {
         participant: String,
         kind: MediaKind,
+        /// May the participant unmute themselves? (Tandem's extension;
+        /// default true.) When false, only `allow_unmute` lifts the mute.
+        #[serde(default = "yes")]
+        allow_unmute: bool,
+    },
+    /// Lets a participant muted with `allow_unmute: false` unmute again.
+    AllowUnmute {
+        participant: String,
+        kind: MediaKind,
     },
     End,
+    /// Group sessions: moves one household into a private breakout, with
+    /// the clinician or on their own.
+    Breakout {
+        household: String,
+        #[serde(default)]
+        with_clinician: bool,
+    },
+    /// Brings a household back from its breakout.
+    EndBreakout {
+        household: String,
+    },
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,6 +215,19 @@ pub enum ServerMessage {
     },
     Muted {
         kind: MediaKind,
+        /// Whether the participant may unmute themselves.
+        allow_unmute: bool,
+    },
+    /// The clinician allows the participant to unmute `kind` again.
+    UnmuteAllowed {
+        kind: MediaKind,
+    },
+    /// A household's breakout started (`active`) or ended; sent to everyone
+    /// in the room so that clients can show it.
+    Breakout {
+        household: String,
+        active: bool,
+        with_clinician: bool,
     },
     SessionEnding {
         seconds_left: u64,
@@ -311,6 +348,28 @@ mod tests {
                 ClientMessage::Mute {
                     participant: "p".into(),
                     kind: MediaKind::Audio,
+                    allow_unmute: true,
+                },
+            ),
+            (
+                json!({"type": "mute", "participant": "p", "kind": "video", "allow_unmute": false}),
+                ClientMessage::Mute {
+                    participant: "p".into(),
+                    kind: MediaKind::Video,
+                    allow_unmute: false,
+                },
+            ),
+            (
+                json!({"type": "breakout", "household": "h1", "with_clinician": true}),
+                ClientMessage::Breakout {
+                    household: "h1".into(),
+                    with_clinician: true,
+                },
+            ),
+            (
+                json!({"type": "end_breakout", "household": "h1"}),
+                ClientMessage::EndBreakout {
+                    household: "h1".into(),
                 },
             ),
             (json!({"type": "end"}), ClientMessage::End),

@@ -1,20 +1,21 @@
 //! Signaling: the WebSocket protocol between a client and its room.
 //!
 //! [`message`] defines the protocol (v1); [`connection`] runs one socket,
-//! from the `join` check to the last message; [`hub`] knows who is in each
-//! live room so presence (`participant_joined`, `media`, ...) reaches the
-//! others. Media itself never passes here: it goes to the [`crate::sfu`].
+//! from the `join` check to the last message; [`rooms`] runs each live
+//! room's state machine ([`crate::room::state`]) and carries out its
+//! decisions. Media itself never passes here: it goes to the [`crate::sfu`].
 
 mod connection;
-pub mod hub;
 pub mod message;
+pub mod rooms;
 
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use std::net::SocketAddr;
 use tokio::sync::watch;
 
 use crate::http::{ApiError, AppState};
@@ -27,8 +28,9 @@ pub use connection::{JOIN_TIMEOUT, MAX_FRAME};
 pub struct SignalContext {
     pub scheduler: Scheduler,
     pub sfu: Arc<Sfu>,
-    pub hub: hub::Hub,
-    pub ice_servers: Vec<message::IceServer>,
+    pub rooms: Arc<rooms::Rooms>,
+    /// Failed joins per source address.
+    pub failed_joins: std::sync::Mutex<crate::room::rate_limit::FailedJoins>,
     /// The only browser origin allowed to open the socket.
     pub origin: String,
     /// Turns true when the server shuts down.
@@ -40,6 +42,7 @@ pub struct SignalContext {
 /// (native apps, the CLI, tests) are allowed.
 pub async fn upgrade(
     State(state): State<AppState>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
@@ -56,5 +59,5 @@ pub async fn upgrade(
     }
     ws.max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
-        .on_upgrade(move |socket| connection::run(socket, context))
+        .on_upgrade(move |socket| connection::run(socket, context, remote.ip()))
 }

@@ -20,7 +20,7 @@ pub enum Change {
 }
 
 const SESSION_COLUMNS: &str =
-    "id, title, kind, starts_at, ends_at, timezone, settings, created_at, cancelled_at";
+    "id, title, kind, starts_at, ends_at, timezone, settings, created_at, cancelled_at, ended_at";
 
 impl Store {
     /// Stores a new session with its roster in one transaction.
@@ -165,6 +165,35 @@ impl Store {
         })
     }
 
+    /// Bans a participant from the rest of the session (a clinician's
+    /// removal). Idempotent; the first removal's time stands.
+    pub async fn mark_removed(
+        &self,
+        session: Uuid,
+        participant: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE roster SET removed_at = ? WHERE session_id = ? AND participant_id = ? AND removed_at IS NULL",
+        )
+        .bind(to_millis(at))
+        .bind(session.to_string())
+        .bind(participant)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records that the clinician ended the session. Idempotent.
+    pub async fn end_session(&self, id: Uuid, at: DateTime<Utc>) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sessions SET ended_at = ? WHERE id = ? AND ended_at IS NULL")
+            .bind(to_millis(at))
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     async fn exists(&self, id: Uuid) -> Result<Change, StoreError> {
         let found = sqlx::query("SELECT 1 FROM sessions WHERE id = ?")
             .bind(id.to_string())
@@ -203,6 +232,10 @@ fn session(row: &SqliteRow, roster: Vec<RosterEntry>) -> Result<Session, StoreEr
             .try_get::<Option<i64>, _>("cancelled_at")?
             .map(from_millis)
             .transpose()?,
+        ended_at: row
+            .try_get::<Option<i64>, _>("ended_at")?
+            .map(from_millis)
+            .transpose()?,
     })
 }
 
@@ -216,6 +249,10 @@ fn roster_entry(row: &SqliteRow) -> Result<RosterEntry, StoreError> {
         mrn: row.try_get("mrn")?,
         revoked_at: row
             .try_get::<Option<i64>, _>("revoked_at")?
+            .map(from_millis)
+            .transpose()?,
+        removed_at: row
+            .try_get::<Option<i64>, _>("removed_at")?
             .map(from_millis)
             .transpose()?,
     })

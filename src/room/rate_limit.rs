@@ -1,0 +1,94 @@
+//! Failed joins per source address: a guessing or flooding client is slowed
+//! down without touching anyone already in a session (only failures count,
+//! and only for the address that fails).
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+const WINDOW: Duration = Duration::from_secs(60);
+
+/// Addresses tracked before old entries are swept.
+const SWEEP_AT: usize = 10_000;
+
+#[derive(Debug)]
+pub struct FailedJoins {
+    per_minute: u32,
+    by_address: HashMap<IpAddr, VecDeque<Instant>>,
+}
+
+impl FailedJoins {
+    /// Allows `per_minute` failures per address in any 60 s; 0 is no limit.
+    pub fn new(per_minute: u32) -> FailedJoins {
+        FailedJoins {
+            per_minute,
+            by_address: HashMap::new(),
+        }
+    }
+
+    fn recent(&mut self, address: IpAddr, now: Instant) -> &mut VecDeque<Instant> {
+        let times = self.by_address.entry(address).or_default();
+        while times
+            .front()
+            .is_some_and(|&t| now.saturating_duration_since(t) >= WINDOW)
+        {
+            times.pop_front();
+        }
+        times
+    }
+
+    /// True when `address` has used up its failures for the last minute.
+    pub fn is_blocked(&mut self, address: IpAddr, now: Instant) -> bool {
+        let limit = self.per_minute as usize;
+        limit > 0 && self.recent(address, now).len() >= limit
+    }
+
+    pub fn record_failure(&mut self, address: IpAddr, now: Instant) {
+        if self.by_address.len() >= SWEEP_AT {
+            self.by_address.retain(|_, times| {
+                times
+                    .back()
+                    .is_some_and(|&t| now.saturating_duration_since(t) < WINDOW)
+            });
+        }
+        self.recent(address, now).push_back(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_eleventh_failure_in_a_minute_is_blocked_and_the_window_slides() {
+        let mut limiter = FailedJoins::new(10);
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let t0 = Instant::now();
+        for i in 0..10 {
+            assert!(
+                !limiter.is_blocked(a, t0 + Duration::from_secs(i)),
+                "failure {i}"
+            );
+            limiter.record_failure(a, t0 + Duration::from_secs(i));
+        }
+        assert!(limiter.is_blocked(a, t0 + Duration::from_secs(10)));
+        assert!(
+            !limiter.is_blocked(b, t0 + Duration::from_secs(10)),
+            "another address is not affected"
+        );
+        // One minute after the first failure, one slot frees up.
+        assert!(limiter.is_blocked(a, t0 + Duration::from_millis(59_999)));
+        assert!(!limiter.is_blocked(a, t0 + Duration::from_secs(60)));
+    }
+
+    #[test]
+    fn zero_means_no_limit() {
+        let mut limiter = FailedJoins::new(0);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let t0 = Instant::now();
+        for _ in 0..100 {
+            limiter.record_failure(a, t0);
+        }
+        assert!(!limiter.is_blocked(a, t0));
+    }
+}
