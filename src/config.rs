@@ -33,6 +33,7 @@ pub struct Config {
     pub auth: AuthSection,
     pub sessions: SessionsSection,
     pub media: MediaSection,
+    pub attendance: AttendanceSection,
     pub log: LogSection,
 }
 
@@ -125,6 +126,33 @@ pub struct IceServerConfig {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct AttendanceSection {
+    /// Print the 42 CFR Part 2 notice on every export.
+    pub notice_enabled: bool,
+    /// The notice's text.
+    pub notice: String,
+    /// First day of the weekly IOP report's week: "sunday" or "monday".
+    pub week_start: WeekStart,
+    /// Minutes on one day for that day to count toward payers' daily minimum.
+    pub daily_minimum_minutes: u32,
+    /// Weekly minimum for the program's patients (540 adult, 360 adolescent).
+    pub weekly_minimum_minutes: u32,
+    /// Weekly hours above which a patient is flagged (IOP: 19).
+    pub weekly_maximum_hours: u32,
+    /// Seconds between durable presence heartbeats of each connection; after
+    /// a crash, open presence is closed at the last one.
+    pub heartbeat_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WeekStart {
+    Sunday,
+    Monday,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LogSection {
     /// A tracing filter, e.g. "info" or "tandem=debug,info".
     pub filter: String,
@@ -138,6 +166,15 @@ pub enum LogFormat {
     Text,
     Json,
 }
+
+/// The 42 CFR Part 2 notice printed on exports by default.
+pub const DEFAULT_NOTICE: &str = "This record is protected by federal confidentiality rules \
+(42 CFR part 2). The federal rules prohibit you from making any further disclosure of \
+information in this record that identifies a patient as having or having had a substance use \
+disorder either directly, by reference to publicly available information, or through \
+verification of such identification by another person unless further disclosure is expressly \
+permitted by the written consent of the individual whose information is being disclosed or as \
+otherwise permitted by 42 CFR part 2.";
 
 impl Default for Config {
     fn default() -> Self {
@@ -174,6 +211,15 @@ impl Default for Config {
                 tcp_port: 50000,
                 shards: 0,
                 ice_servers: Vec::new(),
+            },
+            attendance: AttendanceSection {
+                notice_enabled: true,
+                notice: DEFAULT_NOTICE.into(),
+                week_start: WeekStart::Sunday,
+                daily_minimum_minutes: 180,
+                weekly_minimum_minutes: 540,
+                weekly_maximum_hours: 19,
+                heartbeat_secs: 15,
             },
             log: LogSection {
                 filter: "info".into(),
@@ -337,6 +383,18 @@ impl Config {
                     );
                 }
             }
+        }
+        if !(1..=300).contains(&self.attendance.heartbeat_secs) {
+            bad(
+                "attendance.heartbeat_secs",
+                format!("must be between 1 and 300, not {}", self.attendance.heartbeat_secs),
+            );
+        }
+        if self.attendance.daily_minimum_minutes > 24 * 60 {
+            bad("attendance.daily_minimum_minutes", "is more than a day".into());
+        }
+        if self.attendance.weekly_minimum_minutes > 7 * 24 * 60 {
+            bad("attendance.weekly_minimum_minutes", "is more than a week".into());
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
             bad(

@@ -7,6 +7,7 @@
 //! browser client), [`tls`] (HTTPS only), [`config`], and [`server`], which
 //! runs them together. `cli` is the `tandem` command.
 
+pub mod attendance;
 pub mod auth;
 pub mod cli;
 pub mod config;

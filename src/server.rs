@@ -16,6 +16,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::attendance::ledger::{recover_presence, Ledger};
 use crate::auth::signing_key::SigningKey;
 use crate::config::{Config, ServerSection};
 use crate::http::{self, AppState};
@@ -95,6 +96,8 @@ pub async fn start(config: Config, listeners: Listeners) -> anyhow::Result<Runni
             )
         })?;
     let key = SigningKey::load_or_generate(&config.signing_key_path())?;
+    let ledger = Ledger::start(store.clone()).await?;
+    recover_presence(&ledger).await?;
     let scheduler = Scheduler::new(store, key, config.sessions.clone(), config.public_url());
 
     let https_addr = listeners.https_addr();
@@ -115,7 +118,13 @@ pub async fn start(config: Config, listeners: Listeners) -> anyhow::Result<Runni
     let signal = Arc::new(SignalContext {
         scheduler: scheduler.clone(),
         sfu: sfu.clone(),
-        rooms: Rooms::new(sfu.clone(), scheduler.clone(), ice_servers),
+        rooms: Rooms::new(
+            sfu.clone(),
+            scheduler.clone(),
+            ledger.clone(),
+            Duration::from_secs(config.attendance.heartbeat_secs),
+            ice_servers,
+        ),
         failed_joins: std::sync::Mutex::new(FailedJoins::new(
             config.sessions.failed_joins_per_minute,
         )),
@@ -207,14 +216,34 @@ impl Running {
         tracing::info!("stopped");
     }
 
-    /// Serves until SIGINT (Ctrl-C) or SIGTERM, then shuts down.
-    pub async fn run_until_signal(self) -> anyhow::Result<()> {
-        let mut term = signal(SignalKind::terminate())?;
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
+    /// Serves until `signals` fires, then shuts down.
+    pub async fn run_until(self, mut signals: StopSignals) -> anyhow::Result<()> {
+        signals.recv().await;
         self.shutdown().await;
         Ok(())
+    }
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM, listened to from the moment this is made:
+/// make it before telling anyone the server is up, so that a signal sent
+/// right after is never lost.
+pub struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    pub fn listen() -> std::io::Result<StopSignals> {
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    pub async fn recv(&mut self) {
+        tokio::select! {
+            _ = self.interrupt.recv() => {}
+            _ = self.terminate.recv() => {}
+        }
     }
 }

@@ -525,3 +525,32 @@ async fn quick_figure_for_a_three_person_room() {
     }
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_with_media_flowing_tells_everyone_and_does_not_hang() {
+    let app = TestApp::spawn().await;
+    let links = session(&app, couple_session(-5, 60)).await;
+    let clinician = join(&app, &links, "clin-1", PeerOptions::default()).await;
+    let patient = join(&app, &links, "pat-1", PeerOptions::default()).await;
+    wait_for_mesh(&[&clinician, &patient]).await;
+    clinician.start_sending(50, 60);
+    patient.start_sending(50, 60);
+    patient.wait_for_packets("clin-1", Kind::Video, 30, WAIT).await.unwrap();
+
+    let started = std::time::Instant::now();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), app.stop()).await;
+    assert!(stopped.is_ok(), "shutdown hung with media flowing");
+    for peer in [&clinician, &patient] {
+        let closed = peer.wait_signal_closed(WAIT).await.unwrap();
+        assert_eq!(closed.code, Some(1012), "{}", peer.describe());
+        assert!(
+            peer.messages().iter().any(|m| m["code"] == "server_restart"),
+            "{}",
+            peer.describe()
+        );
+    }
+    println!("shutdown took {:?}", started.elapsed());
+    for peer in [clinician, patient] {
+        peer.close().await;
+    }
+}

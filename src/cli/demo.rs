@@ -187,7 +187,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     );
     println!();
 
+    let signals = server::StopSignals::listen()?;
     let running = server::start(config, listeners).await?;
     println!("Listening on https://localhost:{port}  (Ctrl-C to stop)");
-    running.run_until_signal().await
+    running.run_until(signals).await
 }

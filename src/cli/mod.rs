@@ -115,8 +115,9 @@ async fn serve(config_file: Option<PathBuf>) -> anyhow::Result<()> {
     let config = Config::load(config_file.as_deref(), Config::env())?;
     init_logging(&config);
     let listeners = Listeners::bind(&config.server)?;
+    let signals = server::StopSignals::listen()?;
     let running = server::start(config, listeners).await?;
-    running.run_until_signal().await
+    running.run_until(signals).await
 }
 
 /// Runs the command line; the process exit code.

@@ -29,7 +29,7 @@ use crate::auth::RosterRole;
 use crate::schedule::{RosterEntry, Session, SessionKind};
 use crate::sfu::ConnId;
 use crate::signal::message::{
-    IceServer, MediaKind, Participant, ServerMessage, SessionInfo, WaitingPerson, You,
+    Attestation, IceServer, MediaKind, Participant, ServerMessage, SessionInfo, WaitingPerson, You,
 };
 
 /// Breakout groups: 0 is the main room.
@@ -80,6 +80,12 @@ pub enum Input {
     Arrive {
         conn: ConnId,
         person: RosterEntry,
+        attestation: Option<Attestation>,
+    },
+    /// A connection's media is up (its first peer connection connected):
+    /// presence starts.
+    Connected {
+        conn: ConnId,
     },
     Leave {
         conn: ConnId,
@@ -111,6 +117,17 @@ pub enum RoomEvent {
     Waiting {
         participant: String,
         conn: ConnId,
+    },
+    /// Presence in the room starts (media connected).
+    Joined {
+        participant: String,
+        conn: ConnId,
+        video: bool,
+    },
+    Attestation {
+        participant: String,
+        conn: ConnId,
+        attestation: Attestation,
     },
     Admitted {
         participant: String,
@@ -207,6 +224,8 @@ struct Member {
     /// The clinician muted this kind: forwarding is blocked until unmuted.
     blocked: [bool; 2],
     group: Group,
+    /// Presence started (media connected) since it last entered the room.
+    joined: bool,
 }
 
 impl Member {
@@ -297,6 +316,11 @@ impl Room {
         self.finished
     }
 
+    /// Connections whose presence is open (for durable heartbeats).
+    pub fn present(&self) -> Vec<ConnId> {
+        self.members.iter().filter(|m| m.joined).map(|m| m.conn).collect()
+    }
+
     /// Applies `input` at `now`; returns what must happen, in order.
     pub fn handle(&mut self, input: Input, now: DateTime<Utc>) -> Vec<Effect> {
         let mut out = Vec::new();
@@ -310,7 +334,34 @@ impl Room {
             return out;
         }
         match input {
-            Input::Arrive { conn, person } => self.arrive(conn, person, now, &mut out),
+            Input::Arrive {
+                conn,
+                person,
+                attestation,
+            } => {
+                if let Some(attestation) = attestation {
+                    out.push(Effect::Record(RoomEvent::Attestation {
+                        participant: person.id.clone(),
+                        conn,
+                        attestation,
+                    }));
+                }
+                self.arrive(conn, person, now, &mut out)
+            }
+            Input::Connected { conn } => {
+                if let Some(m) = self
+                    .members
+                    .iter_mut()
+                    .find(|m| m.conn == conn && m.place == Place::InRoom && !m.joined)
+                {
+                    m.joined = true;
+                    out.push(Effect::Record(RoomEvent::Joined {
+                        participant: m.person.id.clone(),
+                        conn,
+                        video: m.video,
+                    }));
+                }
+            }
             Input::Leave { conn, reason } => self.leave(conn, reason, now, &mut out),
             Input::Media { conn, audio, video } => self.media(conn, audio, video, &mut out),
             Input::Clinician { conn, action } => self.clinician(conn, action, now, &mut out),
@@ -427,6 +478,7 @@ impl Room {
             }));
             let member = &mut self.members[i];
             member.conn = conn;
+            member.joined = false;
             match member.place {
                 Place::InRoom => {
                     let (group, blocked) = (member.group, member.blocked);
@@ -455,6 +507,7 @@ impl Room {
             locked: [false; 2],
             blocked: [false; 2],
             group: MAIN_ROOM,
+            joined: false,
         });
         let index = self.members.len() - 1;
         if is_clinician || (self.auto_admit && self.clinician_in_room()) {
@@ -922,6 +975,7 @@ impl Room {
                 for i in back {
                     let m = &mut self.members[i];
                     m.place = Place::Waiting { since: now };
+                    m.joined = false;
                     let (conn, id) = (m.conn, m.person.id.clone());
                     out.push(Effect::StopMedia { conn });
                     out.push(Effect::Send {
@@ -1046,7 +1100,7 @@ mod tests {
         fn arrive(&mut self, conn: ConnId, id: &str, secs: i64) -> Vec<Effect> {
             let person = self.roster.iter().find(|p| p.id == id).unwrap().clone();
             self.room
-                .handle(Input::Arrive { conn, person }, Self::at(secs))
+                .handle(Input::Arrive { conn, person, attestation: None }, Self::at(secs))
         }
 
         fn act(&mut self, conn: ConnId, action: Action, secs: i64) -> Vec<Effect> {
@@ -1481,6 +1535,27 @@ mod tests {
             9,
         );
         assert_eq!(to(&e, 1), ["error(bad_state)"]);
+    }
+
+    #[test]
+    fn presence_starts_when_media_connects_and_once() {
+        let mut s = Script::new(SessionKind::Couple, true);
+        s.arrive(1, "c", 0);
+        let person = s.roster[1].clone();
+        let attestation = Attestation { state: "NY".into(), at_home: true, private: true };
+        let e = s.room.handle(Input::Arrive { conn: 2, person, attestation: Some(attestation.clone()) }, Script::at(1));
+        assert_eq!(
+            e.first(),
+            Some(&Effect::Record(RoomEvent::Attestation { participant: "p".into(), conn: 2, attestation }))
+        );
+        let e = s.room.handle(Input::Connected { conn: 2 }, Script::at(2));
+        assert_eq!(e, [Effect::Record(RoomEvent::Joined { participant: "p".into(), conn: 2, video: true })]);
+        assert!(s.room.handle(Input::Connected { conn: 2 }, Script::at(3)).is_empty());
+        assert_eq!(s.room.present(), [2]);
+        // Someone waiting has no presence even if a peer connection connects.
+        let mut w = Script::new(SessionKind::Couple, false);
+        w.arrive(5, "p", 0);
+        assert!(w.room.handle(Input::Connected { conn: 5 }, Script::at(1)).is_empty());
     }
 
     #[test]

@@ -120,15 +120,12 @@ pub async fn run(socket: WebSocket, context: Arc<SignalContext>, address: IpAddr
     };
     let token = match first {
         Message::Text(text) => match message::parse(&text) {
-            Ok(ClientMessage::Join {
-                token,
-                attestation: _,
-            }) => Some(token),
+            Ok(ClientMessage::Join { token, attestation }) => Some((token, attestation)),
             _ => None,
         },
         _ => None,
     };
-    let Some(token) = token else {
+    let Some((token, attestation)) = token else {
         fail(&context);
         deny(
             &mut sink,
@@ -179,6 +176,7 @@ pub async fn run(socket: WebSocket, context: Arc<SignalContext>, address: IpAddr
         &session,
         connection.conn,
         connection.member.clone(),
+        attestation,
         ConnHandle {
             participant: connection.member.id.clone(),
             out: out_tx,
@@ -287,6 +285,9 @@ impl Connection {
             PeerEvent::Rejected { code, message } => Some(ServerMessage::error(code, message)),
             PeerEvent::Connected { pc } => {
                 tracing::info!(session = %self.room, conn = self.conn, ?pc, "media connected");
+                self.context
+                    .rooms
+                    .input(self.room, Input::Connected { conn: self.conn });
                 None
             }
             PeerEvent::Disconnected { pc } => {

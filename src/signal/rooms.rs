@@ -12,12 +12,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
 
-use super::message::{IceServer, ServerMessage};
-use crate::room::state::{Effect, Input, Room};
+use super::message::{Attestation, IceServer, ServerMessage};
+use crate::attendance::event::{modality, reason, EventKind, NewEvent};
+use crate::attendance::ledger::Ledger;
+use crate::room::state::{Effect, Input, Room, RoomEvent};
 use crate::schedule::{Notice, RosterEntry, Scheduler, Session};
 use crate::sfu::{Command, ConnId, PeerEvent, Sfu};
 
@@ -44,6 +47,7 @@ enum RoomMessage {
     Arrive {
         conn: ConnId,
         person: RosterEntry,
+        attestation: Option<Attestation>,
         handle: ConnHandle,
     },
     Input(Input),
@@ -52,18 +56,31 @@ enum RoomMessage {
 pub struct Rooms {
     live: Mutex<HashMap<Uuid, mpsc::UnboundedSender<RoomMessage>>>,
     next_conn: AtomicU64,
+    /// Makes connection ids unique across restarts in the ledger.
+    boot: String,
     sfu: Arc<Sfu>,
     scheduler: Scheduler,
+    ledger: Ledger,
+    heartbeat: Duration,
     ice_servers: Vec<IceServer>,
 }
 
 impl Rooms {
-    pub fn new(sfu: Arc<Sfu>, scheduler: Scheduler, ice_servers: Vec<IceServer>) -> Arc<Rooms> {
+    pub fn new(
+        sfu: Arc<Sfu>,
+        scheduler: Scheduler,
+        ledger: Ledger,
+        heartbeat: Duration,
+        ice_servers: Vec<IceServer>,
+    ) -> Arc<Rooms> {
         let rooms = Arc::new(Rooms {
             live: Mutex::new(HashMap::new()),
             next_conn: AtomicU64::new(0),
+            boot: Uuid::new_v4().simple().to_string()[..12].to_owned(),
             sfu,
             scheduler: scheduler.clone(),
+            ledger,
+            heartbeat,
             ice_servers,
         });
         tokio::spawn(relay_notices(Arc::downgrade(&rooms), scheduler.subscribe()));
@@ -81,20 +98,32 @@ impl Rooms {
         session: &Session,
         conn: ConnId,
         person: RosterEntry,
+        attestation: Option<Attestation>,
         handle: ConnHandle,
     ) {
         let mut live = self.live.lock().expect("rooms lock");
         let sender = live.entry(session.id).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             let room = Room::new(session, self.ice_servers.clone());
-            tokio::spawn(run(self.clone(), room, rx));
+            let roles = session
+                .roster
+                .iter()
+                .map(|p| (p.id.clone(), p.role.as_str()))
+                .collect();
+            tokio::spawn(run(self.clone(), room, roles, rx));
             tx
         });
         let _ = sender.send(RoomMessage::Arrive {
             conn,
             person,
+            attestation,
             handle,
         });
+    }
+
+    /// The ledger's id of connection `conn`.
+    fn connection_id(&self, conn: ConnId) -> String {
+        format!("{}-{conn}", self.boot)
     }
 
     /// Passes `input` to the live room of `session`, if there is one.
@@ -132,44 +161,168 @@ async fn relay_notices(rooms: std::sync::Weak<Rooms>, mut notices: broadcast::Re
 async fn run(
     rooms: Arc<Rooms>,
     mut room: Room,
+    roles: HashMap<String, &'static str>,
     mut messages: mpsc::UnboundedReceiver<RoomMessage>,
 ) {
     let id = room.id();
+    let recorder = Recorder {
+        rooms: &rooms,
+        session: id.to_string(),
+        roles,
+    };
     let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut heartbeat = tokio::time::interval(rooms.heartbeat);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    recorder
+        .record(vec![recorder.session_event(EventKind::SessionOpened, None, Utc::now())])
+        .await;
     tracing::info!(session = %id, "room opened");
     while !room.is_finished() {
         let input = tokio::select! {
             message = messages.recv() => match message {
-                Some(RoomMessage::Arrive { conn, person, handle }) => {
+                Some(RoomMessage::Arrive { conn, person, attestation, handle }) => {
                     conns.insert(conn, handle);
-                    Input::Arrive { conn, person }
+                    Input::Arrive { conn, person, attestation }
                 }
                 Some(RoomMessage::Input(input)) => input,
                 None => break,
             },
             _ = tick.tick() => Input::Tick,
+            _ = heartbeat.tick() => {
+                let present: Vec<String> = room.present().into_iter().map(|c| rooms.connection_id(c)).collect();
+                let at = Utc::now().timestamp_millis();
+                if let Err(error) = rooms.scheduler.store().heartbeat(&present, at).await {
+                    tracing::error!(session = %id, %error, "presence heartbeat not written");
+                }
+                continue;
+            }
         };
-        let effects = room.handle(input, Utc::now());
+        let now = Utc::now();
+        let effects = room.handle(input, now);
+        // Durable first, then told: the events of this decision are on disk
+        // before any message announcing it leaves.
+        let events = effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Record(event) => Some(recorder.event(event, now)),
+                _ => None,
+            })
+            .collect();
+        recorder.record(events).await;
         for effect in effects {
             carry_out(&rooms, id, effect, &mut conns).await;
         }
     }
     rooms.finished(id);
     // Anyone who arrived after the end hears it.
-    while let Ok(RoomMessage::Arrive {
-        conn,
-        person,
-        handle,
-    }) = messages.try_recv()
-    {
+    while let Ok(RoomMessage::Arrive { conn, person, handle, .. }) = messages.try_recv() {
         conns.insert(conn, handle);
-        for effect in room.handle(Input::Arrive { conn, person }, Utc::now()) {
+        let input = Input::Arrive {
+            conn,
+            person,
+            attestation: None,
+        };
+        for effect in room.handle(input, Utc::now()) {
             carry_out(&rooms, id, effect, &mut conns).await;
         }
     }
     tracing::info!(session = %id, "room closed");
+}
+
+/// Turns room events into ledger events.
+struct Recorder<'a> {
+    rooms: &'a Rooms,
+    session: String,
+    roles: HashMap<String, &'static str>,
+}
+
+impl Recorder<'_> {
+    async fn record(&self, events: Vec<NewEvent>) {
+        if let Err(error) = self.rooms.ledger.append(events).await {
+            tracing::error!(session = %self.session, %error, "attendance events not recorded");
+        }
+    }
+
+    fn session_event(&self, kind: EventKind, reason: Option<&str>, now: DateTime<Utc>) -> NewEvent {
+        NewEvent {
+            at: now.timestamp_millis(),
+            session: self.session.clone(),
+            participant: None,
+            role: None,
+            connection: None,
+            kind,
+            reason: reason.map(str::to_owned),
+            modality: None,
+            detail: None,
+        }
+    }
+
+    fn person_event(
+        &self,
+        participant: &str,
+        conn: Option<ConnId>,
+        kind: EventKind,
+        reason: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> NewEvent {
+        NewEvent {
+            participant: Some(participant.to_owned()),
+            role: self.roles.get(participant).map(|r| (*r).to_owned()),
+            connection: conn.map(|c| self.rooms.connection_id(c)),
+            ..self.session_event(kind, reason, now)
+        }
+    }
+
+    fn event(&self, event: &RoomEvent, now: DateTime<Utc>) -> NewEvent {
+        let modality_of = |video: bool| {
+            Some(if video { modality::AUDIO_VIDEO } else { modality::AUDIO_ONLY }.to_owned())
+        };
+        match event {
+            RoomEvent::Waiting { participant, conn } => {
+                self.person_event(participant, Some(*conn), EventKind::Waiting, None, now)
+            }
+            RoomEvent::Joined { participant, conn, video } => NewEvent {
+                modality: modality_of(*video),
+                ..self.person_event(participant, Some(*conn), EventKind::Joined, None, now)
+            },
+            RoomEvent::Attestation { participant, conn, attestation } => NewEvent {
+                detail: Some(json!({
+                    "state": attestation.state,
+                    "at_home": attestation.at_home,
+                    "private": attestation.private,
+                })),
+                ..self.person_event(participant, Some(*conn), EventKind::Attestation, None, now)
+            },
+            RoomEvent::Admitted { participant, conn, by } => NewEvent {
+                detail: Some(json!({ "by": by })),
+                ..self.person_event(participant, Some(*conn), EventKind::Admitted, None, now)
+            },
+            RoomEvent::Denied { participant, conn, code } => {
+                self.person_event(participant, Some(*conn), EventKind::Denied, Some(code), now)
+            }
+            RoomEvent::Removed { participant, by } => NewEvent {
+                detail: Some(json!({ "by": by })),
+                ..self.person_event(participant, None, EventKind::Removed, Some(reason::REMOVED), now)
+            },
+            RoomEvent::Replaced { participant, old, new } => NewEvent {
+                detail: Some(json!({ "by_connection": self.rooms.connection_id(*new) })),
+                ..self.person_event(participant, Some(*old), EventKind::Replaced, Some(reason::REPLACED), now)
+            },
+            RoomEvent::Left { participant, conn, reason } => {
+                self.person_event(participant, Some(*conn), EventKind::Left, Some(reason), now)
+            }
+            RoomEvent::MediaChanged { participant, conn, audio, video } => NewEvent {
+                modality: modality_of(*video),
+                detail: Some(json!({ "audio": audio, "video": video })),
+                ..self.person_event(participant, Some(*conn), EventKind::MediaChanged, None, now)
+            },
+            RoomEvent::SessionEnded { reason } => {
+                self.session_event(EventKind::SessionClosed, Some(reason), now)
+            }
+        }
+    }
 }
 
 async fn carry_out(

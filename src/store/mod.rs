@@ -6,9 +6,11 @@
 //! versioned by sqlx migrations embedded in the binary, applied at open.
 
 mod api_keys;
+mod attendance;
 mod sessions;
 
 pub use api_keys::ApiKeyRecord;
+pub use attendance::ExportRecord;
 pub use sessions::Change;
 
 use std::path::Path;

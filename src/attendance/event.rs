@@ -1,0 +1,176 @@
+//! The attendance ledger's events: every change of presence, as the server
+//! saw it, with its own clock (ATTENDANCE.md).
+//!
+//! An event is stored once and never changed. Its hash covers its canonical
+//! encoding (the JSON of [`Canonical`], fields in declaration order) and the
+//! previous event's hash, so that editing, deleting or reordering any event
+//! breaks the chain from that event on.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The hash the first event chains to.
+pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    /// Entered the waiting room.
+    Waiting,
+    /// Let into the room (by a clinician, or automatically).
+    Admitted,
+    /// Refused (`reason` holds the denial code).
+    Denied,
+    /// Media connected: presence starts.
+    Joined,
+    /// Presence ended (`reason` says why).
+    Left,
+    /// Removed by the clinician.
+    Removed,
+    /// A second device replaced this connection.
+    Replaced,
+    /// Video turned on or off (`modality`).
+    MediaChanged,
+    /// The patient's attestation at join (`detail`: state, at_home, private).
+    Attestation,
+    /// A clinician's note (`detail`: text, by); numbers never change.
+    Annotation,
+    /// The room opened or closed.
+    SessionOpened,
+    SessionClosed,
+}
+
+impl EventKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Waiting => "waiting",
+            EventKind::Admitted => "admitted",
+            EventKind::Denied => "denied",
+            EventKind::Joined => "joined",
+            EventKind::Left => "left",
+            EventKind::Removed => "removed",
+            EventKind::Replaced => "replaced",
+            EventKind::MediaChanged => "media_changed",
+            EventKind::Attestation => "attestation",
+            EventKind::Annotation => "annotation",
+            EventKind::SessionOpened => "session_opened",
+            EventKind::SessionClosed => "session_closed",
+        }
+    }
+}
+
+/// Why presence ended (or what was refused).
+pub mod reason {
+    pub const LEFT: &str = "left";
+    pub const NETWORK: &str = "network";
+    pub const REMOVED: &str = "removed";
+    pub const REPLACED: &str = "replaced";
+    pub const SESSION_END: &str = "session_end";
+    pub const CLINICIAN_AWAY: &str = "clinician_away";
+    pub const SERVER_RESTART: &str = "server_restart";
+    pub const REVOKED: &str = "revoked";
+}
+
+/// `audio_video` or `audio_only`.
+pub mod modality {
+    pub const AUDIO_VIDEO: &str = "audio_video";
+    pub const AUDIO_ONLY: &str = "audio_only";
+}
+
+/// An event before it is stored: what the room and connections report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewEvent {
+    /// Milliseconds since the Unix epoch, UTC, server clock.
+    pub at: i64,
+    pub session: String,
+    pub participant: Option<String>,
+    pub role: Option<String>,
+    /// Unique across restarts (boot id + connection number).
+    pub connection: Option<String>,
+    pub kind: EventKind,
+    pub reason: Option<String>,
+    pub modality: Option<String>,
+    /// Free-form JSON object (attestation, annotation, denial message...).
+    pub detail: Option<serde_json::Value>,
+}
+
+/// A stored event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: i64,
+    #[serde(flatten)]
+    pub event: NewEvent,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
+/// The exact bytes that are hashed: version, sequence number, every field.
+#[derive(Serialize)]
+struct Canonical<'a> {
+    v: u8,
+    seq: i64,
+    at: i64,
+    session: &'a str,
+    participant: Option<&'a str>,
+    role: Option<&'a str>,
+    connection: Option<&'a str>,
+    kind: &'static str,
+    reason: Option<&'a str>,
+    modality: Option<&'a str>,
+    detail: Option<&'a serde_json::Value>,
+}
+
+/// SHA-256 (hex) of `prev_hash` followed by the canonical encoding of event
+/// number `seq`.
+pub fn chain_hash(prev_hash: &str, seq: i64, e: &NewEvent) -> String {
+    let canonical = Canonical {
+        v: 1,
+        seq,
+        at: e.at,
+        session: &e.session,
+        participant: e.participant.as_deref(),
+        role: e.role.as_deref(),
+        connection: e.connection.as_deref(),
+        kind: e.kind.as_str(),
+        reason: e.reason.as_deref(),
+        modality: e.modality.as_deref(),
+        detail: e.detail.as_ref(),
+    };
+    let mut hasher = Sha256::new();
+    hasher.update(prev_hash.as_bytes());
+    hasher.update(serde_json::to_vec(&canonical).expect("canonical events serialise"));
+    hex::encode(hasher.finalize())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(at: i64) -> NewEvent {
+        NewEvent {
+            at,
+            session: "s".into(),
+            participant: Some("p".into()),
+            role: Some("patient".into()),
+            connection: Some("b-1".into()),
+            kind: EventKind::Joined,
+            reason: None,
+            modality: Some(modality::AUDIO_VIDEO.into()),
+            detail: None,
+        }
+    }
+
+    #[test]
+    fn every_field_and_the_chain_change_the_hash() {
+        let base = chain_hash(GENESIS, 1, &event(1000));
+        assert_eq!(base.len(), 64);
+        assert_eq!(base, chain_hash(GENESIS, 1, &event(1000)));
+        assert_ne!(base, chain_hash(GENESIS, 1, &event(1001)));
+        assert_ne!(base, chain_hash(GENESIS, 2, &event(1000)));
+        assert_ne!(base, chain_hash(&base, 1, &event(1000)));
+        let mut other = event(1000);
+        other.reason = Some("network".into());
+        assert_ne!(base, chain_hash(GENESIS, 1, &other));
+    }
+}

@@ -1,0 +1,196 @@
+//! The attendance ledger's tables: events (append-only), presence
+//! heartbeats, and the export audit log.
+
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+
+use super::{Store, StoreError};
+use crate::attendance::event::{Event, EventKind, NewEvent};
+
+/// One line of the export audit log.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ExportRecord {
+    pub id: i64,
+    pub at: i64,
+    pub actor: String,
+    pub what: String,
+    pub filter: String,
+    pub format: String,
+    pub rows: i64,
+    pub sha256: String,
+}
+
+const EVENT_COLUMNS: &str = "seq, at, session_id, participant_id, role, connection_id, kind, reason, modality, detail, prev_hash, hash";
+
+impl Store {
+    /// The last event's sequence number and hash, if any.
+    pub async fn ledger_head(&self) -> Result<Option<(i64, String)>, StoreError> {
+        let row = sqlx::query("SELECT seq, hash FROM attendance_events ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| (r.get(0), r.get(1))))
+    }
+
+    /// Appends already-chained events in one transaction: all or none, and
+    /// on disk (synchronous=FULL) when this returns.
+    pub async fn append_events(&self, events: &[Event]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for e in events {
+            sqlx::query(
+                "INSERT INTO attendance_events (seq, at, session_id, participant_id, role, connection_id, kind, reason, modality, detail, prev_hash, hash)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(e.seq)
+            .bind(e.event.at)
+            .bind(&e.event.session)
+            .bind(&e.event.participant)
+            .bind(&e.event.role)
+            .bind(&e.event.connection)
+            .bind(e.event.kind.as_str())
+            .bind(&e.event.reason)
+            .bind(&e.event.modality)
+            .bind(e.event.detail.as_ref().map(|d| d.to_string()))
+            .bind(&e.prev_hash)
+            .bind(&e.hash)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every event of one session, in ledger order.
+    pub async fn session_events(&self, session: &str) -> Result<Vec<Event>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM attendance_events WHERE session_id = ? ORDER BY seq"
+        ))
+        .bind(session)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(event)
+        .collect()
+    }
+
+    /// Events in ledger order from `after` (exclusive), at most `limit`.
+    pub async fn events_after(&self, after: i64, limit: i64) -> Result<Vec<Event>, StoreError> {
+        sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM attendance_events WHERE seq > ? ORDER BY seq LIMIT ?"
+        ))
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(event)
+        .collect()
+    }
+
+    /// `joined` events whose presence was never closed (by a `left`,
+    /// `removed` or `replaced` of the same connection, or the session's
+    /// `session_closed`), with the connection's last heartbeat.
+    pub async fn open_presence(&self) -> Result<Vec<(Event, Option<i64>)>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {cols}, (SELECT h.at FROM presence_heartbeats h WHERE h.connection_id = j.connection_id) AS heartbeat
+             FROM attendance_events j
+             WHERE j.kind = 'joined'
+               AND NOT EXISTS (SELECT 1 FROM attendance_events c WHERE c.connection_id = j.connection_id
+                               AND c.seq > j.seq AND c.kind IN ('left', 'removed', 'replaced', 'joined'))
+               AND NOT EXISTS (SELECT 1 FROM attendance_events s WHERE s.session_id = j.session_id
+                               AND s.seq > j.seq AND s.kind = 'session_closed')
+             ORDER BY j.seq",
+            cols = EVENT_COLUMNS.split(", ").map(|c| format!("j.{c}")).collect::<Vec<_>>().join(", ")
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((event(r)?, r.try_get::<Option<i64>, _>("heartbeat")?)))
+            .collect()
+    }
+
+    /// Records the last sign of life of connections with open presence.
+    pub async fn heartbeat(&self, connections: &[String], at: i64) -> Result<(), StoreError> {
+        if connections.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for connection in connections {
+            sqlx::query(
+                "INSERT INTO presence_heartbeats (connection_id, at) VALUES (?, ?)
+                 ON CONFLICT (connection_id) DO UPDATE SET at = excluded.at",
+            )
+            .bind(connection)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn clear_heartbeats(&self) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM presence_heartbeats").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    pub async fn record_export(&self, record: &ExportRecord) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO export_audit (at, actor, what, filter, format, rows, sha256) VALUES (?, ?, ?, ?, ?, ?, ?)")
+            .bind(record.at)
+            .bind(&record.actor)
+            .bind(&record.what)
+            .bind(&record.filter)
+            .bind(&record.format)
+            .bind(record.rows)
+            .bind(&record.sha256)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn exports(&self) -> Result<Vec<ExportRecord>, StoreError> {
+        let rows = sqlx::query("SELECT id, at, actor, what, filter, format, rows, sha256 FROM export_audit ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| ExportRecord {
+                id: r.get(0),
+                at: r.get(1),
+                actor: r.get(2),
+                what: r.get(3),
+                filter: r.get(4),
+                format: r.get(5),
+                rows: r.get(6),
+                sha256: r.get(7),
+            })
+            .collect())
+    }
+}
+
+fn kind(s: &str) -> Result<EventKind, StoreError> {
+    serde_json::from_value(serde_json::Value::String(s.to_owned()))
+        .map_err(|_| StoreError::Corrupt(format!("event kind {s}")))
+}
+
+fn event(row: &SqliteRow) -> Result<Event, StoreError> {
+    let detail: Option<String> = row.try_get("detail")?;
+    Ok(Event {
+        seq: row.try_get("seq")?,
+        event: NewEvent {
+            at: row.try_get("at")?,
+            session: row.try_get("session_id")?,
+            participant: row.try_get("participant_id")?,
+            role: row.try_get("role")?,
+            connection: row.try_get("connection_id")?,
+            kind: kind(&row.try_get::<String, _>("kind")?)?,
+            reason: row.try_get("reason")?,
+            modality: row.try_get("modality")?,
+            detail: detail
+                .map(|d| serde_json::from_str(&d))
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(format!("event detail: {e}")))?,
+        },
+        prev_hash: row.try_get("prev_hash")?,
+        hash: row.try_get("hash")?,
+    })
+}
