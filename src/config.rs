@@ -387,14 +387,23 @@ impl Config {
         if !(1..=300).contains(&self.attendance.heartbeat_secs) {
             bad(
                 "attendance.heartbeat_secs",
-                format!("must be between 1 and 300, not {}", self.attendance.heartbeat_secs),
+                format!(
+                    "must be between 1 and 300, not {}",
+                    self.attendance.heartbeat_secs
+                ),
             );
         }
         if self.attendance.daily_minimum_minutes > 24 * 60 {
-            bad("attendance.daily_minimum_minutes", "is more than a day".into());
+            bad(
+                "attendance.daily_minimum_minutes",
+                "is more than a day".into(),
+            );
         }
         if self.attendance.weekly_minimum_minutes > 7 * 24 * 60 {
-            bad("attendance.weekly_minimum_minutes", "is more than a week".into());
+            bad(
+                "attendance.weekly_minimum_minutes",
+                "is more than a week".into(),
+            );
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
             bad(

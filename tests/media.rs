@@ -535,7 +535,10 @@ async fn shutdown_with_media_flowing_tells_everyone_and_does_not_hang() {
     wait_for_mesh(&[&clinician, &patient]).await;
     clinician.start_sending(50, 60);
     patient.start_sending(50, 60);
-    patient.wait_for_packets("clin-1", Kind::Video, 30, WAIT).await.unwrap();
+    patient
+        .wait_for_packets("clin-1", Kind::Video, 30, WAIT)
+        .await
+        .unwrap();
 
     let started = std::time::Instant::now();
     let stopped = tokio::time::timeout(Duration::from_secs(10), app.stop()).await;
@@ -544,7 +547,9 @@ async fn shutdown_with_media_flowing_tells_everyone_and_does_not_hang() {
         let closed = peer.wait_signal_closed(WAIT).await.unwrap();
         assert_eq!(closed.code, Some(1012), "{}", peer.describe());
         assert!(
-            peer.messages().iter().any(|m| m["code"] == "server_restart"),
+            peer.messages()
+                .iter()
+                .any(|m| m["code"] == "server_restart"),
             "{}",
             peer.describe()
         );

@@ -102,13 +102,19 @@ impl Intervals {
             while k < other.0.len() && other.0[k].start < part.end {
                 let cut = other.0[k];
                 if cut.start > start {
-                    out.push(Interval { start, end: cut.start });
+                    out.push(Interval {
+                        start,
+                        end: cut.start,
+                    });
                 }
                 start = max(start, cut.end);
                 k += 1;
             }
             if start < part.end {
-                out.push(Interval { start, end: part.end });
+                out.push(Interval {
+                    start,
+                    end: part.end,
+                });
             }
         }
         Intervals(out)
@@ -156,7 +162,10 @@ mod tests {
     }
 
     fn arb_parts() -> impl Strategy<Value = Vec<(i64, i64)>> {
-        prop::collection::vec((0i64..10_000, 0i64..2_000).prop_map(|(s, l)| (s, s + l)), 0..12)
+        prop::collection::vec(
+            (0i64..10_000, 0i64..2_000).prop_map(|(s, l)| (s, s + l)),
+            0..12,
+        )
     }
 
     /// Membership of one millisecond, the definition everything must agree with.

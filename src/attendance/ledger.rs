@@ -139,7 +139,10 @@ pub async fn recover_presence(ledger: &Ledger) -> Result<usize, LedgerError> {
     let closed = closing.len();
     if closed > 0 {
         ledger.append(closing).await?;
-        tracing::warn!(closed, "presence left open by the last run closed at its last heartbeat");
+        tracing::warn!(
+            closed,
+            "presence left open by the last run closed at its last heartbeat"
+        );
     }
     ledger.store().clear_heartbeats().await?;
     Ok(closed)
@@ -153,7 +156,11 @@ pub enum Verification {
     /// earlier report: only an anchor kept elsewhere reveals a truncation).
     Ok { events: i64, head: String },
     /// The first event that does not match, and why.
-    Broken { seq: i64, expected_seq: i64, problem: String },
+    Broken {
+        seq: i64,
+        expected_seq: i64,
+        problem: String,
+    },
 }
 
 /// Recomputes the whole chain from the first event.
@@ -170,7 +177,10 @@ pub async fn verify(store: &Store) -> Result<Verification, StoreError> {
         }
         for e in &page {
             let problem = if e.seq != expected {
-                Some(format!("event {expected} is missing (the next stored event is {})", e.seq))
+                Some(format!(
+                    "event {expected} is missing (the next stored event is {})",
+                    e.seq
+                ))
             } else if e.prev_hash != prev {
                 Some("its previous-hash does not match the event before it".to_owned())
             } else if chain_hash(&prev, e.seq, &e.event) != e.hash {

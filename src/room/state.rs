@@ -318,7 +318,11 @@ impl Room {
 
     /// Connections whose presence is open (for durable heartbeats).
     pub fn present(&self) -> Vec<ConnId> {
-        self.members.iter().filter(|m| m.joined).map(|m| m.conn).collect()
+        self.members
+            .iter()
+            .filter(|m| m.joined)
+            .map(|m| m.conn)
+            .collect()
     }
 
     /// Applies `input` at `now`; returns what must happen, in order.
@@ -1099,8 +1103,14 @@ mod tests {
 
         fn arrive(&mut self, conn: ConnId, id: &str, secs: i64) -> Vec<Effect> {
             let person = self.roster.iter().find(|p| p.id == id).unwrap().clone();
-            self.room
-                .handle(Input::Arrive { conn, person, attestation: None }, Self::at(secs))
+            self.room.handle(
+                Input::Arrive {
+                    conn,
+                    person,
+                    attestation: None,
+                },
+                Self::at(secs),
+            )
         }
 
         fn act(&mut self, conn: ConnId, action: Action, secs: i64) -> Vec<Effect> {
@@ -1542,20 +1552,48 @@ mod tests {
         let mut s = Script::new(SessionKind::Couple, true);
         s.arrive(1, "c", 0);
         let person = s.roster[1].clone();
-        let attestation = Attestation { state: "NY".into(), at_home: true, private: true };
-        let e = s.room.handle(Input::Arrive { conn: 2, person, attestation: Some(attestation.clone()) }, Script::at(1));
+        let attestation = Attestation {
+            state: "NY".into(),
+            at_home: true,
+            private: true,
+        };
+        let e = s.room.handle(
+            Input::Arrive {
+                conn: 2,
+                person,
+                attestation: Some(attestation.clone()),
+            },
+            Script::at(1),
+        );
         assert_eq!(
             e.first(),
-            Some(&Effect::Record(RoomEvent::Attestation { participant: "p".into(), conn: 2, attestation }))
+            Some(&Effect::Record(RoomEvent::Attestation {
+                participant: "p".into(),
+                conn: 2,
+                attestation
+            }))
         );
         let e = s.room.handle(Input::Connected { conn: 2 }, Script::at(2));
-        assert_eq!(e, [Effect::Record(RoomEvent::Joined { participant: "p".into(), conn: 2, video: true })]);
-        assert!(s.room.handle(Input::Connected { conn: 2 }, Script::at(3)).is_empty());
+        assert_eq!(
+            e,
+            [Effect::Record(RoomEvent::Joined {
+                participant: "p".into(),
+                conn: 2,
+                video: true
+            })]
+        );
+        assert!(s
+            .room
+            .handle(Input::Connected { conn: 2 }, Script::at(3))
+            .is_empty());
         assert_eq!(s.room.present(), [2]);
         // Someone waiting has no presence even if a peer connection connects.
         let mut w = Script::new(SessionKind::Couple, false);
         w.arrive(5, "p", 0);
-        assert!(w.room.handle(Input::Connected { conn: 5 }, Script::at(1)).is_empty());
+        assert!(w
+            .room
+            .handle(Input::Connected { conn: 5 }, Script::at(1))
+            .is_empty());
     }
 
     #[test]

@@ -176,7 +176,11 @@ async fn run(
     let mut heartbeat = tokio::time::interval(rooms.heartbeat);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     recorder
-        .record(vec![recorder.session_event(EventKind::SessionOpened, None, Utc::now())])
+        .record(vec![recorder.session_event(
+            EventKind::SessionOpened,
+            None,
+            Utc::now(),
+        )])
         .await;
     tracing::info!(session = %id, "room opened");
     while !room.is_finished() {
@@ -217,7 +221,13 @@ async fn run(
     }
     rooms.finished(id);
     // Anyone who arrived after the end hears it.
-    while let Ok(RoomMessage::Arrive { conn, person, handle, .. }) = messages.try_recv() {
+    while let Ok(RoomMessage::Arrive {
+        conn,
+        person,
+        handle,
+        ..
+    }) = messages.try_recv()
+    {
         conns.insert(conn, handle);
         let input = Input::Arrive {
             conn,
@@ -277,17 +287,32 @@ impl Recorder<'_> {
 
     fn event(&self, event: &RoomEvent, now: DateTime<Utc>) -> NewEvent {
         let modality_of = |video: bool| {
-            Some(if video { modality::AUDIO_VIDEO } else { modality::AUDIO_ONLY }.to_owned())
+            Some(
+                if video {
+                    modality::AUDIO_VIDEO
+                } else {
+                    modality::AUDIO_ONLY
+                }
+                .to_owned(),
+            )
         };
         match event {
             RoomEvent::Waiting { participant, conn } => {
                 self.person_event(participant, Some(*conn), EventKind::Waiting, None, now)
             }
-            RoomEvent::Joined { participant, conn, video } => NewEvent {
+            RoomEvent::Joined {
+                participant,
+                conn,
+                video,
+            } => NewEvent {
                 modality: modality_of(*video),
                 ..self.person_event(participant, Some(*conn), EventKind::Joined, None, now)
             },
-            RoomEvent::Attestation { participant, conn, attestation } => NewEvent {
+            RoomEvent::Attestation {
+                participant,
+                conn,
+                attestation,
+            } => NewEvent {
                 detail: Some(json!({
                     "state": attestation.state,
                     "at_home": attestation.at_home,
@@ -295,25 +320,54 @@ impl Recorder<'_> {
                 })),
                 ..self.person_event(participant, Some(*conn), EventKind::Attestation, None, now)
             },
-            RoomEvent::Admitted { participant, conn, by } => NewEvent {
+            RoomEvent::Admitted {
+                participant,
+                conn,
+                by,
+            } => NewEvent {
                 detail: Some(json!({ "by": by })),
                 ..self.person_event(participant, Some(*conn), EventKind::Admitted, None, now)
             },
-            RoomEvent::Denied { participant, conn, code } => {
-                self.person_event(participant, Some(*conn), EventKind::Denied, Some(code), now)
-            }
+            RoomEvent::Denied {
+                participant,
+                conn,
+                code,
+            } => self.person_event(participant, Some(*conn), EventKind::Denied, Some(code), now),
             RoomEvent::Removed { participant, by } => NewEvent {
                 detail: Some(json!({ "by": by })),
-                ..self.person_event(participant, None, EventKind::Removed, Some(reason::REMOVED), now)
+                ..self.person_event(
+                    participant,
+                    None,
+                    EventKind::Removed,
+                    Some(reason::REMOVED),
+                    now,
+                )
             },
-            RoomEvent::Replaced { participant, old, new } => NewEvent {
+            RoomEvent::Replaced {
+                participant,
+                old,
+                new,
+            } => NewEvent {
                 detail: Some(json!({ "by_connection": self.rooms.connection_id(*new) })),
-                ..self.person_event(participant, Some(*old), EventKind::Replaced, Some(reason::REPLACED), now)
+                ..self.person_event(
+                    participant,
+                    Some(*old),
+                    EventKind::Replaced,
+                    Some(reason::REPLACED),
+                    now,
+                )
             },
-            RoomEvent::Left { participant, conn, reason } => {
-                self.person_event(participant, Some(*conn), EventKind::Left, Some(reason), now)
-            }
-            RoomEvent::MediaChanged { participant, conn, audio, video } => NewEvent {
+            RoomEvent::Left {
+                participant,
+                conn,
+                reason,
+            } => self.person_event(participant, Some(*conn), EventKind::Left, Some(reason), now),
+            RoomEvent::MediaChanged {
+                participant,
+                conn,
+                audio,
+                video,
+            } => NewEvent {
                 modality: modality_of(*video),
                 detail: Some(json!({ "audio": audio, "video": video })),
                 ..self.person_event(participant, Some(*conn), EventKind::MediaChanged, None, now)

@@ -129,7 +129,9 @@ impl Store {
     }
 
     pub async fn clear_heartbeats(&self) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM presence_heartbeats").execute(&self.pool).await?;
+        sqlx::query("DELETE FROM presence_heartbeats")
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
