@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::attendance::ledger::{recover_presence, Ledger};
+use crate::attendance::service::Attendance;
 use crate::auth::signing_key::SigningKey;
 use crate::config::{Config, ServerSection};
 use crate::http::{self, AppState};
@@ -139,6 +140,11 @@ pub async fn start(config: Config, listeners: Listeners) -> anyhow::Result<Runni
         scheduler: scheduler.clone(),
         config: Arc::new(config.clone()),
         signal: signal.clone(),
+        attendance: Attendance::new(
+            ledger.clone(),
+            config.attendance.clone(),
+            config.default_timezone(),
+        ),
     });
     let https =
         axum_server::from_tcp_rustls(listeners.https, rustls.clone()).handle(handle.clone());

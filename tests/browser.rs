@@ -12,7 +12,7 @@
 //!   header of the size Chromium says it sends.
 //!
 //! Needs /usr/bin/chromium, node and `npm ci` in web-client/tests; without
-//! them the test says why and passes, unless TANDEM_REQUIRE_BROWSER=1 (CI).
+//! them the test says why and passes, unless REQUIRE_BROWSER_CHECK=1 (CI).
 
 #[path = "common/browser.rs"]
 mod browser;
@@ -143,7 +143,7 @@ async fn chromium_and_a_rust_peer_decode_each_others_video() {
     let video = video.unwrap_or_else(|e| panic!("{e:#}"));
     outcome.unwrap_or_else(|e| panic!("{e:#}"));
     eprintln!("{described}");
-    if let Some(dir) = std::env::var_os("TANDEM_BROWSER_DUMP") {
+    if let Some(dir) = std::env::var_os("BROWSER_CHECK_DUMP") {
         // For a look: `ffmpeg -i DIR/from-chromium.ivf frame%03d.png`.
         let path = Path::new(&dir).join("from-chromium.ivf");
         let (w, h) = video.vp8.keyframe_sizes[0];

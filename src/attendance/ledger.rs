@@ -81,42 +81,69 @@ async fn write(store: Store, head: Option<(i64, String)>, mut rx: mpsc::Unbounde
                 Err(_) => break,
             }
         }
-        let mut chained = Vec::with_capacity(count);
-        let (mut next_seq, mut next_hash) = (seq, hash.clone());
-        let mut ends = Vec::with_capacity(batch.len());
-        for append in &batch {
-            for event in &append.events {
-                next_seq += 1;
-                let h = chain_hash(&next_hash, next_seq, event);
-                chained.push(Event {
-                    seq: next_seq,
-                    event: event.clone(),
-                    prev_hash: std::mem::replace(&mut next_hash, h.clone()),
-                    hash: h,
-                });
+        // Another process (the CLI) may have appended since: on a failed
+        // commit, the head is read again and the batch chained anew.
+        let mut outcome = Err(String::new());
+        for _attempt in 0..3 {
+            let (chained, ends, head) = chain(&batch, seq, &hash, count);
+            match store.append_events(&chained).await {
+                Ok(()) => {
+                    (seq, hash) = head;
+                    outcome = Ok(ends);
+                    break;
+                }
+                Err(error) => {
+                    tracing::warn!(%error, events = chained.len(), "attendance events not written; retrying");
+                    outcome = Err(error.to_string());
+                    match store.ledger_head().await {
+                        Ok(Some((s, h))) => (seq, hash) = (s, h),
+                        Ok(None) => (seq, hash) = (0, GENESIS.to_owned()),
+                        Err(_) => {}
+                    }
+                }
             }
-            ends.push(next_seq);
         }
-        match store.append_events(&chained).await {
-            Ok(()) => {
-                seq = next_seq;
-                hash = next_hash;
+        match outcome {
+            Ok(ends) => {
                 for (append, end) in batch.into_iter().zip(ends) {
                     let _ = append.done.send(Ok(end));
                 }
             }
             Err(error) => {
-                tracing::error!(%error, events = chained.len(), "attendance events not written");
+                tracing::error!(%error, "attendance events not written");
                 for append in batch {
-                    let _ = append.done.send(Err(error.to_string()));
-                }
-                // The head on disk is the truth after a failure.
-                if let Ok(Some((s, h))) = store.ledger_head().await {
-                    (seq, hash) = (s, h);
+                    let _ = append.done.send(Err(error.clone()));
                 }
             }
         }
     }
+}
+
+/// Chains `batch` after `(seq, hash)`: the events, each append's last
+/// sequence number, and the new head.
+fn chain(
+    batch: &[Append],
+    seq: i64,
+    hash: &str,
+    count: usize,
+) -> (Vec<Event>, Vec<i64>, (i64, String)) {
+    let mut chained = Vec::with_capacity(count);
+    let (mut next_seq, mut next_hash) = (seq, hash.to_owned());
+    let mut ends = Vec::with_capacity(batch.len());
+    for append in batch {
+        for event in &append.events {
+            next_seq += 1;
+            let h = chain_hash(&next_hash, next_seq, event);
+            chained.push(Event {
+                seq: next_seq,
+                event: event.clone(),
+                prev_hash: std::mem::replace(&mut next_hash, h.clone()),
+                hash: h,
+            });
+        }
+        ends.push(next_seq);
+    }
+    (chained, ends, (next_seq, next_hash))
 }
 
 /// After a crash or a kill, closes every presence still open in the ledger

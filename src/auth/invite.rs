@@ -55,7 +55,9 @@ impl InviteClaims {
             sid: session,
             role,
             nbf: opens_at.timestamp(),
-            exp: closes_at.timestamp(),
+            // Rounded up: the link never closes before the session does
+            // (the room refuses joins after its close on its own).
+            exp: closes_at.timestamp() + i64::from(closes_at.timestamp_subsec_millis() > 0),
             iat: issued_at.timestamp(),
             jti: Uuid::new_v4(),
             aud: AUDIENCE.to_owned(),

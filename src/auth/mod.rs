@@ -3,11 +3,13 @@
 //! Two kinds of credentials exist. Patients and clinicians join with a
 //! per-participant invite token ([`invite`]): a signed, time-bound JWT that
 //! travels only in the link's URL fragment. The clinic's systems call the REST
-//! API with an API key ([`api_key`]) that carries one [`ApiRole`].
+//! API with an API key ([`api_key`]) that carries one [`ApiRole`]; staff
+//! (compliance, clinicians) use short-lived staff tokens ([`staff`]).
 
 pub mod api_key;
 pub mod invite;
 pub mod signing_key;
+pub mod staff;
 
 use std::fmt;
 use std::str::FromStr;
@@ -64,6 +66,8 @@ pub enum ApiRole {
     Scheduler,
     /// Attendance reports and exports, nothing else.
     Compliance,
+    /// Annotations on attendance (staff tokens for clinicians).
+    Clinician,
 }
 
 impl ApiRole {
@@ -72,6 +76,7 @@ impl ApiRole {
             ApiRole::Admin => "admin",
             ApiRole::Scheduler => "scheduler",
             ApiRole::Compliance => "compliance",
+            ApiRole::Clinician => "clinician",
         }
     }
 }
@@ -83,6 +88,7 @@ impl FromStr for ApiRole {
             "admin" => Ok(ApiRole::Admin),
             "scheduler" => Ok(ApiRole::Scheduler),
             "compliance" => Ok(ApiRole::Compliance),
+            "clinician" => Ok(ApiRole::Clinician),
             _ => Err(()),
         }
     }

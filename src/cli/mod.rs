@@ -7,6 +7,7 @@
 //! as the REST API.
 
 mod admin;
+mod attendance;
 
 pub use admin::create_api_key;
 mod demo;
@@ -56,6 +57,12 @@ enum Command {
     /// Check a configuration.
     #[command(subcommand)]
     Config(admin::ConfigCommand),
+    /// Attendance reports and the ledger's verification.
+    #[command(subcommand)]
+    Attendance(attendance::AttendanceCommand),
+    /// Staff tokens for people using the API.
+    #[command(subcommand)]
+    Token(attendance::TokenCommand),
 }
 
 /// Where a command finds the database: the server's configuration, or just
@@ -138,6 +145,8 @@ pub fn main() -> ExitCode {
             Command::Invite(args) => sessions::invite(args).await,
             Command::Apikey(command) => admin::api_key(command).await,
             Command::Config(command) => admin::config(command),
+            Command::Attendance(command) => attendance::run(command).await,
+            Command::Token(command) => attendance::token(command).await,
         }
     });
     match result {

@@ -1,7 +1,9 @@
-//! The caller of a REST request, from its `Authorization: Bearer` key.
+//! The caller of a REST request, from its `Authorization: Bearer` API key
+//! or staff token.
 //!
-//! A missing or unknown key is 401; a known key whose role does not allow
-//! the action is 403. The key itself is never logged, only its id.
+//! A missing or unknown credential is 401; a valid one whose role does not
+//! allow the action is 403. The credential itself is never logged, only the
+//! key's id or the staff member's id.
 
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
@@ -14,6 +16,8 @@ use crate::auth::{api_key, ApiRole};
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub role: ApiRole,
+    /// Who, for the export audit log: `api-key:<id>` or `staff:<id>`.
+    pub actor: String,
 }
 
 impl Caller {
@@ -46,6 +50,22 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| {
                 ApiError::unauthorized("the Authorization header must be: Bearer <key>")
             })?;
+        if !key.starts_with(api_key::PREFIX) {
+            let claims = state
+                .scheduler
+                .verify_staff(key, chrono::Utc::now())
+                .ok_or_else(|| {
+                    ApiError::unauthorized("the credential is not a valid API key or staff token")
+                })?;
+            tracing::Span::current().record(
+                "api_key",
+                tracing::field::display(format!("staff:{}", claims.sub)),
+            );
+            return Ok(Caller {
+                role: claims.role,
+                actor: format!("staff:{}", claims.sub),
+            });
+        }
         let record = state
             .scheduler
             .store()
@@ -57,6 +77,9 @@ impl FromRequestParts<AppState> for Caller {
             })?
             .ok_or_else(|| ApiError::unauthorized("the API key is not valid"))?;
         tracing::Span::current().record("api_key", tracing::field::display(record.id));
-        Ok(Caller { role: record.role })
+        Ok(Caller {
+            role: record.role,
+            actor: format!("api-key:{}", record.id),
+        })
     }
 }

@@ -1,6 +1,7 @@
 //! HTTP: the REST API, the browser client, health, and the redirect-only
 //! plain-HTTP router. Every response carries the security headers.
 
+mod attendance;
 mod auth;
 mod client;
 mod error;
@@ -31,6 +32,7 @@ pub struct AppState {
     pub scheduler: Scheduler,
     pub config: Arc<Config>,
     pub signal: Arc<SignalContext>,
+    pub attendance: crate::attendance::service::Attendance,
 }
 
 /// Request bodies larger than this are refused (a 20-person roster is ~4 KiB).
@@ -48,7 +50,16 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/sessions/{id}/participants/{participant}/revoke",
             post(sessions::revoke),
-        );
+        )
+        .route("/attendance", get(attendance::range))
+        .route("/attendance/sessions/{id}", get(attendance::session))
+        .route(
+            "/attendance/sessions/{id}/annotations",
+            post(attendance::annotate),
+        )
+        .route("/attendance/weekly", get(attendance::weekly))
+        .route("/attendance/verify", get(attendance::verify))
+        .route("/audit/exports", get(attendance::audit_log));
     let mut router = Router::new()
         .nest("/v1", api)
         .route("/v1/signal", get(signal::upgrade))

@@ -487,12 +487,13 @@ impl Room {
                 Place::InRoom => {
                     let (group, blocked) = (member.group, member.blocked);
                     out.push(Effect::StopMedia { conn: old });
-                    self.enter_media(conn, group, blocked, out);
+                    // `joined` before the media it announces.
                     let joined = self.joined_message(conn);
                     out.push(Effect::Send {
                         conn,
                         message: joined,
                     });
+                    self.enter_media(conn, group, blocked, out);
                 }
                 Place::Waiting { .. } => out.push(Effect::Send {
                     conn,
@@ -1004,6 +1005,10 @@ impl Room {
 
     /// Ends the session for everyone.
     fn finish(&mut self, reason: &'static str, _now: DateTime<Utc>, out: &mut Vec<Effect>) {
+        // Stored before anyone is told, so no join can slip in after `ended`.
+        if reason == "ended_by_clinician" {
+            out.push(Effect::PersistEnd);
+        }
         for m in std::mem::take(&mut self.members) {
             if m.place == Place::InRoom {
                 out.push(Effect::StopMedia { conn: m.conn });
@@ -1017,9 +1022,6 @@ impl Room {
                 conn: m.conn,
                 reason: "session_end",
             }));
-        }
-        if reason == "ended_by_clinician" {
-            out.push(Effect::PersistEnd);
         }
         out.push(Effect::Record(RoomEvent::SessionEnded { reason }));
         out.push(Effect::Finished);

@@ -79,6 +79,26 @@ impl Scheduler {
         }
     }
 
+    /// The claims of a valid staff token at `now`.
+    pub fn verify_staff(
+        &self,
+        token: &str,
+        now: DateTime<Utc>,
+    ) -> Option<crate::auth::staff::StaffClaims> {
+        crate::auth::staff::verify(&self.key, token, now)
+    }
+
+    /// Signs a staff token (`tandem token issue`).
+    pub fn issue_staff(
+        &self,
+        subject: &str,
+        role: crate::auth::ApiRole,
+        now: DateTime<Utc>,
+        lifetime: chrono::Duration,
+    ) -> String {
+        crate::auth::staff::issue(&self.key, subject, role, now, lifetime)
+    }
+
     /// Revocations and cancellations, for the live rooms.
     pub fn subscribe(&self) -> broadcast::Receiver<Notice> {
         self.notices.subscribe()

@@ -219,24 +219,9 @@ impl Connection {
         let mut in_room = false;
         loop {
             tokio::select! {
-                frame = stream.next() => match frame {
-                    Some(Ok(Message::Text(text))) => {
-                        if !self.on_message(sink, &text, in_room).await {
-                            close(sink, CLOSE_NORMAL, "left").await;
-                            return LeaveReason::Left;
-                        }
-                    }
-                    Some(Ok(Message::Binary(_))) => {
-                        send(sink, &ServerMessage::error("bad_message", "Messages are JSON text frames.")).await;
-                    }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) | None => return LeaveReason::Network,
-                    Some(Err(error)) => {
-                        tracing::debug!(conn = self.conn, %error, "signaling socket error");
-                        close(sink, CLOSE_TOO_BIG, "frame refused").await;
-                        return LeaveReason::Network;
-                    }
-                },
+                // The room's messages first: `joined` must reach the client
+                // before the first offer for its peer connections.
+                biased;
                 out = out_rx.recv() => match out {
                     Some(Outgoing::Send(message)) => {
                         match &message {
@@ -263,6 +248,24 @@ impl Connection {
                         }
                     }
                 }
+                frame = stream.next() => match frame {
+                    Some(Ok(Message::Text(text))) => {
+                        if !self.on_message(sink, &text, in_room).await {
+                            close(sink, CLOSE_NORMAL, "left").await;
+                            return LeaveReason::Left;
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        send(sink, &ServerMessage::error("bad_message", "Messages are JSON text frames.")).await;
+                    }
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Close(_))) | None => return LeaveReason::Network,
+                    Some(Err(error)) => {
+                        tracing::debug!(conn = self.conn, %error, "signaling socket error");
+                        close(sink, CLOSE_TOO_BIG, "frame refused").await;
+                        return LeaveReason::Network;
+                    }
+                },
                 _ = shutdown.changed() => {
                     send(sink, &ServerMessage::error(
                         "server_restart",

@@ -55,6 +55,9 @@ enum RoomMessage {
 
 pub struct Rooms {
     live: Mutex<HashMap<Uuid, mpsc::UnboundedSender<RoomMessage>>>,
+    /// Sessions whose room has finished in this run: a join racing the end
+    /// is refused rather than opening a new room.
+    finished: Mutex<std::collections::HashSet<Uuid>>,
     next_conn: AtomicU64,
     /// Makes connection ids unique across restarts in the ledger.
     boot: String,
@@ -75,6 +78,7 @@ impl Rooms {
     ) -> Arc<Rooms> {
         let rooms = Arc::new(Rooms {
             live: Mutex::new(HashMap::new()),
+            finished: Mutex::new(Default::default()),
             next_conn: AtomicU64::new(0),
             boot: Uuid::new_v4().simple().to_string()[..12].to_owned(),
             sfu,
@@ -102,6 +106,19 @@ impl Rooms {
         handle: ConnHandle,
     ) {
         let mut live = self.live.lock().expect("rooms lock");
+        if self
+            .finished
+            .lock()
+            .expect("rooms lock")
+            .contains(&session.id)
+        {
+            let _ = handle.out.send(Outgoing::Close(ServerMessage::Denied {
+                code: "session_ended".into(),
+                message: "This session has ended.".into(),
+                opens_at: None,
+            }));
+            return;
+        }
         let sender = live.entry(session.id).or_insert_with(|| {
             let (tx, rx) = mpsc::unbounded_channel();
             let room = Room::new(session, self.ice_servers.clone());
@@ -134,7 +151,9 @@ impl Rooms {
     }
 
     fn finished(&self, session: Uuid) {
-        self.live.lock().expect("rooms lock").remove(&session);
+        let mut live = self.live.lock().expect("rooms lock");
+        self.finished.lock().expect("rooms lock").insert(session);
+        live.remove(&session);
     }
 }
 
@@ -220,14 +239,17 @@ async fn run(
         }
     }
     rooms.finished(id);
-    // Anyone who arrived after the end hears it.
-    while let Ok(RoomMessage::Arrive {
-        conn,
-        person,
-        handle,
-        ..
-    }) = messages.try_recv()
-    {
+    // Anyone who arrived after the end hears it (whatever else is queued).
+    while let Ok(message) = messages.try_recv() {
+        let RoomMessage::Arrive {
+            conn,
+            person,
+            handle,
+            ..
+        } = message
+        else {
+            continue;
+        };
         conns.insert(conn, handle);
         let input = Input::Arrive {
             conn,

@@ -1129,7 +1129,7 @@ pub struct BrowserEnv {
 
 /// Set (to 1) where the browser check must run (CI): missing tools fail
 /// the test instead of skipping it.
-pub const REQUIRE_VAR: &str = "TANDEM_REQUIRE_BROWSER";
+pub const REQUIRE_VAR: &str = "REQUIRE_BROWSER_CHECK";
 
 impl BrowserEnv {
     /// What is missing, if anything.
