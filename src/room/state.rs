@@ -44,8 +44,9 @@ const WARNINGS: [i64; 2] = [300, 60];
 pub enum LeaveReason {
     /// They left, or closed the page.
     Left,
-    /// Their connection was lost.
-    Network,
+    /// Their connection was lost; presence ends at the last sign of life
+    /// the server had from them, not when it noticed.
+    Network { last_seen: DateTime<Utc> },
 }
 
 /// What a clinician can do.
@@ -153,6 +154,9 @@ pub enum RoomEvent {
         participant: String,
         conn: ConnId,
         reason: &'static str,
+        /// When presence ended, if earlier than the decision (a lost
+        /// connection's last sign of life).
+        at: Option<DateTime<Utc>>,
     },
     MediaChanged {
         participant: String,
@@ -380,6 +384,7 @@ impl Room {
                         participant: m.person.id,
                         conn: m.conn,
                         reason: "revoked",
+                        at: None,
                     }));
                     self.lobby(&mut out);
                 }
@@ -651,7 +656,11 @@ impl Room {
             conn,
             reason: match reason {
                 LeaveReason::Left => "left",
-                LeaveReason::Network => "network",
+                LeaveReason::Network { .. } => "network",
+            },
+            at: match reason {
+                LeaveReason::Left => None,
+                LeaveReason::Network { last_seen } => Some(last_seen.min(now)),
             },
         }));
         if member.is_clinician() && member.place == Place::InRoom && !self.clinician_in_room() {
@@ -795,6 +804,7 @@ impl Room {
                         participant: m.person.id.clone(),
                         conn: m.conn,
                         reason: "removed",
+                        at: None,
                     }));
                 }
                 out.push(Effect::Record(RoomEvent::Removed {
@@ -993,6 +1003,7 @@ impl Room {
                         participant: id.clone(),
                         conn,
                         reason: "clinician_away",
+                        at: None,
                     }));
                     out.push(Effect::Record(RoomEvent::Waiting {
                         participant: id,
@@ -1021,6 +1032,7 @@ impl Room {
                 participant: m.person.id,
                 conn: m.conn,
                 reason: "session_end",
+                at: None,
             }));
         }
         out.push(Effect::Record(RoomEvent::SessionEnded { reason }));
@@ -1235,7 +1247,7 @@ mod tests {
         let e = s.room.handle(
             Input::Leave {
                 conn: 1,
-                reason: LeaveReason::Network,
+                reason: LeaveReason::Left,
             },
             Script::at(100),
         );
@@ -1278,7 +1290,7 @@ mod tests {
         s.room.handle(
             Input::Leave {
                 conn: 1,
-                reason: LeaveReason::Network,
+                reason: LeaveReason::Left,
             },
             Script::at(100),
         );
@@ -1334,7 +1346,7 @@ mod tests {
         let e = s.room.handle(
             Input::Leave {
                 conn: 2,
-                reason: LeaveReason::Network,
+                reason: LeaveReason::Left,
             },
             Script::at(3),
         );
@@ -1496,7 +1508,7 @@ mod tests {
         let e = s.room.handle(
             Input::Leave {
                 conn: 3,
-                reason: LeaveReason::Network,
+                reason: LeaveReason::Left,
             },
             Script::at(5),
         );
@@ -1596,6 +1608,29 @@ mod tests {
             .room
             .handle(Input::Connected { conn: 5 }, Script::at(1))
             .is_empty());
+    }
+
+    #[test]
+    fn a_lost_connection_ends_presence_at_its_last_sign_of_life() {
+        let mut s = Script::new(SessionKind::Couple, true);
+        s.arrive(1, "c", 0);
+        s.arrive(2, "p", 1);
+        s.room.handle(Input::Connected { conn: 2 }, Script::at(2));
+        let last_seen = Script::at(40);
+        let e = s.room.handle(
+            Input::Leave {
+                conn: 2,
+                reason: LeaveReason::Network { last_seen },
+            },
+            Script::at(70),
+        );
+        assert!(e.contains(&Effect::Record(RoomEvent::Left {
+            participant: "p".into(),
+            conn: 2,
+            reason: "network",
+            at: Some(last_seen),
+        })));
+        assert!(s.room.present().is_empty());
     }
 
     #[test]

@@ -33,6 +33,11 @@ pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// KiB, DESIGN.md).
 pub const MAX_FRAME: usize = 256 * 1024;
 
+/// How often the server pings a client, and how long a silent client is
+/// considered connected.
+const PING_INTERVAL: Duration = Duration::from_secs(10);
+const SILENCE_LIMIT: Duration = Duration::from_secs(30);
+
 /// WebSocket close codes we use.
 const CLOSE_NORMAL: u16 = 1000;
 const CLOSE_POLICY: u16 = 1008;
@@ -217,6 +222,11 @@ impl Connection {
         let mut shutdown = self.context.shutdown.clone();
         // In the room (peer connections exist), rather than waiting.
         let mut in_room = false;
+        // The last frame from the client (pongs included): a silent network
+        // loss ends presence here, not when it is noticed.
+        let mut last_seen = Utc::now();
+        let mut liveness = tokio::time::interval(PING_INTERVAL);
+        liveness.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 // The room's messages first: `joined` must reach the client
@@ -230,7 +240,7 @@ impl Connection {
                             _ => {}
                         }
                         if !send(sink, &message).await {
-                            return LeaveReason::Network;
+                            return LeaveReason::Network { last_seen };
                         }
                     }
                     Some(Outgoing::Close(message)) => {
@@ -244,35 +254,49 @@ impl Connection {
                     let Some(event) = event else { continue };
                     if let Some(message) = self.on_peer_event(event) {
                         if !send(sink, &message).await {
-                            return LeaveReason::Network;
+                            return LeaveReason::Network { last_seen };
                         }
                     }
                 }
-                frame = stream.next() => match frame {
-                    Some(Ok(Message::Text(text))) => {
-                        if !self.on_message(sink, &text, in_room).await {
-                            close(sink, CLOSE_NORMAL, "left").await;
-                            return LeaveReason::Left;
+                frame = stream.next() => {
+                    if matches!(frame, Some(Ok(_))) {
+                        last_seen = Utc::now();
+                    }
+                    match frame {
+                        Some(Ok(Message::Text(text))) => {
+                            if !self.on_message(sink, &text, in_room).await {
+                                close(sink, CLOSE_NORMAL, "left").await;
+                                return LeaveReason::Left;
+                            }
+                        }
+                        Some(Ok(Message::Binary(_))) => {
+                            send(sink, &ServerMessage::error("bad_message", "Messages are JSON text frames.")).await;
+                        }
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                        Some(Ok(Message::Close(_))) | None => return LeaveReason::Network { last_seen },
+                        Some(Err(error)) => {
+                            tracing::debug!(conn = self.conn, %error, "signaling socket error");
+                            close(sink, CLOSE_TOO_BIG, "frame refused").await;
+                            return LeaveReason::Network { last_seen };
                         }
                     }
-                    Some(Ok(Message::Binary(_))) => {
-                        send(sink, &ServerMessage::error("bad_message", "Messages are JSON text frames.")).await;
+                }
+                _ = liveness.tick() => {
+                    if Utc::now() - last_seen > chrono::Duration::from_std(SILENCE_LIMIT).expect("small") {
+                        tracing::info!(conn = self.conn, "signaling socket silent; connection lost");
+                        return LeaveReason::Network { last_seen };
                     }
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Close(_))) | None => return LeaveReason::Network,
-                    Some(Err(error)) => {
-                        tracing::debug!(conn = self.conn, %error, "signaling socket error");
-                        close(sink, CLOSE_TOO_BIG, "frame refused").await;
-                        return LeaveReason::Network;
+                    if sink.send(Message::Ping(Default::default())).await.is_err() {
+                        return LeaveReason::Network { last_seen };
                     }
-                },
+                }
                 _ = shutdown.changed() => {
                     send(sink, &ServerMessage::error(
                         "server_restart",
                         "The server is restarting. Please reconnect in a moment.",
                     )).await;
                     close(sink, CLOSE_RESTART, "server restart").await;
-                    return LeaveReason::Network;
+                    return LeaveReason::Network { last_seen };
                 }
             }
         }

@@ -383,7 +383,14 @@ impl Recorder<'_> {
                 participant,
                 conn,
                 reason,
-            } => self.person_event(participant, Some(*conn), EventKind::Left, Some(reason), now),
+                at,
+            } => self.person_event(
+                participant,
+                Some(*conn),
+                EventKind::Left,
+                Some(reason),
+                at.unwrap_or(now),
+            ),
             RoomEvent::MediaChanged {
                 participant,
                 conn,
