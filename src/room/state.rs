@@ -180,6 +180,10 @@ pub enum Effect {
         conn: ConnId,
         message: ServerMessage,
     },
+    /// The participant's own departure is recorded: let its socket close.
+    Release {
+        conn: ConnId,
+    },
     /// Create the connection's peer connections (it entered the room).
     StartMedia {
         conn: ConnId,
@@ -663,6 +667,9 @@ impl Room {
                 LeaveReason::Network { last_seen } => Some(last_seen.min(now)),
             },
         }));
+        if reason == LeaveReason::Left {
+            out.push(Effect::Release { conn });
+        }
         if member.is_clinician() && member.place == Place::InRoom && !self.clinician_in_room() {
             self.clinician_away_since = Some(now);
         }

@@ -38,6 +38,9 @@ pub const MAX_FRAME: usize = 256 * 1024;
 const PING_INTERVAL: Duration = Duration::from_secs(10);
 const SILENCE_LIMIT: Duration = Duration::from_secs(30);
 
+/// How long a leaving client waits for the room to record its departure.
+const RELEASE_WAIT: Duration = Duration::from_secs(5);
+
 /// WebSocket close codes we use.
 const CLOSE_NORMAL: u16 = 1000;
 const CLOSE_POLICY: u16 = 1008;
@@ -189,16 +192,18 @@ pub async fn run(socket: WebSocket, context: Arc<SignalContext>, address: IpAddr
         },
     );
     tracing::info!(session = %connection.room, participant = %connection.member.id, conn = connection.conn, "connected");
-    let reason = connection
+    let ended = connection
         .serve(&mut sink, &mut stream, &mut out_rx, &mut peer_rx)
         .await;
-    context.rooms.input(
-        connection.room,
-        Input::Leave {
-            conn: connection.conn,
-            reason,
-        },
-    );
+    if let Some(reason) = ended {
+        context.rooms.input(
+            connection.room,
+            Input::Leave {
+                conn: connection.conn,
+                reason,
+            },
+        );
+    }
     tracing::info!(session = %connection.room, participant = %connection.member.id, conn = connection.conn, "disconnected");
 }
 
@@ -211,14 +216,15 @@ struct Connection {
 }
 
 impl Connection {
-    /// The connection's loop; returns why it ended.
+    /// The connection's loop; returns why it ended, or `None` when the room
+    /// already knows (a `leave` it recorded, or a close it decided).
     async fn serve(
         &self,
         sink: &mut Sink,
         stream: &mut futures_util::stream::SplitStream<WebSocket>,
         out_rx: &mut mpsc::UnboundedReceiver<Outgoing>,
         peer_rx: &mut mpsc::UnboundedReceiver<PeerEvent>,
-    ) -> LeaveReason {
+    ) -> Option<LeaveReason> {
         let mut shutdown = self.context.shutdown.clone();
         // In the room (peer connections exist), rather than waiting.
         let mut in_room = false;
@@ -240,21 +246,22 @@ impl Connection {
                             _ => {}
                         }
                         if !send(sink, &message).await {
-                            return LeaveReason::Network { last_seen };
+                            return Some(LeaveReason::Network { last_seen });
                         }
                     }
                     Some(Outgoing::Close(message)) => {
                         send(sink, &message).await;
                         close(sink, CLOSE_NORMAL, "closed by the server").await;
-                        return LeaveReason::Left;
+                        return None;
                     }
-                    None => return LeaveReason::Left,
+                    Some(Outgoing::Release) => {}
+                    None => return None,
                 },
                 event = peer_rx.recv() => {
                     let Some(event) = event else { continue };
                     if let Some(message) = self.on_peer_event(event) {
                         if !send(sink, &message).await {
-                            return LeaveReason::Network { last_seen };
+                            return Some(LeaveReason::Network { last_seen });
                         }
                     }
                 }
@@ -265,29 +272,47 @@ impl Connection {
                     match frame {
                         Some(Ok(Message::Text(text))) => {
                             if !self.on_message(sink, &text, in_room).await {
+                                // The room records the departure durably,
+                                // then releases the socket (or, if it has
+                                // nothing to record, nothing comes: go anyway).
+                                self.context.rooms.input(
+                                    self.room,
+                                    Input::Leave { conn: self.conn, reason: LeaveReason::Left },
+                                );
+                                let _ = tokio::time::timeout(RELEASE_WAIT, async {
+                                    while let Some(out) = out_rx.recv().await {
+                                        if matches!(out, Outgoing::Release) {
+                                            break;
+                                        }
+                                    }
+                                })
+                                .await;
                                 close(sink, CLOSE_NORMAL, "left").await;
-                                return LeaveReason::Left;
+                                return None;
                             }
                         }
                         Some(Ok(Message::Binary(_))) => {
                             send(sink, &ServerMessage::error("bad_message", "Messages are JSON text frames.")).await;
                         }
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                        Some(Ok(Message::Close(_))) | None => return LeaveReason::Network { last_seen },
+                        // A close frame: the page was closed. No frame at all:
+                        // the network went away.
+                        Some(Ok(Message::Close(_))) => return Some(LeaveReason::Left),
+                        None => return Some(LeaveReason::Network { last_seen }),
                         Some(Err(error)) => {
                             tracing::debug!(conn = self.conn, %error, "signaling socket error");
                             close(sink, CLOSE_TOO_BIG, "frame refused").await;
-                            return LeaveReason::Network { last_seen };
+                            return Some(LeaveReason::Network { last_seen });
                         }
                     }
                 }
                 _ = liveness.tick() => {
                     if Utc::now() - last_seen > chrono::Duration::from_std(SILENCE_LIMIT).expect("small") {
                         tracing::info!(conn = self.conn, "signaling socket silent; connection lost");
-                        return LeaveReason::Network { last_seen };
+                        return Some(LeaveReason::Network { last_seen });
                     }
                     if sink.send(Message::Ping(Default::default())).await.is_err() {
-                        return LeaveReason::Network { last_seen };
+                        return Some(LeaveReason::Network { last_seen });
                     }
                 }
                 _ = shutdown.changed() => {
@@ -296,7 +321,7 @@ impl Connection {
                         "The server is restarting. Please reconnect in a moment.",
                     )).await;
                     close(sink, CLOSE_RESTART, "server restart").await;
-                    return LeaveReason::Network { last_seen };
+                    return Some(LeaveReason::Network { last_seen });
                 }
             }
         }

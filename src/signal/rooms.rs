@@ -33,6 +33,8 @@ pub enum Outgoing {
     Send(ServerMessage),
     /// Send the message, then close the socket (replaced, removed, ended).
     Close(ServerMessage),
+    /// The departure the client asked for is recorded: close the socket.
+    Release,
 }
 
 /// How a room reaches one connection.
@@ -223,6 +225,10 @@ async fn run(
             }
         };
         let now = Utc::now();
+        let departed = match &input {
+            Input::Leave { conn, .. } => Some(*conn),
+            _ => None,
+        };
         let effects = room.handle(input, now);
         // Durable first, then told: the events of this decision are on disk
         // before any message announcing it leaves.
@@ -236,6 +242,9 @@ async fn run(
         recorder.record(events).await;
         for effect in effects {
             carry_out(&rooms, id, effect, &mut conns).await;
+        }
+        if let Some(conn) = departed {
+            conns.remove(&conn);
         }
     }
     rooms.finished(id);
@@ -436,6 +445,11 @@ async fn carry_out(
                         events: handle.peer_events.clone(),
                     },
                 );
+            }
+        }
+        Effect::Release { conn } => {
+            if let Some(handle) = conns.remove(&conn) {
+                let _ = handle.out.send(Outgoing::Release);
             }
         }
         Effect::StopMedia { conn } => rooms.sfu.send(room, Command::Leave { conn }),
