@@ -1,0 +1,510 @@
+// The call engine: the signaling socket (docs/protocol.md), reconnection,
+// and the two peer connections (`pub` for our media, `sub` for everyone
+// else's). It knows nothing about the page; it reports through `emit`.
+
+const TERMINAL = new Set(['denied', 'removed', 'ended', 'replaced']);
+const BACKOFF_MS = [300, 1000, 2000, 4000, 8000];
+const PING_EVERY_MS = 5000;
+const SILENCE_LIMIT_MS = 12000;
+
+/** The sections of an SDP, one per m-line, with what the client needs. */
+export function parseSdp(sdp) {
+  const sections = sdp.split(/\r?\n(?=m=)/).slice(1);
+  return sections.map((text) => {
+    const lines = text.split(/\r?\n/);
+    const [kind, port] = lines[0].slice(2).split(' ');
+    const out = { kind, port: Number(port), mid: null, direction: 'sendrecv', stream: null, track: null };
+    for (const line of lines) {
+      if (line.startsWith('a=mid:')) out.mid = line.slice(6).trim();
+      else if (/^a=(sendonly|recvonly|sendrecv|inactive)$/.test(line.trim())) out.direction = line.trim().slice(2);
+      else if (line.startsWith('a=msid:')) {
+        const [stream, track] = line.slice(7).trim().split(' ');
+        out.stream = stream;
+        out.track = track || null;
+      }
+    }
+    return out;
+  });
+}
+
+export class Call {
+  /**
+   * @param {object} o
+   * @param {string} o.token the invite token (sent only in `join`)
+   * @param {object|null} o.attestation
+   * @param {(type: string, data?: any) => void} o.emit
+   */
+  constructor({ token, attestation, emit }) {
+    this.token = token;
+    this.attestation = attestation;
+    this.emit = emit;
+    this.ws = null;
+    this.terminal = false;
+    this.attempt = 0;
+    this.reconnecting = false;
+    this.everIn = false;
+    this.me = null;
+    this.session = null;
+    this.participants = new Map();
+    this.pcs = { pub: null, sub: null };
+    this.remoteSet = { pub: false, sub: false };
+    this.buffered = { pub: [], sub: [] };
+    this.pubBusy = false;
+    this.pubAgain = false;
+    this.iceServers = [];
+    this.audioTrack = null;
+    this.videoTrack = null;
+    this.screenTrack = null;
+    this.stream = new MediaStream();
+    this.audioOn = true;
+    this.videoOn = true;
+    this.locked = { audio: false, video: false };
+    this.remote = new Map();
+    this.prevStats = new Map();
+    this.chain = Promise.resolve();
+    this.lastHeard = 0;
+    this.pingTimer = null;
+    this.retryTimer = null;
+    this.onOffline = () => this.lost('offline');
+    this.onOnline = () => {
+      if (this.reconnecting && !this.terminal) {
+        clearTimeout(this.retryTimer);
+        this.connect();
+      }
+    };
+    window.addEventListener('offline', this.onOffline);
+    window.addEventListener('online', this.onOnline);
+  }
+
+  /** Our own media: tracks may be null (no device, or camera off). */
+  setLocal({ audio, video }) {
+    this.audioTrack = audio || null;
+    this.videoTrack = video || null;
+    this.audioOn = !!audio && audio.enabled;
+    this.videoOn = !!video;
+  }
+
+  connect() {
+    if (this.terminal) return;
+    clearTimeout(this.retryTimer);
+    const url = `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}/v1/signal`;
+    const ws = new WebSocket(url);
+    this.ws = ws;
+    ws.onopen = () => {
+      if (ws !== this.ws) return;
+      this.lastHeard = Date.now();
+      const join = { type: 'join', token: this.token };
+      if (this.attestation) join.attestation = this.attestation;
+      this.send(join);
+      this.startPing();
+    };
+    ws.onmessage = (e) => {
+      if (ws !== this.ws) return;
+      this.lastHeard = Date.now();
+      let message;
+      try {
+        message = JSON.parse(e.data);
+      } catch {
+        return;
+      }
+      this.chain = this.chain
+        .then(() => this.handle(message))
+        .catch((err) => console.warn(`handling ${message.type}:`, err));
+    };
+    ws.onclose = () => {
+      // After the messages already received: a terminal one (ended,
+      // removed…) arrives just before the close and must win.
+      this.chain = this.chain.then(() => {
+        if (ws === this.ws) this.lost('closed');
+      });
+    };
+  }
+
+  send(message) {
+    if (this.ws && this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(message));
+  }
+
+  startPing() {
+    clearInterval(this.pingTimer);
+    this.pingTimer = setInterval(() => {
+      if (Date.now() - this.lastHeard > SILENCE_LIMIT_MS) return this.lost('silent');
+      this.send({ type: 'ping' });
+    }, PING_EVERY_MS);
+  }
+
+  /** The socket is gone without a terminal message: reconnect. */
+  lost(why) {
+    if (this.terminal || !this.ws) return;
+    const ws = this.ws;
+    this.ws = null;
+    clearInterval(this.pingTimer);
+    try {
+      ws.close();
+    } catch {
+      // already closed
+    }
+    this.closePcs();
+    this.reconnecting = true;
+    this.emit('reconnecting', { why, attempt: this.attempt });
+    const delay = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)];
+    this.attempt += 1;
+    // Offline: wait for the `online` event, but try now and then anyway.
+    this.retryTimer = setTimeout(() => this.connect(), navigator.onLine ? delay : Math.max(delay, 4000));
+  }
+
+  /** A full restart of the connection (media failed beyond repair). */
+  restart() {
+    if (!this.terminal && this.ws) this.lost('media');
+  }
+
+  leave() {
+    this.send({ type: 'leave' });
+    this.finish();
+  }
+
+  finish() {
+    this.terminal = true;
+    clearInterval(this.pingTimer);
+    clearTimeout(this.retryTimer);
+    window.removeEventListener('offline', this.onOffline);
+    window.removeEventListener('online', this.onOnline);
+    const ws = this.ws;
+    this.ws = null;
+    if (ws) {
+      try {
+        ws.close();
+      } catch {
+        // gone
+      }
+    }
+    this.closePcs();
+  }
+
+  wasReconnecting() {
+    if (!this.reconnecting) return false;
+    this.reconnecting = false;
+    this.attempt = 0;
+    return true;
+  }
+
+  async handle(m) {
+    if (TERMINAL.has(m.type)) {
+      this.finish();
+      this.emit(m.type, m);
+      return;
+    }
+    switch (m.type) {
+      case 'waiting': {
+        const back = this.wasReconnecting();
+        this.closePcs();
+        this.emit('waiting', { reason: m.reason, reconnected: back });
+        return;
+      }
+      case 'joined':
+        return this.onJoined(m);
+      case 'lobby':
+        return this.emit('lobby', m.waiting || []);
+      case 'participant_joined':
+        this.participants.set(m.participant.id, { ...m.participant });
+        return this.emit('participants', { joined: m.participant });
+      case 'participant_left':
+        this.participants.delete(m.participant.id);
+        return this.emit('participants', { left: m.participant });
+      case 'media': {
+        const p = this.participants.get(m.participant);
+        if (p) {
+          p.audio = m.audio;
+          p.video = m.video;
+        }
+        return this.emit('participants', { media: m.participant });
+      }
+      case 'muted':
+        this.locked[m.kind] = m.allow_unmute === false;
+        if (m.kind === 'audio') {
+          this.audioOn = false;
+          if (this.audioTrack) this.audioTrack.enabled = false;
+        } else {
+          await this.setCamera(null);
+        }
+        return this.emit('muted', m);
+      case 'unmute_allowed':
+        this.locked[m.kind] = false;
+        return this.emit('unmute_allowed', m);
+      case 'breakout':
+        return this.emit('breakout', m);
+      case 'session_ending':
+        return this.emit('session_ending', m);
+      case 'offer':
+        return this.onOffer(m);
+      case 'answer':
+        return this.onAnswer(m);
+      case 'candidate':
+        return this.addCandidate(m.pc, m.candidate);
+      case 'error':
+        console.warn(`server: ${m.code}: ${m.message}`);
+        return this.emit('server_error', m);
+      default:
+        return undefined;
+    }
+  }
+
+  async onJoined(m) {
+    const back = this.wasReconnecting();
+    this.me = m.you;
+    this.session = m.session;
+    this.iceServers = m.ice_servers || [];
+    this.participants = new Map(m.participants.map((p) => [p.id, { ...p }]));
+    this.closePcs();
+    this.everIn = true;
+    this.emit('joined', { reconnected: back });
+    // Our state survives a reconnect; tell the room if it differs from the default.
+    if (!this.audioOn || !this.videoOn) this.sendMedia();
+    await this.startPub();
+  }
+
+  sendMedia() {
+    this.send({ type: 'media', audio: this.audioOn, video: this.videoOn });
+  }
+
+  makePc(name) {
+    const pc = new RTCPeerConnection({ iceServers: this.iceServers, bundlePolicy: 'max-bundle' });
+    // A closed connection never settles the operations in flight: every
+    // await on it goes through guard(), which gives up when it closes.
+    pc.closedSignal = new Promise((resolve) => { pc.markClosed = resolve; });
+    this.pcs[name] = pc;
+    this.remoteSet[name] = false;
+    pc.onicecandidate = (e) => {
+      if (this.pcs[name] !== pc) return;
+      this.send({ type: 'candidate', pc: name, candidate: e.candidate ? e.candidate.toJSON() : null });
+    };
+    let failTimer = null;
+    pc.onconnectionstatechange = () => {
+      if (this.pcs[name] !== pc) return;
+      clearTimeout(failTimer);
+      if (pc.connectionState === 'failed') this.restart();
+      else if (pc.connectionState === 'disconnected') failTimer = setTimeout(() => {
+        if (this.pcs[name] === pc && pc.connectionState !== 'connected') this.restart();
+      }, 8000);
+      this.emit('pc', { name, state: pc.connectionState });
+    };
+    return pc;
+  }
+
+  closePcs() {
+    for (const name of ['pub', 'sub']) {
+      const pc = this.pcs[name];
+      this.pcs[name] = null;
+      this.remoteSet[name] = false;
+      this.buffered[name] = [];
+      if (pc) {
+        pc.markClosed();
+        pc.close();
+      }
+    }
+    this.pubBusy = false;
+    this.pubAgain = false;
+    this.screenSender = null;
+    if (this.remote.size) {
+      this.remote = new Map();
+      this.emit('remote', this.remote);
+    }
+  }
+
+  /** `promise`, or a rejection once `pc` is closed. */
+  guard(pc, promise) {
+    return Promise.race([promise, pc.closedSignal.then(() => { throw new Error('connection closed'); })]);
+  }
+
+  async startPub() {
+    const pub = this.makePc('pub');
+    this.stream = new MediaStream([this.audioTrack, this.videoTrack].filter(Boolean));
+    pub.addTransceiver(this.audioTrack || 'audio', { direction: 'sendonly', streams: [this.stream] });
+    this.videoSender = pub.addTransceiver(this.videoTrack || 'video', { direction: 'sendonly', streams: [this.stream] }).sender;
+    if (this.screenTrack) {
+      this.screenSender = pub.addTransceiver(this.screenTrack, { direction: 'sendonly', streams: [this.stream] }).sender;
+    }
+    await this.negotiatePub();
+  }
+
+  async negotiatePub() {
+    const pub = this.pcs.pub;
+    if (!pub) return;
+    if (this.pubBusy) {
+      this.pubAgain = true;
+      return;
+    }
+    this.pubBusy = true;
+    const offer = await this.guard(pub, pub.createOffer());
+    await this.guard(pub, pub.setLocalDescription(offer));
+    this.send({ type: 'offer', pc: 'pub', sdp: offer.sdp });
+  }
+
+  async onAnswer(m) {
+    const pub = this.pcs.pub;
+    if (m.pc !== 'pub' || !pub || pub.signalingState !== 'have-local-offer') return;
+    await this.guard(pub, pub.setRemoteDescription({ type: 'answer', sdp: m.sdp }));
+    await this.flush('pub');
+    this.pubBusy = false;
+    if (this.pubAgain) {
+      this.pubAgain = false;
+      await this.negotiatePub();
+    }
+  }
+
+  async onOffer(m) {
+    if (m.pc !== 'sub') return;
+    let sub = this.pcs.sub;
+    if (!sub) {
+      sub = this.makePc('sub');
+      sub.ontrack = () => this.syncRemote();
+    }
+    await this.guard(sub, sub.setRemoteDescription({ type: 'offer', sdp: m.sdp }));
+    await this.flush('sub');
+    const answer = await this.guard(sub, sub.createAnswer());
+    await this.guard(sub, sub.setLocalDescription(answer));
+    this.send({ type: 'answer', pc: 'sub', sdp: answer.sdp });
+    this.syncRemote();
+  }
+
+  async flush(name) {
+    this.remoteSet[name] = true;
+    for (const c of this.buffered[name].splice(0)) await this.addCandidate(name, c);
+  }
+
+  async addCandidate(name, candidate) {
+    const pc = this.pcs[name];
+    if (!pc || !this.remoteSet[name]) {
+      this.buffered[name].push(candidate);
+      return;
+    }
+    try {
+      await this.guard(pc, pc.addIceCandidate(candidate ?? undefined));
+    } catch {
+      // An end-of-candidates marker in an unexpected state: harmless.
+    }
+  }
+
+  /** Who sends what on `sub`, read from the msid of the current offer. */
+  syncRemote() {
+    const sub = this.pcs.sub;
+    if (!sub || !sub.remoteDescription) return;
+    const byMid = new Map(sub.getTransceivers().map((t) => [t.mid, t]));
+    const remote = new Map();
+    for (const s of parseSdp(sub.remoteDescription.sdp)) {
+      if (!s.stream || s.port === 0) continue;
+      if (s.direction !== 'sendonly' && s.direction !== 'sendrecv') continue;
+      const t = byMid.get(s.mid);
+      if (!t) continue;
+      let entry = remote.get(s.stream);
+      if (!entry) {
+        entry = { audio: [], video: [] };
+        remote.set(s.stream, entry);
+      }
+      entry[s.kind === 'audio' ? 'audio' : 'video'].push({ mid: s.mid, track: t.receiver.track });
+    }
+    this.remote = remote;
+    this.emit('remote', remote);
+  }
+
+  // ---- our own media ----
+
+  setMic(on) {
+    if (on && this.locked.audio) return false;
+    this.audioOn = on;
+    if (this.audioTrack) this.audioTrack.enabled = on;
+    this.sendMedia();
+    return true;
+  }
+
+  /** Replaces the camera track (null: camera off) without renegotiating. */
+  async setCamera(track) {
+    if (this.videoTrack && this.videoTrack !== track) this.videoTrack.stop();
+    this.videoTrack = track;
+    this.videoOn = !!track;
+    const pub = this.pcs.pub;
+    if (this.videoSender && pub) await this.guard(pub, this.videoSender.replaceTrack(track)).catch(() => {});
+  }
+
+  async cameraChanged() {
+    this.sendMedia();
+  }
+
+  async startScreen(track) {
+    this.screenTrack = track;
+    const pub = this.pcs.pub;
+    if (!pub) return;
+    this.screenSender = pub.addTransceiver(track, { direction: 'sendonly', streams: [this.stream] }).sender;
+    await this.negotiatePub();
+  }
+
+  async stopScreen() {
+    const track = this.screenTrack;
+    this.screenTrack = null;
+    if (track) track.stop();
+    const pub = this.pcs.pub;
+    if (!pub || !this.screenSender) return;
+    const t = pub.getTransceivers().find((x) => x.sender === this.screenSender);
+    this.screenSender = null;
+    if (t) {
+      try {
+        t.stop();
+      } catch {
+        pub.removeTrack(t.sender);
+      }
+    }
+    await this.negotiatePub();
+  }
+
+  // ---- clinician controls ----
+  admit(id) { this.send({ type: 'admit', participant: id }); }
+  admitAll() { this.send({ type: 'admit_all' }); }
+  deny(id) { this.send({ type: 'deny', participant: id }); }
+  remove(id) { this.send({ type: 'remove', participant: id }); }
+  mute(id, kind, allowUnmute) { this.send({ type: 'mute', participant: id, kind, allow_unmute: allowUnmute }); }
+  allowUnmute(id, kind) { this.send({ type: 'allow_unmute', participant: id, kind }); }
+  end() { this.send({ type: 'end' }); }
+  breakout(household, withClinician) { this.send({ type: 'breakout', household, with_clinician: withClinician }); }
+  endBreakout(household) { this.send({ type: 'end_breakout', household }); }
+
+  /**
+   * Per participant: audio level, and for their video the loss and bitrate
+   * over the last interval (what we receive from them, through the server).
+   */
+  async stats() {
+    const sub = this.pcs.sub;
+    const out = new Map();
+    if (!sub) return out;
+    const midTo = new Map();
+    for (const [pid, entry] of this.remote) {
+      for (const a of entry.audio) midTo.set(a.mid, { pid, kind: 'audio' });
+      entry.video.forEach((v, i) => midTo.set(v.mid, { pid, kind: i === 0 ? 'video' : 'screen' }));
+    }
+    const report = await sub.getStats();
+    const now = performance.now();
+    report.forEach((s) => {
+      if (s.type !== 'inbound-rtp') return;
+      const who = midTo.get(s.mid);
+      if (!who) return;
+      const o = out.get(who.pid) || { level: 0, lossPct: null, kbps: 0, receiving: false, measured: false };
+      const prev = this.prevStats.get(s.id);
+      const cur = { t: now, bytes: s.bytesReceived || 0, lost: s.packetsLost || 0, got: s.packetsReceived || 0 };
+      this.prevStats.set(s.id, cur);
+      if (who.kind === 'audio') {
+        o.level = Math.max(o.level, s.audioLevel || 0);
+      }
+      if (prev && cur.t > prev.t) {
+        const secs = (cur.t - prev.t) / 1000;
+        o.kbps += Math.max(0, (cur.bytes - prev.bytes) * 8 / 1000 / secs);
+        if (who.kind === 'video') {
+          const lost = Math.max(0, cur.lost - prev.lost);
+          const got = Math.max(0, cur.got - prev.got);
+          o.lossPct = got + lost > 0 ? (100 * lost) / (got + lost) : o.lossPct;
+          o.receiving = got > 0;
+          o.measured = true;
+        }
+      }
+      out.set(who.pid, o);
+    });
+    return out;
+  }
+}
