@@ -276,6 +276,11 @@ pub struct Room {
     roster: Vec<RosterEntry>,
     members: Vec<Member>,
     removed: HashSet<String>,
+    /// People admitted whose connection was lost: when they come back while
+    /// a clinician is in the room they go straight in (a network blip does
+    /// not send anyone back to the waiting room). Cleared when the room
+    /// returns to the waiting room for lack of a clinician.
+    readmit: HashSet<String>,
     clinician_seen: bool,
     clinician_away_since: Option<DateTime<Utc>>,
     warned: [bool; 2],
@@ -307,6 +312,7 @@ impl Room {
                 .filter(|p| p.removed_at.is_some())
                 .map(|p| p.id.clone())
                 .collect(),
+            readmit: HashSet::new(),
             clinician_seen: false,
             clinician_away_since: None,
             warned: [false; 2],
@@ -524,7 +530,8 @@ impl Room {
             joined: false,
         });
         let index = self.members.len() - 1;
-        if is_clinician || (self.auto_admit && self.clinician_in_room()) {
+        let returning = self.readmit.remove(&self.members[index].person.id);
+        if is_clinician || ((self.auto_admit || returning) && self.clinician_in_room()) {
             self.admit(index, None, out);
             if is_clinician {
                 self.clinician_seen = true;
@@ -655,6 +662,9 @@ impl Room {
             return; // replaced or removed already
         };
         let member = self.take(i, out);
+        if member.place == Place::InRoom && matches!(reason, LeaveReason::Network { .. }) {
+            self.readmit.insert(member.person.id.clone());
+        }
         out.push(Effect::Record(RoomEvent::Left {
             participant: member.person.id.clone(),
             conn,
@@ -991,6 +1001,7 @@ impl Room {
         if let Some(since) = self.clinician_away_since {
             if now - since >= self.clinician_grace && !self.clinician_in_room() {
                 self.clinician_away_since = None;
+                self.readmit.clear();
                 let back: Vec<usize> = (0..self.members.len())
                     .filter(|&i| self.members[i].place == Place::InRoom)
                     .collect();
@@ -1638,6 +1649,57 @@ mod tests {
             at: Some(last_seen),
         })));
         assert!(s.room.present().is_empty());
+    }
+
+    #[test]
+    fn a_network_drop_does_not_send_an_admitted_person_back_to_wait() {
+        let mut s = Script::new(SessionKind::Couple, false);
+        s.arrive(1, "c", 0);
+        s.arrive(2, "p", 1);
+        s.act(1, Action::Admit("p".into()), 2);
+        let lost = LeaveReason::Network {
+            last_seen: Script::at(3),
+        };
+        s.room.handle(
+            Input::Leave {
+                conn: 2,
+                reason: lost,
+            },
+            Script::at(5),
+        );
+        let e = s.arrive(3, "p", 6);
+        assert_eq!(to(&e, 3), ["joined"], "back in at once after a drop");
+        // Leaving on purpose and coming back means knocking again.
+        s.room.handle(
+            Input::Leave {
+                conn: 3,
+                reason: LeaveReason::Left,
+            },
+            Script::at(7),
+        );
+        let e = s.arrive(4, "p", 8);
+        assert_eq!(to(&e, 4), ["waiting"]);
+        // Without a clinician in the room a returning person waits.
+        let mut s = Script::new(SessionKind::Couple, false);
+        s.arrive(1, "c", 0);
+        s.arrive(2, "p", 1);
+        s.act(1, Action::Admit("p".into()), 2);
+        s.room.handle(
+            Input::Leave {
+                conn: 2,
+                reason: lost,
+            },
+            Script::at(5),
+        );
+        s.room.handle(
+            Input::Leave {
+                conn: 1,
+                reason: LeaveReason::Left,
+            },
+            Script::at(6),
+        );
+        let e = s.arrive(3, "p", 7);
+        assert_eq!(to(&e, 3), ["waiting"]);
     }
 
     #[test]
