@@ -465,7 +465,15 @@ try {
     }
     await waitDecoding(par.page, 2, 15000, 'partner after reconnecting');
     await waitDecoding(clin.page, 2, 15000, 'clinician after the partner reconnected');
-    return `back ${reconnectMs} ms after the network returned`;
+    // Attendance: the drop is one short gap in Sam's presence, not a long one.
+    const report = await api(server, 'GET', `/v1/attendance/sessions/${server.session}`);
+    if (report.status !== 200) throw new Error(`attendance: HTTP ${report.status}`);
+    const sam = report.json.participants.find((x) => x.participant_id === 'demo-partner');
+    const spans = (sam ? sam.intervals : []).map((x) => [Date.parse(x.start), Date.parse(x.end)]).sort((a, b) => a[0] - b[0]);
+    let gap = 0;
+    for (let i = 1; i < spans.length; i += 1) gap += Math.max(0, spans[i][0] - spans[i - 1][1]);
+    if (spans.length < 2 || gap > 10000) throw new Error(`Sam's presence around the drop: ${JSON.stringify(sam && sam.intervals)}`);
+    return `back ${reconnectMs} ms after the network returned; attendance gap ${(gap / 1000).toFixed(1)} s`;
   }, { timeout: 45000 });
 
   await step('remove: the partner is removed, told so, and cannot get back in', async () => {
