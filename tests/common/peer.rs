@@ -1402,7 +1402,7 @@ fn local_track(participant: &str, kind: Kind, ssrc: u32) -> Arc<TrackLocalStatic
 /// on the published track) and drops the rest, which the interceptors
 /// before it have already used.
 #[derive(Default)]
-struct KeyframeRequestForwarder {
+pub struct KeyframeRequestForwarder {
     reads: VecDeque<TaggedPacket>,
     writes: VecDeque<TaggedPacket>,
 }
