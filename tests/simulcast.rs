@@ -28,17 +28,16 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use common::peer::KeyframeRequestForwarder;
+use common::peer::{opus, vp8, KeyframeRequestForwarder};
 use common::signal_client::{invite_token, type_of, ReaderGuard, SignalClient, SignalSender};
 use common::{couple_session, TestApp};
 use rtc::interceptor::Slot;
 use rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
+    RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use serde_json::{json, Value};
@@ -583,35 +582,6 @@ impl Side {
             Side::Pub => "pub",
             Side::Sub => "sub",
         }
-    }
-}
-
-fn opus() -> RTCRtpCodec {
-    RTCRtpCodec {
-        mime_type: MIME_TYPE_OPUS.to_owned(),
-        clock_rate: 48_000,
-        channels: 2,
-        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-        rtcp_feedback: vec![],
-    }
-}
-
-fn vp8() -> RTCRtpCodec {
-    let feedback = |typ: &str, parameter: &str| RTCPFeedback {
-        typ: typ.to_owned(),
-        parameter: parameter.to_owned(),
-    };
-    RTCRtpCodec {
-        mime_type: MIME_TYPE_VP8.to_owned(),
-        clock_rate: 90_000,
-        channels: 0,
-        sdp_fmtp_line: String::new(),
-        rtcp_feedback: vec![
-            feedback("goog-remb", ""),
-            feedback("ccm", "fir"),
-            feedback("nack", ""),
-            feedback("nack", "pli"),
-        ],
     }
 }
 

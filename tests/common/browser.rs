@@ -25,11 +25,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use rtc::media::Sample;
-use rtc::peer_connection::configuration::media_engine::{MIME_TYPE_OPUS, MIME_TYPE_VP8};
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use serde_json::{json, Value};
@@ -48,6 +46,7 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
+use crate::common::peer::{opus, vp8};
 use crate::common::signal_client::{
     summarize, type_of, MessageLog, ReaderGuard, SignalClient, SignalSender,
 };
@@ -560,7 +559,7 @@ impl Vp8Peer {
                         ssrc: Some(ssrc),
                         ..Default::default()
                     },
-                    codec: vp8_codec(),
+                    codec: vp8(),
                     ..Default::default()
                 }],
             ),
@@ -947,35 +946,6 @@ fn first_mid_of(sdp: &str) -> String {
         .to_owned()
 }
 
-fn vp8_codec() -> RTCRtpCodec {
-    let feedback = |typ: &str, parameter: &str| RTCPFeedback {
-        typ: typ.to_owned(),
-        parameter: parameter.to_owned(),
-    };
-    RTCRtpCodec {
-        mime_type: MIME_TYPE_VP8.to_owned(),
-        clock_rate: 90_000,
-        channels: 0,
-        sdp_fmtp_line: String::new(),
-        rtcp_feedback: vec![
-            feedback("goog-remb", ""),
-            feedback("ccm", "fir"),
-            feedback("nack", ""),
-            feedback("nack", "pli"),
-        ],
-    }
-}
-
-fn opus_codec() -> RTCRtpCodec {
-    RTCRtpCodec {
-        mime_type: MIME_TYPE_OPUS.to_owned(),
-        clock_rate: 48_000,
-        channels: 2,
-        sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
-        rtcp_feedback: vec![],
-    }
-}
-
 /// A connection on 127.0.0.1 over UDP, mDNS off (see tests/common/peer.rs
 /// for why), with Opus and VP8.
 async fn build_pc(
@@ -988,8 +958,8 @@ async fn build_pc(
 )> {
     let mut media_engine = MediaEngine::default();
     for (codec, payload_type, kind) in [
-        (opus_codec(), AUDIO_PT, RtpCodecKind::Audio),
-        (vp8_codec(), VIDEO_PT, RtpCodecKind::Video),
+        (opus(), AUDIO_PT, RtpCodecKind::Audio),
+        (vp8(), VIDEO_PT, RtpCodecKind::Video),
     ] {
         media_engine.register_codec(
             RTCRtpCodecParameters {

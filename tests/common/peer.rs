@@ -1342,7 +1342,8 @@ fn now_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-fn opus() -> RTCRtpCodec {
+/// Opus as the test peers register it.
+pub fn opus() -> RTCRtpCodec {
     RTCRtpCodec {
         mime_type: MIME_TYPE_OPUS.to_owned(),
         clock_rate: 48_000,
@@ -1353,7 +1354,7 @@ fn opus() -> RTCRtpCodec {
 }
 
 /// VP8 with the feedback browsers offer, so the server may send PLI/FIR.
-fn vp8() -> RTCRtpCodec {
+pub fn vp8() -> RTCRtpCodec {
     let feedback = |typ: &str, parameter: &str| RTCPFeedback {
         typ: typ.to_owned(),
         parameter: parameter.to_owned(),
