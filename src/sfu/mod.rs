@@ -159,6 +159,7 @@ impl Sfu {
             )?;
             udp.set_nonblocking(true)?;
             tcp.set_nonblocking(true)?;
+            socket_buffers(&udp);
             let udp_local = udp.local_addr()?;
             let tcp_local = tcp.local_addr()?;
             let udp_announce = SocketAddr::new(announce_ip, udp_local.port());
@@ -226,4 +227,24 @@ fn detect_ip() -> IpAddr {
         .and_then(|s| s.local_addr())
         .map(|a| a.ip())
         .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// What a shard's UDP socket asks for as its receive and send buffers.
+/// Every participant's video arrives in frame-sized bursts; with the
+/// kernel's default (about 208 KiB) a few dozen rooms whose frames happen to
+/// line up overflow it while the shard is busy, and those packets are lost.
+/// The kernel caps the request at `net.core.rmem_max` / `wmem_max`
+/// (docs/deployment.md).
+pub const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+
+/// Asks for [`SOCKET_BUFFER_BYTES`] on `socket`; a refusal leaves the
+/// kernel's default, which still works.
+pub fn socket_buffers(socket: &UdpSocket) {
+    let socket = socket2::SockRef::from(socket);
+    if let Err(error) = socket.set_recv_buffer_size(SOCKET_BUFFER_BYTES) {
+        tracing::warn!(%error, "cannot enlarge the media socket's receive buffer");
+    }
+    if let Err(error) = socket.set_send_buffer_size(SOCKET_BUFFER_BYTES) {
+        tracing::warn!(%error, "cannot enlarge the media socket's send buffer");
+    }
 }

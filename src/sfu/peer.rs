@@ -20,7 +20,14 @@ use super::{ConnId, PeerEvent};
 pub const MAX_LAYERS: usize = 4;
 
 /// The bandwidth a subscriber is assumed to have before its estimate comes.
-pub const INITIAL_ESTIMATE_BPS: u64 = 1_500_000;
+///
+/// str0m paces a connection's media at its estimate and queues what does
+/// not fit (up to half a second). A start below what a room sends would make
+/// the first seconds of every call lag: a joint session forwards about
+/// 2.5 Mbit/s to each person. So the start is generous, and the estimate
+/// falls within a second or two where a subscriber's network is slower
+/// (measured with `tandem load-test`, docs/benchmarks.md).
+pub const INITIAL_ESTIMATE_BPS: u64 = 5_000_000;
 
 /// One simulcast layer (or the only encoding) of a published track.
 #[derive(Debug, Default)]
@@ -127,6 +134,8 @@ pub struct Peer {
     pub group: u32,
     /// Kinds of this peer's media not forwarded: [audio, video].
     pub blocked: [bool; 2],
+    /// Media was written to `subscribe` since it was last drained.
+    pub written: bool,
 }
 
 /// A new ICE-lite peer connection in RTP mode with the shard's candidates.
@@ -174,6 +183,7 @@ impl Peer {
             trickled_sub: false,
             group: 0,
             blocked: [false; 2],
+            written: false,
         }
     }
 

@@ -7,9 +7,11 @@
 //! `Rtc` is drained (`poll_output` until it returns a timeout, str0m's rule)
 //! right away: datagrams go out on the socket, events go into a queue that is
 //! handled before the loop waits again. A publisher's `RtpPacket` event is
-//! written straight into each subscriber's `StreamTx` and each subscriber is
-//! drained in turn; the payload is shared (`Arc`), so forwarding costs no
-//! task, lock, channel hop or heap allocation of ours.
+//! written straight into each subscriber's `StreamTx`; the payload is shared
+//! (`Arc`), so forwarding costs no task, lock, channel hop or heap
+//! allocation of ours. A wake takes every datagram already waiting (up to a
+//! batch) before the subscribers written to are drained, once each: under
+//! load a burst costs one drain per subscriber, not one per packet.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -35,6 +37,14 @@ use crate::signal::message::{IceCandidate, Pc};
 
 /// The largest datagram read from the socket.
 const RECEIVE_BUFFER: usize = 2048;
+
+/// The most datagrams one wake of the loop takes off the socket before it
+/// forwards what they carried.
+const RECEIVE_BATCH: usize = 32;
+
+/// How many due timeouts one drain handles before leaving the rest to the
+/// event loop (a bound, so a connection cannot keep the loop to itself).
+const MAX_DUE_TIMEOUTS: usize = 4;
 
 /// How far away "no timeout" is.
 const IDLE: Duration = Duration::from_secs(3600);
@@ -100,10 +110,23 @@ struct Queued {
 
 /// Drains `rtc`: transmits what it wants sent, queues its events, and
 /// returns when it next wants `Input::Timeout`.
+///
+/// str0m releases newly written media on a timeout: right after a forward it
+/// asks for one at once. Going back to the event loop's timer for it would
+/// add up to a millisecond per packet, so a due timeout is handled here, a
+/// bounded number of times.
 fn drain(rtc: &mut Rtc, conn: ConnId, pc: Pc, net: &Net, events: &mut VecDeque<Queued>) -> Instant {
+    let mut due_timeouts = 0;
     loop {
         match rtc.poll_output() {
-            Ok(Output::Timeout(at)) => return at,
+            Ok(Output::Timeout(at)) => {
+                let now = Instant::now();
+                if at > now || due_timeouts == MAX_DUE_TIMEOUTS {
+                    return at;
+                }
+                due_timeouts += 1;
+                let _ = rtc.handle_input(Input::Timeout(now));
+            }
             Ok(Output::Transmit(t)) => net.transmit(&t),
             Ok(Output::Event(event)) => events.push_back(Queued { conn, pc, event }),
             Err(error) => {
@@ -134,6 +157,9 @@ struct Shard {
     /// first packet str0m accepted from it.
     routes: HashMap<(Protocol, SocketAddr), (ConnId, Pc)>,
     events: VecDeque<Queued>,
+    /// Subscribers written to since they were last drained: drained once
+    /// per batch of datagrams, not once per forwarded packet.
+    written: Vec<ConnId>,
     next_wake: Instant,
 }
 
@@ -161,6 +187,7 @@ impl Shard {
             rooms: HashMap::new(),
             routes: HashMap::new(),
             events: VecDeque::new(),
+            written: Vec::new(),
             next_wake: Instant::now() + IDLE,
         }
     }
@@ -198,6 +225,15 @@ impl Shard {
                 Wake::Datagram(n, source) => {
                     let local = self.net.udp_addr;
                     self.on_datagram(now, Protocol::Udp, source, local, &buf[..n]);
+                    // Whatever else is already waiting joins this batch, so
+                    // that a burst (a video frame, many rooms at once) costs
+                    // one drain per subscriber instead of one per packet.
+                    for _ in 1..RECEIVE_BATCH {
+                        let Ok((n, source)) = self.net.udp.try_recv_from(&mut buf) else {
+                            break;
+                        };
+                        self.on_datagram(now, Protocol::Udp, source, local, &buf[..n]);
+                    }
                 }
                 Wake::TcpConnection(stream, remote) => self.net.tcp_conns.accept(stream, remote),
                 Wake::TcpFrame(remote, frame) => {
@@ -307,7 +343,27 @@ impl Shard {
         self.next_wake = next;
     }
 
+    /// Handles queued events, then drains the subscribers that forwarding
+    /// wrote to (which may queue more events), until both are empty.
     fn handle_events(&mut self, now: Instant) {
+        loop {
+            self.handle_queued(now);
+            if self.written.is_empty() {
+                return;
+            }
+            for conn in std::mem::take(&mut self.written) {
+                if let Some(peer) = self.peers.get_mut(&conn) {
+                    peer.written = false;
+                }
+                self.drain(conn, Pc::Sub);
+            }
+            if self.events.is_empty() {
+                return;
+            }
+        }
+    }
+
+    fn handle_queued(&mut self, now: Instant) {
         while let Some(Queued { conn, pc, event }) = self.events.pop_front() {
             match (pc, event) {
                 (Pc::Pub, Event::RtpPacket(packet)) => self.forward(now, conn, packet),
@@ -942,14 +998,10 @@ impl Shard {
                 .marker(packet.header.marker)
                 .nackable(kind == MediaKind::Video),
             );
-            subscriber.subscribe_deadline = drain(
-                &mut subscriber.subscribe,
-                conn,
-                Pc::Sub,
-                &self.net,
-                &mut self.events,
-            );
-            self.next_wake = self.next_wake.min(subscriber.subscribe_deadline);
+            if !subscriber.written {
+                subscriber.written = true;
+                self.written.push(conn);
+            }
         }
         for (layer, wanted) in wanted_keyframes.into_iter().enumerate() {
             if wanted {
