@@ -5,13 +5,15 @@
 //! invite links), [`auth`] (tokens, keys, roles), [`room`] (who may enter a
 //! live session), [`signal`] (the WebSocket protocol), [`sfu`] (media), [`store`] (the database), [`http`] (the REST API and the
 //! browser client), [`tls`] (HTTPS only), [`config`], and [`server`], which
-//! runs them together. `cli` is the `tandem` command.
+//! runs them together. `cli` is the `tandem` command; [`loadtest`] is its
+//! load generator.
 
 pub mod attendance;
 pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod loadtest;
 mod private_file;
 pub mod room;
 pub mod schedule;

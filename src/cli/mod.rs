@@ -11,6 +11,7 @@ mod attendance;
 
 pub use admin::create_api_key;
 mod demo;
+mod load_test;
 mod sessions;
 
 use std::path::PathBuf;
@@ -63,6 +64,11 @@ enum Command {
     /// Staff tokens for people using the API.
     #[command(subcommand)]
     Token(attendance::TokenCommand),
+    /// Drive synthetic rooms against a server and measure loss, latency
+    /// and join time (docs/benchmarks.md).
+    LoadTest(load_test::LoadTestArgs),
+    /// A bare UDP relay: the machine's ceiling for load-test comparisons.
+    UdpRelay(load_test::UdpRelayArgs),
 }
 
 /// Where a command finds the database: the server's configuration, or just
@@ -130,7 +136,14 @@ async fn serve(config_file: Option<PathBuf>) -> anyhow::Result<()> {
 /// Runs the command line; the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if let Command::LoadTest(args) = &cli.command {
+        if let Some(threads) = args.threads {
+            builder.worker_threads(threads.max(1));
+        }
+    }
+    let runtime = match builder.build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -147,6 +160,8 @@ pub fn main() -> ExitCode {
             Command::Config(command) => admin::config(command),
             Command::Attendance(command) => attendance::run(command).await,
             Command::Token(command) => attendance::token(command).await,
+            Command::LoadTest(args) => load_test::load_test(args).await,
+            Command::UdpRelay(args) => load_test::udp_relay(args),
         }
     });
     match result {

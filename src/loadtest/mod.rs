@@ -1,0 +1,322 @@
+//! The load generator behind `tandem load-test`: schedules sessions through
+//! the REST API, joins them with synthetic participants that publish and
+//! receive real WebRTC media, and measures what a clinic would feel: loss,
+//! added latency and the time to see everyone, at a given number of rooms.
+//!
+//! A run has four phases. Scheduling creates one session per room. Joining
+//! starts every participant, clinicians first, a limited number at a time;
+//! a participant is ready once it receives every track of its room. Then,
+//! after a short warm-up, the measurement window: counts and latencies come
+//! only from packets sent inside it. Last, a drain second lets packets in
+//! flight arrive before everyone leaves.
+//!
+//! The same generator speaks plain RTP to a bare UDP relay
+//! ([`relay`]) so that the server can be compared with the machine's
+//! ceiling, and can join without media to measure signaling alone.
+
+mod pacing;
+mod participant;
+mod process;
+mod reception;
+pub mod relay;
+mod report;
+mod schedule;
+mod stamp;
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use futures_util::{stream, StreamExt, TryStreamExt};
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio::sync::{watch, Semaphore};
+use url::Url;
+
+pub use participant::{Mode, Traffic};
+pub use report::Report;
+
+use participant::{Clock, Live, Shared};
+use report::RunFacts;
+use schedule::{Api, Seat};
+
+/// Everything a run needs to know.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub mode: Mode,
+    pub base: Url,
+    pub api_key: Option<String>,
+    pub cafile: Option<PathBuf>,
+    pub rooms: usize,
+    pub room_size: usize,
+    pub window: Duration,
+    pub warmup: Duration,
+    pub traffic: Traffic,
+    pub bind_ip: IpAddr,
+    pub join_concurrency: usize,
+    pub join_timeout: Duration,
+    /// The server's process, for its CPU time and memory.
+    pub server_pid: Option<u32>,
+    pub progress: bool,
+}
+
+/// How long packets in flight get to arrive after the window closes.
+const DRAIN: Duration = Duration::from_secs(1);
+
+impl Plan {
+    fn check(&self) -> anyhow::Result<()> {
+        if self.rooms == 0 {
+            bail!("--rooms must be at least 1");
+        }
+        if !(2..=20).contains(&self.room_size) {
+            bail!("--size must be from 2 to 20 (a room's roster limit)");
+        }
+        if self.window.is_zero() {
+            bail!("--seconds must be at least 1");
+        }
+        let t = &self.traffic;
+        if t.audio_pps == 0 || t.video_pps == 0 || t.video_fps == 0 {
+            bail!("packet and frame rates must be at least 1");
+        }
+        if t.video_payload() < stamp::STAMP_LEN + 2 || t.video_payload() > stamp::MAX_PAYLOAD {
+            bail!(
+                "--video-kbps and --video-pps give {} bytes per video packet; it must be from {} to {}",
+                t.video_payload(),
+                stamp::STAMP_LEN + 2,
+                stamp::MAX_PAYLOAD
+            );
+        }
+        if !matches!(self.mode, Mode::Relay(_)) && self.api_key.is_none() {
+            bail!("--api-key is needed to schedule sessions (create one with `tandem apikey create --role scheduler`)");
+        }
+        if self.join_concurrency == 0 {
+            bail!("--join-concurrency must be at least 1");
+        }
+        Ok(())
+    }
+
+    fn mode_name(&self) -> &'static str {
+        match self.mode {
+            Mode::Media => "media",
+            Mode::Signaling => "signaling",
+            Mode::Relay(_) => "relay",
+        }
+    }
+}
+
+/// Runs the load test; its report.
+pub async fn run(plan: Plan) -> anyhow::Result<Report> {
+    plan.check()?;
+    let tls = schedule::client_tls(plan.cafile.as_deref())?;
+    let seats = match plan.mode {
+        Mode::Relay(_) => relay_seats(&plan),
+        _ => schedule_rooms(&plan, tls.clone()).await?,
+    };
+    let total = seats.len();
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        mode: plan.mode,
+        signal_url: signal_url(&plan.base)?,
+        tls,
+        bind_ip: plan.bind_ip,
+        traffic: plan.traffic,
+        room_size: plan.room_size,
+        clock: Clock::new(),
+        joining: Arc::new(Semaphore::new(plan.join_concurrency)),
+        live: Live::default(),
+        stop: stop_rx,
+    });
+
+    let joining = bar(
+        &plan,
+        total as u64,
+        "joining  {bar:30} {pos}/{len} ready {msg}",
+    );
+    let started = Instant::now();
+    let tasks: Vec<_> = seats
+        .into_iter()
+        .map(|seat| tokio::spawn(participant::run(shared.clone(), seat)))
+        .collect();
+    let mut all_ready_after = None;
+    while started.elapsed() < plan.join_timeout {
+        let ready = shared.live.ready.load(Ordering::Relaxed) as usize;
+        let failed = shared.live.failed.load(Ordering::Relaxed) as usize;
+        joining.set_position(ready as u64);
+        joining.set_message(if failed > 0 {
+            format!("({failed} failed)")
+        } else {
+            String::new()
+        });
+        if ready == total {
+            all_ready_after = Some(started.elapsed());
+            break;
+        }
+        if ready + failed >= total {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    joining.finish();
+    let join_rate = match (plan.mode, all_ready_after) {
+        (Mode::Signaling, Some(after)) => Some(total as f64 / after.as_secs_f64()),
+        _ => None,
+    };
+
+    tokio::time::sleep(plan.warmup).await;
+    let window_start = Instant::now();
+    shared.clock.open_window(window_start, plan.window);
+    let server_before = plan
+        .server_pid
+        .map(|pid| process::read(Some(pid)))
+        .transpose()?;
+    let generator_before = process::read(None).ok();
+
+    let measuring = bar(
+        &plan,
+        plan.window.as_secs(),
+        "measuring {bar:30} {pos}/{len} s  {msg}",
+    );
+    let (mut last_sent, mut last_received) = (0, 0);
+    while window_start.elapsed() < plan.window {
+        tokio::time::sleep(Duration::from_secs(1).min(plan.window)).await;
+        let sent = shared.live.sent.load(Ordering::Relaxed);
+        let received = shared.live.received.load(Ordering::Relaxed);
+        measuring.set_position(window_start.elapsed().as_secs());
+        measuring.set_message(format!(
+            "sent {} pkt/s, received {} pkt/s",
+            sent - last_sent,
+            received - last_received
+        ));
+        (last_sent, last_received) = (sent, received);
+    }
+    let server = match (plan.server_pid, server_before) {
+        (Some(pid), Some(before)) => Some(process::read(Some(pid))?.usage_since(&before)),
+        _ => None,
+    };
+    let generator =
+        generator_before.and_then(|before| Some(process::read(None).ok()?.usage_since(&before)));
+    measuring.finish_and_clear();
+
+    tokio::time::sleep(DRAIN).await;
+    let _ = stop_tx.send(true);
+    let mut outcomes = Vec::with_capacity(total);
+    for task in tasks {
+        match tokio::time::timeout(Duration::from_secs(10), task).await {
+            Ok(Ok(outcome)) => outcomes.push(outcome),
+            Ok(Err(e)) => bail!("a participant task failed: {e}"),
+            Err(_) => bail!("a participant did not stop within 10 s"),
+        }
+    }
+    Ok(Report::compile(
+        &outcomes,
+        RunFacts {
+            mode: plan.mode_name(),
+            rooms: plan.rooms,
+            room_size: plan.room_size,
+            window: plan.window,
+            join_rate,
+            server,
+            generator,
+        },
+    ))
+}
+
+fn bar(plan: &Plan, len: u64, template: &str) -> ProgressBar {
+    if !plan.progress {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    if let Ok(style) = ProgressStyle::with_template(template) {
+        bar.set_style(style);
+    }
+    bar.enable_steady_tick(Duration::from_millis(200));
+    bar
+}
+
+/// Schedules every room, a few at a time, clinicians first in the result.
+async fn schedule_rooms(plan: &Plan, tls: Arc<rustls::ClientConfig>) -> anyhow::Result<Vec<Seat>> {
+    let key = plan.api_key.clone().context("an API key")?;
+    let api = Arc::new(Api::new(plan.base.clone(), key, tls)?);
+    // Sessions run long enough for the whole test, in whole minutes.
+    let minutes = 30 + (plan.warmup + plan.window + plan.join_timeout).as_secs() as i64 / 60;
+    let size = plan.room_size;
+    let scheduling = bar(
+        plan,
+        plan.rooms as u64,
+        "scheduling {bar:30} {pos}/{len} rooms",
+    );
+    let rooms: Vec<Vec<Seat>> = stream::iter(0..plan.rooms as u32)
+        .map(|room| {
+            let api = api.clone();
+            let scheduling = scheduling.clone();
+            async move {
+                let seats = api
+                    .schedule_room(room, size, room * size as u32, minutes)
+                    .await?;
+                scheduling.inc(1);
+                anyhow::Ok(seats)
+            }
+        })
+        .buffered(8)
+        .try_collect()
+        .await?;
+    scheduling.finish_and_clear();
+    // Every clinician before anyone else, so that no one waits behind a
+    // room whose clinician has not started.
+    let (clinicians, others): (Vec<Seat>, Vec<Seat>) =
+        rooms.into_iter().flatten().partition(|s| s.clinician);
+    Ok(clinicians.into_iter().chain(others).collect())
+}
+
+fn relay_seats(plan: &Plan) -> Vec<Seat> {
+    (0..plan.rooms as u32)
+        .flat_map(|room| {
+            (0..plan.room_size as u32).map(move |k| Seat {
+                index: room * plan.room_size as u32 + k,
+                room,
+                clinician: k == 0,
+                token: String::new(),
+            })
+        })
+        .collect()
+}
+
+fn signal_url(base: &Url) -> anyhow::Result<String> {
+    let mut url = base.join("/v1/signal").context("the signaling url")?;
+    let scheme = match url.scheme() {
+        "https" => "wss",
+        "http" => bail!("--base must be https: Tandem serves nothing over plain HTTP"),
+        other => bail!("--base has an unknown scheme {other}"),
+    };
+    url.set_scheme(scheme)
+        .map_err(|_| anyhow::anyhow!("cannot make a wss url from {base}"))?;
+    Ok(url.to_string())
+}
+
+/// The relay's address, parsed from `--relay`.
+pub fn parse_relay(addr: &str) -> anyhow::Result<SocketAddr> {
+    addr.parse()
+        .with_context(|| format!("--relay {addr}: expected IP:PORT"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_signaling_url_follows_the_base() {
+        let base = Url::parse("https://video.clinic.example:8443").unwrap();
+        assert_eq!(
+            signal_url(&base).unwrap(),
+            "wss://video.clinic.example:8443/v1/signal"
+        );
+        let plain = Url::parse("http://localhost:8080").unwrap();
+        assert!(signal_url(&plain)
+            .unwrap_err()
+            .to_string()
+            .contains("https"));
+    }
+}

@@ -1,0 +1,773 @@
+//! One synthetic participant: a signaling socket and, for media, the two
+//! peer connections a browser would have (`pub` and `sub`), driven by str0m
+//! on the client side as well.
+//!
+//! Each participant is one task. Its loop waits for a datagram on either
+//! connection, a signaling message, its next packet to send or str0m's next
+//! timeout, whichever comes first, then drains both connections. Media is
+//! written straight into the `pub` connection's RTP stream from pre-built
+//! payloads, so the generator spends nothing on encoding.
+//!
+//! With `--relay` the same participant speaks plain RTP to a bare UDP relay
+//! instead: no signaling, no ICE, no DTLS or SRTP. That run is the
+//! machine's ceiling that the SFU's figures are compared with.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::RtpWrite;
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::{watch, Semaphore};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
+
+use super::pacing::Cadence;
+use super::reception::Arrival;
+use super::relay;
+use super::report::Outcome;
+use super::schedule::{index_of, Seat};
+use super::stamp::{self, Stamp, Track};
+use crate::signal::message::{Attestation, ClientMessage, Pc, ServerMessage};
+
+/// What every participant sends.
+#[derive(Debug, Clone, Copy)]
+pub struct Traffic {
+    pub audio_pps: u32,
+    pub video_pps: u32,
+    pub video_fps: u32,
+    pub video_bitrate_bps: u64,
+}
+
+impl Traffic {
+    /// Bytes per video packet for the chosen bitrate and packet rate.
+    pub fn video_payload(&self) -> usize {
+        (self.video_bitrate_bps / 8 / u64::from(self.video_pps.max(1))) as usize
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Signaling and media through the server.
+    Media,
+    /// Signaling only: join, get admitted, stay connected.
+    Signaling,
+    /// Plain RTP through a bare UDP relay at this address.
+    Relay(SocketAddr),
+}
+
+/// The run's clock and measurement window, shared by every participant.
+/// Times are nanoseconds since the run began, as in the packet stamps.
+pub struct Clock {
+    epoch: Instant,
+    window_start: AtomicU64,
+    window_end: AtomicU64,
+}
+
+impl Clock {
+    pub fn new() -> Clock {
+        Clock {
+            epoch: Instant::now(),
+            window_start: AtomicU64::new(u64::MAX),
+            window_end: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    pub fn ns(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_nanos() as u64
+    }
+
+    pub fn open_window(&self, start: Instant, length: Duration) {
+        self.window_end
+            .store(self.ns(start + length), Ordering::SeqCst);
+        self.window_start.store(self.ns(start), Ordering::SeqCst);
+    }
+
+    pub fn in_window(&self, ns: u64) -> bool {
+        ns >= self.window_start.load(Ordering::Relaxed)
+            && ns < self.window_end.load(Ordering::Relaxed)
+    }
+
+    fn window_start_ns(&self) -> u64 {
+        self.window_start.load(Ordering::SeqCst)
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Clock::new()
+    }
+}
+
+/// Running totals for the progress display.
+#[derive(Default)]
+pub struct Live {
+    pub sent: AtomicU64,
+    pub received: AtomicU64,
+    pub ready: AtomicU64,
+    pub failed: AtomicU64,
+}
+
+/// What all participants of a run share.
+pub struct Shared {
+    pub mode: Mode,
+    pub signal_url: String,
+    pub tls: Arc<rustls::ClientConfig>,
+    pub bind_ip: IpAddr,
+    pub traffic: Traffic,
+    pub room_size: usize,
+    pub clock: Clock,
+    /// Limits how many participants are joining at once; a permit is held
+    /// from connecting until the participant's own media flows.
+    pub joining: Arc<Semaphore>,
+    pub live: Live,
+    pub stop: watch::Receiver<bool>,
+}
+
+/// Why a participant stopped early, as an error kind for the report.
+type Failure = String;
+
+type Link = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Runs one participant until the run stops; its counts.
+pub async fn run(shared: Arc<Shared>, seat: Seat) -> Outcome {
+    let mut me = Participant {
+        outcome: Outcome::new(seat.index, seat.room),
+        seat,
+        expected_first: HashSet::new(),
+        seen_tracks: HashSet::new(),
+        started: Instant::now(),
+        ready_at: None,
+    };
+    let result = match shared.mode {
+        Mode::Media => me.media(&shared).await,
+        Mode::Signaling => me.signaling_only(&shared).await,
+        Mode::Relay(relay) => me.relay(&shared, relay).await,
+    };
+    if let Err(kind) = result {
+        shared.live.failed.fetch_add(1, Ordering::Relaxed);
+        me.outcome.error(kind);
+    }
+    let window_start = shared.clock.window_start_ns();
+    me.outcome.ready = me
+        .ready_at
+        .is_some_and(|at| shared.clock.ns(at) <= window_start);
+    if !me.outcome.ready && me.outcome.errors.is_empty() {
+        me.outcome.error("join_timeout");
+    }
+    me.outcome
+}
+
+struct Participant {
+    seat: Seat,
+    outcome: Outcome,
+    /// Publishers already in the room when this participant was admitted:
+    /// join time runs until their tracks arrive.
+    expected_first: HashSet<u32>,
+    seen_tracks: HashSet<(u32, Track)>,
+    started: Instant,
+    ready_at: Option<Instant>,
+}
+
+impl Participant {
+    async fn media(&mut self, shared: &Shared) -> Result<(), Failure> {
+        let permit = shared.joining.clone().acquire_owned().await;
+        self.started = Instant::now();
+        let mut link = connect(shared).await?;
+        let others = self.join(shared, &mut link).await?;
+        self.expected_first = others;
+
+        let now = Instant::now();
+        let mut publish = Conn::bind(shared.bind_ip, now).await?;
+        let mut subscribe = Conn::bind(shared.bind_ip, now).await?;
+        let (offer, pending, mids) = publish.offer_tracks();
+        send(
+            &mut link,
+            &ClientMessage::Offer {
+                pc: Pc::Pub,
+                sdp: offer,
+            },
+        )
+        .await?;
+        let mut pending = Some(pending);
+        let mut sender: Option<Sender> = None;
+        let mut permit = Some(permit);
+        let mut stop = shared.stop.clone();
+        let mut events = Vec::new();
+        let mut pub_buf = vec![0u8; 2048];
+        let mut sub_buf = vec![0u8; 2048];
+
+        loop {
+            let mut wake = publish.deadline.min(subscribe.deadline);
+            if let Some(s) = &sender {
+                wake = wake.min(s.next());
+            }
+            let woke = tokio::select! {
+                r = publish.socket.recv_from(&mut pub_buf) => Wake::Pub(r),
+                r = subscribe.socket.recv_from(&mut sub_buf) => Wake::Sub(r),
+                m = link.next() => Wake::Signal(m),
+                _ = tokio::time::sleep_until(wake.into()) => Wake::Timer,
+                _ = stop.changed() => Wake::Stop,
+            };
+            let now = Instant::now();
+            match woke {
+                Wake::Pub(r) => {
+                    let (n, from) = r.map_err(|_| "udp_receive")?;
+                    publish.receive(now, from, &pub_buf[..n]);
+                }
+                Wake::Sub(r) => {
+                    let (n, from) = r.map_err(|_| "udp_receive")?;
+                    subscribe.receive(now, from, &sub_buf[..n]);
+                }
+                Wake::Signal(message) => {
+                    let message = signal_message(message)?;
+                    match message {
+                        Some(ServerMessage::Answer { pc: Pc::Pub, sdp }) => {
+                            let answer =
+                                SdpAnswer::from_sdp_string(&sdp).map_err(|_| "bad_answer")?;
+                            let pending = pending.take().ok_or("unexpected_answer")?;
+                            publish
+                                .rtc
+                                .sdp_api()
+                                .accept_answer(pending, answer)
+                                .map_err(|_| "bad_answer")?;
+                        }
+                        Some(ServerMessage::Offer { pc: Pc::Sub, sdp }) => {
+                            let offer = SdpOffer::from_sdp_string(&sdp).map_err(|_| "bad_offer")?;
+                            let answer = subscribe
+                                .rtc
+                                .sdp_api()
+                                .accept_offer(offer)
+                                .map_err(|_| "bad_offer")?;
+                            let sdp = answer.to_sdp_string();
+                            send(&mut link, &ClientMessage::Answer { pc: Pc::Sub, sdp }).await?;
+                        }
+                        Some(other) => self.in_room(shared, &mut link, other).await?,
+                        None => {}
+                    }
+                }
+                Wake::Timer => {}
+                Wake::Stop => break,
+            }
+            if publish.deadline <= now {
+                let _ = publish.rtc.handle_input(Input::Timeout(now));
+            }
+            if subscribe.deadline <= now {
+                let _ = subscribe.rtc.handle_input(Input::Timeout(now));
+            }
+            if let Some(s) = &mut sender {
+                s.send_due(now, &mut publish.rtc, shared, &mut self.outcome);
+            }
+
+            publish.drain(&mut events, &mut self.outcome);
+            for event in events.drain(..) {
+                match event {
+                    Event::Connected => {
+                        sender = Some(Sender::new(
+                            now,
+                            &publish.rtc,
+                            mids,
+                            self.seat.index,
+                            shared,
+                        )?);
+                        permit.take();
+                    }
+                    Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                        return Err("ice_disconnected".into())
+                    }
+                    _ => {}
+                }
+            }
+            subscribe.drain(&mut events, &mut self.outcome);
+            for event in events.drain(..) {
+                match event {
+                    Event::RtpPacket(packet) => self.on_packet(shared, now, &packet.payload),
+                    Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                        return Err("ice_disconnected".into())
+                    }
+                    _ => {}
+                }
+            }
+        }
+        leave(&mut link).await;
+        Ok(())
+    }
+
+    async fn signaling_only(&mut self, shared: &Shared) -> Result<(), Failure> {
+        let permit = shared.joining.clone().acquire_owned().await;
+        self.started = Instant::now();
+        let mut link = connect(shared).await?;
+        self.join(shared, &mut link).await?;
+        let now = Instant::now();
+        self.outcome.join_time = Some(now - self.started);
+        self.became_ready(shared, now);
+        drop(permit);
+        let mut stop = shared.stop.clone();
+        loop {
+            tokio::select! {
+                m = link.next() => {
+                    if let Some(message) = signal_message(m)? {
+                        self.in_room(shared, &mut link, message).await?;
+                    }
+                }
+                _ = stop.changed() => break,
+            }
+        }
+        leave(&mut link).await;
+        Ok(())
+    }
+
+    async fn relay(&mut self, shared: &Shared, relay: SocketAddr) -> Result<(), Failure> {
+        let permit = shared.joining.clone().acquire_owned().await;
+        self.started = Instant::now();
+        let socket = UdpSocket::bind((shared.bind_ip, 0))
+            .await
+            .map_err(|_| "udp_bind")?;
+        socket.connect(relay).await.map_err(|_| "udp_connect")?;
+        socket.writable().await.map_err(|_| "udp_connect")?;
+        let hello = relay::hello(self.seat.room);
+        socket.send(&hello).await.map_err(|_| "udp_send")?;
+        let mut next_hello = Instant::now() + Duration::from_millis(500);
+        drop(permit);
+        let mut sender = Sender::plain(Instant::now(), self.seat.index, shared);
+        let mut stop = shared.stop.clone();
+        let mut buf = vec![0u8; 2048];
+        loop {
+            let mut wake = sender.next();
+            if self.ready_at.is_none() {
+                wake = wake.min(next_hello);
+            }
+            tokio::select! {
+                r = socket.recv(&mut buf) => {
+                    let n = r.map_err(|_| "udp_receive")?;
+                    self.on_packet(shared, Instant::now(), &buf[..n]);
+                }
+                _ = tokio::time::sleep_until(wake.into()) => {}
+                _ = stop.changed() => break,
+            }
+            let now = Instant::now();
+            if self.ready_at.is_none() && now >= next_hello {
+                let _ = socket.try_send(&hello);
+                next_hello = now + Duration::from_millis(500);
+            }
+            sender.send_plain(now, &socket, shared, &mut self.outcome);
+        }
+        Ok(())
+    }
+
+    /// Sends `join` and waits until admitted (a clinician admits anyone
+    /// waiting); the publishers already in the room.
+    async fn join(&mut self, shared: &Shared, link: &mut Link) -> Result<HashSet<u32>, Failure> {
+        let attestation = (!self.seat.clinician).then(|| Attestation {
+            state: "NY".into(),
+            at_home: true,
+            private: true,
+        });
+        let join = ClientMessage::Join {
+            token: self.seat.token.clone(),
+            attestation,
+        };
+        send(link, &join).await?;
+        loop {
+            match signal_message(link.next().await)? {
+                Some(ServerMessage::Joined { participants, .. }) => {
+                    return Ok(participants
+                        .iter()
+                        .filter_map(|p| index_of(&p.id))
+                        .collect());
+                }
+                Some(ServerMessage::Waiting { .. }) | None => {}
+                Some(other) => self.in_room(shared, link, other).await?,
+            }
+        }
+    }
+
+    /// Messages that need no peer connection; ends the participant on a
+    /// refusal or the end of the session.
+    async fn in_room(
+        &mut self,
+        _shared: &Shared,
+        link: &mut Link,
+        message: ServerMessage,
+    ) -> Result<(), Failure> {
+        match message {
+            ServerMessage::Lobby { waiting } if self.seat.clinician && !waiting.is_empty() => {
+                send(link, &ClientMessage::AdmitAll).await
+            }
+            ServerMessage::Denied { code, .. } => Err(format!("denied_{code}")),
+            ServerMessage::Waiting { .. } => Err("sent_back_to_waiting_room".into()),
+            ServerMessage::Removed => Err("removed".into()),
+            ServerMessage::Replaced => Err("replaced".into()),
+            ServerMessage::Ended => Err("session_ended".into()),
+            ServerMessage::Error { code, .. } => {
+                self.outcome.error(format!("server_error_{code}"));
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn on_packet(&mut self, shared: &Shared, now: Instant, payload: &[u8]) {
+        let Some(stamp) = Stamp::read(payload) else {
+            self.outcome.error("unstamped_packet");
+            return;
+        };
+        shared.live.received.fetch_add(1, Ordering::Relaxed);
+        let in_window = shared.clock.in_window(stamp.sent_ns);
+        let arrival = self
+            .outcome
+            .received
+            .entry((stamp.publisher, stamp.track))
+            .or_default()
+            .record(stamp.seq, in_window);
+        if in_window && arrival != Arrival::Duplicate {
+            let added = shared.clock.ns(now).saturating_sub(stamp.sent_ns) / 1_000;
+            let _ = self.outcome.latency_us.record(added.max(1));
+        }
+        if self.seen_tracks.insert((stamp.publisher, stamp.track)) {
+            let first_done = self.expected_first.iter().all(|p| {
+                Track::ALL
+                    .iter()
+                    .all(|&t| self.seen_tracks.contains(&(*p, t)))
+            });
+            if first_done && !self.expected_first.is_empty() && self.outcome.join_time.is_none() {
+                self.outcome.join_time = Some(now - self.started);
+            }
+            if self.seen_tracks.len() == (shared.room_size - 1) * Track::ALL.len() {
+                self.became_ready(shared, now);
+            }
+        }
+    }
+
+    fn became_ready(&mut self, shared: &Shared, now: Instant) {
+        if self.ready_at.is_none() {
+            self.ready_at = Some(now);
+            shared.live.ready.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+enum Wake {
+    Pub(std::io::Result<(usize, SocketAddr)>),
+    Sub(std::io::Result<(usize, SocketAddr)>),
+    Signal(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
+    Timer,
+    Stop,
+}
+
+async fn connect(shared: &Shared) -> Result<Link, Failure> {
+    let connector = Connector::Rustls(shared.tls.clone());
+    let (link, _) = tokio_tungstenite::connect_async_tls_with_config(
+        shared.signal_url.as_str(),
+        None,
+        true,
+        Some(connector),
+    )
+    .await
+    .map_err(|_| "connect")?;
+    Ok(link)
+}
+
+async fn send(link: &mut Link, message: &ClientMessage) -> Result<(), Failure> {
+    let text = serde_json::to_string(message).map_err(|_| "encode")?;
+    link.send(Message::text(text))
+        .await
+        .map_err(|_| "signaling_closed".into())
+}
+
+async fn leave(link: &mut Link) {
+    let _ = send(link, &ClientMessage::Leave).await;
+    let _ = link.close(None).await;
+}
+
+/// The server message in a frame; `None` for frames that carry none
+/// (pings, pongs).
+fn signal_message(
+    frame: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+) -> Result<Option<ServerMessage>, Failure> {
+    match frame {
+        Some(Ok(Message::Text(text))) => serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|_| "unreadable_server_message".into()),
+        Some(Ok(Message::Close(_))) | None | Some(Err(_)) => Err("signaling_closed".into()),
+        Some(Ok(_)) => Ok(None),
+    }
+}
+
+/// One peer connection and its socket.
+struct Conn {
+    rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
+    deadline: Instant,
+}
+
+impl Conn {
+    async fn bind(ip: IpAddr, now: Instant) -> Result<Conn, Failure> {
+        let socket = UdpSocket::bind((ip, 0)).await.map_err(|_| "udp_bind")?;
+        let local = socket.local_addr().map_err(|_| "udp_bind")?;
+        // Sends are `try_send_to` from the drain; tokio refuses them until
+        // it has seen the new socket writable once.
+        socket.writable().await.map_err(|_| "udp_bind")?;
+        let mut rtc = RtcConfig::new()
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .build(now);
+        let candidate = Candidate::host(local, "udp").map_err(|_| "candidate")?;
+        rtc.add_local_candidate(candidate);
+        Ok(Conn {
+            rtc,
+            socket,
+            local,
+            deadline: now,
+        })
+    }
+
+    /// The `pub` offer: one sendonly audio and one sendonly video track.
+    fn offer_tracks(&mut self) -> (String, SdpPendingOffer, [Mid; 2]) {
+        let mut api = self.rtc.sdp_api();
+        let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
+        let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let (offer, pending) = api.apply().expect("adding media always makes an offer");
+        (offer.to_sdp_string(), pending, [audio, video])
+    }
+
+    fn receive(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
+        if let Ok(contents) = Receive::new(Protocol::Udp, source, self.local, data) {
+            let _ = self.rtc.handle_input(Input::Receive(now, contents));
+        }
+    }
+
+    /// Polls str0m until it wants a timeout: datagrams go out, events are
+    /// collected for the caller.
+    fn drain(&mut self, events: &mut Vec<Event>, outcome: &mut Outcome) {
+        let mut due_timeouts = 0;
+        loop {
+            match self.rtc.poll_output() {
+                // str0m sends newly written media on a timeout it asks for at
+                // once; the runtime's timer would add up to a millisecond.
+                Ok(Output::Timeout(at)) => {
+                    let now = Instant::now();
+                    if at > now || due_timeouts == 4 {
+                        self.deadline = at;
+                        return;
+                    }
+                    due_timeouts += 1;
+                    let _ = self.rtc.handle_input(Input::Timeout(now));
+                }
+                Ok(Output::Transmit(t)) => {
+                    if let Err(e) = self.socket.try_send_to(&t.contents, t.destination) {
+                        outcome.error(format!("udp_send_{:?}", e.kind()));
+                    }
+                }
+                Ok(Output::Event(event)) => events.push(event),
+                Err(_) => {
+                    outcome.error("peer_connection");
+                    self.deadline = Instant::now() + Duration::from_secs(1);
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// The participant's two tracks: when each sends and what.
+struct Sender {
+    tracks: [Outgoing; 2],
+}
+
+struct Outgoing {
+    track: Track,
+    mid: Option<Mid>,
+    pt: Option<Pt>,
+    cadence: Cadence,
+    stamp_seq: u32,
+    rtp_seq: u64,
+    rtp_time: u32,
+    ssrc: u32,
+    first: Vec<u8>,
+    rest: Vec<u8>,
+}
+
+impl Sender {
+    fn new(
+        now: Instant,
+        rtc: &Rtc,
+        mids: [Mid; 2],
+        publisher: u32,
+        shared: &Shared,
+    ) -> Result<Sender, Failure> {
+        let pt_of = |codec: Codec| {
+            rtc.codec_config()
+                .params()
+                .iter()
+                .find(|p| p.spec().codec == codec)
+                .map(|p| p.pt())
+        };
+        let mut sender = Sender::plain(now, publisher, shared);
+        sender.tracks[0].mid = Some(mids[0]);
+        sender.tracks[0].pt = Some(pt_of(Codec::Opus).ok_or("no_opus")?);
+        sender.tracks[1].mid = Some(mids[1]);
+        sender.tracks[1].pt = Some(pt_of(Codec::Vp8).ok_or("no_vp8")?);
+        Ok(sender)
+    }
+
+    fn plain(now: Instant, publisher: u32, shared: &Shared) -> Sender {
+        let traffic = shared.traffic;
+        // Real clients' frames are not in step with each other: each track
+        // starts at a random point of its first interval, or a thousand
+        // participants would send their frames in the same instant.
+        let phase = |per_second: u32| {
+            now + Duration::from_secs(1).mul_f64(rand::random::<f64>()) / per_second.max(1)
+        };
+        let outgoing = |track: Track, cadence: Cadence, len: usize| Outgoing {
+            track,
+            mid: None,
+            pt: None,
+            cadence,
+            stamp_seq: 0,
+            rtp_seq: 1,
+            rtp_time: 0,
+            ssrc: publisher
+                .wrapping_mul(2)
+                .wrapping_add(track.index() as u32 + 1),
+            first: stamp::template(track, len, true),
+            rest: stamp::template(track, len, false),
+        };
+        Sender {
+            tracks: [
+                outgoing(
+                    Track::Audio,
+                    Cadence::new(
+                        phase(traffic.audio_pps),
+                        traffic.audio_pps,
+                        traffic.audio_pps,
+                    ),
+                    stamp::AUDIO_PAYLOAD,
+                ),
+                outgoing(
+                    Track::Video,
+                    Cadence::new(
+                        phase(traffic.video_fps),
+                        traffic.video_fps,
+                        traffic.video_pps,
+                    ),
+                    traffic.video_payload(),
+                ),
+            ],
+        }
+    }
+
+    fn next(&self) -> Instant {
+        self.tracks[0]
+            .cadence
+            .next()
+            .min(self.tracks[1].cadence.next())
+    }
+
+    /// Writes the packets due at `now` into the `pub` connection.
+    fn send_due(&mut self, now: Instant, rtc: &mut Rtc, shared: &Shared, outcome: &mut Outcome) {
+        for out in &mut self.tracks {
+            let packets = out.cadence.take(now);
+            let (Some(mid), Some(pt)) = (out.mid, out.pt) else {
+                continue;
+            };
+            for i in 0..packets {
+                let payload = out.stamped(now, i == 0, shared, outcome);
+                let mut api = rtc.direct_api();
+                let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+                    outcome.error("no_send_stream");
+                    continue;
+                };
+                tx.write_rtp(
+                    RtpWrite::new(pt, out.rtp_seq.into(), out.rtp_time, now, payload)
+                        .marker(out.track == Track::Video && i + 1 == packets),
+                );
+                out.rtp_seq += 1;
+            }
+            out.advance_time(packets);
+        }
+    }
+
+    /// Sends the packets due at `now` as plain RTP on a connected socket.
+    fn send_plain(
+        &mut self,
+        now: Instant,
+        socket: &UdpSocket,
+        shared: &Shared,
+        outcome: &mut Outcome,
+    ) {
+        for out in &mut self.tracks {
+            let packets = out.cadence.take(now);
+            for i in 0..packets {
+                let last = i + 1 == packets;
+                let payload = out.stamped(now, i == 0, shared, outcome);
+                let marker = out.track == Track::Video && last;
+                let mut datagram = Vec::with_capacity(12 + payload.len());
+                datagram.push(0x80);
+                let pt = if out.track == Track::Audio { 111 } else { 96 };
+                datagram.push(pt | if marker { 0x80 } else { 0 });
+                datagram.extend_from_slice(&(out.rtp_seq as u16).to_be_bytes());
+                datagram.extend_from_slice(&out.rtp_time.to_be_bytes());
+                datagram.extend_from_slice(&out.ssrc.to_be_bytes());
+                datagram.extend_from_slice(&payload);
+                if let Err(e) = socket.try_send(&datagram) {
+                    outcome.error(format!("udp_send_{:?}", e.kind()));
+                }
+                out.rtp_seq += 1;
+            }
+            out.advance_time(packets);
+        }
+    }
+}
+
+impl Outgoing {
+    /// The next payload of this track, stamped, counted as sent.
+    fn stamped(
+        &mut self,
+        now: Instant,
+        frame_start: bool,
+        shared: &Shared,
+        outcome: &mut Outcome,
+    ) -> Vec<u8> {
+        let mut payload = if frame_start {
+            self.first.clone()
+        } else {
+            self.rest.clone()
+        };
+        let sent_ns = shared.clock.ns(now);
+        Stamp {
+            publisher: outcome.index,
+            track: self.track,
+            seq: self.stamp_seq,
+            sent_ns,
+        }
+        .write(&mut payload);
+        self.stamp_seq = self.stamp_seq.wrapping_add(1);
+        if shared.clock.in_window(sent_ns) {
+            outcome.sent_in_window[self.track.index()] += 1;
+        }
+        shared.live.sent.fetch_add(1, Ordering::Relaxed);
+        payload
+    }
+
+    /// Audio timestamps advance 20 ms (960 at 48 kHz) per packet, video one
+    /// frame (3000 at 90 kHz and 30 fps) per tick that sent packets.
+    fn advance_time(&mut self, packets: u32) {
+        match self.track {
+            Track::Audio => self.rtp_time = self.rtp_time.wrapping_add(960 * packets),
+            Track::Video if packets > 0 => self.rtp_time = self.rtp_time.wrapping_add(3000),
+            Track::Video => {}
+        }
+    }
+}

@@ -1,0 +1,398 @@
+//! What a load test measured: each participant's own counts, and the run's
+//! figures compiled from them.
+//!
+//! Loss is computed pair by pair. A receiver expects, from each publisher
+//! in its room, exactly the packets that publisher sent inside the
+//! measurement window; packets are matched by the stamp they carry, so a
+//! packet sent in the window and delivered just after it still counts, and
+//! one sent before it never does. Only participants that were receiving
+//! every track of their room when the window opened take part: one that
+//! never got in is an error, not a loss.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use super::process::Usage;
+use super::reception::TrackReception;
+use super::stamp::Track;
+
+/// One participant's counts at the end of a run.
+#[derive(Debug)]
+pub struct Outcome {
+    pub index: u32,
+    pub room: u32,
+    /// Receiving every track of the room (or, signaling only, admitted)
+    /// before the measurement window opened.
+    pub ready: bool,
+    /// From `join` until the first packet of every track of the people
+    /// already in the room when it was admitted (signaling only: until
+    /// `joined`). `None` when it never happened or nobody was there.
+    pub join_time: Option<Duration>,
+    /// Packets sent inside the window, per track (audio, video).
+    pub sent_in_window: [u64; 2],
+    pub received: HashMap<(u32, Track), TrackReception>,
+    /// Added latency of packets sent inside the window, in microseconds.
+    pub latency_us: Histogram<u64>,
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl Outcome {
+    pub fn new(index: u32, room: u32) -> Outcome {
+        Outcome {
+            index,
+            room,
+            ready: false,
+            join_time: None,
+            sent_in_window: [0; 2],
+            received: HashMap::new(),
+            latency_us: new_histogram(),
+            errors: BTreeMap::new(),
+        }
+    }
+
+    pub fn error(&mut self, kind: impl Into<String>) {
+        *self.errors.entry(kind.into()).or_default() += 1;
+    }
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new(3).expect("3 significant figures is a valid histogram precision")
+}
+
+/// Facts about the run that participants do not know.
+#[derive(Debug, Clone)]
+pub struct RunFacts {
+    pub mode: &'static str,
+    pub rooms: usize,
+    pub room_size: usize,
+    pub window: Duration,
+    /// Participants admitted per second while everyone joined at once.
+    pub join_rate: Option<f64>,
+    pub server: Option<Usage>,
+    pub generator: Option<Usage>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Percentiles {
+    pub p50: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Percentiles {
+    /// Percentiles of `histogram` divided by `scale` (µs to ms: 1000).
+    fn of(histogram: &Histogram<u64>, scale: f64) -> Option<Percentiles> {
+        if histogram.is_empty() {
+            return None;
+        }
+        let at = |q: f64| histogram.value_at_quantile(q) as f64 / scale;
+        Some(Percentiles {
+            p50: at(0.50),
+            p95: at(0.95),
+            p99: at(0.99),
+            max: histogram.max() as f64 / scale,
+        })
+    }
+}
+
+/// The run's figures; serialised as the `--json` output.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub mode: String,
+    pub rooms: usize,
+    pub room_size: usize,
+    pub participants: usize,
+    pub ready: usize,
+    pub seconds: f64,
+    pub sent_pps: f64,
+    pub received_pps: f64,
+    pub expected_pps: f64,
+    /// Percent of expected packets that never arrived; `None` without media.
+    pub loss_percent: Option<f64>,
+    pub reordered: u64,
+    pub duplicates: u64,
+    pub latency_ms: Option<Percentiles>,
+    pub join_ms: Option<Percentiles>,
+    pub join_rate_per_second: Option<f64>,
+    pub errors: BTreeMap<String, u64>,
+    pub server: Option<Usage>,
+    pub generator: Option<Usage>,
+}
+
+impl Report {
+    pub fn compile(outcomes: &[Outcome], facts: RunFacts) -> Report {
+        let seconds = facts.window.as_secs_f64().max(f64::MIN_POSITIVE);
+        let mut expected = 0u64;
+        let mut received = 0u64;
+        let mut sent = 0u64;
+        let (mut reordered, mut duplicates) = (0, 0);
+        let mut latency = new_histogram();
+        let mut joins = new_histogram();
+        let mut errors = BTreeMap::new();
+
+        let mut by_room: BTreeMap<u32, Vec<&Outcome>> = BTreeMap::new();
+        for outcome in outcomes {
+            by_room.entry(outcome.room).or_default().push(outcome);
+            for (kind, n) in &outcome.errors {
+                *errors.entry(kind.clone()).or_default() += n;
+            }
+            if let Some(t) = outcome.join_time {
+                let _ = joins.record((t.as_micros() as u64).max(1));
+            }
+            for track in outcome.received.values() {
+                reordered += track.reordered;
+                duplicates += track.duplicates;
+            }
+        }
+        for members in by_room.values() {
+            let ready: Vec<&&Outcome> = members.iter().filter(|o| o.ready).collect();
+            for publisher in &ready {
+                sent += publisher.sent_in_window.iter().sum::<u64>();
+            }
+            for receiver in &ready {
+                let _ = latency.add(&receiver.latency_us);
+                for publisher in &ready {
+                    if publisher.index == receiver.index {
+                        continue;
+                    }
+                    for track in Track::ALL {
+                        expected += publisher.sent_in_window[track.index()];
+                        received += receiver
+                            .received
+                            .get(&(publisher.index, track))
+                            .map_or(0, |r| r.unique_in_window);
+                    }
+                }
+            }
+        }
+        let loss_percent = (expected > 0)
+            .then(|| expected.saturating_sub(received) as f64 / expected as f64 * 100.0);
+        Report {
+            mode: facts.mode.to_string(),
+            rooms: facts.rooms,
+            room_size: facts.room_size,
+            participants: outcomes.len(),
+            ready: outcomes.iter().filter(|o| o.ready).count(),
+            seconds: facts.window.as_secs_f64(),
+            sent_pps: sent as f64 / seconds,
+            received_pps: received as f64 / seconds,
+            expected_pps: expected as f64 / seconds,
+            loss_percent,
+            reordered,
+            duplicates,
+            latency_ms: Percentiles::of(&latency, 1_000.0),
+            join_ms: Percentiles::of(&joins, 1_000.0),
+            join_rate_per_second: facts.join_rate,
+            errors,
+            server: facts.server,
+            generator: facts.generator,
+        }
+    }
+
+    /// No errors, everyone ready, and (with media) packets flowed.
+    pub fn is_clean(&self) -> bool {
+        self.errors.is_empty()
+            && self.ready == self.participants
+            && (self.mode == "signaling" || self.received_pps > 0.0)
+    }
+}
+
+fn thousands(n: f64) -> String {
+    let digits = format!("{:.0}", n);
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 && c != '-' {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} rooms x {} people, {} ({:.1} s measured)",
+            self.rooms, self.room_size, self.mode, self.seconds
+        )?;
+        let row = |f: &mut fmt::Formatter<'_>, name: &str, value: String| {
+            writeln!(f, "  {name:<22} {value}")
+        };
+        row(
+            f,
+            "participants ready",
+            format!("{} of {}", self.ready, self.participants),
+        )?;
+        if self.mode != "signaling" {
+            row(f, "sent", format!("{} packets/s", thousands(self.sent_pps)))?;
+            row(
+                f,
+                "received",
+                format!(
+                    "{} packets/s (expected {})",
+                    thousands(self.received_pps),
+                    thousands(self.expected_pps)
+                ),
+            )?;
+            row(
+                f,
+                "loss",
+                match self.loss_percent {
+                    Some(loss) => format!(
+                        "{loss:.3} % (reordered {}, duplicates {})",
+                        self.reordered, self.duplicates
+                    ),
+                    None => "n/a (nothing was expected)".into(),
+                },
+            )?;
+            row(
+                f,
+                "latency p50/p95/p99",
+                match &self.latency_ms {
+                    Some(l) => format!(
+                        "{:.2} / {:.2} / {:.2} ms (max {:.2})",
+                        l.p50, l.p95, l.p99, l.max
+                    ),
+                    None => "n/a".into(),
+                },
+            )?;
+        }
+        row(
+            f,
+            "join time p50/p99",
+            match &self.join_ms {
+                Some(j) => format!("{:.0} / {:.0} ms (max {:.0})", j.p50, j.p99, j.max),
+                None => "n/a".into(),
+            },
+        )?;
+        if let Some(rate) = self.join_rate_per_second {
+            row(f, "join rate", format!("{rate:.0} participants/s"))?;
+        }
+        if let Some(s) = &self.server {
+            row(
+                f,
+                "server",
+                format!(
+                    "CPU {:.1} % of a core, RSS {:.1} MiB (peak {:.1})",
+                    s.cpu_percent, s.rss_mib, s.peak_rss_mib
+                ),
+            )?;
+        }
+        if let Some(g) = &self.generator {
+            row(
+                f,
+                "generator",
+                format!("CPU {:.1} % of a core", g.cpu_percent),
+            )?;
+        }
+        let errors = if self.errors.is_empty() {
+            "none".to_string()
+        } else {
+            self.errors
+                .iter()
+                .map(|(k, n)| format!("{k}: {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        row(f, "errors", errors)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> RunFacts {
+        RunFacts {
+            mode: "media",
+            rooms: 1,
+            room_size: 3,
+            window: Duration::from_secs(10),
+            join_rate: None,
+            server: None,
+            generator: None,
+        }
+    }
+
+    /// A participant of room 0 that sent `sent` packets per track and got
+    /// `got[publisher]` unique packets per track from each publisher.
+    fn outcome(index: u32, sent: u64, got: &[(u32, u64)]) -> Outcome {
+        let mut o = Outcome::new(index, 0);
+        o.ready = true;
+        o.sent_in_window = [sent, sent];
+        for &(publisher, n) in got {
+            for track in Track::ALL {
+                let r = o.received.entry((publisher, track)).or_default();
+                for seq in 0..n as u32 {
+                    r.record(seq, true);
+                }
+            }
+        }
+        let _ = o.latency_us.record(500);
+        o
+    }
+
+    #[test]
+    fn loss_is_what_each_receiver_missed_of_what_each_publisher_sent() {
+        let outcomes = [
+            outcome(0, 100, &[(1, 100), (2, 100)]),
+            outcome(1, 100, &[(0, 100), (2, 100)]),
+            outcome(2, 100, &[(0, 90), (1, 100)]),
+        ];
+        let report = Report::compile(&outcomes, facts());
+        // 3 publishers x 2 tracks x 100 packets x 2 receivers.
+        assert_eq!(report.expected_pps, 120.0);
+        assert_eq!(report.received_pps, 118.0);
+        assert_eq!(report.sent_pps, 60.0);
+        let loss = report.loss_percent.unwrap();
+        assert!((loss - 20.0 / 1200.0 * 100.0).abs() < 1e-9, "{loss}");
+        assert_eq!(report.latency_ms.as_ref().unwrap().p50, 0.5);
+        assert!(report.is_clean());
+    }
+
+    #[test]
+    fn someone_who_never_got_in_is_an_error_not_a_loss() {
+        let mut absent = Outcome::new(2, 0);
+        absent.error("join_timeout");
+        let outcomes = [
+            outcome(0, 100, &[(1, 100)]),
+            outcome(1, 100, &[(0, 100)]),
+            absent,
+        ];
+        let report = Report::compile(&outcomes, facts());
+        assert_eq!(report.loss_percent, Some(0.0));
+        assert_eq!((report.ready, report.participants), (2, 3));
+        assert_eq!(report.errors.get("join_timeout"), Some(&1));
+        assert!(!report.is_clean());
+        let table = report.to_string();
+        assert!(table.contains("2 of 3"), "{table}");
+        assert!(table.contains("join_timeout: 1"), "{table}");
+    }
+
+    #[test]
+    fn rooms_do_not_expect_each_others_media() {
+        let mut a = outcome(0, 50, &[(1, 50)]);
+        let mut b = outcome(1, 50, &[(0, 50)]);
+        let c = Outcome {
+            room: 1,
+            ..outcome(2, 50, &[])
+        };
+        a.room = 0;
+        b.room = 0;
+        let report = Report::compile(&[a, b, c], facts());
+        assert_eq!(report.loss_percent, Some(0.0));
+    }
+
+    #[test]
+    fn large_numbers_are_grouped_by_thousands() {
+        assert_eq!(thousands(150_000.0), "150,000");
+        assert_eq!(thousands(961.4), "961");
+        assert_eq!(thousands(1_234_567.0), "1,234,567");
+    }
+}

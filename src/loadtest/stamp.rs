@@ -1,0 +1,151 @@
+//! The stamp every synthetic packet carries, and the pre-built payloads it
+//! is written into.
+//!
+//! A receiver can only measure loss, reordering and added latency if each
+//! packet says who sent it, which of their tracks it belongs to, its place in
+//! that track and when it left. The SFU rewrites RTP sequence numbers and
+//! timestamps per subscriber, so those cannot be used; the stamp rides in the
+//! payload, which the server forwards untouched. It sits at the end, so the
+//! front of a video payload can look like VP8 (a payload descriptor and a
+//! frame header), as a real one would.
+
+/// Marks a payload as the load generator's.
+const MAGIC: [u8; 4] = *b"TDLT";
+
+/// Bytes the stamp takes at the end of a payload.
+pub const STAMP_LEN: usize = 4 + 4 + 1 + 3 + 4 + 8;
+
+/// Bytes of an Opus packet at 64 kbit/s and 20 ms, the audio every
+/// participant sends.
+pub const AUDIO_PAYLOAD: usize = 160;
+
+/// The largest payload the generator writes: with RTP, SRTP and UDP/IP
+/// headers it stays within a 1,500-byte Ethernet frame.
+pub const MAX_PAYLOAD: usize = 1_400;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Track {
+    Audio,
+    Video,
+}
+
+impl Track {
+    pub const ALL: [Track; 2] = [Track::Audio, Track::Video];
+
+    pub fn index(self) -> usize {
+        match self {
+            Track::Audio => 0,
+            Track::Video => 1,
+        }
+    }
+}
+
+/// What a packet says about itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stamp {
+    /// The publishing participant's number in this run.
+    pub publisher: u32,
+    pub track: Track,
+    /// The packet's place in its track, from 0.
+    pub seq: u32,
+    /// When it was handed to the sender, in nanoseconds since the run began.
+    pub sent_ns: u64,
+}
+
+impl Stamp {
+    /// Writes the stamp over the last [`STAMP_LEN`] bytes of `payload`.
+    ///
+    /// # Panics
+    /// If `payload` is shorter than the stamp.
+    pub fn write(&self, payload: &mut [u8]) {
+        let at = payload.len() - STAMP_LEN;
+        let out = &mut payload[at..];
+        out[0..4].copy_from_slice(&MAGIC);
+        out[4..8].copy_from_slice(&self.publisher.to_be_bytes());
+        out[8] = self.track.index() as u8;
+        out[9..12].fill(0);
+        out[12..16].copy_from_slice(&self.seq.to_be_bytes());
+        out[16..24].copy_from_slice(&self.sent_ns.to_be_bytes());
+    }
+
+    /// The stamp at the end of `payload`, if it carries one.
+    pub fn read(payload: &[u8]) -> Option<Stamp> {
+        let at = payload.len().checked_sub(STAMP_LEN)?;
+        let s = &payload[at..];
+        if s[0..4] != MAGIC {
+            return None;
+        }
+        let track = match s[8] {
+            0 => Track::Audio,
+            1 => Track::Video,
+            _ => return None,
+        };
+        Some(Stamp {
+            publisher: u32::from_be_bytes(s[4..8].try_into().ok()?),
+            track,
+            seq: u32::from_be_bytes(s[12..16].try_into().ok()?),
+            sent_ns: u64::from_be_bytes(s[16..24].try_into().ok()?),
+        })
+    }
+}
+
+/// A payload of `len` bytes for `track`, ready for its stamp. Video payloads
+/// start with a VP8 payload descriptor (RFC 7741) and an interframe header;
+/// `frame_start` sets the descriptor's start-of-partition bit.
+pub fn template(track: Track, len: usize, frame_start: bool) -> Vec<u8> {
+    let len = len.clamp(STAMP_LEN + 2, MAX_PAYLOAD);
+    let mut payload = vec![0xA5; len];
+    if track == Track::Video {
+        payload[0] = if frame_start { 0x10 } else { 0x00 };
+        // P bit set: an interframe, so the SFU never takes it for a keyframe.
+        payload[1] = 0x01;
+    }
+    payload
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stamp_survives_the_round_trip_at_the_end_of_any_payload() {
+        let stamp = Stamp {
+            publisher: 70_001,
+            track: Track::Video,
+            seq: u32::MAX - 1,
+            sent_ns: 1_234_567_890_123,
+        };
+        for len in [STAMP_LEN, 160, 1_364] {
+            let mut payload = template(Track::Video, len, true);
+            stamp.write(&mut payload);
+            assert_eq!(Stamp::read(&payload), Some(stamp), "len {len}");
+        }
+    }
+
+    #[test]
+    fn payloads_without_a_stamp_are_not_mistaken_for_one() {
+        assert_eq!(Stamp::read(&[0; 10]), None);
+        assert_eq!(Stamp::read(&[0xA5; 200]), None);
+        let mut payload = template(Track::Audio, 160, false);
+        Stamp {
+            publisher: 1,
+            track: Track::Audio,
+            seq: 0,
+            sent_ns: 0,
+        }
+        .write(&mut payload);
+        let at = payload.len() - STAMP_LEN + 8;
+        payload[at] = 7;
+        assert_eq!(Stamp::read(&payload), None, "unknown track");
+    }
+
+    #[test]
+    fn video_templates_look_like_vp8_interframes() {
+        let start = template(Track::Video, 1_364, true);
+        assert_eq!(start.len(), 1_364);
+        assert!(!crate::sfu::is_vp8_keyframe(&start));
+        assert_eq!(start[0] & 0x10, 0x10);
+        assert_eq!(template(Track::Video, 1_364, false)[0] & 0x10, 0);
+        assert_eq!(template(Track::Audio, 5_000, false).len(), MAX_PAYLOAD);
+    }
+}

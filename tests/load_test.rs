@@ -1,0 +1,193 @@
+//! `tandem load-test` runs against a real server: a smoke run, not a
+//! benchmark. It asserts only that every synthetic participant got in,
+//! that packets flowed both ways with nothing lost on loopback, and that
+//! nothing errored; the figures themselves are docs/benchmarks.md's.
+
+mod common;
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use common::TestApp;
+
+/// Runs the `tandem` binary with `args`; its JSON report.
+fn load_test(args: &[&str], dir: &std::path::Path) -> Value {
+    let json = dir.join(format!("report-{}.json", rand_suffix()));
+    let output = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(args)
+        .args(["--quiet", "--json"])
+        .arg(&json)
+        .output()
+        .expect("the tandem binary runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "load-test failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(&json).expect("the JSON report"))
+        .expect("the report is JSON");
+    assert!(stdout.contains("errors"), "the table is printed: {stdout}");
+    report
+}
+
+fn rand_suffix() -> u64 {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// Runs `tandem load-test` against `app` (its URL, admin key and CA) with
+/// `extra` arguments, off the async runtime the server runs on.
+async fn load_test_against(app: &TestApp, extra: &[&str]) -> Value {
+    let mut args: Vec<String> = [
+        "load-test",
+        "--base",
+        &app.base,
+        "--api-key",
+        &app.admin_key,
+        "--cafile",
+        &app.certs.ca_cert.to_string_lossy(),
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    let dir = app.dir.path().to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        load_test(&args, &dir)
+    })
+    .await
+    .unwrap()
+}
+
+fn assert_clean(report: &Value, participants: u64) {
+    assert_eq!(report["participants"], participants, "{report:#}");
+    assert_eq!(report["ready"], participants, "{report:#}");
+    assert_eq!(report["errors"], serde_json::json!({}), "{report:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn synthetic_rooms_send_and_receive_media_through_the_server() {
+    let app = TestApp::spawn().await;
+    let report =
+        load_test_against(&app, &["--rooms", "2", "--seconds", "2", "--warmup", "1"]).await;
+    assert_clean(&report, 6);
+    assert_eq!(report["mode"], "media");
+    // 6 people each send 50 audio + 110 video packets a second, and each
+    // packet reaches the 2 others in its room.
+    let sent = report["sent_pps"].as_f64().unwrap();
+    let received = report["received_pps"].as_f64().unwrap();
+    assert!((sent - 960.0).abs() < 30.0, "sent {sent} packets/s");
+    assert!(received > 1.9 * sent, "received {received} for {sent} sent");
+    assert_eq!(report["loss_percent"], 0.0, "{report:#}");
+    assert!(report["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
+    assert!(report["join_ms"]["p50"].as_f64().unwrap() > 0.0);
+
+    // The sessions were scheduled through the API: attendance saw everyone.
+    let sessions: Value = app
+        .get("/v1/sessions")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut titles: Vec<&str> = sessions["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["title"].as_str())
+        .collect();
+    titles.sort();
+    assert_eq!(titles, ["Load test room 0", "Load test room 1"]);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn signaling_only_participants_join_and_stay_connected() {
+    let app = TestApp::spawn().await;
+    let report = load_test_against(
+        &app,
+        &[
+            "--rooms",
+            "5",
+            "--seconds",
+            "1",
+            "--warmup",
+            "0",
+            "--signaling-only",
+        ],
+    )
+    .await;
+    assert_clean(&report, 15);
+    assert_eq!(report["mode"], "signaling");
+    assert!(report["join_rate_per_second"].as_f64().unwrap() > 0.0);
+    assert_eq!(report["loss_percent"], Value::Null);
+    app.stop().await;
+}
+
+#[test]
+fn the_bare_relay_carries_the_same_generator() {
+    let dir = tempfile::tempdir().unwrap();
+    // A free port for the relay: bind, read it, release it.
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut relay = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["udp-relay", "--listen", &listen])
+        .spawn()
+        .expect("the relay starts");
+    let report = load_test(
+        &[
+            "load-test",
+            "--relay",
+            &listen,
+            "--rooms",
+            "2",
+            "--seconds",
+            "1",
+            "--warmup",
+            "0",
+        ],
+        dir.path(),
+    );
+    relay.kill().unwrap();
+    let _ = relay.wait();
+    assert_clean(&report, 6);
+    assert_eq!(report["mode"], "relay");
+    assert_eq!(report["loss_percent"], 0.0, "{report:#}");
+}
+
+#[test]
+fn bad_plans_are_refused_with_a_clear_error() {
+    let output = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args([
+            "load-test",
+            "--rooms",
+            "1",
+            "--size",
+            "30",
+            "--api-key",
+            "k",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--size must be from 2 to 20"), "{stderr}");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_tandem"))
+        .args(["load-test", "--rooms", "1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--api-key is needed"), "{stderr}");
+}
