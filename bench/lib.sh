@@ -1,0 +1,117 @@
+# Shared by the bench scripts: build once, prepare a server (development
+# certificate, configuration with one media shard, a scheduler API key), and
+# start or stop it pinned to its own core. Sourced, not run.
+#
+# Settings (environment):
+#   SERVER_CORE  core for the server or the relay (default 0)
+#   GEN_CORE     core for the load generator (default 1)
+#   BENCH_PORT   HTTPS port of the server (default 9444)
+#   RELAY_PORT   UDP port of the bare relay (default 40000)
+
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BIN="$ROOT/target/release/tandem"
+SERVER_CORE=${SERVER_CORE:-0}
+GEN_CORE=${GEN_CORE:-1}
+BENCH_PORT=${BENCH_PORT:-9444}
+RELAY_PORT=${RELAY_PORT:-40000}
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/tandem-bench.XXXXXX")
+SERVER_PID=""
+
+for tool in taskset jq curl; do
+    command -v "$tool" >/dev/null || { echo "bench: $tool is needed (apt install util-linux jq curl)" >&2; exit 1; }
+done
+
+cleanup() {
+    stop_target
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+build() {
+    echo "bench: building the release binary" >&2
+    (cd "$ROOT" && cargo build --release --locked --quiet)
+}
+
+# A development certificate, a configuration with one media shard on
+# loopback, and a scheduler API key, all under $WORK.
+prepare_server() {
+    "$BIN" demo --port 0 --data-dir "$WORK/demo" --certs-dir "$WORK/certs" >"$WORK/demo.log" 2>&1 &
+    local demo=$!
+    for _ in $(seq 100); do
+        grep -q Listening "$WORK/demo.log" 2>/dev/null && break
+        sleep 0.1
+    done
+    kill "$demo" 2>/dev/null || true
+    wait "$demo" 2>/dev/null || true
+    [[ -f "$WORK/certs/cert.pem" ]] || { cat "$WORK/demo.log" >&2; echo "bench: no certificate" >&2; exit 1; }
+    CA="$WORK/certs/dev-ca.pem"
+    BASE="https://localhost:$BENCH_PORT"
+    cat >"$WORK/tandem.toml" <<TOML
+public_url = "$BASE"
+data_dir = "$WORK/data"
+[server]
+listen = "127.0.0.1:$BENCH_PORT"
+shutdown_grace_secs = 1
+[tls]
+cert_file = "$WORK/certs/cert.pem"
+key_file = "$WORK/certs/key.pem"
+[media]
+bind_ip = "127.0.0.1"
+udp_port = 0
+tcp_port = 0
+shards = 1
+[log]
+filter = "warn"
+TOML
+    KEY=$("$BIN" apikey create --role scheduler --label bench --data-dir "$WORK/data" | grep -o 'tdm_[A-Za-z0-9_-]*' | head -1)
+    [[ -n "$KEY" ]] || { echo "bench: no API key" >&2; exit 1; }
+}
+
+# Starts the server on SERVER_CORE and waits until it answers.
+start_server() {
+    taskset -c "$SERVER_CORE" "$BIN" serve --config "$WORK/tandem.toml" 2>>"$WORK/server.log" &
+    SERVER_PID=$!
+    for _ in $(seq 100); do
+        curl -sf --cacert "$CA" "$BASE/healthz" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    cat "$WORK/server.log" >&2
+    echo "bench: the server did not start" >&2
+    exit 1
+}
+
+start_relay() {
+    taskset -c "$SERVER_CORE" "$BIN" udp-relay --listen "127.0.0.1:$RELAY_PORT" 2>>"$WORK/relay.log" &
+    SERVER_PID=$!
+    sleep 0.3
+}
+
+stop_target() {
+    if [[ -n "$SERVER_PID" ]]; then
+        kill "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+        SERVER_PID=""
+    fi
+}
+
+# Runs the generator on GEN_CORE with one worker thread; extra arguments
+# go to `tandem load-test`.
+generate() {
+    taskset -c "$GEN_CORE" "$BIN" load-test --threads 1 --quiet "$@"
+}
+
+# One line of figures from a JSON report.
+summary_line() {
+    jq -r '[.mode, .rooms, .participants, .ready, (.received_pps|floor),
+            ((.loss_percent // 0)*1000|round/1000),
+            (.latency_ms.p50 // 0), (.latency_ms.p99 // 0),
+            (.join_ms.p50 // 0 | round), (.join_ms.p99 // 0 | round),
+            ((.server.cpu_percent // 0)|round), ((.server.rss_mib // 0)*10|round/10),
+            ((.generator.cpu_percent // 0)|round),
+            (.errors | to_entries | map("\(.key)=\(.value)") | join(";") | if . == "" then "-" else . end)]
+           | @tsv' "$1"
+}
+
+SUMMARY_HEADER=$'target\trooms\tpeople\tready\trecv_pps\tloss_%\tp50_ms\tp99_ms\tjoin_p50\tjoin_p99\tsrv_cpu_%\tsrv_rss_MiB\tgen_cpu_%\terrors'
