@@ -24,6 +24,13 @@ use crate::sfu::Sfu;
 
 pub use connection::{JOIN_TIMEOUT, MAX_FRAME};
 
+/// The read buffer each socket allocates up front. Signaling is a few small
+/// messages a minute (an SDP now and then), so the WebSocket library's
+/// 128 KiB default would be most of a connected participant's memory:
+/// 1,002 connections took 226 MiB with it (docs/benchmarks.md). Larger
+/// messages still arrive whole, up to [`MAX_FRAME`].
+const READ_BUFFER: usize = 8 * 1024;
+
 /// What every signaling connection shares.
 pub struct SignalContext {
     pub scheduler: Scheduler,
@@ -59,5 +66,6 @@ pub async fn upgrade(
     }
     ws.max_message_size(MAX_FRAME)
         .max_frame_size(MAX_FRAME)
+        .read_buffer_size(READ_BUFFER)
         .on_upgrade(move |socket| connection::run(socket, context, remote.ip()))
 }
