@@ -346,10 +346,13 @@ impl Participant {
                 wake = wake.min(next_hello);
             }
             tokio::select! {
-                r = socket.recv(&mut buf) => {
-                    let n = r.map_err(|_| "udp_receive")?;
-                    self.on_packet(shared, Instant::now(), &buf[..n]);
-                }
+                r = socket.recv(&mut buf) => match r {
+                    Ok(n) => self.on_packet(shared, Instant::now(), &buf[..n]),
+                    // The relay is not (yet) listening: the hello is sent
+                    // again until it is.
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                    Err(_) => return Err("udp_receive".into()),
+                },
                 _ = tokio::time::sleep_until(wake.into()) => {}
                 _ = stop.changed() => break,
             }
