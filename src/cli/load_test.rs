@@ -75,6 +75,10 @@ pub struct LoadTestArgs {
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
+    /// Keep the scheduled sessions afterwards (by default they are
+    /// cancelled once everyone has left).
+    #[arg(long)]
+    keep_sessions: bool,
 }
 
 pub async fn load_test(args: LoadTestArgs) -> anyhow::Result<()> {
@@ -103,6 +107,7 @@ pub async fn load_test(args: LoadTestArgs) -> anyhow::Result<()> {
         join_timeout: Duration::from_secs(args.join_timeout),
         server_pid: args.server_pid,
         progress: !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        keep_sessions: args.keep_sessions,
     };
     let report = loadtest::run(plan).await?;
     print!("{report}");

@@ -60,6 +60,9 @@ pub struct Plan {
     /// The server's process, for its CPU time and memory.
     pub server_pid: Option<u32>,
     pub progress: bool,
+    /// Leave the scheduled sessions in place after the run (they are
+    /// cancelled otherwise).
+    pub keep_sessions: bool,
 }
 
 /// How long packets in flight get to arrive after the window closes.
@@ -110,9 +113,12 @@ impl Plan {
 pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     plan.check()?;
     let tls = schedule::client_tls(plan.cafile.as_deref())?;
-    let seats = match plan.mode {
-        Mode::Relay(_) => relay_seats(&plan),
-        _ => schedule_rooms(&plan, tls.clone()).await?,
+    let (seats, scheduled) = match plan.mode {
+        Mode::Relay(_) => (relay_seats(&plan), None),
+        _ => {
+            let (seats, api, sessions) = schedule_rooms(&plan, tls.clone()).await?;
+            (seats, Some((api, sessions)))
+        }
     };
     let total = seats.len();
 
@@ -210,7 +216,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
             Err(_) => bail!("a participant did not stop within 10 s"),
         }
     }
-    Ok(Report::compile(
+    let mut report = Report::compile(
         &outcomes,
         RunFacts {
             mode: plan.mode_name(),
@@ -221,7 +227,24 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
             server,
             generator,
         },
-    ))
+    );
+    if let (Some((api, sessions)), false) = (scheduled, plan.keep_sessions) {
+        let failed = cancel_sessions(&api, &sessions).await;
+        if failed > 0 {
+            report.errors.insert("session_cancel_failed".into(), failed);
+        }
+    }
+    Ok(report)
+}
+
+/// Cancels the run's sessions, a few at a time; how many could not be.
+async fn cancel_sessions(api: &Api, sessions: &[String]) -> u64 {
+    stream::iter(sessions)
+        .map(|id| api.cancel(id))
+        .buffer_unordered(8)
+        .filter(|result| std::future::ready(result.is_err()))
+        .count()
+        .await as u64
 }
 
 fn bar(plan: &Plan, len: u64, template: &str) -> ProgressBar {
@@ -236,8 +259,12 @@ fn bar(plan: &Plan, len: u64, template: &str) -> ProgressBar {
     bar
 }
 
-/// Schedules every room, a few at a time, clinicians first in the result.
-async fn schedule_rooms(plan: &Plan, tls: Arc<rustls::ClientConfig>) -> anyhow::Result<Vec<Seat>> {
+/// Schedules every room, a few at a time: the seats (clinicians first),
+/// the API client, and the sessions' ids.
+async fn schedule_rooms(
+    plan: &Plan,
+    tls: Arc<rustls::ClientConfig>,
+) -> anyhow::Result<(Vec<Seat>, Arc<Api>, Vec<String>)> {
     let key = plan.api_key.clone().context("an API key")?;
     let api = Arc::new(Api::new(plan.base.clone(), key, tls)?);
     // Sessions run long enough for the whole test, in whole minutes.
@@ -248,7 +275,7 @@ async fn schedule_rooms(plan: &Plan, tls: Arc<rustls::ClientConfig>) -> anyhow::
         plan.rooms as u64,
         "scheduling {bar:30} {pos}/{len} rooms",
     );
-    let rooms: Vec<Vec<Seat>> = stream::iter(0..plan.rooms as u32)
+    let rooms: Vec<(String, Vec<Seat>)> = stream::iter(0..plan.rooms as u32)
         .map(|room| {
             let api = api.clone();
             let scheduling = scheduling.clone();
@@ -266,9 +293,14 @@ async fn schedule_rooms(plan: &Plan, tls: Arc<rustls::ClientConfig>) -> anyhow::
     scheduling.finish_and_clear();
     // Every clinician before anyone else, so that no one waits behind a
     // room whose clinician has not started.
+    let (sessions, seats): (Vec<String>, Vec<Vec<Seat>>) = rooms.into_iter().unzip();
     let (clinicians, others): (Vec<Seat>, Vec<Seat>) =
-        rooms.into_iter().flatten().partition(|s| s.clinician);
-    Ok(clinicians.into_iter().chain(others).collect())
+        seats.into_iter().flatten().partition(|s| s.clinician);
+    Ok((
+        clinicians.into_iter().chain(others).collect(),
+        api,
+        sessions,
+    ))
 }
 
 fn relay_seats(plan: &Plan) -> Vec<Seat> {

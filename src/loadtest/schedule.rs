@@ -79,15 +79,15 @@ impl Api {
     }
 
     /// Schedules room `room` (running now, for long enough) with
-    /// `room_size` people, the clinician first, and returns their seats.
-    /// Participants are numbered from `first_index`.
+    /// `room_size` people, the clinician first; the session's id and their
+    /// seats. Participants are numbered from `first_index`.
     pub async fn schedule_room(
         &self,
         room: u32,
         room_size: usize,
         first_index: u32,
         minutes: i64,
-    ) -> anyhow::Result<Vec<Seat>> {
+    ) -> anyhow::Result<(String, Vec<Seat>)> {
         let body = session_body(room, room_size, first_index, minutes);
         let session: Value = self
             .send(self.client.post(self.url("/v1/sessions")?).json(&body))
@@ -124,7 +124,19 @@ impl Api {
         if seats.len() != room_size {
             bail!("expected {room_size} invites, got {}", seats.len());
         }
-        Ok(seats)
+        Ok((id, seats))
+    }
+
+    /// Cancels a session the run scheduled, so that a staging server's
+    /// schedule is not left full of load-test sessions.
+    pub async fn cancel(&self, session: &str) -> anyhow::Result<()> {
+        self.send(
+            self.client
+                .delete(self.url(&format!("/v1/sessions/{session}"))?),
+        )
+        .await
+        .with_context(|| format!("cancelling session {session}"))?;
+        Ok(())
     }
 
     fn url(&self, path: &str) -> anyhow::Result<Url> {
