@@ -57,6 +57,7 @@ column -t -s $'\t' "$OUT/summary.tsv"
 # Memory per participant: least-squares slope of the server's RSS over the
 # number of participants, over the SFU steps.
 awk -F'\t' '$1 == "sfu" { n++; x += $3; y += $12; xx += $3*$3; xy += $3*$12 }
-    END { if (n > 1) printf "\nserver memory: %.2f MiB per participant (slope over %d steps)\n", (n*xy - x*y) / (n*xx - x*x), n }' \
+    END { if (n > 1) { s = (n*xy - x*y) / (n*xx - x*x)
+          printf "\nserver memory: %.2f MiB per participant (slope over %d steps), %.1f MiB with nobody\n", s, n, (y - s*x) / n } }' \
     "$OUT/summary.tsv" | tee "$OUT/memory.txt"
 echo "results: $OUT"

@@ -65,6 +65,16 @@ async fn load_test_against(app: &TestApp, extra: &[&str]) -> Value {
     .unwrap()
 }
 
+/// A child process that is killed when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn assert_clean(report: &Value, participants: u64) {
     assert_eq!(report["participants"], participants, "{report:#}");
     assert_eq!(report["ready"], participants, "{report:#}");
@@ -154,15 +164,17 @@ fn the_bare_relay_carries_the_same_generator() {
         .unwrap()
         .port();
     let listen = format!("127.0.0.1:{port}");
-    let mut relay = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["udp-relay", "--listen", &listen])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("the relay starts");
+    let mut relay = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_tandem"))
+            .args(["udp-relay", "--listen", &listen])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("the relay starts"),
+    );
     // It says where it relays once its socket is bound.
     let mut said = String::new();
     std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(relay.stderr.take().unwrap()),
+        &mut std::io::BufReader::new(relay.0.stderr.take().unwrap()),
         &mut said,
     )
     .unwrap();
@@ -181,8 +193,7 @@ fn the_bare_relay_carries_the_same_generator() {
         ],
         dir.path(),
     );
-    relay.kill().unwrap();
-    let _ = relay.wait();
+    drop(relay);
     assert_clean(&report, 6);
     assert_eq!(report["mode"], "relay");
     assert!(report["received_pps"].as_f64().unwrap() > 0.0, "{report:#}");

@@ -30,7 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use futures_util::{stream, StreamExt, TryStreamExt};
+use futures_util::{stream, StreamExt};
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::{watch, Semaphore};
 use url::Url;
@@ -97,6 +97,9 @@ impl Plan {
         if self.join_concurrency == 0 {
             bail!("--join-concurrency must be at least 1");
         }
+        if let Some(pid) = self.server_pid {
+            process::read(Some(pid)).with_context(|| format!("--server-pid {pid}"))?;
+        }
         Ok(())
     }
 
@@ -144,7 +147,11 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     let started = Instant::now();
     let tasks: Vec<_> = seats
         .into_iter()
-        .map(|seat| tokio::spawn(participant::run(shared.clone(), seat)))
+        .map(|seat| {
+            let (index, room) = (seat.index, seat.room);
+            let task = tokio::spawn(participant::run(shared.clone(), seat));
+            (index, room, task)
+        })
         .collect();
     let mut all_ready_after = None;
     while started.elapsed() < plan.join_timeout {
@@ -176,8 +183,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     shared.clock.open_window(window_start, plan.window);
     let server_before = plan
         .server_pid
-        .map(|pid| process::read(Some(pid)))
-        .transpose()?;
+        .and_then(|pid| process::read(Some(pid)).ok());
     let generator_before = process::read(None).ok();
 
     let measuring = bar(
@@ -198,10 +204,11 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
         ));
         (last_sent, last_received) = (sent, received);
     }
-    let server = match (plan.server_pid, server_before) {
-        (Some(pid), Some(before)) => Some(process::read(Some(pid))?.usage_since(&before)),
-        _ => None,
-    };
+    // A server that ended during the run has no figures; the report says so.
+    let server = server_before.and_then(|before| {
+        let pid = plan.server_pid?;
+        Some(process::read(Some(pid)).ok()?.usage_since(&before))
+    });
     let generator =
         generator_before.and_then(|before| Some(process::read(None).ok()?.usage_since(&before)));
     measuring.finish_and_clear();
@@ -209,13 +216,21 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     tokio::time::sleep(DRAIN).await;
     let _ = stop_tx.send(true);
     let mut outcomes = Vec::with_capacity(total);
-    for task in tasks {
-        match tokio::time::timeout(Duration::from_secs(10), task).await {
-            Ok(Ok(outcome)) => outcomes.push(outcome),
-            Ok(Err(e)) => bail!("a participant task failed: {e}"),
-            Err(_) => bail!("a participant did not stop within 10 s"),
-        }
+    for (index, room, mut task) in tasks {
+        let outcome = match tokio::time::timeout(Duration::from_secs(10), &mut task).await {
+            Ok(Ok(outcome)) => outcome,
+            // Not expected (participants leave within a few seconds of the
+            // stop, and return their errors): counted, and the run goes on.
+            Ok(Err(_)) | Err(_) => {
+                task.abort();
+                let mut lost = report::Outcome::new(index, room);
+                lost.error("participant_hung");
+                lost
+            }
+        };
+        outcomes.push(outcome);
     }
+    label_incomplete_rooms(&mut outcomes);
     let mut report = Report::compile(
         &outcomes,
         RunFacts {
@@ -228,6 +243,9 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
             generator,
         },
     );
+    if plan.server_pid.is_some() && report.server.is_none() {
+        report.errors.insert("server_process_gone".into(), 1);
+    }
     if let (Some((api, sessions)), false) = (scheduled, plan.keep_sessions) {
         let failed = cancel_sessions(&api, &sessions).await;
         if failed > 0 {
@@ -235,6 +253,23 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
         }
     }
     Ok(report)
+}
+
+/// In a room where someone failed, the others never receive every track of
+/// their room: their `join_timeout` is the room's, not their own.
+fn label_incomplete_rooms(outcomes: &mut [report::Outcome]) {
+    let failed_rooms: std::collections::HashSet<u32> = outcomes
+        .iter()
+        .filter(|o| o.errors.keys().any(|k| k != "join_timeout"))
+        .map(|o| o.room)
+        .collect();
+    for outcome in outcomes.iter_mut() {
+        if failed_rooms.contains(&outcome.room) {
+            if let Some(n) = outcome.errors.remove("join_timeout") {
+                *outcome.errors.entry("room_incomplete".into()).or_default() += n;
+            }
+        }
+    }
 }
 
 /// Cancels the run's sessions, a few at a time; how many could not be.
@@ -275,7 +310,7 @@ async fn schedule_rooms(
         plan.rooms as u64,
         "scheduling {bar:30} {pos}/{len} rooms",
     );
-    let rooms: Vec<(String, Vec<Seat>)> = stream::iter(0..plan.rooms as u32)
+    let results: Vec<anyhow::Result<(String, Vec<Seat>)>> = stream::iter(0..plan.rooms as u32)
         .map(|room| {
             let api = api.clone();
             let scheduling = scheduling.clone();
@@ -288,9 +323,23 @@ async fn schedule_rooms(
             }
         })
         .buffered(8)
-        .try_collect()
-        .await?;
+        .collect()
+        .await;
     scheduling.finish_and_clear();
+    let mut rooms = Vec::with_capacity(results.len());
+    let mut failure = None;
+    for result in results {
+        match result {
+            Ok(room) => rooms.push(room),
+            Err(e) => failure = failure.or(Some(e)),
+        }
+    }
+    if let Some(e) = failure {
+        // Leave nothing behind: the sessions that were made are cancelled.
+        let made: Vec<String> = rooms.into_iter().map(|(id, _)| id).collect();
+        cancel_sessions(&api, &made).await;
+        return Err(e);
+    }
     // Every clinician before anyone else, so that no one waits behind a
     // room whose clinician has not started.
     let (sessions, seats): (Vec<String>, Vec<Vec<Seat>>) = rooms.into_iter().unzip();
@@ -337,6 +386,30 @@ pub fn parse_relay(addr: &str) -> anyhow::Result<SocketAddr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_participant_makes_its_rooms_timeouts_the_rooms_fault() {
+        let mut failed = report::Outcome::new(0, 1);
+        failed.error("denied_token_invalid");
+        let mut roommate = report::Outcome::new(1, 1);
+        roommate.error("join_timeout");
+        let mut elsewhere = report::Outcome::new(2, 2);
+        elsewhere.error("join_timeout");
+        let mut outcomes = [failed, roommate, elsewhere];
+        label_incomplete_rooms(&mut outcomes);
+        assert_eq!(
+            outcomes[0].errors.keys().collect::<Vec<_>>(),
+            ["denied_token_invalid"]
+        );
+        assert_eq!(
+            outcomes[1].errors.keys().collect::<Vec<_>>(),
+            ["room_incomplete"]
+        );
+        assert_eq!(
+            outcomes[2].errors.keys().collect::<Vec<_>>(),
+            ["join_timeout"]
+        );
+    }
 
     #[test]
     fn the_signaling_url_follows_the_base() {

@@ -135,6 +135,9 @@ pub struct Shared {
 /// Why a participant stopped early, as an error kind for the report.
 type Failure = String;
 
+/// How long after the run stops a participant may take to leave.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
 type Link = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Runs one participant until the run stops; its counts.
@@ -147,13 +150,27 @@ pub async fn run(shared: Arc<Shared>, seat: Seat) -> Outcome {
         started: Instant::now(),
         ready_at: None,
     };
-    let result = match shared.mode {
-        Mode::Media => me.media(&shared).await,
-        Mode::Signaling => me.signaling_only(&shared).await,
-        Mode::Relay(relay) => me.relay(&shared, relay).await,
+    let mut stop = shared.stop.clone();
+    let result = tokio::select! {
+        result = async {
+            match shared.mode {
+                Mode::Media => me.media(&shared).await,
+                Mode::Signaling => me.signaling_only(&shared).await,
+                Mode::Relay(relay) => me.relay(&shared, relay).await,
+            }
+        } => result,
+        // Someone still waiting for a join slot, a connection or admission
+        // when the run stops (their clinician never came, say) must not
+        // hold the run up; everyone else leaves well within this grace.
+        _ = async {
+            let _ = stop.wait_for(|stopped| *stopped).await;
+            tokio::time::sleep(STOP_GRACE).await;
+        } => Err("did_not_leave".into()),
     };
     if let Err(kind) = result {
-        shared.live.failed.fetch_add(1, Ordering::Relaxed);
+        if me.ready_at.is_none() {
+            shared.live.failed.fetch_add(1, Ordering::Relaxed);
+        }
         me.outcome.error(kind);
     }
     let window_start = shared.clock.window_start_ns();
@@ -280,8 +297,10 @@ impl Participant {
                         )?);
                         permit.take();
                     }
+                    // str0m may reconnect (consent is checked again), so this
+                    // is counted, not fatal; what it costs shows as loss.
                     Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                        return Err("ice_disconnected".into())
+                        self.outcome.error("ice_disconnected")
                     }
                     _ => {}
                 }
@@ -290,8 +309,10 @@ impl Participant {
             for event in events.drain(..) {
                 match event {
                     Event::RtpPacket(packet) => self.on_packet(shared, now, &packet.payload),
+                    // str0m may reconnect (consent is checked again), so this
+                    // is counted, not fatal; what it costs shows as loss.
                     Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                        return Err("ice_disconnected".into())
+                        self.outcome.error("ice_disconnected")
                     }
                     _ => {}
                 }
@@ -591,6 +612,8 @@ struct Sender {
 
 struct Outgoing {
     track: Track,
+    /// Audio packets or video frames per second.
+    ticks_per_second: u32,
     mid: Option<Mid>,
     pt: Option<Pt>,
     cadence: Cadence,
@@ -635,6 +658,10 @@ impl Sender {
         };
         let outgoing = |track: Track, cadence: Cadence, len: usize| Outgoing {
             track,
+            ticks_per_second: match track {
+                Track::Audio => traffic.audio_pps.max(1),
+                Track::Video => traffic.video_fps.max(1),
+            },
             mid: None,
             pt: None,
             cadence,
@@ -692,9 +719,12 @@ impl Sender {
                     outcome.error("no_send_stream");
                     continue;
                 };
+                // Video is kept for retransmission, as a browser does, so the
+                // server's NACKs to publishers are answered.
                 tx.write_rtp(
                     RtpWrite::new(pt, out.rtp_seq.into(), out.rtp_time, now, payload)
-                        .marker(out.track == Track::Video && i + 1 == packets),
+                        .marker(out.track == Track::Video && i + 1 == packets)
+                        .nackable(out.track == Track::Video),
                 );
                 out.rtp_seq += 1;
             }
@@ -724,8 +754,11 @@ impl Sender {
                 datagram.extend_from_slice(&out.rtp_time.to_be_bytes());
                 datagram.extend_from_slice(&out.ssrc.to_be_bytes());
                 datagram.extend_from_slice(&payload);
-                if let Err(e) = socket.try_send(&datagram) {
-                    outcome.error(format!("udp_send_{:?}", e.kind()));
+                match socket.try_send(&datagram) {
+                    // The relay is not listening (yet): the hello is retried.
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                    Err(e) => outcome.error(format!("udp_send_{:?}", e.kind())),
+                    Ok(_) => {}
                 }
                 out.rtp_seq += 1;
             }
@@ -764,13 +797,17 @@ impl Outgoing {
         payload
     }
 
-    /// Audio timestamps advance 20 ms (960 at 48 kHz) per packet, video one
-    /// frame (3000 at 90 kHz and 30 fps) per tick that sent packets.
+    /// Audio timestamps advance one packet's duration at 48 kHz (960 at 50
+    /// packets/s), video one frame's at 90 kHz (3000 at 30 fps) per tick
+    /// that sent packets.
     fn advance_time(&mut self, packets: u32) {
-        match self.track {
-            Track::Audio => self.rtp_time = self.rtp_time.wrapping_add(960 * packets),
-            Track::Video if packets > 0 => self.rtp_time = self.rtp_time.wrapping_add(3000),
-            Track::Video => {}
+        if packets == 0 {
+            return;
         }
+        let step = match self.track {
+            Track::Audio => 48_000 / self.ticks_per_second * packets,
+            Track::Video => 90_000 / self.ticks_per_second,
+        };
+        self.rtp_time = self.rtp_time.wrapping_add(step);
     }
 }

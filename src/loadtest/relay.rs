@@ -38,15 +38,23 @@ impl Rooms {
     /// Handles one datagram from `from`: the addresses to copy it to.
     pub fn route(&mut self, from: SocketAddr, datagram: &[u8]) -> &[SocketAddr] {
         if let Some(room) = room_of_hello(datagram) {
-            if self.room_of.insert(from, room).is_none() {
-                self.members.entry(room).or_default().push(from);
+            // An address may come back for another room (a later run
+            // reusing a port): it moves.
+            if let Some(old) = self.room_of.insert(from, room) {
+                if let Some(members) = self.members.get_mut(&old) {
+                    members.retain(|m| *m != from);
+                }
+            }
+            let members = self.members.entry(room).or_default();
+            if !members.contains(&from) {
+                members.push(from);
             }
             return &[];
         }
-        match self.room_of.get(&from) {
-            Some(room) => &self.members[room],
-            None => &[],
-        }
+        self.room_of
+            .get(&from)
+            .and_then(|room| self.members.get(room))
+            .map_or(&[], Vec::as_slice)
     }
 }
 
@@ -85,5 +93,17 @@ mod tests {
         rooms.route(c, &hello(2));
         assert_eq!(rooms.route(a, b"rtp"), [a, b]);
         assert_eq!(rooms.route(c, b"rtp"), [c]);
+    }
+
+    #[test]
+    fn an_address_that_says_hello_for_another_room_moves() {
+        let a: SocketAddr = "127.0.0.1:1001".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:1002".parse().unwrap();
+        let mut rooms = Rooms::default();
+        rooms.route(a, &hello(1));
+        rooms.route(b, &hello(1));
+        rooms.route(a, &hello(7));
+        assert_eq!(rooms.route(b, b"rtp"), [b]);
+        assert_eq!(rooms.route(a, b"rtp"), [a]);
     }
 }

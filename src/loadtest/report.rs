@@ -28,9 +28,10 @@ pub struct Outcome {
     /// Receiving every track of the room (or, signaling only, admitted)
     /// before the measurement window opened.
     pub ready: bool,
-    /// From `join` until the first packet of every track of the people
-    /// already in the room when it was admitted (signaling only: until
-    /// `joined`). `None` when it never happened or nobody was there.
+    /// From opening the signaling connection (TLS, WebSocket, `join`) until
+    /// the first packet of every track of the people already in the room
+    /// when it was admitted (signaling only: until `joined`). `None` when it
+    /// never happened or nobody was there.
     pub join_time: Option<Duration>,
     /// Packets sent inside the window, per track (audio, video).
     pub sent_in_window: [u64; 2],
