@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{SubsecRound, Utc};
 use common::peer::{Kind, PeerOptions, TestPeer};
-use common::signal_client::{invite_token, type_of, SignalClient};
+use common::signal_client::{type_of, SignalClient};
 use common::{couple_session, TestApp};
 use serde_json::{json, Value};
 use tandem::auth::invite::{self, InviteClaims};
@@ -31,22 +31,17 @@ const KINDS: [Kind; 2] = [Kind::Audio, Kind::Video];
 async fn schedule(app: &TestApp, body: &Value) -> (String, HashMap<String, String>) {
     let session = app.create_session(body).await;
     let id = session["id"].as_str().unwrap().to_owned();
-    let links = issue_links(app, &id).await;
+    let links = app.invite_tokens(&id).await;
     (id, links)
 }
 
-/// Issues the session's links (again) by participant id.
-async fn issue_links(app: &TestApp, session: &str) -> HashMap<String, String> {
-    app.invites(session)
+/// The clinician admits `who` from the waiting room; their `joined`.
+async fn admit(clinician: &SignalClient, who_client: &mut SignalClient, who: &str) -> Value {
+    clinician
+        .send_json(json!({"type": "admit", "participant": who}))
         .await
-        .iter()
-        .map(|i| {
-            (
-                i["participant_id"].as_str().unwrap().to_owned(),
-                invite_token(i),
-            )
-        })
-        .collect()
+        .unwrap();
+    who_client.recv_until("joined", WAIT).await.unwrap()
 }
 
 /// A couple session running now with `settings`.
@@ -469,11 +464,7 @@ async fn a_token_only_reaches_its_own_sessions_room() {
         "only B's waiting room"
     );
 
-    clin_b
-        .send_json(json!({"type": "admit", "participant": "pat-2"}))
-        .await
-        .unwrap();
-    let joined = pat_b.recv_until("joined", WAIT).await.unwrap();
+    let joined = admit(&clin_b, &mut pat_b, "pat-2").await;
     assert_eq!(joined["session"]["id"], b.as_str());
     assert_eq!(ids(joined["participants"].as_array().unwrap()), ["clin-2"]);
 
@@ -542,7 +533,7 @@ async fn revocation_refuses_links_and_disconnects_a_connected_participant() {
     assert_refused(&app, &links["pat-1"], "revoked", "pat-1 coming back").await;
 
     // No new links for them either; the clinician's is unaffected.
-    let fresh = issue_links(&app, &session).await;
+    let fresh = app.invite_tokens(&session).await;
     let mut holders: Vec<&str> = fresh.keys().map(String::as_str).collect();
     holders.sort_unstable();
     assert_eq!(
@@ -568,11 +559,7 @@ async fn a_removed_participant_stays_out_for_the_rest_of_the_session() {
     let (session, links) = schedule(&app, &couple_session(-5, 60)).await;
     let mut clinician = knock_expecting(&app, &links["clin-1"], "joined", "clin-1").await;
     let mut patient = knock_expecting(&app, &links["pat-1"], "waiting", "pat-1").await;
-    clinician
-        .send_json(json!({"type": "admit", "participant": "pat-1"}))
-        .await
-        .unwrap();
-    patient.recv_until("joined", WAIT).await.unwrap();
+    admit(&clinician, &mut patient, "pat-1").await;
     clinician
         .recv_until("participant_joined", WAIT)
         .await
@@ -598,7 +585,7 @@ async fn a_removed_participant_stays_out_for_the_rest_of_the_session() {
 
     // Neither the same link nor a freshly issued one lets them back in.
     assert_refused(&app, &links["pat-1"], "removed", "the same link").await;
-    let fresh = issue_links(&app, &session).await;
+    let fresh = app.invite_tokens(&session).await;
     assert_ne!(fresh["pat-1"], links["pat-1"], "a new link was issued");
     assert_refused(&app, &fresh["pat-1"], "removed", "a freshly issued link").await;
 
@@ -693,11 +680,7 @@ async fn a_patient_alone_waits_until_the_clinician_comes() {
         "admitted without the clinician's say",
     )
     .await;
-    clinician
-        .send_json(json!({"type": "admit", "participant": "pat-1"}))
-        .await
-        .unwrap();
-    let joined = patient.recv_until("joined", WAIT).await.unwrap();
+    let joined = admit(&clinician, &mut patient, "pat-1").await;
     assert_eq!(ids(joined["participants"].as_array().unwrap()), ["clin-1"]);
     app.stop().await;
 }
@@ -895,11 +878,7 @@ async fn end_closes_the_room_for_everyone_and_for_good() {
     let (session, links) = schedule(&app, &couple_session(-5, 60)).await;
     let mut clinician = knock_expecting(&app, &links["clin-1"], "joined", "clin-1").await;
     let mut patient = knock_expecting(&app, &links["pat-1"], "waiting", "pat-1").await;
-    clinician
-        .send_json(json!({"type": "admit", "participant": "pat-1"}))
-        .await
-        .unwrap();
-    patient.recv_until("joined", WAIT).await.unwrap();
+    admit(&clinician, &mut patient, "pat-1").await;
     // The partner is still in the waiting room when the session ends.
     let mut partner = knock_expecting(&app, &links["par-1"], "waiting", "par-1").await;
 
@@ -1314,11 +1293,7 @@ async fn a_room_without_its_clinician_returns_to_the_waiting_room() {
     let (_, links) = schedule(&app, &couple_with(json!({"clinician_grace_minutes": 0}))).await;
     let clinician = knock_expecting(&app, &links["clin-1"], "joined", "clin-1").await;
     let mut patient = knock_expecting(&app, &links["pat-1"], "waiting", "pat-1").await;
-    clinician
-        .send_json(json!({"type": "admit", "participant": "pat-1"}))
-        .await
-        .unwrap();
-    patient.recv_until("joined", WAIT).await.unwrap();
+    admit(&clinician, &mut patient, "pat-1").await;
 
     // The clinician's connection drops (no `end`).
     let dropped = Instant::now();
@@ -1364,11 +1339,7 @@ async fn a_room_without_its_clinician_returns_to_the_waiting_room() {
         "the patient went back in without being admitted",
     )
     .await;
-    clinician
-        .send_json(json!({"type": "admit", "participant": "pat-1"}))
-        .await
-        .unwrap();
-    let joined = patient.recv_until("joined", WAIT).await.unwrap();
+    let joined = admit(&clinician, &mut patient, "pat-1").await;
     assert_eq!(ids(joined["participants"].as_array().unwrap()), ["clin-1"]);
     app.stop().await;
 }

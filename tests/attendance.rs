@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Datelike, Days, Utc, Weekday};
 use common::peer::{PeerOptions, TestPeer};
-use common::signal_client::{invite_token, type_of, SignalClient};
+use common::signal_client::{type_of, SignalClient};
 use common::{client_trusting, couple_session, TestApp};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -80,17 +80,7 @@ async fn schedule(app: &TestApp, settings: Value) -> (String, HashMap<String, St
 async fn schedule_body(app: &TestApp, body: &Value) -> (String, HashMap<String, String>) {
     let session = app.create_session(body).await;
     let id = session["id"].as_str().unwrap().to_owned();
-    let links = app
-        .invites(&id)
-        .await
-        .iter()
-        .map(|i| {
-            (
-                i["participant_id"].as_str().unwrap().to_owned(),
-                invite_token(i),
-            )
-        })
-        .collect();
+    let links = app.invite_tokens(&id).await;
     (id, links)
 }
 

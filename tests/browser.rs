@@ -23,7 +23,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use browser::{ivf, BrowserEnv, BrowserRun, CallArgs, Vp8Peer};
-use common::signal_client::invite_token;
 use common::{couple_session, TestApp};
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use serde_json::{json, Value};
@@ -48,17 +47,7 @@ async fn chromium_and_a_rust_peer_decode_each_others_video() {
     body["settings"] = json!({"auto_admit": true});
     let session = app.create_session(&body).await;
     let session_id = session["id"].as_str().unwrap().to_owned();
-    let links: HashMap<String, String> = app
-        .invites(&session_id)
-        .await
-        .iter()
-        .map(|i| {
-            (
-                i["participant_id"].as_str().unwrap().to_owned(),
-                invite_token(i),
-            )
-        })
-        .collect();
+    let links: HashMap<String, String> = app.invite_tokens(&session_id).await;
     let spki = browser::spki_sha256_base64(&app.certs.key).unwrap();
 
     // The clinician is the Rust peer, the patient the browser.

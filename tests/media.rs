@@ -12,7 +12,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
 use common::peer::{Kind, PeerOptions, TestPeer};
-use common::signal_client::invite_token;
 use common::{couple_session, TestApp};
 use serde_json::json;
 
@@ -25,16 +24,7 @@ const KINDS: [Kind; 2] = [Kind::Audio, Kind::Video];
 async fn session(app: &TestApp, mut body: serde_json::Value) -> HashMap<String, String> {
     body["settings"] = json!({"auto_admit": true});
     let session = app.create_session(&body).await;
-    app.invites(session["id"].as_str().unwrap())
-        .await
-        .iter()
-        .map(|i| {
-            (
-                i["participant_id"].as_str().unwrap().to_owned(),
-                invite_token(i),
-            )
-        })
-        .collect()
+    app.invite_tokens(session["id"].as_str().unwrap()).await
 }
 
 async fn join(
@@ -64,6 +54,24 @@ async fn wait_for_mesh(peers: &[&TestPeer]) {
                 });
         }
     }
+}
+
+/// A couple session in which the clinician and the patient are in and both
+/// publishing, and the patient already receives the clinician's video.
+async fn clinician_and_patient_publishing(
+    app: &TestApp,
+) -> (HashMap<String, String>, TestPeer, TestPeer) {
+    let links = session(app, couple_session(-5, 60)).await;
+    let clinician = join(app, &links, "clin-1", PeerOptions::default()).await;
+    let patient = join(app, &links, "pat-1", PeerOptions::default()).await;
+    wait_for_mesh(&[&clinician, &patient]).await;
+    clinician.start_sending(50, 60);
+    patient.start_sending(50, 60);
+    patient
+        .wait_for_packets("clin-1", Kind::Video, 30, WAIT)
+        .await
+        .unwrap();
+    (links, clinician, patient)
 }
 
 fn group(households: &[(&str, &str)]) -> serde_json::Value {
@@ -225,16 +233,7 @@ async fn media_never_crosses_rooms() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_joiner_receives_tracks_already_published() {
     let app = TestApp::spawn().await;
-    let links = session(&app, couple_session(-5, 60)).await;
-    let clinician = join(&app, &links, "clin-1", PeerOptions::default()).await;
-    let patient = join(&app, &links, "pat-1", PeerOptions::default()).await;
-    wait_for_mesh(&[&clinician, &patient]).await;
-    clinician.start_sending(50, 60);
-    patient.start_sending(50, 60);
-    patient
-        .wait_for_packets("clin-1", Kind::Video, 30, WAIT)
-        .await
-        .unwrap();
+    let (links, clinician, patient) = clinician_and_patient_publishing(&app).await;
 
     // The partner arrives while both are already publishing.
     let partner = join(&app, &links, "par-1", PeerOptions::default()).await;
@@ -529,16 +528,7 @@ async fn quick_figure_for_a_three_person_room() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_with_media_flowing_tells_everyone_and_does_not_hang() {
     let app = TestApp::spawn().await;
-    let links = session(&app, couple_session(-5, 60)).await;
-    let clinician = join(&app, &links, "clin-1", PeerOptions::default()).await;
-    let patient = join(&app, &links, "pat-1", PeerOptions::default()).await;
-    wait_for_mesh(&[&clinician, &patient]).await;
-    clinician.start_sending(50, 60);
-    patient.start_sending(50, 60);
-    patient
-        .wait_for_packets("clin-1", Kind::Video, 30, WAIT)
-        .await
-        .unwrap();
+    let (_, clinician, patient) = clinician_and_patient_publishing(&app).await;
 
     let started = std::time::Instant::now();
     let stopped = tokio::time::timeout(Duration::from_secs(10), app.stop()).await;

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use common::signal_client::{invite_token, SignalClient};
@@ -13,27 +14,17 @@ const WAIT: Duration = Duration::from_secs(5);
 
 /// A session running now (admitting rostered people while the clinician is
 /// in) and one link per roster member, by participant id.
-async fn session_with_links(app: &TestApp) -> (String, Vec<(String, String)>) {
+async fn session_with_links(app: &TestApp) -> (String, HashMap<String, String>) {
     let mut body = couple_session(-5, 60);
     body["settings"] = json!({"auto_admit": true});
     let session = app.create_session(&body).await;
     let id = session["id"].as_str().unwrap().to_owned();
-    let links = app
-        .invites(&id)
-        .await
-        .iter()
-        .map(|i| {
-            (
-                i["participant_id"].as_str().unwrap().to_owned(),
-                invite_token(i),
-            )
-        })
-        .collect();
+    let links = app.invite_tokens(&id).await;
     (id, links)
 }
 
-fn token<'a>(links: &'a [(String, String)], who: &str) -> &'a str {
-    &links.iter().find(|(id, _)| id == who).unwrap().1
+fn token<'a>(links: &'a HashMap<String, String>, who: &str) -> &'a str {
+    &links[who]
 }
 
 #[tokio::test]

@@ -28,16 +28,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use common::peer::{opus, vp8, KeyframeRequestForwarder};
-use common::signal_client::{invite_token, type_of, ReaderGuard, SignalClient, SignalSender};
+use common::peer::{opus, opus_vp8_engine, vp8, KeyframeRequestForwarder};
+use common::signal_client::{type_of, ReaderGuard, SignalClient, SignalSender};
 use common::{couple_session, TestApp};
 use rtc::interceptor::Slot;
 use rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters,
-    RtpCodecKind,
+    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use serde_json::{json, Value};
@@ -48,17 +47,14 @@ use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::media_stream::MediaStreamTrack;
 use webrtc::peer_connection::{
-    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
-    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState,
-    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, Registry,
-    SettingEngineBuilder,
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceCandidateInit, RTCIceGatheringState, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    RTCSessionDescription, SettingEngineBuilder,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
 const WAIT: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(20);
-const AUDIO_PT: u8 = 111;
-const VIDEO_PT: u8 = 96;
 
 /// Frames a second on every layer (one RTP packet per frame).
 const FPS: u32 = 30;
@@ -97,17 +93,7 @@ async fn a_small_room_receives_only_the_best_simulcast_layer_as_one_continuous_t
     let mut body = couple_session(-5, 60);
     body["settings"] = json!({"auto_admit": true});
     let session = app.create_session(&body).await;
-    let links: HashMap<String, String> = app
-        .invites(session["id"].as_str().unwrap())
-        .await
-        .iter()
-        .map(|i| {
-            (
-                i["participant_id"].as_str().unwrap().to_owned(),
-                invite_token(i),
-            )
-        })
-        .collect();
+    let links: HashMap<String, String> = app.invite_tokens(session["id"].as_str().unwrap()).await;
 
     // The clinician first (rostered people are admitted once they are in).
     let clinician = Peer::join(&app, &links["clin-1"], "clin-1", false)
@@ -593,20 +579,7 @@ async fn build_pc(
     Arc<dyn PeerConnection>,
     watch::Receiver<RTCPeerConnectionState>,
 )> {
-    let mut media_engine = MediaEngine::default();
-    for (codec, payload_type, kind) in [
-        (opus(), AUDIO_PT, RtpCodecKind::Audio),
-        (vp8(), VIDEO_PT, RtpCodecKind::Video),
-    ] {
-        media_engine.register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: codec,
-                payload_type,
-            },
-            kind,
-        )?;
-    }
-    let mut registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
+    let (mut media_engine, mut registry) = opus_vp8_engine()?;
     if side == Side::Pub {
         // mid, rid and repaired-rid extmaps in the offer (video).
         configure_simulcast_extension_headers(&mut media_engine)?;

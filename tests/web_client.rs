@@ -11,75 +11,29 @@
 //! `npm ci` in web-client/tests; without them the test says why and
 //! passes, unless REQUIRE_BROWSER_CHECK=1 (CI), as tests/browser.rs.
 
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+#[path = "common/browser_env.rs"]
+mod browser_env;
+
+use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const REQUIRE_VAR: &str = "REQUIRE_BROWSER_CHECK";
-const TIMEOUT: Duration = Duration::from_secs(240);
+use browser_env::BrowserEnv;
 
-/// What is missing to run the browser tests (empty: nothing).
-fn missing(dir: &Path, chromium: &Path) -> Vec<String> {
-    let mut missing = Vec::new();
-    if !chromium.is_file() {
-        missing.push(format!("no Chromium at {}", chromium.display()));
-    }
-    match Command::new("node").arg("--version").output() {
-        Ok(out) if out.status.success() => {
-            let version = String::from_utf8_lossy(&out.stdout);
-            let major: u32 = version
-                .trim()
-                .trim_start_matches('v')
-                .split('.')
-                .next()
-                .and_then(|m| m.parse().ok())
-                .unwrap_or(0);
-            if major < 20 {
-                missing.push(format!(
-                    "node {} is older than 20 (playwright-core needs 20)",
-                    version.trim()
-                ));
-            }
-        }
-        _ => missing.push("no `node` on PATH".to_owned()),
-    }
-    if !dir
-        .join("node_modules/playwright-core/package.json")
-        .is_file()
-    {
-        missing.push(format!("no {}/node_modules/playwright-core", dir.display()));
-    }
-    missing
-}
+const TIMEOUT: Duration = Duration::from_secs(240);
 
 #[test]
 fn the_browser_client_runs_a_whole_session() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("web-client/tests");
-    let chromium = std::env::var_os("TANDEM_CHROMIUM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-    let missing = missing(&dir, &chromium);
-    if !missing.is_empty() {
-        let missing = missing.join("; ");
-        if std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1") {
-            panic!("{REQUIRE_VAR}=1 but the browser client tests cannot run: {missing}");
-        }
-        let _ = writeln!(
-            std::io::stderr(),
-            "the_browser_client_runs_a_whole_session: skipped: {missing}. Run .ci/run, or \
-             install chromium (apt-get install --no-install-recommends chromium) and run \
-             `npm ci` in web-client/tests; set {REQUIRE_VAR}=1 to make this a failure."
-        );
+    let Some(env) = BrowserEnv::or_skip("the_browser_client_runs_a_whole_session") else {
         return;
-    }
+    };
 
     let started = Instant::now();
-    let mut child = Command::new("node")
+    let mut child = Command::new(&env.node)
         .arg("run.mjs")
-        .current_dir(&dir)
+        .current_dir(&env.dir)
         .env("TANDEM_BIN", env!("CARGO_BIN_EXE_tandem"))
-        .env("TANDEM_CHROMIUM", &chromium)
+        .env("TANDEM_CHROMIUM", &env.chromium)
         .env_remove("SCREENSHOTS_DIR")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

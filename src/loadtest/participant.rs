@@ -24,7 +24,7 @@ use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::RtpWrite;
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc, RtcConfig};
+use str0m::{Candidate, Event, IceConnectionState, Input, Rtc, RtcConfig};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{watch, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
@@ -199,7 +199,7 @@ impl Participant {
         let permit = shared.joining.clone().acquire_owned().await;
         self.started = Instant::now();
         let mut link = connect(shared).await?;
-        let others = self.join(shared, &mut link).await?;
+        let others = self.join(&mut link).await?;
         self.expected_first = others;
 
         let now = Instant::now();
@@ -267,7 +267,7 @@ impl Participant {
                             let sdp = answer.to_sdp_string();
                             send(&mut link, &ClientMessage::Answer { pc: Pc::Sub, sdp }).await?;
                         }
-                        Some(other) => self.in_room(shared, &mut link, other).await?,
+                        Some(other) => self.in_room(&mut link, other).await?,
                         None => {}
                     }
                 }
@@ -326,7 +326,7 @@ impl Participant {
         let permit = shared.joining.clone().acquire_owned().await;
         self.started = Instant::now();
         let mut link = connect(shared).await?;
-        self.join(shared, &mut link).await?;
+        self.join(&mut link).await?;
         let now = Instant::now();
         self.outcome.join_time = Some(now - self.started);
         self.became_ready(shared, now);
@@ -336,7 +336,7 @@ impl Participant {
             tokio::select! {
                 m = link.next() => {
                     if let Some(message) = signal_message(m)? {
-                        self.in_room(shared, &mut link, message).await?;
+                        self.in_room(&mut link, message).await?;
                     }
                 }
                 _ = stop.changed() => break,
@@ -389,7 +389,7 @@ impl Participant {
 
     /// Sends `join` and waits until admitted (a clinician admits anyone
     /// waiting); the publishers already in the room.
-    async fn join(&mut self, shared: &Shared, link: &mut Link) -> Result<HashSet<u32>, Failure> {
+    async fn join(&mut self, link: &mut Link) -> Result<HashSet<u32>, Failure> {
         let attestation = (!self.seat.clinician).then(|| Attestation {
             state: "NY".into(),
             at_home: true,
@@ -409,19 +409,14 @@ impl Participant {
                         .collect());
                 }
                 Some(ServerMessage::Waiting { .. }) | None => {}
-                Some(other) => self.in_room(shared, link, other).await?,
+                Some(other) => self.in_room(link, other).await?,
             }
         }
     }
 
     /// Messages that need no peer connection; ends the participant on a
     /// refusal or the end of the session.
-    async fn in_room(
-        &mut self,
-        _shared: &Shared,
-        link: &mut Link,
-        message: ServerMessage,
-    ) -> Result<(), Failure> {
+    async fn in_room(&mut self, link: &mut Link, message: ServerMessage) -> Result<(), Failure> {
         match message {
             ServerMessage::Lobby { waiting } if self.seat.clinician && !waiting.is_empty() => {
                 send(link, &ClientMessage::AdmitAll).await
@@ -572,36 +567,23 @@ impl Conn {
         }
     }
 
-    /// Polls str0m until it wants a timeout: datagrams go out, events are
-    /// collected for the caller.
+    /// Drains the connection ([`crate::sfu::drain`]): datagrams go out,
+    /// events are collected for the caller.
     fn drain(&mut self, events: &mut Vec<Event>, outcome: &mut Outcome) {
-        let mut due_timeouts = 0;
-        loop {
-            match self.rtc.poll_output() {
-                // str0m sends newly written media on a timeout it asks for at
-                // once; the runtime's timer would add up to a millisecond.
-                Ok(Output::Timeout(at)) => {
-                    let now = Instant::now();
-                    if at > now || due_timeouts == 4 {
-                        self.deadline = at;
-                        return;
-                    }
-                    due_timeouts += 1;
-                    let _ = self.rtc.handle_input(Input::Timeout(now));
+        let socket = &self.socket;
+        let drained = crate::sfu::drain(
+            &mut self.rtc,
+            |t| {
+                if let Err(e) = socket.try_send_to(&t.contents, t.destination) {
+                    outcome.error(format!("udp_send_{:?}", e.kind()));
                 }
-                Ok(Output::Transmit(t)) => {
-                    if let Err(e) = self.socket.try_send_to(&t.contents, t.destination) {
-                        outcome.error(format!("udp_send_{:?}", e.kind()));
-                    }
-                }
-                Ok(Output::Event(event)) => events.push(event),
-                Err(_) => {
-                    outcome.error("peer_connection");
-                    self.deadline = Instant::now() + Duration::from_secs(1);
-                    return;
-                }
-            }
-        }
+            },
+            |event| events.push(event),
+        );
+        self.deadline = drained.unwrap_or_else(|_| {
+            outcome.error("peer_connection");
+            Instant::now() + Duration::from_secs(1)
+        });
     }
 }
 
@@ -705,31 +687,46 @@ impl Sender {
             .min(self.tracks[1].cadence.next())
     }
 
-    /// Writes the packets due at `now` into the `pub` connection.
-    fn send_due(&mut self, now: Instant, rtc: &mut Rtc, shared: &Shared, outcome: &mut Outcome) {
+    /// Takes the packets due at `now` from both tracks, stamped and counted,
+    /// and hands each to `write` with its track and marker bit.
+    fn take_due(
+        &mut self,
+        now: Instant,
+        shared: &Shared,
+        outcome: &mut Outcome,
+        mut write: impl FnMut(&Outgoing, Vec<u8>, bool, &mut Outcome),
+    ) {
         for out in &mut self.tracks {
             let packets = out.cadence.take(now);
-            let (Some(mid), Some(pt)) = (out.mid, out.pt) else {
-                continue;
-            };
             for i in 0..packets {
                 let payload = out.stamped(now, i == 0, shared, outcome);
-                let mut api = rtc.direct_api();
-                let Some(tx) = api.stream_tx_by_mid(mid, None) else {
-                    outcome.error("no_send_stream");
-                    continue;
-                };
-                // Video is kept for retransmission, as a browser does, so the
-                // server's NACKs to publishers are answered.
-                tx.write_rtp(
-                    RtpWrite::new(pt, out.rtp_seq.into(), out.rtp_time, now, payload)
-                        .marker(out.track == Track::Video && i + 1 == packets)
-                        .nackable(out.track == Track::Video),
-                );
+                let marker = out.track == Track::Video && i + 1 == packets;
+                write(out, payload, marker, outcome);
                 out.rtp_seq += 1;
             }
             out.advance_time(packets);
         }
+    }
+
+    /// Writes the packets due at `now` into the `pub` connection.
+    fn send_due(&mut self, now: Instant, rtc: &mut Rtc, shared: &Shared, outcome: &mut Outcome) {
+        self.take_due(now, shared, outcome, |out, payload, marker, outcome| {
+            let (Some(mid), Some(pt)) = (out.mid, out.pt) else {
+                return;
+            };
+            let mut api = rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(mid, None) else {
+                outcome.error("no_send_stream");
+                return;
+            };
+            // Video is kept for retransmission, as a browser does, so the
+            // server's NACKs to publishers are answered.
+            tx.write_rtp(
+                RtpWrite::new(pt, out.rtp_seq.into(), out.rtp_time, now, payload)
+                    .marker(marker)
+                    .nackable(out.track == Track::Video),
+            );
+        });
     }
 
     /// Sends the packets due at `now` as plain RTP on a connected socket.
@@ -740,30 +737,22 @@ impl Sender {
         shared: &Shared,
         outcome: &mut Outcome,
     ) {
-        for out in &mut self.tracks {
-            let packets = out.cadence.take(now);
-            for i in 0..packets {
-                let last = i + 1 == packets;
-                let payload = out.stamped(now, i == 0, shared, outcome);
-                let marker = out.track == Track::Video && last;
-                let mut datagram = Vec::with_capacity(12 + payload.len());
-                datagram.push(0x80);
-                let pt = if out.track == Track::Audio { 111 } else { 96 };
-                datagram.push(pt | if marker { 0x80 } else { 0 });
-                datagram.extend_from_slice(&(out.rtp_seq as u16).to_be_bytes());
-                datagram.extend_from_slice(&out.rtp_time.to_be_bytes());
-                datagram.extend_from_slice(&out.ssrc.to_be_bytes());
-                datagram.extend_from_slice(&payload);
-                match socket.try_send(&datagram) {
-                    // The relay is not listening (yet): the hello is retried.
-                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
-                    Err(e) => outcome.error(format!("udp_send_{:?}", e.kind())),
-                    Ok(_) => {}
-                }
-                out.rtp_seq += 1;
+        self.take_due(now, shared, outcome, |out, payload, marker, outcome| {
+            let mut datagram = Vec::with_capacity(12 + payload.len());
+            datagram.push(0x80);
+            let pt = if out.track == Track::Audio { 111 } else { 96 };
+            datagram.push(pt | if marker { 0x80 } else { 0 });
+            datagram.extend_from_slice(&(out.rtp_seq as u16).to_be_bytes());
+            datagram.extend_from_slice(&out.rtp_time.to_be_bytes());
+            datagram.extend_from_slice(&out.ssrc.to_be_bytes());
+            datagram.extend_from_slice(&payload);
+            match socket.try_send(&datagram) {
+                // The relay is not listening (yet): the hello is retried.
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
+                Err(e) => outcome.error(format!("udp_send_{:?}", e.kind())),
+                Ok(_) => {}
             }
-            out.advance_time(packets);
-        }
+        });
     }
 }
 

@@ -12,6 +12,7 @@
 //! client offers its own audio and video) and `sub` (the server offers
 //! everyone else's, renegotiated as people come and go).
 
+mod drain;
 mod keyframe;
 mod layers;
 mod peer;
@@ -30,6 +31,7 @@ use uuid::Uuid;
 use crate::config::MediaSection;
 use crate::signal::message::{IceCandidate, Pc};
 
+pub use drain::drain;
 pub use keyframe::{is_h264_keyframe, is_vp8_keyframe};
 
 /// Identifies one signaling connection (a participant may have several over

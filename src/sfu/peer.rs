@@ -15,6 +15,7 @@ use super::keyframe::Throttle;
 use super::layers::RateMeter;
 use super::rewrite::Rewriter;
 use super::{ConnId, PeerEvent};
+use crate::signal::message::Pc;
 
 /// The most simulcast layers a published video may have.
 pub const MAX_LAYERS: usize = 4;
@@ -134,8 +135,6 @@ pub struct Peer {
     pub group: u32,
     /// Kinds of this peer's media not forwarded: [audio, video].
     pub blocked: [bool; 2],
-    /// Media was written to `subscribe` since it was last drained.
-    pub written: bool,
 }
 
 /// A new ICE-lite peer connection in RTP mode with the shard's candidates.
@@ -183,7 +182,14 @@ impl Peer {
             trickled_sub: false,
             group: 0,
             blocked: [false; 2],
-            written: false,
+        }
+    }
+
+    /// One of the two peer connections and when it next wants a timeout.
+    pub fn connection(&mut self, pc: Pc) -> (&mut Rtc, &mut Instant) {
+        match pc {
+            Pc::Pub => (&mut self.publish, &mut self.publish_deadline),
+            Pc::Sub => (&mut self.subscribe, &mut self.subscribe_deadline),
         }
     }
 

@@ -23,7 +23,7 @@ use str0m::format::Codec;
 use str0m::media::{Direction, KeyframeRequestKind, MediaKind, Mid};
 use str0m::net::{Protocol, Receive, TcpType};
 use str0m::rtp::{RtpPacket, RtpWrite};
-use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+use str0m::{Candidate, Event, IceConnectionState, Input, Rtc};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -41,10 +41,6 @@ const RECEIVE_BUFFER: usize = 2048;
 /// The most datagrams one wake of the loop takes off the socket before it
 /// forwards what they carried.
 const RECEIVE_BATCH: usize = 32;
-
-/// How many due timeouts one drain handles before leaving the rest to the
-/// event loop (a bound, so a connection cannot keep the loop to itself).
-const MAX_DUE_TIMEOUTS: usize = 4;
 
 /// How far away "no timeout" is.
 const IDLE: Duration = Duration::from_secs(3600);
@@ -108,34 +104,19 @@ struct Queued {
     event: Event,
 }
 
-/// Drains `rtc`: transmits what it wants sent, queues its events, and
-/// returns when it next wants `Input::Timeout`.
-///
-/// str0m releases newly written media on a timeout: right after a forward it
-/// asks for one at once. Going back to the event loop's timer for it would
-/// add up to a millisecond per packet, so a due timeout is handled here, a
-/// bounded number of times.
+/// Drains `rtc` ([`super::drain`]): datagrams go out, events are queued.
+/// A connection str0m gives up on is disconnected.
 fn drain(rtc: &mut Rtc, conn: ConnId, pc: Pc, net: &Net, events: &mut VecDeque<Queued>) -> Instant {
-    let mut due_timeouts = 0;
-    loop {
-        match rtc.poll_output() {
-            Ok(Output::Timeout(at)) => {
-                let now = Instant::now();
-                if at > now || due_timeouts == MAX_DUE_TIMEOUTS {
-                    return at;
-                }
-                due_timeouts += 1;
-                let _ = rtc.handle_input(Input::Timeout(now));
-            }
-            Ok(Output::Transmit(t)) => net.transmit(&t),
-            Ok(Output::Event(event)) => events.push_back(Queued { conn, pc, event }),
-            Err(error) => {
-                tracing::warn!(conn, ?pc, %error, "peer connection failed");
-                rtc.disconnect();
-                return Instant::now() + IDLE;
-            }
-        }
-    }
+    let drained = super::drain(
+        rtc,
+        |t| net.transmit(&t),
+        |event| events.push_back(Queued { conn, pc, event }),
+    );
+    drained.unwrap_or_else(|error| {
+        tracing::warn!(conn, ?pc, %error, "peer connection failed");
+        rtc.disconnect();
+        Instant::now() + IDLE
+    })
 }
 
 enum Wake {
@@ -248,11 +229,7 @@ impl Shard {
     }
 
     fn rtc_mut(&mut self, conn: ConnId, pc: Pc) -> Option<&mut Rtc> {
-        let peer = self.peers.get_mut(&conn)?;
-        Some(match pc {
-            Pc::Pub => &mut peer.publish,
-            Pc::Sub => &mut peer.subscribe,
-        })
+        Some(self.peers.get_mut(&conn)?.connection(pc).0)
     }
 
     /// Drains one peer connection after a change to it.
@@ -260,10 +237,7 @@ impl Shard {
         let Some(peer) = self.peers.get_mut(&conn) else {
             return;
         };
-        let (rtc, deadline) = match pc {
-            Pc::Pub => (&mut peer.publish, &mut peer.publish_deadline),
-            Pc::Sub => (&mut peer.subscribe, &mut peer.subscribe_deadline),
-        };
+        let (rtc, deadline) = peer.connection(pc);
         *deadline = drain(rtc, conn, pc, &self.net, &mut self.events);
         self.next_wake = self.next_wake.min(*deadline);
     }
@@ -318,27 +292,14 @@ impl Shard {
     fn on_timeout(&mut self, now: Instant) {
         let mut next = now + IDLE;
         for (&conn, peer) in self.peers.iter_mut() {
-            if peer.publish_deadline <= now {
-                let _ = peer.publish.handle_input(Input::Timeout(now));
-                peer.publish_deadline = drain(
-                    &mut peer.publish,
-                    conn,
-                    Pc::Pub,
-                    &self.net,
-                    &mut self.events,
-                );
+            for pc in [Pc::Pub, Pc::Sub] {
+                let (rtc, deadline) = peer.connection(pc);
+                if *deadline <= now {
+                    let _ = rtc.handle_input(Input::Timeout(now));
+                    *deadline = drain(rtc, conn, pc, &self.net, &mut self.events);
+                }
+                next = next.min(*deadline);
             }
-            if peer.subscribe_deadline <= now {
-                let _ = peer.subscribe.handle_input(Input::Timeout(now));
-                peer.subscribe_deadline = drain(
-                    &mut peer.subscribe,
-                    conn,
-                    Pc::Sub,
-                    &self.net,
-                    &mut self.events,
-                );
-            }
-            next = next.min(peer.publish_deadline).min(peer.subscribe_deadline);
         }
         self.next_wake = next;
     }
@@ -351,10 +312,10 @@ impl Shard {
             if self.written.is_empty() {
                 return;
             }
-            for conn in std::mem::take(&mut self.written) {
-                if let Some(peer) = self.peers.get_mut(&conn) {
-                    peer.written = false;
-                }
+            let mut written = std::mem::take(&mut self.written);
+            written.sort_unstable();
+            written.dedup();
+            for conn in written {
                 self.drain(conn, Pc::Sub);
             }
             if self.events.is_empty() {
@@ -998,10 +959,7 @@ impl Shard {
                 .marker(packet.header.marker)
                 .nackable(kind == MediaKind::Video),
             );
-            if !subscriber.written {
-                subscriber.written = true;
-                self.written.push(conn);
-            }
+            self.written.push(conn);
         }
         for (layer, wanted) in wanted_keyframes.into_iter().enumerate() {
             if wanted {

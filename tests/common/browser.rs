@@ -16,8 +16,7 @@
 //!   server's certificate.
 
 use std::collections::{HashMap, HashSet};
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,7 +26,7 @@ use anyhow::Context;
 use rtc::media::Sample;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodecParameters, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
 };
 use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
 use serde_json::{json, Value};
@@ -39,18 +38,21 @@ use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 use webrtc::media_stream::MediaStreamTrack;
 use webrtc::peer_connection::{
-    register_default_interceptors, MediaEngine, PeerConnection, PeerConnectionBuilder,
-    PeerConnectionEventHandler, RTCConfigurationBuilder, RTCIceCandidateInit, RTCIceGatheringState,
-    RTCPeerConnectionIceEvent, RTCPeerConnectionState, RTCSessionDescription, Registry,
-    SettingEngineBuilder,
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
+    RTCIceCandidateInit, RTCIceGatheringState, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
+    RTCSessionDescription, SettingEngineBuilder,
 };
 use webrtc::rtp_transceiver::RtpSender;
 
-use crate::common::peer::{opus, vp8};
+use crate::common::peer::{opus_vp8_engine, vp8};
+
+#[path = "browser_env.rs"]
+mod browser_env;
 use crate::common::signal_client::{
     summarize, type_of, MessageLog, ReaderGuard, SignalClient, SignalSender,
 };
 use crate::common::TestApp;
+pub use browser_env::BrowserEnv;
 
 /// base64(SHA-256(SubjectPublicKeyInfo DER)) of the key in `key_pem`: the
 /// value of Chromium's `--ignore-certificate-errors-spki-list`, which makes
@@ -452,10 +454,8 @@ pub mod vp8 {
     }
 }
 
-const VIDEO_PT: u8 = 96;
 /// How long received video may go without a keyframe before a PLI.
 const PLI_AFTER: Duration = Duration::from_millis(500);
-const AUDIO_PT: u8 = 111;
 
 /// What one remote track delivered.
 #[derive(Debug, Clone)]
@@ -956,20 +956,7 @@ async fn build_pc(
     Arc<dyn PeerConnection>,
     watch::Receiver<RTCPeerConnectionState>,
 )> {
-    let mut media_engine = MediaEngine::default();
-    for (codec, payload_type, kind) in [
-        (opus(), AUDIO_PT, RtpCodecKind::Audio),
-        (vp8(), VIDEO_PT, RtpCodecKind::Video),
-    ] {
-        media_engine.register_codec(
-            RTCRtpCodecParameters {
-                rtp_codec: codec,
-                payload_type,
-            },
-            kind,
-        )?;
-    }
-    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
+    let (media_engine, registry) = opus_vp8_engine()?;
     let settings = SettingEngineBuilder::new()
         .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
         .with_network_types(vec![rtc::ice::network_type::NetworkType::Udp4])
@@ -1084,90 +1071,6 @@ async fn read_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
             }
             TrackRemoteEvent::OnEnded => break,
             _ => {}
-        }
-    }
-}
-
-/// Whether the browser check can run here: Chromium, Node and the
-/// playwright-core package of web-client/tests.
-pub struct BrowserEnv {
-    pub chromium: PathBuf,
-    pub node: PathBuf,
-    /// web-client/tests, where call.mjs and node_modules are.
-    pub dir: PathBuf,
-}
-
-/// Set (to 1) where the browser check must run (CI): missing tools fail
-/// the test instead of skipping it.
-pub const REQUIRE_VAR: &str = "REQUIRE_BROWSER_CHECK";
-
-impl BrowserEnv {
-    /// What is missing, if anything.
-    pub fn detect() -> Result<BrowserEnv, String> {
-        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("web-client/tests");
-        let chromium = std::env::var_os("TANDEM_CHROMIUM")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
-        let mut missing = Vec::new();
-        if !chromium.is_file() {
-            missing.push(format!("no Chromium at {}", chromium.display()));
-        }
-        let node = PathBuf::from("node");
-        match std::process::Command::new(&node).arg("--version").output() {
-            Ok(out) if out.status.success() => {
-                let version = String::from_utf8_lossy(&out.stdout);
-                let major: u32 = version
-                    .trim()
-                    .trim_start_matches('v')
-                    .split('.')
-                    .next()
-                    .and_then(|m| m.parse().ok())
-                    .unwrap_or(0);
-                if major < 20 {
-                    missing.push(format!(
-                        "node {} is older than 20 (playwright-core needs 20)",
-                        version.trim()
-                    ));
-                }
-            }
-            _ => missing.push("no `node` on PATH".to_owned()),
-        }
-        if !dir
-            .join("node_modules/playwright-core/package.json")
-            .is_file()
-        {
-            missing.push(format!("no {}/node_modules/playwright-core", dir.display()));
-        }
-        if missing.is_empty() {
-            Ok(BrowserEnv {
-                chromium,
-                node,
-                dir,
-            })
-        } else {
-            Err(missing.join("; "))
-        }
-    }
-
-    /// The environment, or `None` after saying why the test is skipped;
-    /// panics instead when [`REQUIRE_VAR`] is set to 1.
-    pub fn or_skip(test: &str) -> Option<BrowserEnv> {
-        match Self::detect() {
-            Ok(env) => Some(env),
-            Err(missing) => {
-                if std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1") {
-                    panic!("{test}: {REQUIRE_VAR}=1 but the browser check cannot run: {missing}");
-                }
-                // Straight to stderr, past the test harness's capture, so a
-                // skip is seen even when the test "passes".
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "{test}: skipped: {missing}. Run .ci/run, or install chromium \
-                     (apt-get install --no-install-recommends chromium) and run `npm ci` \
-                     in web-client/tests; set {REQUIRE_VAR}=1 to make this a failure."
-                );
-                None
-            }
         }
     }
 }

@@ -134,6 +134,20 @@ impl TestApp {
         body["invites"].as_array().unwrap().clone()
     }
 
+    /// Issues the session's links and returns their tokens by participant id.
+    pub async fn invite_tokens(&self, session: &str) -> std::collections::HashMap<String, String> {
+        self.invites(session)
+            .await
+            .iter()
+            .map(|i| {
+                (
+                    i["participant_id"].as_str().unwrap().to_owned(),
+                    signal_client::invite_token(i),
+                )
+            })
+            .collect()
+    }
+
     pub fn signing_key_path(&self) -> PathBuf {
         self.config.signing_key_path()
     }

@@ -73,8 +73,9 @@ pub use payload::Kind;
 /// How long [`TestPeer::join`] waits for the `pub` connection to connect.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
-const AUDIO_PT: u8 = 111;
-const VIDEO_PT: u8 = 96;
+/// Payload types every test peer uses.
+pub const AUDIO_PT: u8 = 111;
+pub const VIDEO_PT: u8 = 96;
 /// How often waits look again.
 const POLL: Duration = Duration::from_millis(20);
 
@@ -753,20 +754,7 @@ impl Driver {
         Arc<dyn PeerConnection>,
         watch::Receiver<RTCPeerConnectionState>,
     )> {
-        let mut media_engine = MediaEngine::default();
-        for (codec, payload_type, kind) in [
-            (opus(), AUDIO_PT, RtpCodecKind::Audio),
-            (vp8(), VIDEO_PT, RtpCodecKind::Video),
-        ] {
-            media_engine.register_codec(
-                RTCRtpCodecParameters {
-                    rtp_codec: codec,
-                    payload_type,
-                },
-                kind,
-            )?;
-        }
-        let mut registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
+        let (media_engine, mut registry) = opus_vp8_engine()?;
         if side == Side::Pub {
             // Last in the chain (a high slot), after the interceptors that
             // consume RTCP, so that PLI/FIR reach the published track.
@@ -1343,6 +1331,27 @@ fn now_us() -> u64 {
 }
 
 /// Opus as the test peers register it.
+/// A media engine with Opus and VP8 at the payload types the tests use,
+/// and webrtc-rs's default interceptors (NACK, RTCP reports, TWCC), ready
+/// for more.
+pub fn opus_vp8_engine() -> anyhow::Result<(MediaEngine, Registry)> {
+    let mut media_engine = MediaEngine::default();
+    for (codec, payload_type, kind) in [
+        (opus(), AUDIO_PT, RtpCodecKind::Audio),
+        (vp8(), VIDEO_PT, RtpCodecKind::Video),
+    ] {
+        media_engine.register_codec(
+            RTCRtpCodecParameters {
+                rtp_codec: codec,
+                payload_type,
+            },
+            kind,
+        )?;
+    }
+    let registry = register_default_interceptors(Registry::new(), &mut media_engine)?;
+    Ok((media_engine, registry))
+}
+
 pub fn opus() -> RTCRtpCodec {
     RTCRtpCodec {
         mime_type: MIME_TYPE_OPUS.to_owned(),
