@@ -21,14 +21,14 @@ use crate::attendance::service::Attendance;
 use crate::auth::signing_key::SigningKey;
 use crate::config::{Config, ServerSection};
 use crate::http::{self, AppState};
+use crate::live::Rooms;
 use crate::room::rate_limit::FailedJoins;
 use crate::schedule::Scheduler;
 use crate::sfu::Sfu;
-use crate::signal::message::IceServer;
-use crate::signal::rooms::Rooms;
 use crate::signal::SignalContext;
 use crate::store::Store;
 use crate::tls;
+use tandem_protocol::IceServer;
 
 /// The bound sockets a server will serve on.
 pub struct Listeners {

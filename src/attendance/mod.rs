@@ -6,7 +6,9 @@
 //! session and weekly IOP reports (pure); [`export`] renders them as CSV and
 //! JSON; [`service`] is the audited way to read any of it.
 
-pub mod event;
+/// The ledger's event rows are the store's ([`crate::store::event`]);
+/// re-exported here, where the rules that read them live.
+pub use crate::store::event;
 pub mod export;
 pub mod interval;
 pub mod ledger;

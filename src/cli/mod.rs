@@ -11,7 +11,7 @@ mod attendance;
 
 pub use admin::create_api_key;
 mod demo;
-mod load_test;
+mod forward;
 mod sessions;
 
 use std::path::PathBuf;
@@ -65,10 +65,14 @@ enum Command {
     #[command(subcommand)]
     Token(attendance::TokenCommand),
     /// Drive synthetic rooms against a server and measure loss, latency
-    /// and join time (docs/benchmarks.md).
-    LoadTest(load_test::LoadTestArgs),
-    /// A bare UDP relay: the machine's ceiling for load-test comparisons.
-    UdpRelay(load_test::UdpRelayArgs),
+    /// and join time: runs the separate `tandem-load` binary with these
+    /// arguments (docs/benchmarks.md).
+    #[command(disable_help_flag = true)]
+    LoadTest(forward::Forwarded),
+    /// A bare UDP relay, the machine's ceiling for load-test comparisons:
+    /// runs the separate `tandem-relay` binary with these arguments.
+    #[command(disable_help_flag = true)]
+    UdpRelay(forward::Forwarded),
 }
 
 /// Where a command finds the database: the server's configuration, or just
@@ -136,13 +140,13 @@ async fn serve(config_file: Option<PathBuf>) -> anyhow::Result<()> {
 /// Runs the command line; the process exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    match &cli.command {
+        Command::LoadTest(args) => return forward::run("tandem-load", args),
+        Command::UdpRelay(args) => return forward::run("tandem-relay", args),
+        _ => {}
+    }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     builder.enable_all();
-    if let Command::LoadTest(args) = &cli.command {
-        if let Some(threads) = args.threads {
-            builder.worker_threads(threads.max(1));
-        }
-    }
     let runtime = match builder.build() {
         Ok(r) => r,
         Err(e) => {
@@ -160,8 +164,7 @@ pub fn main() -> ExitCode {
             Command::Config(command) => admin::config(command),
             Command::Attendance(command) => attendance::run(command).await,
             Command::Token(command) => attendance::token(command).await,
-            Command::LoadTest(args) => load_test::load_test(args).await,
-            Command::UdpRelay(args) => load_test::udp_relay(args),
+            Command::LoadTest(_) | Command::UdpRelay(_) => unreachable!("forwarded above"),
         }
     });
     match result {

@@ -7,6 +7,7 @@ mod client;
 mod error;
 pub mod headers;
 mod sessions;
+mod signal;
 
 use std::sync::Arc;
 
@@ -22,7 +23,7 @@ use url::Url;
 
 use crate::config::Config;
 use crate::schedule::Scheduler;
-use crate::signal::{self, SignalContext};
+use crate::signal::SignalContext;
 
 pub use error::ApiError;
 

@@ -7,6 +7,8 @@
 
 use chrono::{DateTime, Utc};
 
+use tandem_protocol::{DenialCode, ServerMessage};
+
 use crate::auth::invite::{InviteClaims, TokenError};
 use crate::schedule::{RosterEntry, Session, SessionStatus};
 
@@ -25,38 +27,24 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> DenialCode {
         match self {
-            Refusal::TokenInvalid => "token_invalid",
-            Refusal::TokenExpired => "token_expired",
-            Refusal::NotYetOpen { .. } => "not_yet_open",
-            Refusal::NotOnRoster => "not_on_roster",
-            Refusal::Revoked => "revoked",
-            Refusal::Removed => "removed",
-            Refusal::SessionCancelled => "session_cancelled",
-            Refusal::SessionEnded => "session_ended",
+            Refusal::TokenInvalid => DenialCode::TokenInvalid,
+            Refusal::TokenExpired => DenialCode::TokenExpired,
+            Refusal::NotYetOpen { .. } => DenialCode::NotYetOpen,
+            Refusal::NotOnRoster => DenialCode::NotOnRoster,
+            Refusal::Revoked => DenialCode::Revoked,
+            Refusal::Removed => DenialCode::Removed,
+            Refusal::SessionCancelled => DenialCode::SessionCancelled,
+            Refusal::SessionEnded => DenialCode::SessionEnded,
         }
     }
 
-    pub fn message(&self) -> String {
+    /// The `denied` message that tells the person.
+    pub fn message(&self) -> ServerMessage {
         match self {
-            Refusal::TokenInvalid => {
-                "This link is not valid. Please use the link your clinic sent you.".into()
-            }
-            Refusal::TokenExpired => {
-                "This link has expired. Please ask your clinic for a new one.".into()
-            }
-            Refusal::NotYetOpen { opens_at } => format!(
-                "This session is not open yet. You can join from {}.",
-                opens_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-            ),
-            Refusal::NotOnRoster => {
-                "You are not on the list for this session. Please contact your clinic.".into()
-            }
-            Refusal::Revoked => "This link has been withdrawn by your clinic.".into(),
-            Refusal::Removed => "You were removed from this session by your clinician.".into(),
-            Refusal::SessionCancelled => "This session has been cancelled.".into(),
-            Refusal::SessionEnded => "This session has ended.".into(),
+            Refusal::NotYetOpen { opens_at } => ServerMessage::not_yet_open(*opens_at),
+            other => ServerMessage::denied(other.code()),
         }
     }
 }
@@ -175,7 +163,7 @@ mod tests {
     }
 
     fn code(result: Result<&RosterEntry, Refusal>) -> &'static str {
-        result.map_or_else(|r| r.code(), |_| "admit")
+        result.map_or_else(|r| r.code().as_str(), |_| "admit")
     }
 
     #[test]

@@ -27,9 +27,11 @@ use uuid::Uuid;
 
 use crate::auth::RosterRole;
 use crate::schedule::{RosterEntry, Session, SessionKind};
-use crate::sfu::ConnId;
-use crate::signal::message::{
-    Attestation, IceServer, MediaKind, Participant, ServerMessage, SessionInfo, WaitingPerson, You,
+use crate::store::event::Reason;
+use tandem_protocol::ConnId;
+use tandem_protocol::{
+    Attestation, DenialCode, ErrorCode, IceServer, MediaKind, Participant, ServerMessage,
+    SessionInfo, WaitingPerson, WaitingReason, You,
 };
 
 /// Breakout groups: 0 is the main room.
@@ -138,7 +140,7 @@ pub enum RoomEvent {
     Denied {
         participant: String,
         conn: ConnId,
-        code: &'static str,
+        code: DenialCode,
     },
     Removed {
         participant: String,
@@ -153,7 +155,7 @@ pub enum RoomEvent {
     Left {
         participant: String,
         conn: ConnId,
-        reason: &'static str,
+        reason: Reason,
         /// When presence ended, if earlier than the decision (a lost
         /// connection's last sign of life).
         at: Option<DateTime<Utc>>,
@@ -165,7 +167,7 @@ pub enum RoomEvent {
         video: bool,
     },
     SessionEnded {
-        reason: &'static str,
+        reason: Reason,
     },
 }
 
@@ -346,7 +348,7 @@ impl Room {
             if let Input::Arrive { conn, .. } = input {
                 out.push(Effect::Close {
                     conn,
-                    message: denied("session_ended", "This session has ended."),
+                    message: ServerMessage::denied(DenialCode::SessionEnded),
                 });
             }
             return out;
@@ -388,18 +390,18 @@ impl Room {
                     let m = self.take(i, &mut out);
                     out.push(Effect::Close {
                         conn: m.conn,
-                        message: denied("revoked", "This link has been withdrawn by your clinic."),
+                        message: ServerMessage::denied(DenialCode::Revoked),
                     });
                     out.push(Effect::Record(RoomEvent::Left {
                         participant: m.person.id,
                         conn: m.conn,
-                        reason: "revoked",
+                        reason: Reason::Revoked,
                         at: None,
                     }));
                     self.lobby(&mut out);
                 }
             }
-            Input::Cancelled => self.finish("session_cancelled", now, &mut out),
+            Input::Cancelled => self.finish(Reason::SessionCancelled, now, &mut out),
             Input::Tick => self.tick(now, &mut out),
         }
         out
@@ -471,15 +473,12 @@ impl Room {
         if self.removed.contains(&person.id) {
             out.push(Effect::Close {
                 conn,
-                message: denied(
-                    "removed",
-                    "You were removed from this session by your clinician.",
-                ),
+                message: ServerMessage::denied(DenialCode::Removed),
             });
             out.push(Effect::Record(RoomEvent::Denied {
                 participant: person.id,
                 conn,
-                code: "removed",
+                code: DenialCode::Removed,
             }));
             return;
         }
@@ -669,8 +668,8 @@ impl Room {
             participant: member.person.id.clone(),
             conn,
             reason: match reason {
-                LeaveReason::Left => "left",
-                LeaveReason::Network { .. } => "network",
+                LeaveReason::Left => Reason::Left,
+                LeaveReason::Network { .. } => Reason::Network,
             },
             at: match reason {
                 LeaveReason::Left => None,
@@ -698,7 +697,7 @@ impl Room {
                 out.push(Effect::Send {
                     conn,
                     message: ServerMessage::error(
-                        "not_allowed",
+                        ErrorCode::NotAllowed,
                         "Your clinician has muted you; they can allow you to unmute.",
                     ),
                 });
@@ -757,14 +756,17 @@ impl Room {
         else {
             out.push(Effect::Send {
                 conn,
-                message: ServerMessage::error("not_allowed", "Only the clinician can do this."),
+                message: ServerMessage::error(
+                    ErrorCode::NotAllowed,
+                    "Only the clinician can do this.",
+                ),
             });
             return;
         };
         let find = |room: &Room, id: &str| room.members.iter().position(|m| m.person.id == id);
         let bad_state = |message: &str| Effect::Send {
             conn,
-            message: ServerMessage::error("bad_state", message),
+            message: ServerMessage::error(ErrorCode::BadState, message),
         };
         match action {
             Action::Admit(id) => match find(self, &id) {
@@ -783,15 +785,12 @@ impl Room {
                     let m = self.members.remove(i);
                     out.push(Effect::Close {
                         conn: m.conn,
-                        message: denied(
-                            "denied_by_clinician",
-                            "Your clinician could not let you in right now.",
-                        ),
+                        message: ServerMessage::denied(DenialCode::DeniedByClinician),
                     });
                     out.push(Effect::Record(RoomEvent::Denied {
                         participant: m.person.id,
                         conn: m.conn,
-                        code: "denied_by_clinician",
+                        code: DenialCode::DeniedByClinician,
                     }));
                     self.lobby(out);
                 }
@@ -820,7 +819,7 @@ impl Room {
                     out.push(Effect::Record(RoomEvent::Left {
                         participant: m.person.id.clone(),
                         conn: m.conn,
-                        reason: "removed",
+                        reason: Reason::Removed,
                         at: None,
                     }));
                 }
@@ -887,7 +886,7 @@ impl Room {
                 }
                 None => out.push(bad_state("nobody with that id is connected")),
             },
-            Action::End => self.finish("ended_by_clinician", now, out),
+            Action::End => self.finish(Reason::EndedByClinician, now, out),
             Action::Breakout {
                 household,
                 with_clinician,
@@ -979,7 +978,7 @@ impl Room {
 
     fn tick(&mut self, now: DateTime<Utc>, out: &mut Vec<Effect>) {
         if now >= self.closes_at {
-            self.finish("session_end", now, out);
+            self.finish(Reason::SessionEnd, now, out);
             return;
         }
         let left = (self.closes_at - now).num_seconds();
@@ -1014,13 +1013,13 @@ impl Room {
                     out.push(Effect::Send {
                         conn,
                         message: ServerMessage::Waiting {
-                            reason: Some("clinician_away".into()),
+                            reason: Some(WaitingReason::ClinicianAway),
                         },
                     });
                     out.push(Effect::Record(RoomEvent::Left {
                         participant: id.clone(),
                         conn,
-                        reason: "clinician_away",
+                        reason: Reason::ClinicianAway,
                         at: None,
                     }));
                     out.push(Effect::Record(RoomEvent::Waiting {
@@ -1033,9 +1032,9 @@ impl Room {
     }
 
     /// Ends the session for everyone.
-    fn finish(&mut self, reason: &'static str, _now: DateTime<Utc>, out: &mut Vec<Effect>) {
+    fn finish(&mut self, reason: Reason, _now: DateTime<Utc>, out: &mut Vec<Effect>) {
         // Stored before anyone is told, so no join can slip in after `ended`.
-        if reason == "ended_by_clinician" {
+        if reason == Reason::EndedByClinician {
             out.push(Effect::PersistEnd);
         }
         for m in std::mem::take(&mut self.members) {
@@ -1049,21 +1048,13 @@ impl Room {
             out.push(Effect::Record(RoomEvent::Left {
                 participant: m.person.id,
                 conn: m.conn,
-                reason: "session_end",
+                reason: Reason::SessionEnd,
                 at: None,
             }));
         }
         out.push(Effect::Record(RoomEvent::SessionEnded { reason }));
         out.push(Effect::Finished);
         self.finished = true;
-    }
-}
-
-fn denied(code: &str, message: &str) -> ServerMessage {
-    ServerMessage::Denied {
-        code: code.into(),
-        message: message.into(),
-        opens_at: None,
     }
 }
 
@@ -1283,10 +1274,10 @@ mod tests {
             Effect::Send {
                 conn: 2,
                 message: ServerMessage::Waiting { reason },
-            } => reason.clone(),
+            } => *reason,
             _ => None,
         });
-        assert_eq!(waiting.as_deref(), Some("clinician_away"));
+        assert_eq!(waiting, Some(WaitingReason::ClinicianAway));
         // The clinician comes back and sees both waiting.
         let e = s.arrive(5, "c", 500);
         let lobby = e.iter().find_map(|e| match e {
@@ -1645,7 +1636,7 @@ mod tests {
         assert!(e.contains(&Effect::Record(RoomEvent::Left {
             participant: "p".into(),
             conn: 2,
-            reason: "network",
+            reason: Reason::Network,
             at: Some(last_seen),
         })));
         assert!(s.room.present().is_empty());

@@ -5,13 +5,14 @@
 //! the same rules.
 
 mod request;
-mod session;
 mod view;
 
+pub use crate::store::session::{
+    RosterEntry, Session, SessionKind, SessionSettings, SessionStatus,
+};
 pub use request::{
     ClinicianRequest, FieldError, ParticipantRequest, SessionRequest, SettingsRequest,
 };
-pub use session::{RosterEntry, Session, SessionKind, SessionSettings, SessionStatus};
 pub use view::SessionView;
 
 use chrono::{DateTime, Utc};
@@ -24,7 +25,6 @@ use crate::auth::invite::{self, InviteClaims, TokenError};
 use crate::auth::signing_key::SigningKey;
 use crate::auth::RosterRole;
 use crate::config::SessionsSection;
-use crate::room::admission::{check_invite, Refusal};
 use crate::store::{Change, Store, StoreError};
 
 /// The most sessions one listing returns.
@@ -212,15 +212,15 @@ impl Scheduler {
         Ok(invites)
     }
 
-    /// Checks an invite token for a join at `now`: its signature and window,
-    /// then the session and roster it names (`room::admission`). The outer
-    /// error is a storage failure; the inner one the refusal to tell the
-    /// person.
-    pub async fn check_invite(
+    /// Reads an invite token for a join at `now`: its verification
+    /// (signature and window) and the session it names, if that exists.
+    /// Whether it lets its holder in is `room::admission`'s decision; the
+    /// error is a storage failure.
+    pub async fn resolve_invite(
         &self,
         token: &str,
         now: DateTime<Utc>,
-    ) -> Result<Result<(Session, RosterEntry), Refusal>, ScheduleError> {
+    ) -> Result<(Result<InviteClaims, TokenError>, Option<Session>), ScheduleError> {
         let verified = invite::verify(&self.key, token, now);
         let sid = match &verified {
             Ok(claims) => Some(claims.sid),
@@ -233,13 +233,7 @@ impl Scheduler {
             Some(sid) => self.store.session(sid).await?,
             None => None,
         };
-        Ok(match check_invite(verified, session.as_ref(), now) {
-            Ok(member) => {
-                let member = member.clone();
-                Ok((session.expect("admitted to a session that exists"), member))
-            }
-            Err(refusal) => Err(refusal),
-        })
+        Ok((verified, session))
     }
 
     /// Invalidates every link of one participant, now and for the rest of

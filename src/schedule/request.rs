@@ -11,9 +11,9 @@ use chrono::{DateTime, Duration, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::session::{RosterEntry, Session, SessionKind, SessionSettings};
 use crate::auth::RosterRole;
 use crate::config::SessionsSection;
+use crate::store::session::{RosterEntry, Session, SessionKind, SessionSettings};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

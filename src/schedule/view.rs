@@ -4,8 +4,8 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use super::session::{RosterEntry, Session, SessionSettings, SessionStatus};
 use crate::auth::RosterRole;
+use crate::store::session::{RosterEntry, Session, SessionSettings, SessionStatus};
 
 #[derive(Debug, Serialize)]
 pub struct SessionView<'a> {

@@ -29,14 +29,14 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::config::MediaSection;
-use crate::signal::message::{IceCandidate, Pc};
+use tandem_protocol::{ErrorCode, IceCandidate, Pc};
 
 pub use drain::drain;
 pub use keyframe::{is_h264_keyframe, is_vp8_keyframe};
 
 /// Identifies one signaling connection (a participant may have several over
 /// time; a replacement is a new connection).
-pub type ConnId = u64;
+pub use tandem_protocol::ConnId;
 
 /// What signaling asks of a shard.
 #[derive(Debug)]
@@ -79,7 +79,7 @@ pub enum Command {
     /// clinician's mute is enforced here, whatever the client sends.
     Block {
         conn: ConnId,
-        kind: crate::signal::message::MediaKind,
+        kind: tandem_protocol::MediaKind,
         blocked: bool,
     },
 }
@@ -109,7 +109,7 @@ pub enum PeerEvent {
     },
     /// A client message could not be applied (bad SDP, out of order).
     Rejected {
-        code: &'static str,
+        code: ErrorCode,
         message: String,
     },
 }

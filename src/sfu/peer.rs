@@ -15,7 +15,7 @@ use super::keyframe::Throttle;
 use super::layers::RateMeter;
 use super::rewrite::Rewriter;
 use super::{ConnId, PeerEvent};
-use crate::signal::message::Pc;
+use tandem_protocol::Pc;
 
 /// The most simulcast layers a published video may have.
 pub const MAX_LAYERS: usize = 4;

@@ -33,7 +33,7 @@ use super::layers;
 use super::peer::{Change, Peer, Published, Subscription, MAX_LAYERS};
 use super::tcp::TcpConnections;
 use super::{Command, ConnId, PeerEvent, ShardInput};
-use crate::signal::message::{IceCandidate, Pc};
+use tandem_protocol::{ErrorCode, IceCandidate, Pc};
 
 /// The largest datagram read from the socket.
 const RECEIVE_BUFFER: usize = 2048;
@@ -408,8 +408,8 @@ impl Shard {
                 blocked,
             } => {
                 let kind = match kind {
-                    crate::signal::message::MediaKind::Audio => MediaKind::Audio,
-                    crate::signal::message::MediaKind::Video => MediaKind::Video,
+                    tandem_protocol::MediaKind::Audio => MediaKind::Audio,
+                    tandem_protocol::MediaKind::Video => MediaKind::Video,
                 };
                 let Some(peer) = self.peers.get_mut(&conn) else {
                     return;
@@ -660,7 +660,7 @@ impl Shard {
         };
         if pc == Pc::Sub {
             peer.tell(PeerEvent::Rejected {
-                code: "bad_state",
+                code: ErrorCode::BadState,
                 message: "the server makes the offers for the sub connection; answer them".into(),
             });
             return;
@@ -669,7 +669,7 @@ impl Shard {
             Ok(offer) => offer,
             Err(error) => {
                 peer.tell(PeerEvent::Rejected {
-                    code: "bad_message",
+                    code: ErrorCode::BadMessage,
                     message: format!("the pub offer is not valid SDP: {error}"),
                 });
                 return;
@@ -685,7 +685,7 @@ impl Shard {
                 trickle(peer, Pc::Pub, &sdp, &self.candidates);
             }
             Err(error) => peer.tell(PeerEvent::Rejected {
-                code: "bad_message",
+                code: ErrorCode::BadMessage,
                 message: format!("the pub offer cannot be accepted: {error}"),
             }),
         }
@@ -701,7 +701,7 @@ impl Shard {
             (_, pending) => {
                 peer.pending = pending;
                 peer.tell(PeerEvent::Rejected {
-                    code: "bad_state",
+                    code: ErrorCode::BadState,
                     message: "no offer is waiting for this answer".into(),
                 });
                 return;
@@ -728,7 +728,7 @@ impl Shard {
             Err(error) => {
                 // The offer is void: offer its new tracks again.
                 peer.tell(PeerEvent::Rejected {
-                    code: "bad_message",
+                    code: ErrorCode::BadMessage,
                     message: format!("the sub answer cannot be accepted: {error}"),
                 });
                 let lost: Vec<Subscription> = {

@@ -3,7 +3,7 @@
 //! The first frame must be a `join` within [`JOIN_TIMEOUT`]; its token is
 //! checked against the roster and the time window before anything else
 //! happens (and failures count against the source address). Then the
-//! connection belongs to its session's room ([`super::rooms`]), which
+//! connection belongs to its session's room ([`crate::live`]), which
 //! decides whether it waits or enters. Once in the room, the connection
 //! relays the client's SDP and candidates to the media shard, and the
 //! shard's offers, answers and candidates back.
@@ -18,13 +18,13 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-use super::message::{self, ClientMessage, ServerMessage};
-use super::rooms::{ConnHandle, Outgoing};
 use super::SignalContext;
-use crate::room::admission::Refusal;
+use crate::live::{ConnHandle, Outgoing};
+use crate::room::admission::{self, Refusal};
 use crate::room::state::{Action, Input, LeaveReason};
 use crate::schedule::RosterEntry;
 use crate::sfu::{Command, ConnId, PeerEvent};
+use tandem_protocol::{self as message, ClientMessage, DenialCode, ErrorCode, ServerMessage};
 
 /// A connection that has not sent `join` by then is closed.
 pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -65,21 +65,9 @@ async fn close(sink: &mut Sink, code: u16, reason: &'static str) {
     let _ = sink.close().await;
 }
 
-async fn deny(
-    sink: &mut Sink,
-    code: &str,
-    message: String,
-    opens_at: Option<chrono::DateTime<Utc>>,
-) {
-    send(
-        sink,
-        &ServerMessage::Denied {
-            code: code.into(),
-            message,
-            opens_at,
-        },
-    )
-    .await;
+/// Sends a `denied` message, then closes the socket.
+async fn deny(sink: &mut Sink, denial: ServerMessage) {
+    send(sink, &denial).await;
     close(sink, CLOSE_POLICY, "denied").await;
 }
 
@@ -98,15 +86,8 @@ pub async fn run(socket: WebSocket, context: Arc<SignalContext>, address: IpAddr
         .expect("limiter lock")
         .is_blocked(address, Instant::now())
     {
-        tracing::info!(code = "rate_limited", "join denied");
-        deny(
-            &mut sink,
-            "rate_limited",
-            "Too many failed attempts from your network. Please wait a minute and try again."
-                .into(),
-            None,
-        )
-        .await;
+        tracing::info!(code = %DenialCode::RateLimited, "join denied");
+        deny(&mut sink, ServerMessage::denied(DenialCode::RateLimited)).await;
         return;
     }
 
@@ -114,13 +95,12 @@ pub async fn run(socket: WebSocket, context: Arc<SignalContext>, address: IpAddr
     let first = match tokio::time::timeout(JOIN_TIMEOUT, stream.next()).await {
         Err(_) => {
             fail(&context);
-            deny(
-                &mut sink,
-                "join_required",
-                "No join message was received in time.".into(),
-                None,
-            )
-            .await;
+            let late = ServerMessage::Denied {
+                code: DenialCode::JoinRequired,
+                message: "No join message was received in time.".into(),
+                opens_at: None,
+            };
+            deny(&mut sink, late).await;
             return;
         }
         Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return,
@@ -135,26 +115,26 @@ pub async fn run(socket: WebSocket, context: Arc<SignalContext>, address: IpAddr
     };
     let Some((token, attestation)) = token else {
         fail(&context);
-        deny(
-            &mut sink,
-            "join_required",
-            "The first message must be a join.".into(),
-            None,
-        )
-        .await;
+        deny(&mut sink, ServerMessage::denied(DenialCode::JoinRequired)).await;
         return;
     };
 
-    let (session, member) = match context.scheduler.check_invite(&token, Utc::now()).await {
+    let now = Utc::now();
+    let admitted =
+        context
+            .scheduler
+            .resolve_invite(&token, now)
+            .await
+            .map(|(verified, session)| {
+                let member = admission::check_invite(verified, session.as_ref(), now)?.clone();
+                Ok::<_, Refusal>((session.expect("admitted to a session that exists"), member))
+            });
+    let (session, member) = match admitted {
         Ok(Ok(admitted)) => admitted,
         Ok(Err(refusal)) => {
             fail(&context);
-            let opens_at = match &refusal {
-                Refusal::NotYetOpen { opens_at } => Some(*opens_at),
-                _ => None,
-            };
-            tracing::info!(code = refusal.code(), "join denied");
-            deny(&mut sink, refusal.code(), refusal.message(), opens_at).await;
+            tracing::info!(code = %refusal.code(), "join denied");
+            deny(&mut sink, refusal.message()).await;
             return;
         }
         Err(error) => {
@@ -162,7 +142,7 @@ pub async fn run(socket: WebSocket, context: Arc<SignalContext>, address: IpAddr
             send(
                 &mut sink,
                 &ServerMessage::error(
-                    "internal",
+                    ErrorCode::Internal,
                     "The server could not check the link; try again.",
                 ),
             )
@@ -292,7 +272,7 @@ impl Connection {
                             }
                         }
                         Some(Ok(Message::Binary(_))) => {
-                            send(sink, &ServerMessage::error("bad_message", "Messages are JSON text frames.")).await;
+                            send(sink, &ServerMessage::error(ErrorCode::BadMessage, "Messages are JSON text frames.")).await;
                         }
                         Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                         // A close frame: the page was closed. No frame at all:
@@ -317,7 +297,7 @@ impl Connection {
                 }
                 _ = shutdown.changed() => {
                     send(sink, &ServerMessage::error(
-                        "server_restart",
+                        ErrorCode::ServerRestart,
                         "The server is restarting. Please reconnect in a moment.",
                     )).await;
                     close(sink, CLOSE_RESTART, "server restart").await;
@@ -354,7 +334,11 @@ impl Connection {
         let message = match message::parse(text) {
             Ok(m) => m,
             Err(explanation) => {
-                send(sink, &ServerMessage::error("bad_message", explanation)).await;
+                send(
+                    sink,
+                    &ServerMessage::error(ErrorCode::BadMessage, explanation),
+                )
+                .await;
                 return true;
             }
         };
@@ -365,7 +349,7 @@ impl Connection {
             ClientMessage::Join { .. } => {
                 send(
                     sink,
-                    &ServerMessage::error("bad_state", "You have already joined."),
+                    &ServerMessage::error(ErrorCode::BadState, "You have already joined."),
                 )
                 .await;
             }
@@ -376,7 +360,10 @@ impl Connection {
             {
                 send(
                     sink,
-                    &ServerMessage::error("bad_state", "Media starts once you are in the room."),
+                    &ServerMessage::error(
+                        ErrorCode::BadState,
+                        "Media starts once you are in the room.",
+                    ),
                 )
                 .await;
             }

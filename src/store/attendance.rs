@@ -4,8 +4,8 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
+use super::event::{Event, EventKind, NewEvent};
 use super::{Store, StoreError};
-use crate::attendance::event::{Event, EventKind, NewEvent};
 
 /// One line of the export audit log.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]

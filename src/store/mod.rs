@@ -7,6 +7,8 @@
 
 mod api_keys;
 mod attendance;
+pub mod event;
+pub mod session;
 mod sessions;
 
 pub use api_keys::ApiKeyRecord;

@@ -7,8 +7,8 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 use uuid::Uuid;
 
+use super::session::{RosterEntry, Session, SessionKind};
 use super::{from_millis, to_millis, Store, StoreError};
-use crate::schedule::{RosterEntry, Session, SessionKind};
 
 /// What happened to a cancel request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -75,7 +75,7 @@ impl SignalSender {
         self.send_text(value.to_string()).await
     }
 
-    /// Sends any serialisable message, e.g. `tandem::signal::message::ClientMessage`.
+    /// Sends any serialisable message, e.g. `tandem_protocol::ClientMessage`.
     pub async fn send_message<M: Serialize + ?Sized>(&self, message: &M) -> anyhow::Result<()> {
         self.send_text(serde_json::to_string(message)?).await
     }

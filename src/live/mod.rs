@@ -17,12 +17,12 @@ use serde_json::json;
 use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
 
-use super::message::{Attestation, IceServer, ServerMessage};
-use crate::attendance::event::{modality, reason, EventKind, NewEvent};
+use crate::attendance::event::{EventKind, Modality, NewEvent, Reason};
 use crate::attendance::ledger::Ledger;
 use crate::room::state::{Effect, Input, Room, RoomEvent};
 use crate::schedule::{Notice, RosterEntry, Scheduler, Session};
 use crate::sfu::{Command, ConnId, PeerEvent, Sfu};
+use tandem_protocol::{Attestation, DenialCode, IceServer, ServerMessage};
 
 /// How often a room's timers are checked.
 const TICK: Duration = Duration::from_secs(1);
@@ -114,11 +114,9 @@ impl Rooms {
             .expect("rooms lock")
             .contains(&session.id)
         {
-            let _ = handle.out.send(Outgoing::Close(ServerMessage::Denied {
-                code: "session_ended".into(),
-                message: "This session has ended.".into(),
-                opens_at: None,
-            }));
+            let _ = handle.out.send(Outgoing::Close(ServerMessage::denied(
+                DenialCode::SessionEnded,
+            )));
             return;
         }
         let sender = live.entry(session.id).or_insert_with(|| {
@@ -317,16 +315,7 @@ impl Recorder<'_> {
     }
 
     fn event(&self, event: &RoomEvent, now: DateTime<Utc>) -> NewEvent {
-        let modality_of = |video: bool| {
-            Some(
-                if video {
-                    modality::AUDIO_VIDEO
-                } else {
-                    modality::AUDIO_ONLY
-                }
-                .to_owned(),
-            )
-        };
+        let modality_of = |video: bool| Some(Modality::with_video(video).as_str().to_owned());
         match event {
             RoomEvent::Waiting { participant, conn } => {
                 self.person_event(participant, Some(*conn), EventKind::Waiting, None, now)
@@ -363,14 +352,20 @@ impl Recorder<'_> {
                 participant,
                 conn,
                 code,
-            } => self.person_event(participant, Some(*conn), EventKind::Denied, Some(code), now),
+            } => self.person_event(
+                participant,
+                Some(*conn),
+                EventKind::Denied,
+                Some(code.as_str()),
+                now,
+            ),
             RoomEvent::Removed { participant, by } => NewEvent {
                 detail: Some(json!({ "by": by })),
                 ..self.person_event(
                     participant,
                     None,
                     EventKind::Removed,
-                    Some(reason::REMOVED),
+                    Some(Reason::Removed.as_str()),
                     now,
                 )
             },
@@ -384,7 +379,7 @@ impl Recorder<'_> {
                     participant,
                     Some(*old),
                     EventKind::Replaced,
-                    Some(reason::REPLACED),
+                    Some(Reason::Replaced.as_str()),
                     now,
                 )
             },
@@ -397,7 +392,7 @@ impl Recorder<'_> {
                 participant,
                 Some(*conn),
                 EventKind::Left,
-                Some(reason),
+                Some(reason.as_str()),
                 at.unwrap_or(now),
             ),
             RoomEvent::MediaChanged {
@@ -411,7 +406,7 @@ impl Recorder<'_> {
                 ..self.person_event(participant, Some(*conn), EventKind::MediaChanged, None, now)
             },
             RoomEvent::SessionEnded { reason } => {
-                self.session_event(EventKind::SessionClosed, Some(reason), now)
+                self.session_event(EventKind::SessionClosed, Some(reason.as_str()), now)
             }
         }
     }

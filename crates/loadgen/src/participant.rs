@@ -36,7 +36,7 @@ use super::relay;
 use super::report::Outcome;
 use super::schedule::{index_of, Seat};
 use super::stamp::{self, Stamp, Track};
-use crate::signal::message::{Attestation, ClientMessage, Pc, ServerMessage};
+use tandem_protocol::{Attestation, ClientMessage, Pc, ServerMessage};
 
 /// What every participant sends.
 #[derive(Debug, Clone, Copy)]
@@ -567,11 +567,11 @@ impl Conn {
         }
     }
 
-    /// Drains the connection ([`crate::sfu::drain`]): datagrams go out,
+    /// Drains the connection ([`tandem::sfu::drain`]): datagrams go out,
     /// events are collected for the caller.
     fn drain(&mut self, events: &mut Vec<Event>, outcome: &mut Outcome) {
         let socket = &self.socket;
-        let drained = crate::sfu::drain(
+        let drained = tandem::sfu::drain(
             &mut self.rtc,
             |t| {
                 if let Err(e) = socket.try_send_to(&t.contents, t.destination) {

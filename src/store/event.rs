@@ -1,5 +1,11 @@
-//! The attendance ledger's events: every change of presence, as the server
-//! saw it, with its own clock (ATTENDANCE.md).
+//! The attendance ledger's rows: every change of presence, as the server
+//! saw it, with its own clock (docs/compliance.md).
+//!
+//! They live in the store because the store writes and chains them; the
+//! rules that read them are in `attendance`. Kinds, reasons and modalities
+//! are enums whose names are the stored strings; the row keeps strings so
+//! that a ledger's bytes, and therefore its hashes, never depend on how the
+//! code spells them.
 //!
 //! An event is stored once and never changed. Its hash covers its canonical
 //! encoding (the JSON of [`Canonical`], fields in declaration order) and the
@@ -60,22 +66,97 @@ impl EventKind {
     }
 }
 
-/// Why presence ended (or what was refused).
-pub mod reason {
-    pub const LEFT: &str = "left";
-    pub const NETWORK: &str = "network";
-    pub const REMOVED: &str = "removed";
-    pub const REPLACED: &str = "replaced";
-    pub const SESSION_END: &str = "session_end";
-    pub const CLINICIAN_AWAY: &str = "clinician_away";
-    pub const SERVER_RESTART: &str = "server_restart";
-    pub const REVOKED: &str = "revoked";
+/// Why presence ended, or why the session closed: the `reason` of a
+/// `left`, `removed`, `replaced` or `session_closed` event. (A `denied`
+/// event's reason is its [`tandem_protocol::DenialCode`].)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// They left, or closed the page.
+    Left,
+    /// Their connection was lost; presence ended at its last sign of life.
+    Network,
+    /// The clinician removed them.
+    Removed,
+    /// A second device took their place.
+    Replaced,
+    /// The session reached its end (scheduled end plus overrun grace).
+    SessionEnd,
+    /// The clinician was away past the grace period: back to waiting.
+    ClinicianAway,
+    /// The server stopped or crashed; presence ended at the stop or the
+    /// last heartbeat.
+    ServerRestart,
+    /// The clinic revoked their links.
+    Revoked,
+    /// The clinician ended the session.
+    EndedByClinician,
+    /// The clinic cancelled the session while it ran.
+    SessionCancelled,
 }
 
-/// `audio_video` or `audio_only`.
+impl Reason {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::Left => "left",
+            Reason::Network => "network",
+            Reason::Removed => "removed",
+            Reason::Replaced => "replaced",
+            Reason::SessionEnd => "session_end",
+            Reason::ClinicianAway => "clinician_away",
+            Reason::ServerRestart => "server_restart",
+            Reason::Revoked => "revoked",
+            Reason::EndedByClinician => "ended_by_clinician",
+            Reason::SessionCancelled => "session_cancelled",
+        }
+    }
+}
+
+/// The stored strings of [`Reason`], for code that reads raw events.
+pub mod reason {
+    use super::Reason;
+
+    pub const LEFT: &str = Reason::Left.as_str();
+    pub const NETWORK: &str = Reason::Network.as_str();
+    pub const REMOVED: &str = Reason::Removed.as_str();
+    pub const REPLACED: &str = Reason::Replaced.as_str();
+    pub const SESSION_END: &str = Reason::SessionEnd.as_str();
+    pub const CLINICIAN_AWAY: &str = Reason::ClinicianAway.as_str();
+    pub const SERVER_RESTART: &str = Reason::ServerRestart.as_str();
+    pub const REVOKED: &str = Reason::Revoked.as_str();
+}
+
+/// Whether video was on: the `modality` of `joined` and `media_changed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Modality {
+    AudioVideo,
+    AudioOnly,
+}
+
+impl Modality {
+    pub const fn with_video(video: bool) -> Modality {
+        if video {
+            Modality::AudioVideo
+        } else {
+            Modality::AudioOnly
+        }
+    }
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Modality::AudioVideo => "audio_video",
+            Modality::AudioOnly => "audio_only",
+        }
+    }
+}
+
+/// The stored strings of [`Modality`].
 pub mod modality {
-    pub const AUDIO_VIDEO: &str = "audio_video";
-    pub const AUDIO_ONLY: &str = "audio_only";
+    use super::Modality;
+
+    pub const AUDIO_VIDEO: &str = Modality::AudioVideo.as_str();
+    pub const AUDIO_ONLY: &str = Modality::AudioOnly.as_str();
 }
 
 /// An event before it is stored: what the room and connections report.

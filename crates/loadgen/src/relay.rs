@@ -62,7 +62,7 @@ impl Rooms {
 pub fn serve(listen: SocketAddr) -> std::io::Result<()> {
     let socket = UdpSocket::bind(listen)?;
     // The same buffers as the server's media sockets, for a fair ceiling.
-    crate::sfu::socket_buffers(&socket);
+    tandem::sfu::socket_buffers(&socket);
     eprintln!("bare UDP relay on {}", socket.local_addr()?);
     let mut rooms = Rooms::default();
     let mut buf = [0u8; 2048];

@@ -1,4 +1,5 @@
-//! The load generator behind `tandem load-test`: schedules sessions through
+//! Tandem's load generator (`tandem-load`, also reached as
+//! `tandem load-test`): schedules sessions through
 //! the REST API, joins them with synthetic participants that publish and
 //! receive real WebRTC media, and measures what a clinic would feel: loss,
 //! added latency and the time to see everyone, at a given number of rooms.
@@ -14,6 +15,7 @@
 //! ([`relay`]) so that the server can be compared with the machine's
 //! ceiling, and can join without media to measure signaling alone.
 
+pub mod cli;
 mod pacing;
 mod participant;
 mod process;

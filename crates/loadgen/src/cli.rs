@@ -1,4 +1,5 @@
-//! `tandem load-test` and `tandem udp-relay`: the load generator and the
+//! The command lines of `tandem-load` (also reached as `tandem load-test`)
+//! and `tandem-relay` (also `tandem udp-relay`): the load generator and the
 //! bare relay that benchmarks compare the server with (docs/benchmarks.md).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -6,12 +7,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Args;
+use clap::Parser;
 use url::Url;
 
-use crate::loadtest::{self, Mode, Plan, Traffic};
+use crate::{Mode, Plan, Traffic};
 
-#[derive(Debug, Args)]
+/// Synthetic rooms with real WebRTC peers against a Tandem server.
+#[derive(Debug, Parser)]
+#[command(name = "tandem-load", version)]
 pub struct LoadTestArgs {
     /// The server's public URL.
     #[arg(long, value_name = "URL", default_value = "https://localhost:8443")]
@@ -50,7 +53,7 @@ pub struct LoadTestArgs {
     /// Join and stay connected without media: signaling capacity.
     #[arg(long, conflicts_with = "relay")]
     signaling_only: bool,
-    /// Send plain RTP through a bare UDP relay (`tandem udp-relay`) at
+    /// Send plain RTP through a bare UDP relay (`tandem-relay`) at
     /// IP:PORT instead of the server: the machine's ceiling.
     #[arg(long, value_name = "IP:PORT")]
     relay: Option<String>,
@@ -83,7 +86,7 @@ pub struct LoadTestArgs {
 
 pub async fn load_test(args: LoadTestArgs) -> anyhow::Result<()> {
     let mode = match (&args.relay, args.signaling_only) {
-        (Some(relay), _) => Mode::Relay(loadtest::parse_relay(relay)?),
+        (Some(relay), _) => Mode::Relay(crate::parse_relay(relay)?),
         (None, true) => Mode::Signaling,
         (None, false) => Mode::Media,
     };
@@ -109,7 +112,7 @@ pub async fn load_test(args: LoadTestArgs) -> anyhow::Result<()> {
         progress: !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         keep_sessions: args.keep_sessions,
     };
-    let report = loadtest::run(plan).await?;
+    let report = crate::run(plan).await?;
     print!("{report}");
     if let Some(path) = args.json {
         let json = serde_json::to_string_pretty(&report)?;
@@ -123,7 +126,9 @@ pub async fn load_test(args: LoadTestArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[derive(Debug, Args)]
+/// A bare RTP relay: the machine's forwarding ceiling.
+#[derive(Debug, Parser)]
+#[command(name = "tandem-relay", version)]
 pub struct UdpRelayArgs {
     /// The address to relay on.
     #[arg(long, value_name = "IP:PORT", default_value = "127.0.0.1:40000")]
@@ -131,5 +136,5 @@ pub struct UdpRelayArgs {
 }
 
 pub fn udp_relay(args: UdpRelayArgs) -> anyhow::Result<()> {
-    loadtest::relay::serve(args.listen).with_context(|| format!("relaying on {}", args.listen))
+    crate::relay::serve(args.listen).with_context(|| format!("relaying on {}", args.listen))
 }

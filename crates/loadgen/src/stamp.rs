@@ -143,7 +143,7 @@ mod tests {
     fn video_templates_look_like_vp8_interframes() {
         let start = template(Track::Video, 1_364, true);
         assert_eq!(start.len(), 1_364);
-        assert!(!crate::sfu::is_vp8_keyframe(&start));
+        assert!(!tandem::sfu::is_vp8_keyframe(&start));
         assert_eq!(start[0] & 0x10, 0x10);
         assert_eq!(template(Track::Video, 1_364, false)[0] & 0x10, 0);
         assert_eq!(template(Track::Audio, 5_000, false).len(), MAX_PAYLOAD);

@@ -7,7 +7,8 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::auth::RosterRole;
+use crate::code::{DenialCode, ErrorCode};
+use crate::RosterRole;
 
 /// Which of a participant's two peer connections a message is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -173,7 +174,7 @@ pub struct WaitingPerson {
 pub enum ServerMessage {
     Waiting {
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        reason: Option<String>,
+        reason: Option<WaitingReason>,
     },
     Joined {
         you: You,
@@ -182,7 +183,7 @@ pub enum ServerMessage {
         ice_servers: Vec<IceServer>,
     },
     Denied {
-        code: String,
+        code: DenialCode,
         message: String,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         opens_at: Option<DateTime<Utc>>,
@@ -236,17 +237,46 @@ pub enum ServerMessage {
     Replaced,
     Ended,
     Error {
-        code: String,
+        code: ErrorCode,
         message: String,
     },
     Pong,
 }
 
+/// Why someone who was in the room is waiting again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WaitingReason {
+    /// The clinician has been gone longer than the grace period.
+    ClinicianAway,
+}
+
 impl ServerMessage {
-    pub fn error(code: &str, message: impl Into<String>) -> ServerMessage {
+    pub fn error(code: ErrorCode, message: impl Into<String>) -> ServerMessage {
         ServerMessage::Error {
-            code: code.into(),
+            code,
             message: message.into(),
+        }
+    }
+
+    /// A refusal with its code's own sentence.
+    pub fn denied(code: DenialCode) -> ServerMessage {
+        ServerMessage::Denied {
+            code,
+            message: code.message().into(),
+            opens_at: None,
+        }
+    }
+
+    /// The refusal of a link whose window opens at `opens_at`.
+    pub fn not_yet_open(opens_at: DateTime<Utc>) -> ServerMessage {
+        ServerMessage::Denied {
+            code: DenialCode::NotYetOpen,
+            message: format!(
+                "This session is not open yet. You can join from {}.",
+                opens_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
+            opens_at: Some(opens_at),
         }
     }
 
@@ -405,7 +435,7 @@ mod tests {
         );
         assert_eq!(
             ServerMessage::Denied {
-                code: "token_invalid".into(),
+                code: DenialCode::TokenInvalid,
                 message: "m".into(),
                 opens_at: None
             }
