@@ -1,13 +1,17 @@
 // The Tandem browser client: pre-call check, attestation, waiting room,
-// the call, the clinician's panel, and the messages at the end.
+// the call, the clinician's panel, and the messages at the end. Every word
+// it shows or announces is in messages.js.
 // ES modules, no framework, no inline script or style (the server's CSP).
 
 import { Call } from './session.js';
 import {
-  openMedia, openCamera, explainMediaError, listDevices, fillSelect, watchLevel,
+  openMedia, openCamera, listDevices, fillSelect, watchLevel,
   playTestSound, connectionTest, audioContext,
 } from './precheck.js';
-import { deniedMessage, clockTime, ROLE_NAMES, STATES } from './messages.js';
+import {
+  deniedMessage, explainMediaError, roleName, STATES,
+  START, DEVICES, PRECHECK, CONNECTION, CONN, WAITING, CALL, PANEL, END,
+} from './messages.js';
 
 const $ = (id) => document.getElementById(id);
 const el = (tag, props = {}, ...children) => {
@@ -141,12 +145,12 @@ function setMeter(level) {
   $('meter-fill').style.transform = `scaleX(${level.toFixed(3)})`;
   const meter = $('meter');
   if (Math.abs(Number(meter.getAttribute('aria-valuenow')) - pct) >= 10) meter.setAttribute('aria-valuenow', String(pct));
-  if (level > 0.35) $('mic-hint').textContent = 'We can hear you.';
+  if (level > 0.35) $('mic-hint').textContent = PRECHECK.hearYou;
 }
 
 async function startPreview() {
   $('preview-off').hidden = false;
-  $('preview-off').textContent = 'If your browser asks, choose Allow to use your camera and microphone.';
+  $('preview-off').textContent = PRECHECK.allowPrompt;
   app.stopMeter();
   for (const track of app.stream ? app.stream.getTracks() : []) track.stop();
   const { stream, error } = await openMedia({ cameraId: app.cameraId, micId: app.micId, wantVideo: app.cameraWanted });
@@ -157,7 +161,7 @@ async function startPreview() {
   const hasVideo = !!(stream && stream.getVideoTracks().length);
   $('preview').srcObject = hasVideo ? stream : null;
   $('preview-off').hidden = hasVideo;
-  $('preview-off').textContent = 'No camera picture';
+  $('preview-off').textContent = PRECHECK.noPicture;
   const audio = stream && stream.getAudioTracks()[0];
   app.stopMeter = watchLevel(audio, setMeter);
   if (stream) {
@@ -172,12 +176,12 @@ async function startPreview() {
 async function refreshDevices() {
   try {
     const { cameras, mics, speakers } = await listDevices();
-    fillSelect($('pick-camera'), cameras, 'Camera', app.cameraId);
-    fillSelect($('pick-mic'), mics, 'Microphone', app.micId);
+    fillSelect($('pick-camera'), cameras, DEVICES.camera, app.cameraId);
+    fillSelect($('pick-mic'), mics, DEVICES.mic, app.micId);
     const canPick = 'setSinkId' in HTMLMediaElement.prototype;
-    fillSelect($('pick-speaker'), canPick ? speakers : [], 'Speaker', app.speakerId);
+    fillSelect($('pick-speaker'), canPick ? speakers : [], DEVICES.speaker, app.speakerId);
     if (!canPick || !speakers.length) {
-      $('pick-speaker').replaceChildren(el('option', { value: '', text: 'Your device’s default speaker' }));
+      $('pick-speaker').replaceChildren(el('option', { value: '', text: DEVICES.speaker.default }));
       $('pick-speaker').disabled = true;
     }
   } catch {
@@ -188,7 +192,7 @@ async function refreshDevices() {
 async function runConnectionTest() {
   const verdict = $('verdict');
   verdict.dataset.state = 'pending';
-  $('verdict-text').textContent = 'Checking your connection…';
+  $('verdict-text').textContent = CONNECTION.checking;
   $('verdict-detail').textContent = '';
   $('retest').disabled = true;
   const result = await connectionTest();
@@ -240,7 +244,7 @@ function readAttestation() {
   }
   if (first) {
     first.focus();
-    announce('Please answer the questions before joining.');
+    announce(PRECHECK.answerFirst);
     return null;
   }
   return { state, at_home: home.value === 'yes', private: priv.value === 'yes' };
@@ -251,7 +255,7 @@ async function showPrecheck() {
   setConn(null);
   $('attest').hidden = !(app.role === 'patient' || app.role === 'partner');
   $('join').disabled = false;
-  $('join').textContent = 'Join session';
+  $('join').textContent = PRECHECK.join;
   await startPreview();
   runConnectionTest();
 }
@@ -267,12 +271,12 @@ function join() {
   app.attestation = attestation;
   audioContext(); // a user gesture: let audio play
   $('join').disabled = true;
-  $('join').textContent = 'Joining…';
+  $('join').textContent = PRECHECK.joining;
   const stream = app.stream || new MediaStream();
   app.call = new Call({ token: app.token, attestation, emit: onCallEvent });
   app.call.setLocal({ audio: stream.getAudioTracks()[0], video: stream.getVideoTracks()[0] });
   app.call.connect();
-  announce('Connecting…');
+  announce(PRECHECK.connecting);
 }
 
 function onCallEvent(type, data) {
@@ -283,26 +287,26 @@ function onCallEvent(type, data) {
     case 'joined':
       return enterCall(data);
     case 'reconnecting':
-      setConn('reconnecting', 'Reconnecting…');
+      setConn('reconnecting', CONN.reconnecting);
       // Said once, and once more if it takes long: not at every attempt.
-      if (data.attempt === 0) announce('Connection lost. Reconnecting…', { sticky: true });
-      else if (data.attempt === 6) announce('Still trying to reconnect. Please check your internet connection.', { sticky: true });
+      if (data.attempt === 0) announce(CONN.lost, { sticky: true });
+      else if (data.attempt === 6) announce(CONN.stillLost, { sticky: true });
       return undefined;
     case 'denied':
       return showEnd(deniedMessage(data), data.code);
     case 'removed':
-      return showEnd({ tone: 'stop', title: "You've been removed from the session", text: 'Your clinician removed you from this session, so you cannot rejoin it.', hint: 'If you need help, contact your clinic.' }, 'removed');
+      return showEnd(END.removed, 'removed');
     case 'ended':
-      return showEnd({ tone: 'done', title: 'The session has ended', text: 'Thank you for joining. You can close this page.', hint: '' }, 'ended');
+      return showEnd(END.ended, 'ended');
     case 'replaced':
-      return showEnd({ tone: 'info', title: 'This session is open somewhere else', text: 'You joined from another tab or device, so this page has stopped.', hint: '', action: 'here' }, 'replaced');
+      return showEnd(END.replaced, 'replaced');
     case 'lobby':
       return updateLobby(data);
     case 'participants':
-      if (data.joined) announce(`${data.joined.name} joined.`);
+      if (data.joined) announce(CALL.joined(data.joined.name));
       if (data.left) {
         app.recentlyLeft.set(data.left.id, Date.now());
-        announce(`${data.left.name} left.`);
+        announce(CALL.left(data.left.name));
       }
       renderTiles();
       renderPeople();
@@ -310,20 +314,17 @@ function onCallEvent(type, data) {
     case 'remote':
       return renderTiles();
     case 'muted': {
-      const what = data.kind === 'audio' ? 'microphone' : 'camera';
-      announce(data.allow_unmute === false
-        ? `Your clinician turned off your ${what}. You can turn it back on when they allow it.`
-        : `Your clinician turned off your ${what}. You can turn it back on.`);
+      announce(CALL.mutedByClinician(data.kind, data.allow_unmute));
       return updateOwnControls();
     }
     case 'unmute_allowed':
-      announce(`You can turn your ${data.kind === 'audio' ? 'microphone' : 'camera'} back on.`);
+      announce(CALL.unmuteAllowed(data.kind));
       return updateOwnControls();
     case 'breakout':
       return onBreakout(data);
     case 'session_ending': {
       const minutes = Math.round(data.seconds_left / 60);
-      return announce(minutes >= 2 ? `The session ends in ${minutes} minutes.` : 'The session ends in about a minute.');
+      return announce(CALL.endsIn(minutes));
     }
     case 'server_error':
       if (data.code === 'not_allowed' && call.locked.audio) updateOwnControls();
@@ -335,19 +336,18 @@ function onCallEvent(type, data) {
 
 function showWaiting({ reason, reconnected }) {
   clearInterval(app.statsTimer);
-  setConn('ok', 'Connected');
+  setConn('ok', CONN.connected);
   const away = reason === 'clinician_away';
   const dropped = reconnected && app.wasInCall;
-  $('waiting-title').textContent = away ? 'Your clinician will be back' : (dropped ? "You're back in the waiting room" : "You're in the waiting room");
-  $('waiting-text').textContent = away
-    ? "Your clinician's connection dropped. Your clinician will let you in again."
-    : (dropped ? 'Your connection dropped for a moment. Your clinician will let you back in.' : 'Your clinician will let you in.');
+  const which = away ? 'away' : (dropped ? 'back' : 'first');
+  $('waiting-title').textContent = WAITING.title[which];
+  $('waiting-text').textContent = WAITING.text[which];
   app.wasInCall = false;
   $('waiting-preview').srcObject = app.call.videoTrack ? new MediaStream([app.call.videoTrack]) : null;
   $('waiting-preview').hidden = !app.call.videoTrack;
   showScreen('waiting', { focus: app.screen !== 'waiting' });
-  if (reconnected) announce('Reconnected. You are in the waiting room.');
-  else announce(away ? "Your clinician's connection dropped. Please wait." : 'You are in the waiting room. Your clinician will let you in.');
+  if (reconnected) announce(WAITING.reconnected);
+  else announce(away ? WAITING.away : WAITING.arrived);
 }
 
 function enterCall({ reconnected }) {
@@ -358,8 +358,8 @@ function enterCall({ reconnected }) {
   if (!app.joinedAt) app.joinedAt = Date.now();
   app.wasInCall = true;
   $('session-title').textContent = call.session.title;
-  document.title = `${call.session.title} – Tandem`;
-  setConn('ok', 'Connected');
+  document.title = CALL.pageTitle(call.session.title);
+  setConn('ok', CONN.connected);
   const clinician = call.me.role === 'clinician';
   $('panel').hidden = !clinician;
   $('btn-share').hidden = !(clinician && navigator.mediaDevices && navigator.mediaDevices.getDisplayMedia);
@@ -376,11 +376,8 @@ function enterCall({ reconnected }) {
     tickClock();
     app.clockTimer = setInterval(tickClock, 1000);
   }
-  if (reconnected) announce('Reconnected.');
-  else {
-    const others = [...call.participants.values()].map((p) => p.name);
-    announce(others.length ? `You joined the session with ${others.join(' and ')}.` : 'You joined the session.');
-  }
+  if (reconnected) announce(CALL.reconnected);
+  else announce(CALL.joinedWith([...call.participants.values()].map((p) => p.name)));
 }
 
 function showEnd(message, code) {
@@ -397,16 +394,15 @@ function showEnd(message, code) {
   $('message-hint').textContent = message.hint || '';
   $('message-mark').dataset.tone = message.tone || 'info';
   const action = $('message-action');
-  const labels = { retry: 'Try again', knock: 'Ask to join again', rejoin: 'Rejoin', here: 'Use this page instead' };
   action.hidden = !message.action;
-  action.textContent = labels[message.action] || '';
+  action.textContent = END.actions[message.action] || '';
   document.body.dataset.end = code || '';
   clearTimeout(app.autoJoin);
   if (code === 'not_yet_open' && message.opensAt) {
     // Soon: keep the page open and join by ourselves when the link opens.
     const wait = Date.parse(message.opensAt) - Date.now();
     if (wait > 0 && wait < 30 * 60000) {
-      $('message-hint').textContent = `Keep this page open: we'll connect you automatically at ${clockTime(message.opensAt)}.`;
+      $('message-hint').textContent = END.autoJoin(message.opensAt);
       app.autoJoin = setTimeout(async () => {
         app.call = null;
         await showPrecheck();
@@ -415,20 +411,16 @@ function showEnd(message, code) {
     }
   }
   showScreen('message');
-  announce(`${message.title}. ${message.text}`, { sticky: true });
+  announce(END.announce(message), { sticky: true });
 }
 
 // ---------------------------------------------------------------- the grid
 
-function roleName(role) {
-  return ROLE_NAMES[role] || role;
-}
-
 function makeTile(key, { name, role, self = false, screen = false }) {
   const video = el('video', { autoplay: true, playsInline: true, muted: true });
   if (self) video.classList.add('mirror');
-  const nameEl = el('span', { class: 'tile-name', text: self ? `You (${name})` : (screen ? `${name}'s screen` : name) });
-  const roleEl = el('span', { class: 'tile-role', text: screen ? 'Screen' : roleName(role) });
+  const nameEl = el('span', { class: 'tile-name', text: self ? CALL.youNamed(name) : (screen ? CALL.screenOf(name) : name) });
+  const roleEl = el('span', { class: 'tile-role', text: screen ? CALL.screen : roleName(role) });
   const badges = el('span', { class: 'tile-badges' });
   const caption = el('figcaption', {}, nameEl, roleEl, badges);
   const avatar = el('div', { class: 'avatar', 'aria-hidden': 'true', text: initials(name) });
@@ -447,9 +439,9 @@ function setVideo(tile, track) {
 
 function setBadges(tile, { audio, video, speaking }) {
   const items = [];
-  if (speaking) items.push(['speaking', 'Speaking']);
-  if (!audio) items.push(['off', 'Microphone off']);
-  if (!video) items.push(['off', 'Camera off']);
+  if (speaking) items.push(['speaking', CALL.badges.speaking]);
+  if (!audio) items.push(['off', CALL.badges.micOff]);
+  if (!video) items.push(['off', CALL.badges.cameraOff]);
   const text = items.map((i) => i[1]).join(', ');
   if (tile.badges.dataset.text === text) return;
   tile.badges.dataset.text = text;
@@ -504,7 +496,7 @@ function renderTiles() {
       if (!st) {
         st = makeTile(key, { name: p.name, role: p.role, screen: true });
         app.tiles.set(key, st);
-        announce(`${p.name} is sharing their screen.`);
+        announce(CALL.sharing(p.name));
       }
       setVideo(st, v.track);
       screens.push(st);
@@ -513,8 +505,8 @@ function renderTiles() {
   if (call.screenTrack) {
     let mine = app.tiles.get('self:screen');
     if (!mine) {
-      mine = makeTile('self:screen', { name: 'You', role: call.me.role, screen: true });
-      mine.root.querySelector('.tile-name').textContent = 'Your shared screen';
+      mine = makeTile('self:screen', { name: CALL.you, role: call.me.role, screen: true });
+      mine.root.querySelector('.tile-name').textContent = CALL.yourScreen;
       app.tiles.set('self:screen', mine);
     }
     setVideo(mine, call.screenTrack);
@@ -528,11 +520,11 @@ function renderTiles() {
   const pip = $('pip');
   pip.hidden = !others.length;
   if (others.length && self.root.parentNode !== pip) pip.append(self.root);
-  self.root.querySelector('.tile-name').textContent = others.length ? 'You' : `You (${call.me.name})`;
+  self.root.querySelector('.tile-name').textContent = others.length ? CALL.you : CALL.youNamed(call.me.name);
   const keep = new Set([self.root, ...others.map((t) => t.root)]);
   for (const [key, tile] of app.tiles) {
     if (!keep.has(tile.root)) {
-      if (key.includes(':screen')) announce('Screen sharing stopped.');
+      if (key.includes(':screen')) announce(CALL.sharingStopped);
       tile.root.remove();
       tile.audio?.remove();
       app.tiles.delete(key);
@@ -545,9 +537,7 @@ function renderTiles() {
   grid.classList.toggle('has-screen', screens.length > 0);
   const alone = call.participants.size === 0;
   $('alone-note').hidden = !alone;
-  $('alone-note').textContent = call.me.role === 'clinician'
-    ? 'No one else is here yet. People who arrive wait in the waiting room until you admit them.'
-    : 'Waiting for others to join.';
+  $('alone-note').textContent = call.me.role === 'clinician' ? CALL.alone.clinician : CALL.alone.other;
   refreshParticipantBadges();
 }
 
@@ -583,26 +573,26 @@ function updateOwnControls() {
   const call = app.call;
   if (!call) return;
   const mic = $('btn-mic');
-  mic.textContent = call.audioOn ? 'Mute' : 'Unmute';
+  mic.textContent = call.audioOn ? CALL.mute : CALL.unmute;
   mic.disabled = !call.audioOn && (call.locked.audio || !call.audioTrack);
   mic.classList.toggle('off', !call.audioOn);
   const cam = $('btn-cam');
-  cam.textContent = call.videoOn ? 'Turn camera off' : 'Turn camera on';
+  cam.textContent = call.videoOn ? CALL.cameraOff : CALL.cameraOn;
   cam.disabled = !call.videoOn && call.locked.video;
   cam.classList.toggle('off', !call.videoOn);
   const notes = [];
-  if (call.locked.audio && !call.audioOn) notes.push('Your clinician has muted you. You can unmute when they allow it.');
-  if (call.locked.video && !call.videoOn) notes.push('Your clinician has turned off your camera for now.');
+  if (call.locked.audio && !call.audioOn) notes.push(CALL.lockedMic);
+  if (call.locked.video && !call.videoOn) notes.push(CALL.lockedCamera);
   $('mute-note').hidden = !notes.length;
   $('mute-note').textContent = notes.join(' ');
-  $('btn-share').textContent = call.screenTrack ? 'Stop sharing' : 'Share screen';
+  $('btn-share').textContent = call.screenTrack ? CALL.stopShare : CALL.share;
   renderTiles();
 }
 
 async function toggleMic() {
   const call = app.call;
   const on = !call.audioOn;
-  if (call.setMic(on)) announce(on ? 'Your microphone is on.' : 'You are muted.');
+  if (call.setMic(on)) announce(on ? CALL.micIsOn : CALL.micIsOff);
   updateOwnControls();
 }
 
@@ -613,11 +603,11 @@ async function toggleCamera() {
   try {
     if (call.videoOn) {
       await call.setCamera(null);
-      announce('Your camera is off.');
+      announce(CALL.camIsOff);
     } else {
       const track = await openCamera(app.cameraId);
       await call.setCamera(track);
-      announce('Your camera is on.');
+      announce(CALL.camIsOn);
     }
     call.sendMedia();
   } catch (e) {
@@ -630,7 +620,7 @@ async function toggleShare() {
   const call = app.call;
   if (call.screenTrack) {
     await call.stopScreen();
-    announce('You stopped sharing your screen.');
+    announce(CALL.shareStopped);
     updateOwnControls();
     return;
   }
@@ -641,14 +631,14 @@ async function toggleShare() {
     track.addEventListener('ended', async () => {
       if (call.screenTrack === track) {
         await call.stopScreen();
-        announce('You stopped sharing your screen.');
+        announce(CALL.shareStopped);
         updateOwnControls();
       }
     });
     await call.startScreen(track);
-    announce('You are sharing your screen with everyone.');
+    announce(CALL.shareStarted);
   } catch {
-    announce('Screen sharing did not start.');
+    announce(CALL.shareFailed);
   }
   updateOwnControls();
 }
@@ -656,15 +646,11 @@ async function toggleShare() {
 function leave() {
   const call = app.call;
   call.leave();
-  showEnd({ tone: 'done', title: "You've left the session", text: 'You can close this page, or rejoin if you left by mistake.', hint: '', action: 'rejoin' }, 'left');
+  showEnd(END.left, 'left');
 }
 
 async function endSession() {
-  const ok = await confirmAction({
-    title: 'End the session for everyone?',
-    text: 'Everyone will be disconnected and no one can rejoin this session.',
-    ok: 'End session',
-  });
+  const ok = await confirmAction(PANEL.endConfirm);
   if (ok) app.call.end();
 }
 
@@ -714,7 +700,7 @@ function updateLobby(waiting) {
   const before = new Set(app.lobby.map((w) => w.id));
   app.lobby = waiting;
   const arrivals = waiting.filter((w) => !before.has(w.id));
-  if (arrivals.length) announce(`${arrivals.map((w) => w.name).join(' and ')} ${arrivals.length > 1 ? 'are' : 'is'} waiting to join.`);
+  if (arrivals.length) announce(PANEL.waiting(arrivals.map((w) => w.name)));
   renderLobby();
 }
 
@@ -724,30 +710,30 @@ function renderLobby() {
     const left = app.recentlyLeft.get(w.id);
     const back = left && Date.now() - left < 15 * 60000;
     return personRow(rowKey(`w-${w.id}`), w, [
-      { label: 'Admit', action: 'admit', cls: 'primary', onClick: () => { app.call.admit(w.id); announce(`Admitting ${w.name}.`); } },
-      { label: 'Deny', action: 'deny', cls: 'secondary', onClick: () => denyPerson(w) },
-    ], el('span', { class: 'person-meta', text: back ? `Was in the session · back at ${clockTime(w.since)}` : `Waiting since ${clockTime(w.since)}` }));
+      { label: PANEL.admit, action: 'admit', cls: 'primary', onClick: () => { app.call.admit(w.id); announce(PANEL.admitting(w.name)); } },
+      { label: PANEL.deny, action: 'deny', cls: 'secondary', onClick: () => denyPerson(w) },
+    ], el('span', { class: 'person-meta', text: back ? PANEL.backSince(w.since) : PANEL.waitingSince(w.since) }));
   });
   replaceRows(list, rows, $('btn-admit-all').disabled ? $('waiting-h') : $('btn-admit-all'));
   $('waiting-count').textContent = String(app.lobby.length);
   $('waiting-empty').hidden = app.lobby.length > 0;
   $('btn-admit-all').disabled = app.lobby.length === 0;
-  document.title = `${app.lobby.length ? `(${app.lobby.length} waiting) ` : ''}${app.call?.session?.title || 'Tandem'} – Tandem`;
+  document.title = PANEL.pageTitle(app.lobby.length, app.call?.session?.title);
 }
 
 async function denyPerson(w) {
-  const ok = await confirmAction({ title: `Deny ${w.name}?`, text: 'They will see that you did not let them in. They can ask to join again.', ok: 'Deny' });
+  const ok = await confirmAction(PANEL.denyConfirm(w.name));
   if (ok) {
     app.call.deny(w.id);
-    announce(`${w.name} was not let in.`);
+    announce(PANEL.denied(w.name));
   }
 }
 
 async function removePerson(p) {
-  const ok = await confirmAction({ title: `Remove ${p.name}?`, text: 'They will leave the session at once and cannot rejoin it, with any link.', ok: 'Remove' });
+  const ok = await confirmAction(PANEL.removeConfirm(p.name));
   if (ok) {
     app.call.remove(p.id);
-    announce(`${p.name} was removed from the session.`);
+    announce(PANEL.removed(p.name));
   }
 }
 
@@ -755,13 +741,13 @@ function mutePerson(p) {
   const allow = $('let-unmute').checked;
   app.call.mute(p.id, 'audio', allow);
   if (!allow) app.lockedByMe.add(p.id);
-  announce(`You muted ${p.name}.`);
+  announce(PANEL.muted(p.name));
 }
 
 function allowUnmute(p) {
   app.call.allowUnmute(p.id, 'audio');
   app.lockedByMe.delete(p.id);
-  announce(`${p.name} can unmute again.`);
+  announce(PANEL.mayUnmute(p.name));
   renderPeople();
 }
 
@@ -771,13 +757,13 @@ function renderPeople() {
   const people = [...call.participants.values()];
   const rows = people.map((p) => {
     const buttons = [];
-    if (p.audio) buttons.push({ label: 'Mute', action: 'mute', onClick: () => mutePerson(p) });
-    else if (app.lockedByMe.has(p.id)) buttons.push({ label: 'Allow unmute', action: 'allow', onClick: () => allowUnmute(p) });
-    buttons.push({ label: 'Remove', action: 'remove', cls: 'danger-quiet', onClick: () => removePerson(p) });
-    const state = [p.audio ? 'Mic on' : 'Mic off', p.video ? 'Camera on' : 'Camera off'].join(' · ');
+    if (p.audio) buttons.push({ label: PANEL.mute, action: 'mute', onClick: () => mutePerson(p) });
+    else if (app.lockedByMe.has(p.id)) buttons.push({ label: PANEL.allowUnmute, action: 'allow', onClick: () => allowUnmute(p) });
+    buttons.push({ label: PANEL.remove, action: 'remove', cls: 'danger-quiet', onClick: () => removePerson(p) });
+    const state = PANEL.mediaState(p.audio, p.video);
     const quality = el('span', { class: 'quality', 'data-quality': 'unknown' },
       el('span', { class: 'quality-dot', 'aria-hidden': 'true' }),
-      el('span', { class: 'quality-text', text: 'Measuring connection…' }));
+      el('span', { class: 'quality-text', text: PANEL.measuring }));
     return personRow(rowKey(`p-${p.id}`), p, buttons, el('span', { class: 'person-meta' }, el('span', { text: state }), quality));
   });
   replaceRows($('people-list'), rows, $('people-h'));
@@ -792,18 +778,17 @@ function renderQuality() {
     const box = li.querySelector('.quality');
     if (!box) continue;
     let grade = 'unknown';
-    let text = 'Measuring connection…';
+    let text = PANEL.measuring;
     if (q) {
-      const kbps = q.kbps >= 1000 ? `${(q.kbps / 1000).toFixed(1)} Mbps` : `${Math.round(q.kbps)} kbps`;
+      const rate = PANEL.bitrate(q.kbps);
       if (!q.measured) {
-        text = 'Measuring connection…';
+        text = PANEL.measuring;
       } else if (q.lossPct == null || !q.receiving) {
         grade = q.kbps > 8 ? 'good' : 'unknown';
-        text = q.kbps > 8 ? `Audio only · ${kbps}` : 'No media yet';
+        text = q.kbps > 8 ? PANEL.audioOnly(rate) : PANEL.noMedia;
       } else {
         grade = q.lossPct < 2 ? 'good' : q.lossPct < 8 ? 'fair' : 'poor';
-        const label = { good: 'Good', fair: 'Fair', poor: 'Poor' }[grade];
-        text = `${label} · ${kbps} · ${q.lossPct.toFixed(1)}% loss`;
+        text = PANEL.quality(PANEL.grades[grade], rate, q.lossPct);
       }
     }
     box.dataset.quality = grade;
@@ -826,14 +811,12 @@ function tickClock() {
   };
   if (now < startMs) {
     $('timer').textContent = fmt(Math.ceil((startMs - now) / 1000));
-    $('timer-note').textContent = `until the scheduled start (${clockTime(call.session.starts_at)})`;
+    $('timer-note').textContent = PANEL.untilStart(call.session.starts_at);
     return;
   }
   $('timer').textContent = fmt(Math.floor((now - startMs) / 1000));
   const left = Math.ceil((endMs - now) / 60000);
-  $('timer-note').textContent = left > 0
-    ? `elapsed · ends ${clockTime(call.session.ends_at)} (${left} min left)`
-    : `elapsed · due to end ${clockTime(call.session.ends_at)}`;
+  $('timer-note').textContent = PANEL.elapsed(call.session.ends_at, left);
 }
 
 function onBreakout(m) {
@@ -842,15 +825,15 @@ function onBreakout(m) {
   const note = $('breakout-note');
   const active = [...app.breakouts.values()];
   note.hidden = !active.length;
-  note.textContent = active.map((b) => `Household ${b.household} is in a private breakout${b.with_clinician ? ' with the clinician' : ''}.`).join(' ');
-  announce(m.active ? `A breakout room started for household ${m.household}.` : `The breakout for household ${m.household} ended.`);
+  note.textContent = active.map(PANEL.inBreakout).join(' ');
+  announce(m.active ? PANEL.breakoutStarted(m.household) : PANEL.breakoutEnded(m.household));
   const list = $('breakout-list');
   list.replaceChildren(...active.map((b) => {
     const li = el('li', { class: 'person', 'data-id': b.household });
     const nameId = `b-${rowKey(`b-${b.household}`)}`;
-    li.append(el('div', { class: 'who' }, el('span', { class: 'person-name', id: nameId, text: `Household ${b.household}` }),
-      el('span', { class: 'person-meta', text: b.with_clinician ? 'With you' : 'On their own' })));
-    const end = el('button', { type: 'button', class: 'btn small secondary', text: 'End breakout', 'aria-describedby': nameId });
+    li.append(el('div', { class: 'who' }, el('span', { class: 'person-name', id: nameId, text: PANEL.household(b.household) }),
+      el('span', { class: 'person-meta', text: b.with_clinician ? PANEL.withYou : PANEL.onTheirOwn })));
+    const end = el('button', { type: 'button', class: 'btn small secondary', text: PANEL.endBreakout, 'aria-describedby': nameId });
     end.addEventListener('click', () => app.call.endBreakout(b.household));
     li.append(el('div', { class: 'actions' }, end));
     return li;
@@ -875,7 +858,7 @@ function wire() {
   $('btn-leave').addEventListener('click', leave);
   $('waiting-leave').addEventListener('click', leave);
   $('btn-end').addEventListener('click', endSession);
-  $('btn-admit-all').addEventListener('click', () => { app.call.admitAll(); announce('Admitting everyone who is waiting.'); });
+  $('btn-admit-all').addEventListener('click', () => { app.call.admitAll(); announce(PANEL.admittingAll); });
   $('breakout-form').addEventListener('submit', (e) => {
     e.preventDefault();
     const household = $('household').value.trim();
@@ -900,18 +883,18 @@ function start() {
   setupAttestation();
   const link = readToken();
   if (!link) {
-    $('screen-start').querySelector('h1').textContent = 'This link is incomplete';
-    $('status').textContent = 'Please open the full link your clinic sent you. Everything after the # is needed.';
+    $('screen-start').querySelector('h1').textContent = START.incomplete.title;
+    $('status').textContent = START.incomplete.text;
     return;
   }
   if (!window.isSecureContext || !navigator.mediaDevices) {
-    $('screen-start').querySelector('h1').textContent = "This browser can't join video sessions";
-    $('status').textContent = 'Please open the link in a current version of Chrome, Edge, Firefox or Safari.';
+    $('screen-start').querySelector('h1').textContent = START.unsupported.title;
+    $('status').textContent = START.unsupported.text;
     return;
   }
   app.token = link.token;
   app.role = link.role;
-  $('status').textContent = 'Your personal link is complete.';
+  $('status').textContent = START.complete;
   showPrecheck();
 }
 
