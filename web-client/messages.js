@@ -1,4 +1,7 @@
-// What we tell people when they cannot be in the session, in plain words.
+// Every word the join page shows or announces, in one place: labels and
+// button texts set from script, status announcements (the aria-live
+// region), dialogs, and what we tell people when they cannot be in the
+// session, in plain words. Text that never changes stays in index.html.
 // Every `denied` code of docs/protocol.md has an entry; unknown codes fall
 // back to the server's own sentence.
 
@@ -57,12 +60,184 @@ export function deniedMessage(m) {
   }
 }
 
+/** The end screen for the ends that are not a denial: `{title, text, hint, action, tone}`. */
+export const END = {
+  removed: { tone: 'stop', title: "You've been removed from the session", text: 'Your clinician removed you from this session, so you cannot rejoin it.', hint: CONTACT },
+  ended: { tone: 'done', title: 'The session has ended', text: 'Thank you for joining. You can close this page.', hint: '' },
+  replaced: { tone: 'info', title: 'This session is open somewhere else', text: 'You joined from another tab or device, so this page has stopped.', hint: '', action: 'here' },
+  left: { tone: 'done', title: "You've left the session", text: 'You can close this page, or rejoin if you left by mistake.', hint: '', action: 'rejoin' },
+  /** The end screen's button, by `action`. */
+  actions: { retry: 'Try again', knock: 'Ask to join again', rejoin: 'Rejoin', here: 'Use this page instead' },
+  autoJoin: (at) => `Keep this page open: we'll connect you automatically at ${clockTime(at)}.`,
+  announce: (m) => `${m.title}. ${m.text}`,
+};
+
+/** The first screen, while the link is read. */
+export const START = {
+  incomplete: { title: 'This link is incomplete', text: 'Please open the full link your clinic sent you. Everything after the # is needed.' },
+  unsupported: { title: "This browser can't join video sessions", text: 'Please open the link in a current version of Chrome, Edge, Firefox or Safari.' },
+  complete: 'Your personal link is complete.',
+};
+
+/** The device pickers: an option for a device without a label, or none. */
+export const DEVICES = {
+  camera: { unnamed: (n) => `Camera ${n}`, none: 'No camera found' },
+  mic: { unnamed: (n) => `Microphone ${n}`, none: 'No microphone found' },
+  speaker: { unnamed: (n) => `Speaker ${n}`, none: 'No speaker found', default: 'Your device’s default speaker' },
+};
+
+export const PRECHECK = {
+  allowPrompt: 'If your browser asks, choose Allow to use your camera and microphone.',
+  noPicture: 'No camera picture',
+  hearYou: 'We can hear you.',
+  answerFirst: 'Please answer the questions before joining.',
+  join: 'Join session',
+  joining: 'Joining…',
+  connecting: 'Connecting…',
+};
+
+/** Why the camera or microphone did not start (a getUserMedia error). */
+export function explainMediaError(e) {
+  if (!e) return '';
+  switch (e.name) {
+    case 'NotAllowedError':
+      return 'Your browser is blocking the camera and microphone. Allow them for this site (the icon next to the address), then reload this page.';
+    case 'NotFoundError':
+    case 'OverconstrainedError':
+      return "We couldn't find a camera or microphone. You can still join; check that one is plugged in.";
+    case 'NotReadableError':
+      return 'Another app may be using your camera or microphone. Close it, then reload this page.';
+    default:
+      return "We couldn't start your camera or microphone. You can still join.";
+  }
+}
+
+/** The connection test's verdicts: `{text, detail}`. */
+export const CONNECTION = {
+  checking: 'Checking your connection…',
+  unreachable: { text: "We can't reach the server", detail: 'Check that you are online, then test again. If it keeps happening, call your clinic.' },
+  noVideo: { text: 'Your connection may not support video', detail: 'Your browser could not prepare a video connection. Try another network or browser if the call does not start.' },
+  slow: (ms) => ({ text: 'Your connection may be slow', detail: `The server answered in ${ms} ms. Video may be choppy; moving closer to your Wi-Fi can help.` }),
+  good: (ms) => ({ text: 'Your connection looks good', detail: `The server answered in ${ms} ms.` }),
+};
+
+/** The connection badge in the top bar, and what is said when it drops. */
+export const CONN = {
+  connected: 'Connected',
+  reconnecting: 'Reconnecting…',
+  lost: 'Connection lost. Reconnecting…',
+  stillLost: 'Still trying to reconnect. Please check your internet connection.',
+};
+
+export const WAITING = {
+  title: { first: "You're in the waiting room", back: "You're back in the waiting room", away: 'Your clinician will be back' },
+  text: {
+    first: 'Your clinician will let you in.',
+    back: 'Your connection dropped for a moment. Your clinician will let you back in.',
+    away: "Your clinician's connection dropped. Your clinician will let you in again.",
+  },
+  reconnected: 'Reconnected. You are in the waiting room.',
+  away: "Your clinician's connection dropped. Please wait.",
+  arrived: 'You are in the waiting room. Your clinician will let you in.',
+};
+
+const device = (kind) => (kind === 'audio' ? 'microphone' : 'camera');
+
+/** The call: announcements, the tiles, and our own controls. */
+export const CALL = {
+  pageTitle: (title) => `${title} – Tandem`,
+  reconnected: 'Reconnected.',
+  joinedWith: (names) => (names.length ? `You joined the session with ${names.join(' and ')}.` : 'You joined the session.'),
+  joined: (name) => `${name} joined.`,
+  left: (name) => `${name} left.`,
+  mutedByClinician: (kind, allowUnmute) => (allowUnmute === false
+    ? `Your clinician turned off your ${device(kind)}. You can turn it back on when they allow it.`
+    : `Your clinician turned off your ${device(kind)}. You can turn it back on.`),
+  unmuteAllowed: (kind) => `You can turn your ${device(kind)} back on.`,
+  endsIn: (minutes) => (minutes >= 2 ? `The session ends in ${minutes} minutes.` : 'The session ends in about a minute.'),
+  alone: { clinician: 'No one else is here yet. People who arrive wait in the waiting room until you admit them.', other: 'Waiting for others to join.' },
+  // Tiles
+  you: 'You',
+  youNamed: (name) => `You (${name})`,
+  screenOf: (name) => `${name}'s screen`,
+  screen: 'Screen',
+  yourScreen: 'Your shared screen',
+  badges: { speaking: 'Speaking', micOff: 'Microphone off', cameraOff: 'Camera off' },
+  sharing: (name) => `${name} is sharing their screen.`,
+  sharingStopped: 'Screen sharing stopped.',
+  // Our own controls
+  mute: 'Mute',
+  unmute: 'Unmute',
+  cameraOff: 'Turn camera off',
+  cameraOn: 'Turn camera on',
+  share: 'Share screen',
+  stopShare: 'Stop sharing',
+  lockedMic: 'Your clinician has muted you. You can unmute when they allow it.',
+  lockedCamera: 'Your clinician has turned off your camera for now.',
+  micIsOn: 'Your microphone is on.',
+  micIsOff: 'You are muted.',
+  camIsOff: 'Your camera is off.',
+  camIsOn: 'Your camera is on.',
+  shareStarted: 'You are sharing your screen with everyone.',
+  shareStopped: 'You stopped sharing your screen.',
+  shareFailed: 'Screen sharing did not start.',
+};
+
+/** The clinician's panel: waiting list, people, quality, timer, breakouts. */
+export const PANEL = {
+  pageTitle: (waiting, title) => `${waiting ? `(${waiting} waiting) ` : ''}${title || 'Tandem'} – Tandem`,
+  // The session
+  endConfirm: { title: 'End the session for everyone?', text: 'Everyone will be disconnected and no one can rejoin this session.', ok: 'End session' },
+  untilStart: (at) => `until the scheduled start (${clockTime(at)})`,
+  elapsed: (endsAt, minutesLeft) => (minutesLeft > 0
+    ? `elapsed · ends ${clockTime(endsAt)} (${minutesLeft} min left)`
+    : `elapsed · due to end ${clockTime(endsAt)}`),
+  // The waiting room
+  waiting: (names) => `${names.join(' and ')} ${names.length > 1 ? 'are' : 'is'} waiting to join.`,
+  admit: 'Admit',
+  deny: 'Deny',
+  admitting: (name) => `Admitting ${name}.`,
+  admittingAll: 'Admitting everyone who is waiting.',
+  waitingSince: (since) => `Waiting since ${clockTime(since)}`,
+  backSince: (since) => `Was in the session · back at ${clockTime(since)}`,
+  denyConfirm: (name) => ({ title: `Deny ${name}?`, text: 'They will see that you did not let them in. They can ask to join again.', ok: 'Deny' }),
+  denied: (name) => `${name} was not let in.`,
+  // The people in the session
+  mute: 'Mute',
+  allowUnmute: 'Allow unmute',
+  remove: 'Remove',
+  removeConfirm: (name) => ({ title: `Remove ${name}?`, text: 'They will leave the session at once and cannot rejoin it, with any link.', ok: 'Remove' }),
+  removed: (name) => `${name} was removed from the session.`,
+  muted: (name) => `You muted ${name}.`,
+  mayUnmute: (name) => `${name} can unmute again.`,
+  mediaState: (audio, video) => [audio ? 'Mic on' : 'Mic off', video ? 'Camera on' : 'Camera off'].join(' · '),
+  // Connection quality (what arrives from them)
+  measuring: 'Measuring connection…',
+  noMedia: 'No media yet',
+  bitrate: (kbps) => (kbps >= 1000 ? `${(kbps / 1000).toFixed(1)} Mbps` : `${Math.round(kbps)} kbps`),
+  audioOnly: (rate) => `Audio only · ${rate}`,
+  grades: { good: 'Good', fair: 'Fair', poor: 'Poor' },
+  quality: (grade, rate, lossPct) => `${grade} · ${rate} · ${lossPct.toFixed(1)}% loss`,
+  // Breakouts
+  household: (h) => `Household ${h}`,
+  inBreakout: (b) => `Household ${b.household} is in a private breakout${b.with_clinician ? ' with the clinician' : ''}.`,
+  breakoutStarted: (h) => `A breakout room started for household ${h}.`,
+  breakoutEnded: (h) => `The breakout for household ${h} ended.`,
+  withYou: 'With you',
+  onTheirOwn: 'On their own',
+  endBreakout: 'End breakout',
+};
+
 export const ROLE_NAMES = {
   clinician: 'Clinician',
   patient: 'Patient',
   partner: 'Partner',
   observer: 'Observer',
 };
+
+export function roleName(role) {
+  return ROLE_NAMES[role] || role;
+}
 
 export const STATES = [
   ['AL', 'Alabama'], ['AK', 'Alaska'], ['AZ', 'Arizona'], ['AR', 'Arkansas'], ['CA', 'California'],

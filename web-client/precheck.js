@@ -1,6 +1,9 @@
 // The pre-call check: camera and microphone (with pickers and a level
 // meter), the speaker, and a short connection test. Nothing here talks to
 // the signaling socket: a join is only sent when the person chooses to join.
+// Its words are in messages.js; the screen itself is precheck-screen.js.
+
+import { CONNECTION } from './messages.js';
 
 /** Opens the chosen devices; falls back to whatever works. */
 export async function openMedia({ cameraId, micId, wantVideo = true } = {}) {
@@ -29,21 +32,6 @@ export async function openCamera(cameraId) {
   return stream.getVideoTracks()[0];
 }
 
-export function explainMediaError(e) {
-  if (!e) return '';
-  switch (e.name) {
-    case 'NotAllowedError':
-      return 'Your browser is blocking the camera and microphone. Allow them for this site (the icon next to the address), then reload this page.';
-    case 'NotFoundError':
-    case 'OverconstrainedError':
-      return "We couldn't find a camera or microphone. You can still join; check that one is plugged in.";
-    case 'NotReadableError':
-      return 'Another app may be using your camera or microphone. Close it, then reload this page.';
-    default:
-      return "We couldn't start your camera or microphone. You can still join.";
-  }
-}
-
 export async function listDevices() {
   const devices = await navigator.mediaDevices.enumerateDevices();
   return {
@@ -53,19 +41,20 @@ export async function listDevices() {
   };
 }
 
-export function fillSelect(select, devices, fallback, current) {
+/** `names`: the picker's words (messages.js DEVICES). */
+export function fillSelect(select, devices, names, current) {
   select.replaceChildren();
   devices.forEach((d, i) => {
     const option = document.createElement('option');
     option.value = d.deviceId;
-    option.textContent = d.label || `${fallback} ${i + 1}`;
+    option.textContent = d.label || names.unnamed(i + 1);
     if (d.deviceId === current) option.selected = true;
     select.append(option);
   });
   if (!devices.length) {
     const option = document.createElement('option');
     option.value = '';
-    option.textContent = `No ${fallback.toLowerCase()} found`;
+    option.textContent = names.none;
     select.append(option);
   }
   select.disabled = devices.length < 2;
@@ -151,19 +140,19 @@ export async function connectionTest() {
     }
   }
   if (!times.length) {
-    return { verdict: 'bad', text: "We can't reach the server", detail: 'Check that you are online, then test again. If it keeps happening, call your clinic.' };
+    return { verdict: 'bad', ...CONNECTION.unreachable };
   }
   times.sort((a, b) => a - b);
   const rtt = times[Math.floor(times.length / 2)];
   const candidates = await gatherCandidates(3000);
   const slow = rtt > 400 || times.length < 3;
   if (candidates === 0) {
-    return { verdict: 'slow', text: 'Your connection may not support video', detail: 'Your browser could not prepare a video connection. Try another network or browser if the call does not start.', rtt };
+    return { verdict: 'slow', ...CONNECTION.noVideo, rtt };
   }
   if (slow) {
-    return { verdict: 'slow', text: 'Your connection may be slow', detail: `The server answered in ${Math.round(rtt)} ms. Video may be choppy; moving closer to your Wi-Fi can help.`, rtt };
+    return { verdict: 'slow', ...CONNECTION.slow(Math.round(rtt)), rtt };
   }
-  return { verdict: 'good', text: 'Your connection looks good', detail: `The server answered in ${Math.round(rtt)} ms.`, rtt };
+  return { verdict: 'good', ...CONNECTION.good(Math.round(rtt)), rtt };
 }
 
 async function gatherCandidates(ms) {
