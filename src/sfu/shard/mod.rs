@@ -17,6 +17,8 @@
 mod core;
 mod forward;
 mod negotiate;
+#[cfg(test)]
+mod tests;
 
 use std::net::SocketAddr;
 use std::time::Instant;
