@@ -9,7 +9,11 @@
 
 use std::time::{Duration, Instant};
 
-/// Rooms up to this many people always receive the best layer.
+/// Rooms up to this many people always receive the best layer. A joint
+/// session is three (a couple and their clinician), and four leaves room
+/// for a co-therapist or an interpreter: each then receives at most three
+/// videos, which a home connection carries at the best layer. Group rooms
+/// are larger, and there the budget decides.
 pub const SMALL_ROOM: usize = 4;
 
 /// A layer's bitrate over the last [`RateMeter::WINDOW`].
@@ -21,6 +25,9 @@ pub struct RateMeter {
 }
 
 impl RateMeter {
+    /// A second holds about 30 frames of a camera, so a keyframe's burst is
+    /// averaged with the frames around it: a shorter window would let the
+    /// layers change rank at every keyframe and subscribers switch with it.
     pub const WINDOW: Duration = Duration::from_secs(1);
 
     pub fn add(&mut self, now: Instant, bytes: usize) {

@@ -17,7 +17,10 @@ use super::rewrite::Rewriter;
 use super::{ConnId, PeerEvent};
 use tandem_protocol::Pc;
 
-/// The most simulcast layers a published video may have.
+/// The most simulcast layers a published video may have. Browsers send at
+/// most three; one more leaves room for a sender that sends four. A fixed
+/// bound lets forwarding keep per-layer figures in arrays on the stack
+/// (no allocation per packet); layers beyond it are not forwarded.
 pub const MAX_LAYERS: usize = 4;
 
 /// The bandwidth a subscriber is assumed to have before its estimate comes.
@@ -199,6 +202,10 @@ impl Peer {
 
     pub fn is_blocked(&self, kind: MediaKind) -> bool {
         self.blocked[usize::from(kind == MediaKind::Video)]
+    }
+
+    pub fn set_blocked(&mut self, kind: MediaKind, blocked: bool) {
+        self.blocked[usize::from(kind == MediaKind::Video)] = blocked;
     }
 
     /// Number of videos this participant receives, to share its bandwidth.

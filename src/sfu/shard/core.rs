@@ -1,0 +1,318 @@
+//! The shard's sans-I/O core: every peer connection of the shard's rooms and
+//! every decision about them, with no socket, channel receiver or clock.
+//!
+//! Input goes in with the time it happened (a datagram, a signaling
+//! command, a timeout); out come datagrams to send ([`ShardCore::poll_transmit`]),
+//! events for each connection (on the channel its `Join` gave) and when the
+//! core next wants a timeout ([`ShardCore::poll_timeout`]). The loop around
+//! it ([`super::run`]) only moves bytes, commands and time in and
+//! datagrams out, and the unit tests drive it with str0m clients in memory.
+//!
+//! Inputs are fed one by one and then acted on together by
+//! [`ShardCore::flush`]: a batch of datagrams (a video frame, many rooms at
+//! once) costs one drain per subscriber written to, not one per packet.
+//! What the inputs decide lives in [`super::negotiate`] (peers, tracks and
+//! SDP) and [`super::forward`] (media and keyframe requests); this file
+//! routes datagrams by address and dispatches events.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::bwe::BweKind;
+use str0m::media::Direction;
+use str0m::net::{Protocol, Receive, TcpType, Transmit};
+use str0m::{Candidate, Event, IceConnectionState, Input, Rtc};
+use uuid::Uuid;
+
+use crate::sfu::peer::Peer;
+use crate::sfu::{Command, ConnId, Pc, PeerEvent};
+
+/// How far away "no timeout" is: an idle shard (no peers, or none that
+/// asked) still wakes once an hour, which costs nothing and keeps the
+/// deadline a plain `Instant` rather than an `Option`.
+pub(super) const IDLE: Duration = Duration::from_secs(3600);
+
+/// An event that came out of one peer connection while it was drained.
+pub(super) struct Queued {
+    pub conn: ConnId,
+    pub pc: Pc,
+    pub event: Event,
+}
+
+pub(crate) struct ShardCore {
+    pub(super) index: usize,
+    /// The shard's own ICE candidates (its UDP socket and ICE-TCP listener).
+    pub(super) candidates: Vec<Candidate>,
+    pub(super) peers: HashMap<ConnId, Peer>,
+    /// The connections of each room on this shard, in order of arrival.
+    pub(super) rooms: HashMap<Uuid, Vec<ConnId>>,
+    /// Which peer connection a remote address belongs to, learned from the
+    /// first packet str0m accepted from it.
+    pub(super) routes: HashMap<(Protocol, SocketAddr), (ConnId, Pc)>,
+    /// Events of drained connections, waiting for [`ShardCore::flush`].
+    pub(super) events: VecDeque<Queued>,
+    /// Subscribers written to since they were last drained: drained once
+    /// per batch of datagrams, not once per forwarded packet.
+    pub(super) written: Vec<ConnId>,
+    /// Datagrams to send, in order.
+    pub(super) transmits: VecDeque<Transmit>,
+    pub(super) next_wake: Instant,
+}
+
+impl ShardCore {
+    /// A shard with no peers whose candidates announce `udp` and `tcp`.
+    pub fn new(index: usize, udp: SocketAddr, tcp: SocketAddr, now: Instant) -> ShardCore {
+        let mut candidates = Vec::new();
+        match Candidate::host(udp, "udp") {
+            Ok(c) => candidates.push(c),
+            Err(error) => tracing::error!(%error, addr = %udp, "unusable UDP candidate"),
+        }
+        match Candidate::builder()
+            .tcp()
+            .host(tcp)
+            .tcptype(TcpType::Passive)
+            .build()
+        {
+            Ok(c) => candidates.push(c),
+            Err(error) => tracing::error!(%error, addr = %tcp, "unusable TCP candidate"),
+        }
+        ShardCore {
+            index,
+            candidates,
+            peers: HashMap::new(),
+            rooms: HashMap::new(),
+            routes: HashMap::new(),
+            events: VecDeque::new(),
+            written: Vec::new(),
+            transmits: VecDeque::new(),
+            next_wake: now + IDLE,
+        }
+    }
+
+    /// The next datagram to send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// When [`ShardCore::handle_timeout`] is next due.
+    pub fn poll_timeout(&self) -> Instant {
+        self.next_wake
+    }
+
+    /// Feeds one datagram (or ICE-TCP frame) that `source` sent to the
+    /// shard's `destination` to the peer connection it belongs to; one that
+    /// belongs to none is dropped. Its events wait for [`ShardCore::flush`].
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+        data: &[u8],
+    ) {
+        let Ok(receive) = Receive::new(proto, source, destination, data) else {
+            return;
+        };
+        let input = Input::Receive(now, receive);
+        let Some((conn, pc)) = self.route(proto, source, &input) else {
+            return;
+        };
+        if let Some(rtc) = self.rtc_mut(conn, pc) {
+            if let Err(error) = rtc.handle_input(input) {
+                tracing::debug!(conn, ?pc, %error, "packet refused");
+            }
+        }
+        self.drain(now, conn, pc);
+    }
+
+    /// The peer connection a datagram from `source` belongs to: the one
+    /// learned for that address while it still accepts it, otherwise the
+    /// first that does (a new address, or ICE moved to another).
+    fn route(
+        &mut self,
+        proto: Protocol,
+        source: SocketAddr,
+        input: &Input,
+    ) -> Option<(ConnId, Pc)> {
+        let accepts = |peer: &Peer, pc: Pc| match pc {
+            Pc::Pub => peer.publish.accepts(input),
+            Pc::Sub => peer.subscribe.accepts(input),
+        };
+        if let Some(&(conn, pc)) = self.routes.get(&(proto, source)) {
+            if self.peers.get(&conn).is_some_and(|p| accepts(p, pc)) {
+                return Some((conn, pc));
+            }
+        }
+        let found = self.peers.iter().find_map(|(&conn, p)| {
+            [Pc::Pub, Pc::Sub]
+                .into_iter()
+                .find(|&pc| accepts(p, pc))
+                .map(|pc| (conn, pc))
+        })?;
+        self.routes.insert((proto, source), found);
+        Some(found)
+    }
+
+    /// Applies a command from signaling. Its events wait for
+    /// [`ShardCore::flush`].
+    pub fn handle_command(&mut self, now: Instant, command: Command) {
+        match command {
+            Command::Join {
+                conn,
+                room,
+                participant,
+                events,
+            } => self.on_join(now, conn, room, participant, events),
+            Command::Offer { conn, pc, sdp } => self.on_offer(now, conn, pc, &sdp),
+            Command::Answer { conn, pc, sdp } => self.on_answer(now, conn, pc, &sdp),
+            Command::Candidate {
+                conn,
+                pc,
+                candidate,
+            } => self.on_candidate(now, conn, pc, candidate),
+            Command::Leave { conn } => self.on_leave(now, conn),
+            Command::SetGroup { conn, group } => self.on_set_group(now, conn, group),
+            Command::Block {
+                conn,
+                kind,
+                blocked,
+            } => self.on_block(now, conn, kind, blocked),
+        }
+    }
+
+    /// Gives every peer connection whose timeout is due its timeout.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        let mut next = now + IDLE;
+        for (&conn, peer) in self.peers.iter_mut() {
+            for pc in [Pc::Pub, Pc::Sub] {
+                let (rtc, deadline) = peer.connection(pc);
+                if *deadline <= now {
+                    let _ = rtc.handle_input(Input::Timeout(now));
+                    *deadline = drain(rtc, now, conn, pc, &mut self.transmits, &mut self.events);
+                }
+                next = next.min(*deadline);
+            }
+        }
+        self.next_wake = next;
+    }
+
+    /// Acts on what the inputs since the last flush produced: forwards the
+    /// media that arrived, answers connection events, then drains every
+    /// subscriber that forwarding wrote to, until nothing is left. Call it
+    /// after each input or batch of inputs, before taking the transmits.
+    pub fn flush(&mut self, now: Instant) {
+        loop {
+            self.handle_queued(now);
+            if self.written.is_empty() {
+                return;
+            }
+            let mut written = std::mem::take(&mut self.written);
+            written.sort_unstable();
+            written.dedup();
+            for &conn in &written {
+                self.drain(now, conn, Pc::Sub);
+            }
+            // Give the allocation back: forwarding fills it again.
+            written.clear();
+            self.written = written;
+            if self.events.is_empty() {
+                return;
+            }
+        }
+    }
+
+    fn handle_queued(&mut self, now: Instant) {
+        while let Some(Queued { conn, pc, event }) = self.events.pop_front() {
+            match (pc, event) {
+                (Pc::Pub, Event::RtpPacket(packet)) => self.forward(now, conn, packet),
+                (_, Event::Connected) => self.on_connected(now, conn, pc),
+                (_, Event::IceConnectionStateChange(IceConnectionState::Disconnected)) => {
+                    if let Some(peer) = self.peers.get(&conn) {
+                        peer.tell(PeerEvent::Disconnected { pc });
+                    }
+                }
+                (Pc::Pub, Event::MediaAdded(added)) => {
+                    if matches!(added.direction, Direction::RecvOnly | Direction::SendRecv) {
+                        self.on_published(now, conn, added.mid, added.kind, added.simulcast);
+                    }
+                }
+                (Pc::Pub, Event::MediaChanged(changed)) => {
+                    if matches!(changed.direction, Direction::Inactive | Direction::SendOnly) {
+                        self.on_unpublished(now, conn, changed.mid);
+                    }
+                }
+                (Pc::Sub, Event::KeyframeRequest(request)) => {
+                    self.on_keyframe_request(now, conn, request.mid);
+                }
+                (
+                    Pc::Sub,
+                    Event::EgressBitrateEstimate(
+                        BweKind::Twcc { estimate, .. } | BweKind::Remb { estimate, .. },
+                    ),
+                ) => {
+                    if let Some(peer) = self.peers.get_mut(&conn) {
+                        peer.egress_bps = estimate.as_u64();
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Closes every peer connection (DTLS close_notify, which goes out with
+    /// the transmits) before the shard ends.
+    pub fn close_all(&mut self, now: Instant) {
+        let conns: Vec<ConnId> = self.peers.keys().copied().collect();
+        for conn in conns {
+            if let Some(peer) = self.peers.get_mut(&conn) {
+                let _ = peer.publish.close();
+                let _ = peer.subscribe.close();
+            }
+            self.drain(now, conn, Pc::Pub);
+            self.drain(now, conn, Pc::Sub);
+        }
+        self.peers.clear();
+        self.rooms.clear();
+        self.routes.clear();
+        self.events.clear();
+        tracing::debug!(shard = self.index, "media shard stopped");
+    }
+
+    pub(super) fn rtc_mut(&mut self, conn: ConnId, pc: Pc) -> Option<&mut Rtc> {
+        Some(self.peers.get_mut(&conn)?.connection(pc).0)
+    }
+
+    /// Drains one peer connection after a change to it.
+    pub(super) fn drain(&mut self, now: Instant, conn: ConnId, pc: Pc) {
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        let (rtc, deadline) = peer.connection(pc);
+        *deadline = drain(rtc, now, conn, pc, &mut self.transmits, &mut self.events);
+        self.next_wake = self.next_wake.min(*deadline);
+    }
+}
+
+/// Drains `rtc` ([`crate::sfu::drain`]): datagrams join the transmits,
+/// events the queue. A connection str0m gives up on is disconnected.
+fn drain(
+    rtc: &mut Rtc,
+    now: Instant,
+    conn: ConnId,
+    pc: Pc,
+    transmits: &mut VecDeque<Transmit>,
+    events: &mut VecDeque<Queued>,
+) -> Instant {
+    let drained = crate::sfu::drain::drain_at(
+        rtc,
+        now,
+        |t| transmits.push_back(t),
+        |event| events.push_back(Queued { conn, pc, event }),
+    );
+    drained.unwrap_or_else(|error| {
+        tracing::warn!(conn, ?pc, %error, "peer connection failed");
+        rtc.disconnect();
+        now + IDLE
+    })
+}

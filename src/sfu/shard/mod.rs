@@ -1,0 +1,183 @@
+//! A shard: one event loop, on its own thread, that owns a UDP socket, an
+//! ICE-TCP listener and every peer connection of the rooms pinned to it.
+//!
+//! The shard is split in two. [`core::ShardCore`] holds every peer
+//! connection and makes every decision, sans I/O: routing datagrams by
+//! address ([`core`]), negotiation ([`negotiate`]) and forwarding
+//! ([`forward`]). This file is the loop around it. It waits on four things,
+//! a datagram, a TCP frame (or a new TCP connection), a command from
+//! signaling, and the core's next timeout, feeds whatever woke it to the
+//! core with the time, lets the core act on it ([`ShardCore::flush`]), and
+//! sends the datagrams the core produced.
+//!
+//! A wake takes every datagram already waiting (up to [`RECEIVE_BATCH`])
+//! before the core flushes: under load a burst costs one drain per
+//! subscriber, not one per packet.
+
+mod core;
+mod forward;
+mod negotiate;
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use str0m::net::{Protocol, Transmit};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::mpsc;
+
+use self::core::ShardCore;
+use super::tcp::TcpConnections;
+use super::ShardInput;
+
+/// The largest datagram read from the socket. WebRTC keeps its datagrams
+/// under the path MTU (str0m aims at 1,150 bytes, browsers at about 1,200,
+/// and nothing sensible exceeds Ethernet's 1,500), so 2 KiB holds anything
+/// a client sends; a longer datagram is cut short and then refused by
+/// str0m's parsers.
+const RECEIVE_BUFFER: usize = 2048;
+
+/// The most datagrams one wake of the loop takes off the socket before the
+/// core forwards what they carried. A video frame arrives as a burst of a
+/// few to a few dozen packets, and many rooms' bursts overlap, so a batch
+/// of 32 lets one drain per subscriber cover most of a frame; the bound
+/// keeps commands and timers from waiting long behind a full socket (at
+/// about 12 µs per forwarded packet, docs/benchmarks.md, a batch forwarded
+/// to two subscribers each takes under a millisecond). A bound, not a tuned
+/// optimum.
+const RECEIVE_BATCH: usize = 32;
+
+/// Runs a shard on the current thread until it is told to shut down.
+pub(super) fn run(
+    index: usize,
+    udp: std::net::UdpSocket,
+    tcp: std::net::TcpListener,
+    udp_addr: SocketAddr,
+    tcp_addr: SocketAddr,
+    commands: mpsc::UnboundedReceiver<ShardInput>,
+) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a current-thread runtime can be built");
+    runtime.block_on(async move {
+        let mut net = Net {
+            udp: UdpSocket::from_std(udp).expect("a bound UDP socket"),
+            tcp: TcpListener::from_std(tcp).expect("a bound TCP listener"),
+            tcp_conns: TcpConnections::default(),
+            udp_addr,
+            tcp_addr,
+        };
+        let mut core = ShardCore::new(index, udp_addr, tcp_addr, Instant::now());
+        net.run(&mut core, commands).await;
+    });
+}
+
+/// The shard's sockets.
+struct Net {
+    udp: UdpSocket,
+    tcp: TcpListener,
+    tcp_conns: TcpConnections,
+    /// The addresses candidates announce (and that str0m sees as the
+    /// destination of what arrives).
+    udp_addr: SocketAddr,
+    tcp_addr: SocketAddr,
+}
+
+enum Wake {
+    Input(Option<ShardInput>),
+    Datagram(usize, SocketAddr),
+    TcpConnection(tokio::net::TcpStream, SocketAddr),
+    TcpFrame(SocketAddr, bytes::BytesMut),
+    Timeout,
+    Nothing,
+}
+
+impl Net {
+    async fn run(
+        &mut self,
+        core: &mut ShardCore,
+        mut commands: mpsc::UnboundedReceiver<ShardInput>,
+    ) {
+        let mut buf = vec![0u8; RECEIVE_BUFFER];
+        loop {
+            let wake = {
+                let sleep = tokio::time::sleep_until(core.poll_timeout().into());
+                let tcp_idle = self.tcp_conns.is_empty();
+                tokio::select! {
+                    input = commands.recv() => Wake::Input(input),
+                    received = self.udp.recv_from(&mut buf) => match received {
+                        Ok((n, source)) => Wake::Datagram(n, source),
+                        Err(_) => Wake::Nothing,
+                    },
+                    accepted = self.tcp.accept() => match accepted {
+                        Ok((stream, remote)) => Wake::TcpConnection(stream, remote),
+                        Err(_) => Wake::Nothing,
+                    },
+                    Some((remote, frame)) = self.tcp_conns.next(), if !tcp_idle => match frame {
+                        Ok(frame) => Wake::TcpFrame(remote, frame),
+                        Err(_) => Wake::Nothing,
+                    },
+                    () = sleep => Wake::Timeout,
+                }
+            };
+            match wake {
+                Wake::Input(Some(ShardInput::Command(command))) => {
+                    core.handle_command(Instant::now(), command);
+                }
+                Wake::Input(Some(ShardInput::Shutdown) | None) => {
+                    core.close_all(Instant::now());
+                    self.send(core);
+                    return;
+                }
+                Wake::Datagram(n, source) => {
+                    let local = self.udp_addr;
+                    core.handle_datagram(Instant::now(), Protocol::Udp, source, local, &buf[..n]);
+                    // Whatever else is already waiting joins this batch.
+                    for _ in 1..RECEIVE_BATCH {
+                        let Ok((n, source)) = self.udp.try_recv_from(&mut buf) else {
+                            break;
+                        };
+                        core.handle_datagram(
+                            Instant::now(),
+                            Protocol::Udp,
+                            source,
+                            local,
+                            &buf[..n],
+                        );
+                    }
+                }
+                Wake::TcpConnection(stream, remote) => self.tcp_conns.accept(stream, remote),
+                Wake::TcpFrame(remote, frame) => {
+                    let local = self.tcp_addr;
+                    core.handle_datagram(Instant::now(), Protocol::Tcp, remote, local, &frame);
+                }
+                Wake::Timeout => core.handle_timeout(Instant::now()),
+                Wake::Nothing => {}
+            }
+            core.flush(Instant::now());
+            self.send(core);
+        }
+    }
+
+    /// Sends every datagram the core produced.
+    fn send(&self, core: &mut ShardCore) {
+        while let Some(t) = core.poll_transmit() {
+            self.transmit(&t);
+        }
+    }
+
+    fn transmit(&self, t: &Transmit) {
+        match t.proto {
+            Protocol::Udp => {
+                // A full socket buffer drops the datagram, as the network may.
+                let _ = self.udp.try_send_to(&t.contents, t.destination);
+            }
+            Protocol::Tcp => {
+                self.tcp_conns.send(t.destination, &t.contents);
+            }
+            _ => {}
+        }
+    }
+}

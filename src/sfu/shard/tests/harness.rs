@@ -1,0 +1,399 @@
+//! A shard core and str0m clients wired together in memory: datagrams are
+//! moved between them by address, signaling events are answered as a
+//! browser would, and time is a fake clock advanced to the next timeout.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::format::Codec;
+use str0m::media::{Direction, MediaKind, Mid, Simulcast, SimulcastLayer};
+use str0m::net::{Protocol, Receive, Transmit};
+use str0m::rtp::{RtpPacket, RtpWrite};
+use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use crate::sfu::shard::core::ShardCore;
+use crate::sfu::shard::forward::{AUDIO_FRAME_TICKS, VIDEO_FRAME_TICKS};
+use crate::sfu::{Command, ConnId, Pc, PeerEvent};
+
+/// The shard's announced UDP and ICE-TCP addresses.
+pub const SHARD_UDP: &str = "10.0.0.1:3478";
+pub const SHARD_TCP: &str = "10.0.0.1:3479";
+
+/// The fake clock's smallest step, when something is due at once: about
+/// the resolution of the real loop's timer.
+const TICK: Duration = Duration::from_millis(1);
+
+/// Rounds of passing datagrams around before the clock must move.
+const MAX_ROUNDS: usize = 200;
+
+/// One peer connection of a client.
+pub struct Side {
+    pub rtc: Rtc,
+    pub addr: SocketAddr,
+    deadline: Instant,
+    /// Everything str0m reported, in order.
+    pub events: Vec<Event>,
+}
+
+impl Side {
+    fn new(now: Instant, addr: SocketAddr) -> Side {
+        let mut rtc = RtcConfig::new()
+            .set_rtp_mode(true)
+            .clear_codecs()
+            .enable_opus(true, false)
+            .enable_vp8(true)
+            .build(now);
+        rtc.add_local_candidate(Candidate::host(addr, "udp").expect("a host candidate"));
+        Side {
+            rtc,
+            addr,
+            deadline: now,
+            events: Vec::new(),
+        }
+    }
+
+    pub fn connected(&self) -> bool {
+        self.events.iter().any(|e| matches!(e, Event::Connected))
+    }
+
+    /// The media packets received so far (not the padding str0m sends to
+    /// probe the bandwidth).
+    pub fn rtp(&self) -> impl Iterator<Item = &RtpPacket> {
+        self.events.iter().filter_map(|e| match e {
+            Event::RtpPacket(p) if !p.payload.is_empty() => Some(p),
+            _ => None,
+        })
+    }
+
+    /// Keyframe requests received so far (the publisher's side).
+    pub fn keyframe_requests(&self) -> usize {
+        self.events
+            .iter()
+            .filter(|e| matches!(e, Event::KeyframeRequest(_)))
+            .count()
+    }
+}
+
+/// A participant's browser: a `pub` and a `sub` connection.
+pub struct Client {
+    pub conn: ConnId,
+    pub publish: Side,
+    pub subscribe: Side,
+    events: mpsc::UnboundedReceiver<PeerEvent>,
+    /// Every event the shard sent this client, in order.
+    pub signals: Vec<PeerEvent>,
+    /// Answer `sub` offers and apply `pub` answers on their own.
+    pub auto: bool,
+    pending: Option<SdpPendingOffer>,
+    /// Packets written per published stream (mid and rid), for sequence
+    /// numbers and timestamps.
+    written: HashMap<(Mid, Option<String>), u32>,
+}
+
+impl Client {
+    pub fn rejected(&self) -> Vec<tandem_protocol::ErrorCode> {
+        self.signals
+            .iter()
+            .filter_map(|s| match s {
+                PeerEvent::Rejected { code, .. } => Some(*code),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The `sub` offers received so far.
+    pub fn offers(&self) -> Vec<&str> {
+        self.signals
+            .iter()
+            .filter_map(|s| match s {
+                PeerEvent::Offer { pc: Pc::Sub, sdp } => Some(sdp.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+/// The tracks a client published.
+pub struct Tracks {
+    pub audio: Option<Mid>,
+    pub video: Option<Mid>,
+}
+
+pub struct Sim {
+    pub now: Instant,
+    pub core: ShardCore,
+    pub clients: Vec<Client>,
+    pub udp: SocketAddr,
+    /// Every datagram the core sent, by destination, for routing checks.
+    pub sent: Vec<SocketAddr>,
+}
+
+impl Sim {
+    pub fn new() -> Sim {
+        let now = Instant::now();
+        let udp = SHARD_UDP.parse().unwrap();
+        let tcp = SHARD_TCP.parse().unwrap();
+        Sim {
+            now,
+            core: ShardCore::new(0, udp, tcp, now),
+            clients: Vec::new(),
+            udp,
+            sent: Vec::new(),
+        }
+    }
+
+    /// A participant joins `room`; returns its index in `clients`.
+    pub fn join(&mut self, room: Uuid) -> usize {
+        let index = self.clients.len();
+        let conn = 100 + index as ConnId;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let ip = format!("10.1.0.{}", index + 1);
+        let client = Client {
+            conn,
+            publish: Side::new(self.now, format!("{ip}:4000").parse().unwrap()),
+            subscribe: Side::new(self.now, format!("{ip}:4001").parse().unwrap()),
+            events: rx,
+            signals: Vec::new(),
+            auto: true,
+            pending: None,
+            written: HashMap::new(),
+        };
+        self.clients.push(client);
+        self.command(Command::Join {
+            conn,
+            room,
+            participant: format!("p{index}"),
+            events: tx,
+        });
+        index
+    }
+
+    pub fn command(&mut self, command: Command) {
+        self.core.handle_command(self.now, command);
+        self.core.flush(self.now);
+    }
+
+    /// The `pub` offer of client `i` with audio and/or video (simulcast
+    /// with `rids` when there are any). The shard's answer is applied when
+    /// the client is `auto`.
+    pub fn publish(&mut self, i: usize, audio: bool, video: bool, rids: &[&str]) -> Tracks {
+        let client = &mut self.clients[i];
+        let mut api = client.publish.rtc.sdp_api();
+        let audio =
+            audio.then(|| api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None));
+        let video = video.then(|| {
+            let simulcast = (!rids.is_empty()).then(|| {
+                let mut s = Simulcast::new();
+                for rid in rids {
+                    s.add_send_layer(SimulcastLayer::new(rid));
+                }
+                s
+            });
+            api.add_media(MediaKind::Video, Direction::SendOnly, None, None, simulcast)
+        });
+        let (offer, pending) = api.apply().expect("a change to offer");
+        client.pending = Some(pending);
+        let command = Command::Offer {
+            conn: client.conn,
+            pc: Pc::Pub,
+            sdp: offer.to_sdp_string(),
+        };
+        self.command(command);
+        Tracks { audio, video }
+    }
+
+    /// Writes one RTP packet on client `i`'s published track `mid` (layer
+    /// `rid`). Video payloads are one-packet VP8 frames: a payload
+    /// descriptor, then a key- or interframe header, then `tag`.
+    pub fn send(&mut self, i: usize, mid: Mid, rid: Option<&str>, keyframe: bool, tag: &[u8]) {
+        let now = self.now;
+        let client = &mut self.clients[i];
+        let rtc = &mut client.publish.rtc;
+        let kind = rtc.media(mid).expect("a published mid").kind();
+        let codec = if kind == MediaKind::Audio {
+            Codec::Opus
+        } else {
+            Codec::Vp8
+        };
+        let pt = rtc
+            .codec_config()
+            .params()
+            .iter()
+            .find(|p| p.spec().codec == codec)
+            .expect("a negotiated codec")
+            .pt();
+        let mut payload = Vec::with_capacity(tag.len() + 2);
+        if kind == MediaKind::Video {
+            // S=1, partition 0; then the VP8 header's P bit (0: keyframe).
+            payload.extend_from_slice(&[0x10, if keyframe { 0x00 } else { 0x01 }]);
+        }
+        payload.extend_from_slice(tag);
+        let n = client
+            .written
+            .entry((mid, rid.map(str::to_owned)))
+            .or_default();
+        *n += 1;
+        let n = *n;
+        let step = if kind == MediaKind::Audio {
+            AUDIO_FRAME_TICKS
+        } else {
+            VIDEO_FRAME_TICKS
+        };
+        let mut api = rtc.direct_api();
+        let tx = api
+            .stream_tx_by_mid(mid, rid.map(Into::into))
+            .expect("a stream for the track");
+        tx.write_rtp(RtpWrite::new(pt, u64::from(n).into(), n * step, now, payload).marker(true));
+    }
+
+    /// Moves datagrams and signaling until nothing moves, then advances the
+    /// clock to the next timeout, until `duration` has passed.
+    pub fn run(&mut self, duration: Duration) {
+        let end = self.now + duration;
+        loop {
+            for _ in 0..MAX_ROUNDS {
+                if !self.round() {
+                    break;
+                }
+            }
+            if self.now >= end {
+                return;
+            }
+            let mut next = self.core.poll_timeout().min(end);
+            for c in &self.clients {
+                next = next.min(c.publish.deadline).min(c.subscribe.deadline);
+            }
+            self.now = next.max(self.now + TICK).min(end);
+            let now = self.now;
+            // Every client hears the time, due or not: str0m starts DTLS
+            // from the last time it was given, and a connection idle since
+            // it was built (a `sub` offer answered late) would otherwise
+            // start with its retransmission timer already expired and send
+            // its first flight twice, which str0m on the other side does
+            // not survive.
+            for c in &mut self.clients {
+                for side in [&mut c.publish, &mut c.subscribe] {
+                    let _ = side.rtc.handle_input(Input::Timeout(now));
+                }
+            }
+            if self.core.poll_timeout() <= now {
+                self.core.handle_timeout(now);
+            }
+            self.core.flush(now);
+        }
+    }
+
+    /// One round: clients' output to the core, the core's output to the
+    /// clients, signaling. True when anything moved.
+    fn round(&mut self) -> bool {
+        let now = self.now;
+        let mut moved = false;
+        let mut to_core: Vec<Transmit> = Vec::new();
+        for c in &mut self.clients {
+            for side in [&mut c.publish, &mut c.subscribe] {
+                loop {
+                    match side.rtc.poll_output() {
+                        Ok(Output::Transmit(t)) => to_core.push(t),
+                        Ok(Output::Event(e)) => side.events.push(e),
+                        Ok(Output::Timeout(at)) => {
+                            side.deadline = at;
+                            break;
+                        }
+                        Err(error) => panic!("client failed: {error}"),
+                    }
+                }
+            }
+        }
+        for t in to_core {
+            moved = true;
+            if t.destination == self.udp {
+                self.core
+                    .handle_datagram(now, t.proto, t.source, t.destination, &t.contents);
+            }
+        }
+        self.core.flush(now);
+        while let Some(t) = self.core.poll_transmit() {
+            moved = true;
+            self.sent.push(t.destination);
+            let side = self
+                .clients
+                .iter_mut()
+                .flat_map(|c| [&mut c.publish, &mut c.subscribe])
+                .find(|s| s.addr == t.destination);
+            if let Some(side) = side {
+                let receive = Receive::new(Protocol::Udp, t.source, t.destination, &t.contents)
+                    .expect("a datagram str0m can parse");
+                let _ = side.rtc.handle_input(Input::Receive(now, receive));
+            }
+        }
+        for i in 0..self.clients.len() {
+            while let Ok(signal) = self.clients[i].events.try_recv() {
+                moved = true;
+                self.clients[i].signals.push(signal.clone());
+                if self.clients[i].auto {
+                    self.react(i, signal);
+                }
+            }
+        }
+        moved
+    }
+
+    /// Answers the last `sub` offer client `i` received, as a browser would.
+    pub fn answer_last_offer(&mut self, i: usize) {
+        let sdp = self.clients[i]
+            .offers()
+            .last()
+            .expect("an offer")
+            .to_string();
+        self.react(i, PeerEvent::Offer { pc: Pc::Sub, sdp });
+    }
+
+    /// What a browser does with a signaling message.
+    fn react(&mut self, i: usize, signal: PeerEvent) {
+        let client = &mut self.clients[i];
+        match signal {
+            PeerEvent::Answer { pc: Pc::Pub, sdp } => {
+                let answer = SdpAnswer::from_sdp_string(&sdp).expect("the shard's answer parses");
+                let pending = client.pending.take().expect("an offer waiting");
+                client
+                    .publish
+                    .rtc
+                    .sdp_api()
+                    .accept_answer(pending, answer)
+                    .expect("the shard's answer is acceptable");
+            }
+            PeerEvent::Offer { pc: Pc::Sub, sdp } => {
+                let offer = SdpOffer::from_sdp_string(&sdp).expect("the shard's offer parses");
+                let answer = client
+                    .subscribe
+                    .rtc
+                    .sdp_api()
+                    .accept_offer(offer)
+                    .expect("the shard's offer is acceptable");
+                let command = Command::Answer {
+                    conn: client.conn,
+                    pc: Pc::Sub,
+                    sdp: answer.to_sdp_string(),
+                };
+                self.command(command);
+            }
+            PeerEvent::Candidate {
+                pc,
+                candidate: Some(candidate),
+            } => {
+                let side = match pc {
+                    Pc::Pub => &mut client.publish,
+                    Pc::Sub => &mut client.subscribe,
+                };
+                let candidate =
+                    Candidate::from_sdp_string(&candidate.candidate).expect("a valid candidate");
+                side.rtc.add_remote_candidate(candidate);
+            }
+            _ => {}
+        }
+    }
+}
