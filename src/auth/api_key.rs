@@ -10,10 +10,29 @@ use base64::Engine;
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
+use super::ApiRole;
+
 pub const PREFIX: &str = "tdm_";
 
+/// Keys are for the clinic's systems. A person (a clinician) gets a staff
+/// token instead: it names them, expires within hours, and its use is
+/// audited as theirs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "API keys are for systems; give clinicians a staff token (tandem token issue --role clinician)"
+)]
+pub struct PeopleUseStaffTokens;
+
+/// A new secret key for a system with `role`, to be shown once.
+pub fn issue(role: ApiRole) -> Result<String, PeopleUseStaffTokens> {
+    match role {
+        ApiRole::Clinician => Err(PeopleUseStaffTokens),
+        ApiRole::Admin | ApiRole::Scheduler | ApiRole::Compliance => Ok(generate()),
+    }
+}
+
 /// A new secret key, to be shown once.
-pub fn generate() -> String {
+fn generate() -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes))
@@ -38,5 +57,13 @@ mod tests {
         assert_eq!(hash(&a), hash(&a));
         assert_ne!(hash(&a), hash(&b));
         assert!(!hash(&a).contains(&a[PREFIX.len()..]));
+    }
+
+    #[test]
+    fn clinicians_get_staff_tokens_not_keys() {
+        assert_eq!(issue(ApiRole::Clinician), Err(PeopleUseStaffTokens));
+        for role in [ApiRole::Admin, ApiRole::Scheduler, ApiRole::Compliance] {
+            assert!(issue(role).unwrap().starts_with(PREFIX));
+        }
     }
 }
