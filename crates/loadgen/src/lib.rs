@@ -23,6 +23,7 @@ mod reception;
 pub mod relay;
 mod report;
 mod schedule;
+mod sender;
 mod stamp;
 
 use std::net::{IpAddr, SocketAddr};
