@@ -20,8 +20,15 @@
 //!   `session_end`. A closing event without a connection id closes every
 //!   open connection of its participant (and a `joined` without one opens a
 //!   connection keyed by the participant). A second `joined` on a connection
-//!   already open changes nothing. A closing time earlier than the opening
-//!   one (a clock step) gives an empty interval, never a negative one.
+//!   already open changes nothing.
+//! - A connection's close ends every piece of it: nothing stamped after the
+//!   close extends it, even when it was recorded before the close (a mute
+//!   of a connection that had already died, whose loss is recorded at its
+//!   last sign of life 30 s later; a change after the last heartbeat before
+//!   a crash). Pieces are cut at the close, those starting at or after it
+//!   are dropped, and the last piece kept ends with the close's reason. A
+//!   close before the connection's `joined` (a clock step, a recovery at the
+//!   `joined` itself) leaves one empty interval, never a negative one.
 //! - An interval still open when the report is made (a live session, or
 //!   presence a crash recovery has not closed yet) is counted up to `now`
 //!   and shown with the end reason [`OPEN`] (`"open"`), which is not one of
@@ -31,7 +38,7 @@
 //!   interval is split there: the first piece ends with the end reason
 //!   [`MEDIA_CHANGED`] (`"media_changed"`), the next starts at the same
 //!   millisecond. A change at the very millisecond a piece started only
-//!   relabels that piece, so no empty pieces appear.
+//!   relabels that piece, so no empty pieces appear (but see the close).
 //!
 //! # The numbers (per participant)
 //!
@@ -255,6 +262,9 @@ struct Open {
     connection: Option<String>,
     start: Millis,
     modality: Modality,
+    /// Its earlier pieces (split at modality changes), kept until the
+    /// connection closes: the close trims them all.
+    pieces: Vec<Segment>,
 }
 
 /// This session's events, in ledger order.
@@ -285,6 +295,13 @@ fn targets(open: &BTreeMap<String, Open>, e: &NewEvent) -> Vec<String> {
     }
 }
 
+/// Closes connection `key` at `at`: every piece of it ends there at the
+/// latest, whatever was stamped after the close (a mute of a connection
+/// that had already died, a change after the last heartbeat); pieces that
+/// would start at or after it are dropped. The last piece kept ends with
+/// `why`. A close before the connection's first piece (a clock step, or a
+/// recovery at its own `joined`) leaves one empty piece, never a negative
+/// one.
 fn close(
     open: &mut BTreeMap<String, Open>,
     key: &str,
@@ -292,16 +309,37 @@ fn close(
     why: &str,
     out: &mut Vec<Segment>,
 ) {
-    if let Some(o) = open.remove(key) {
-        out.push(Segment {
-            participant: o.participant,
-            connection: o.connection,
-            start: o.start,
-            end: at.max(o.start),
-            modality: o.modality,
-            end_reason: why.to_owned(),
+    let Some(o) = open.remove(key) else {
+        return;
+    };
+    let mut pieces = o.pieces;
+    pieces.push(Segment {
+        participant: o.participant,
+        connection: o.connection,
+        start: o.start,
+        end: at.max(o.start),
+        modality: o.modality,
+        end_reason: why.to_owned(),
+    });
+    let first = pieces[0].clone();
+    let mut kept: Vec<Segment> = pieces
+        .into_iter()
+        .filter(|p| p.start < at)
+        .map(|p| Segment {
+            end: p.end.min(at),
+            ..p
+        })
+        .collect();
+    if kept.is_empty() {
+        kept.push(Segment {
+            end: first.start,
+            ..first
         });
     }
+    if let Some(last) = kept.last_mut() {
+        last.end_reason = why.to_owned();
+    }
+    out.extend(kept);
 }
 
 /// Every presence piece of the session, open ones ended at `now`.
@@ -325,6 +363,7 @@ fn presence_segments(events: &[&Event], now: Millis) -> Vec<Segment> {
                     start: e.at,
                     modality: Modality::parse(e.modality.as_deref())
                         .unwrap_or(Modality::AudioVideo),
+                    pieces: Vec::new(),
                 });
             }
             EventKind::MediaChanged => {
@@ -337,7 +376,7 @@ fn presence_segments(events: &[&Event], now: Millis) -> Vec<Segment> {
                         continue;
                     }
                     if e.at > o.start {
-                        out.push(Segment {
+                        o.pieces.push(Segment {
                             participant: o.participant.clone(),
                             connection: o.connection.clone(),
                             start: o.start,
@@ -1225,6 +1264,110 @@ mod tests {
         for case in &cases {
             check(&individual(), case);
         }
+    }
+
+    /// Issue 20, fault 1: a piece of presence ends at its connection's close,
+    /// whatever was stamped after it.
+    #[test]
+    fn events_after_a_close_never_extend_presence() {
+        let cases = vec![
+            Case {
+                // The clinician mutes a patient whose connection has silently
+                // died: the mute is stamped 10 s after the last frame, the
+                // loss is recorded (at the last frame) about 30 s later.
+                name: "a mute stamped after a silent loss",
+                script: |l| {
+                    l.clinician(0, s(3600))
+                        .join(0, "p1", "p1-a")
+                        .media(s(3245), "p1", "p1-a", AUDIO_ONLY)
+                        .leave(s(3235), "p1", "p1-a", "network");
+                },
+                now: None,
+                head_count: 1,
+                rows: vec![Row {
+                    disconnects: 1,
+                    reasons: &["network"],
+                    ..row("p1", 3235, 53, 3235)
+                }],
+            },
+            Case {
+                // A video toggle after the last heartbeat, then a crash:
+                // recovery closes at the heartbeat (+1805 s).
+                name: "a video toggle after the last heartbeat, then a crash",
+                script: |l| {
+                    l.clinician(0, s(3000))
+                        .join(0, "p1", "p1-a")
+                        .media(s(600), "p1", "p1-a", AUDIO_ONLY)
+                        .media(s(1807), "p1", "p1-a", AUDIO_VIDEO)
+                        .leave(s(1805), "p1", "p1-a", "server_restart");
+                },
+                now: None,
+                head_count: 1,
+                rows: vec![Row {
+                    audio_only: 1205,
+                    early: 1195,
+                    reasons: &[MEDIA_CHANGED, "server_restart"],
+                    ..row("p1", 1805, 30, 1805)
+                }],
+            },
+            Case {
+                name: "the session's close trims a later-stamped change too",
+                script: |l| {
+                    l.join(0, CLIN, "c1-a")
+                        .join(0, "p1", "p1-a")
+                        .media(s(1210), "p1", "p1-a", AUDIO_ONLY)
+                        .closed(s(1200));
+                },
+                now: None,
+                head_count: 1,
+                rows: vec![
+                    Row {
+                        early: 1800,
+                        reasons: &["session_end"],
+                        ..row("p1", 1200, 20, 1200)
+                    },
+                    Row {
+                        early: 1800,
+                        reasons: &["session_end"],
+                        ..row(CLIN, 1200, 20, 1200)
+                    },
+                ],
+            },
+            Case {
+                name: "a close before the joining time is one empty interval",
+                script: |l| {
+                    l.clinician(0, s(3000))
+                        .join(s(600), "p1", "p1-a")
+                        .media(s(610), "p1", "p1-a", AUDIO_ONLY)
+                        .leave(s(590), "p1", "p1-a", "server_restart");
+                },
+                now: None,
+                head_count: 0,
+                rows: vec![Row {
+                    late: 600,
+                    early: 2400,
+                    reasons: &["server_restart"],
+                    ..row("p1", 0, 0, 0)
+                }],
+            },
+        ];
+        for case in &cases {
+            check(&individual(), case);
+        }
+        // The mute case, in full: last leave at the last frame.
+        let mut l = Ledger::new(&individual());
+        (cases[0].script)(&mut l);
+        let r = session_report(
+            &individual(),
+            &l.events(),
+            None,
+            start() + Duration::hours(3),
+        );
+        let p = &r.participants[1];
+        assert_eq!(p.last_leave.as_deref(), Some("2025-03-03T14:53:55.000Z"));
+        assert_eq!(p.intervals.len(), 1);
+        assert_eq!(p.intervals[0].end, "2025-03-03T14:53:55.000Z");
+        assert_eq!(p.attended_audio_only_seconds, 0);
     }
 
     /// (name, script, conjoint seconds, partner-only seconds)
