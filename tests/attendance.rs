@@ -1656,6 +1656,19 @@ async fn the_weekly_report_sums_the_sessions_attended_minutes() {
         modality: (kind == EventKind::Joined).then(|| "audio_video".to_owned()),
         detail: None,
     };
+    // The recorded session is over (the clinician ended it at 38 min); the
+    // live one is still in progress.
+    let closed = NewEvent {
+        participant: None,
+        role: None,
+        connection: None,
+        ..event(
+            38 * MINUTE,
+            "clin-1",
+            EventKind::SessionClosed,
+            Some("ended_by_clinician"),
+        )
+    };
     append_chained(
         &app.config.database_path(),
         &[
@@ -1663,6 +1676,7 @@ async fn the_weekly_report_sums_the_sessions_attended_minutes() {
             event(MINUTE, "pat-1", EventKind::Joined, None),
             event(31 * MINUTE + 59_900, "pat-1", EventKind::Left, Some("left")),
             event(38 * MINUTE, "clin-1", EventKind::Left, Some("left")),
+            closed,
         ],
     )
     .await;
@@ -1735,14 +1749,35 @@ async fn the_weekly_report_sums_the_sessions_attended_minutes() {
         .iter()
         .map(|f| f.as_str().unwrap())
         .collect();
-    for flag in [
-        "late",
-        "left_early",
-        "below_weekly_minimum",
-        "below_code_minimum",
-    ] {
-        assert!(flags.contains(&flag), "{flag} in {flags:?}");
-    }
+    // Flags are for finished sessions: the recorded one (late, left before
+    // the clinician ended it early, no code's minimum met), not the live one.
+    assert_eq!(
+        flags,
+        [
+            "late",
+            "left_early",
+            "below_weekly_minimum",
+            "below_code_minimum",
+            "ended_early"
+        ]
+    );
+    let entry = |id: &str| {
+        sessions
+            .iter()
+            .find(|s| s["session_id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        entry(&live)["flags"],
+        json!([]),
+        "in progress: no flags yet"
+    );
+    assert_eq!(
+        entry(&recorded)["flags"],
+        json!(["late", "left_early", "below_code_minimum", "ended_early"])
+    );
+    assert_eq!(entry(&recorded)["minutes_short"], 22);
 
     // The CSV row says the same.
     let response = app

@@ -73,6 +73,11 @@
 //! - `annotations`: every `annotation` event about the participant, as
 //!   `{at, by, text}`; annotations about no rostered participant go to the
 //!   report's top-level `annotations`. They never change a number.
+//! - `flags` (extra), only for a participant with `attended_seconds > 0` in
+//!   a *finished* session (see below): [`FLAG_LATE`] when `late_seconds >
+//!   0`; [`FLAG_LEFT_EARLY`] when they left at least a whole second before
+//!   the session ended, i.e. before the earlier of `ends_at` and the room's
+//!   close (`early_leave_seconds` itself is still counted from `ends_at`).
 //!
 //! # The numbers (per session)
 //!
@@ -87,6 +92,21 @@
 //!   as extra fields.
 //! - `service_date`: the local date of `starts_at` in the session's own time
 //!   zone (which defaults to the program's).
+//! - `ended_at` (extra, in `session`): when the room closed, the ledger's
+//!   first `session_closed`, else the end the scheduler recorded; null
+//!   while it has not. The session is *finished* when its status is not
+//!   `scheduled` (ended, cancelled, or past its window) or it has an
+//!   `ended_at`.
+//! - `code_minimums` (extra): each time-based code of the session's kind
+//!   ([`timed_codes`]) with its basis, the floored minutes of that basis,
+//!   its minimum and whether they reach it: 90847 on the conjoint minutes,
+//!   90846 on the partner-only minutes, 90832/90834/90837 on the patients'
+//!   attended minutes (⌊|Pt ∩ C ∩ W| / 60 s⌋); none for group sessions.
+//! - `flags` (extra), finished sessions only: [`FLAG_BELOW_CODE_MINIMUM`]
+//!   when a patient or partner attended and no code of the session's kind
+//!   is met; [`FLAG_ENDED_EARLY`] when the room closed before `ends_at`,
+//!   with `minutes_short` = ⌊(ends_at − max(close, starts_at)) / 60 s⌋
+//!   (0 otherwise).
 //!
 //! Every roster member has a row, clinician first, in roster order, with
 //! zeros when absent. Rows carry ids (and the clinic's MRN when it gave
@@ -108,6 +128,66 @@ pub const OPEN: &str = "open";
 /// End reason of the piece of an interval before a modality change.
 pub const MEDIA_CHANGED: &str = "media_changed";
 
+/// Participant flags (attended participants of finished sessions only).
+pub const FLAG_LATE: &str = "late";
+pub const FLAG_LEFT_EARLY: &str = "left_early";
+/// Session flags (finished sessions only).
+pub const FLAG_BELOW_CODE_MINIMUM: &str = "below_code_minimum";
+pub const FLAG_ENDED_EARLY: &str = "ended_early";
+
+/// What a code's minutes are counted on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Basis {
+    /// Patient ∩ partner ∩ clinician ∩ window (90847).
+    Conjoint,
+    /// (Partner ∩ clinician ∩ window) − patient (90846).
+    PartnerOnly,
+    /// Patient ∩ clinician ∩ window (90832, 90834, 90837).
+    Attended,
+}
+
+impl Basis {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Basis::Conjoint => "conjoint",
+            Basis::PartnerOnly => "partner_only",
+            Basis::Attended => "attended",
+        }
+    }
+}
+
+/// The time-based codes of each session kind, their basis and their
+/// minimum minutes (ATTENDANCE.md): 90847 (conjoint) and 90846 (partner
+/// without the patient) are 50-minute codes billable from 26 minutes;
+/// 90832/90834/90837 need 16/38/53 minutes. Group sessions bill 90853, which
+/// is untimed.
+pub fn timed_codes(kind: SessionKind) -> &'static [(&'static str, Basis, i64)] {
+    match kind {
+        SessionKind::Couple => &[
+            ("90847", Basis::Conjoint, 26),
+            ("90846", Basis::PartnerOnly, 26),
+        ],
+        SessionKind::Individual => &[
+            ("90832", Basis::Attended, 16),
+            ("90834", Basis::Attended, 38),
+            ("90837", Basis::Attended, 53),
+        ],
+        SessionKind::Group => &[],
+    }
+}
+
+/// One timed code checked against its own evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CodeMinimum {
+    pub code: &'static str,
+    pub basis: Basis,
+    /// Whole minutes of the basis (floored).
+    pub minutes: i64,
+    pub minimum: i64,
+    pub met: bool,
+}
+
 /// The report of one session. Field order and names follow DESIGN.md; the
 /// fields DESIGN.md does not list are extras.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -128,6 +208,12 @@ pub struct SessionReport {
     pub status: SessionStatus,
     /// Extra: the `now` the report was computed at (open intervals end there).
     pub generated_at: String,
+    /// Extra: each timed code of the session's kind against its own minutes.
+    pub code_minimums: Vec<CodeMinimum>,
+    /// Extra: `below_code_minimum`, `ended_early` (finished sessions only).
+    pub flags: Vec<&'static str>,
+    /// Extra: whole minutes between an early end and the scheduled end.
+    pub minutes_short: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -142,6 +228,9 @@ pub struct SessionInfo {
     pub service_date: String,
     /// Extra: the end of the window (`ends_at` plus the overrun grace).
     pub closes_at: String,
+    /// Extra: when the room closed (the ledger's `session_closed`, else the
+    /// recorded end), or null.
+    pub ended_at: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -167,6 +256,9 @@ pub struct ParticipantReport {
     pub still_present: bool,
     /// Extra: clinicians' notes about this participant.
     pub annotations: Vec<Annotation>,
+    /// Extra: `late`, `left_early` (attended participants of finished
+    /// sessions only).
+    pub flags: Vec<&'static str>,
     /// `|P ∩ C ∩ W|` in milliseconds (not serialised; for the weekly report).
     #[serde(skip)]
     pub attended_ms: Millis,
@@ -473,6 +565,17 @@ pub fn session_report(
             .fold(Intervals::default(), |acc, p| acc.union(&presence(&p.id)))
     };
     let clinicians = of_role(RosterRole::Clinician).clip(window);
+    let status = session.status(now);
+    // When the room closed: the ledger's first `session_closed`, else the
+    // end the scheduler recorded.
+    let ended = events
+        .iter()
+        .find(|e| e.event.kind == EventKind::SessionClosed)
+        .map(|e| e.event.at)
+        .or(session.ended_at.map(|t| t.timestamp_millis()));
+    let finished = status != SessionStatus::Scheduled || ended.is_some();
+    // A participant left early when they left before the session did.
+    let session_end = ended.map_or(ends, |t| t.min(ends));
 
     let mut session_annotations = Vec::new();
     let mut annotations: BTreeMap<&str, Vec<Annotation>> = BTreeMap::new();
@@ -529,6 +632,16 @@ pub fn session_report(
             } else {
                 own.iter().map(|s| s.end).max()
             };
+            let late_seconds = first_join.map_or(0, |t| floor_seconds(t - starts));
+            let mut flags = Vec::new();
+            if finished && floor_seconds(attended_ms) > 0 {
+                if late_seconds > 0 {
+                    flags.push(FLAG_LATE);
+                }
+                if last_leave.is_some_and(|t| floor_seconds(session_end - t) > 0) {
+                    flags.push(FLAG_LEFT_EARLY);
+                }
+            }
             ParticipantReport {
                 participant_id: member.id.clone(),
                 role: member.role,
@@ -538,7 +651,7 @@ pub fn session_report(
                 audio_only_seconds: floor_seconds(audio_only.total()),
                 first_join: first_join.map(rfc3339_ms),
                 last_leave: last_leave.map(rfc3339_ms),
-                late_seconds: first_join.map_or(0, |t| floor_seconds(t - starts)),
+                late_seconds,
                 early_leave_seconds: last_leave.map_or(0, |t| floor_seconds(ends - t)),
                 disconnects: own
                     .iter()
@@ -559,6 +672,7 @@ pub fn session_report(
                 attended_audio_only_seconds: floor_seconds(attended_audio_only_ms),
                 still_present,
                 annotations: annotations.remove(member.id.as_str()).unwrap_or_default(),
+                flags,
                 attended_ms,
                 attended_audio_only_ms,
             }
@@ -572,8 +686,8 @@ pub fn session_report(
         .collect::<HashSet<_>>()
         .len();
 
+    let patients = of_role(RosterRole::Patient);
     let (conjoint_ms, partner_only_ms) = if session.kind == SessionKind::Couple {
-        let patients = of_role(RosterRole::Patient);
         let partners = of_role(RosterRole::Partner).intersect(&clinicians);
         (
             partners.intersect(&patients).total(),
@@ -582,6 +696,42 @@ pub fn session_report(
     } else {
         (0, 0)
     };
+
+    // Each timed code on its own evidence.
+    let patients_attended_ms = patients.intersect(&clinicians).total();
+    let code_minimums: Vec<CodeMinimum> = timed_codes(session.kind)
+        .iter()
+        .map(|&(code, basis, minimum)| {
+            let minutes = floor_minutes(match basis {
+                Basis::Conjoint => conjoint_ms,
+                Basis::PartnerOnly => partner_only_ms,
+                Basis::Attended => patients_attended_ms,
+            });
+            CodeMinimum {
+                code,
+                basis,
+                minutes,
+                minimum,
+                met: minutes >= minimum,
+            }
+        })
+        .collect();
+    let attended_by_client = participants.iter().any(|p| {
+        matches!(p.role, RosterRole::Patient | RosterRole::Partner) && p.attended_seconds > 0
+    });
+    let mut flags = Vec::new();
+    if finished
+        && attended_by_client
+        && !code_minimums.is_empty()
+        && !code_minimums.iter().any(|c| c.met)
+    {
+        flags.push(FLAG_BELOW_CODE_MINIMUM);
+    }
+    let ended_early = ended.filter(|&t| finished && t < ends);
+    if ended_early.is_some() {
+        flags.push(FLAG_ENDED_EARLY);
+    }
+    let minutes_short = ended_early.map_or(0, |t| floor_minutes(ends - t.max(starts)));
 
     SessionReport {
         session: SessionInfo {
@@ -593,6 +743,7 @@ pub fn session_report(
             timezone: session.timezone.name().to_owned(),
             service_date: service_date(session).format("%Y-%m-%d").to_string(),
             closes_at: rfc3339_ms(window.end),
+            ended_at: ended.map(rfc3339_ms),
         },
         notice: notice.map(str::to_owned),
         head_count,
@@ -602,8 +753,11 @@ pub fn session_report(
         conjoint_minutes: floor_minutes(conjoint_ms),
         partner_only_minutes: floor_minutes(partner_only_ms),
         annotations: session_annotations,
-        status: session.status(now),
+        status,
         generated_at: rfc3339_ms(now_ms),
+        code_minimums,
+        flags,
+        minutes_short,
     }
 }
 
@@ -781,7 +935,13 @@ pub(crate) mod testkit {
         }
 
         pub fn closed(&mut self, at: i64) -> &mut Self {
-            let r = Some("session_end");
+            self.closed_for(at, "session_end")
+        }
+
+        /// `session_closed` with `why` (`ended_by_clinician`,
+        /// `session_cancelled`, `session_end`).
+        pub fn closed_for(&mut self, at: i64, why: &str) -> &mut Self {
+            let r = Some(why);
             self.push(at, EventKind::SessionClosed, None, None, (r, None, None))
         }
 
