@@ -1279,7 +1279,11 @@ async fn only_compliance_exports_and_every_export_is_audited_with_its_hash() {
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let to = (Utc::now() + chrono::Duration::hours(2))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let week = week_of(Utc::now() - chrono::Duration::minutes(5));
+    let week = week_of(
+        (Utc::now() - chrono::Duration::minutes(5))
+            .with_timezone(&chrono_tz::America::New_York)
+            .date_naive(),
+    );
     let exports = [
         (
             "session",
@@ -1573,11 +1577,10 @@ async fn an_annotation_is_an_event_that_changes_no_number() {
     app.stop().await;
 }
 
-/// The report week (`YYYY-Www`) of `t` in the test server's program zone
-/// (UTC) with weeks starting on Sunday: a Sunday belongs to the ISO week of
-/// the Monday after it.
-fn week_of(t: DateTime<Utc>) -> String {
-    let day = t.date_naive();
+/// The report week (`YYYY-Www`) that holds the service date `day`, with
+/// weeks starting on Sunday: a Sunday belongs to the ISO week of the Monday
+/// after it.
+fn week_of(day: chrono::NaiveDate) -> String {
     let day = if day.weekday() == Weekday::Sun {
         day + Days::new(1)
     } else {
@@ -1704,7 +1707,13 @@ async fn the_weekly_report_sums_the_sessions_attended_minutes() {
         recorded_patient["attended_minutes"], 30,
         "floored, never 31"
     );
-    let week = week_of(DateTime::from_timestamp_millis(starts_at).unwrap());
+    // The service date: the scheduled start's date in the session's zone.
+    let service_date = live_report["session"]["service_date"].as_str().unwrap();
+    assert_eq!(
+        recorded_report["session"]["service_date"], service_date,
+        "the same day"
+    );
+    let week = week_of(service_date.parse().unwrap());
 
     let weekly = get_json(
         &app,
@@ -1714,8 +1723,9 @@ async fn the_weekly_report_sums_the_sessions_attended_minutes() {
     println!("{weekly:#}");
     assert_eq!(weekly["week"], week.as_str());
     assert!(
-        millis(&weekly["from"]) <= starts_at && starts_at < millis(&weekly["to"]),
-        "the sessions start in the week: {weekly:#}"
+        weekly["first_date"].as_str().unwrap() <= service_date
+            && service_date <= weekly["last_date"].as_str().unwrap(),
+        "the sessions' service date is in the week: {weekly:#}"
     );
     let rows = weekly["patients"].as_array().unwrap();
     let ids: Vec<&str> = rows

@@ -91,7 +91,8 @@
 //!   ⌊|(Pa ∩ C ∩ W) − Pt|⌋ s (90846 evidence), with their floored minutes
 //!   as extra fields.
 //! - `service_date`: the local date of `starts_at` in the session's own time
-//!   zone (which defaults to the program's).
+//!   zone (which defaults to the program's). The weekly report uses the
+//!   same date.
 //! - `ended_at` (extra, in `session`): when the room closed, the ledger's
 //!   first `session_closed`, else the end the scheduler recorded; null
 //!   while it has not. The session is *finished* when its status is not

@@ -22,16 +22,22 @@
 //!
 //! # Which sessions count
 //!
-//! A session counts in the week of its service date: the local date, in the
-//! program's time zone (ATTENDANCE.md), of its scheduled start; the whole
-//! session counts to that date even when it runs past midnight. So a
-//! session belongs to the week exactly when its scheduled start lies in
-//! `[from, to)`. (The session report's own `service_date` uses the session's
-//! time zone, which defaults to the program's; the two differ only for a
-//! session scheduled in another zone, and this report then follows the
-//! program's.) Cancelled sessions are left out entirely; a session given
-//! twice (same id) counts once. Sessions outside the week are ignored, so
-//! the caller may pass a superset (e.g. a day either side).
+//! A session counts in the week that contains its service date: the local
+//! date of its scheduled start *in the session's own time zone* (the
+//! session report's `service_date`; [`super::report::service_date`]). The
+//! whole session counts to that date, even when it runs past midnight, and
+//! the week is made of local dates with the program's week start. So a
+//! session scheduled in another zone than the program's belongs to the
+//! week of its own date, which can differ from the week its start falls in
+//! by the program's clock (`from`/`to` describe the week's instants in the
+//! program's zone).
+//!
+//! A cancelled session counts for a patient only for attended time: one
+//! cancelled part-way, which the patient attended, counts like any other
+//! (its entry has `cancelled: true` and the flag `cancelled`); one the
+//! patient did not attend is left out. A session given twice (same id)
+//! counts once. Sessions outside the week are ignored, so the caller may
+//! pass a superset (two days either side hold every candidate).
 //!
 //! # Per patient
 //!
@@ -66,12 +72,12 @@
 //! - Each entry of `sessions` carries `flags` only when the patient
 //!   attended it and the session is finished: the participant's `late`,
 //!   `left_early` and the session's `below_code_minimum`, `ended_early`
-//!   (from the session report, which states those rules); with
-//!   `minutes_short` and `code_minimums` from the session report.
+//!   (from the session report, which states those rules), then `cancelled`;
+//!   with `minutes_short` and `code_minimums` from the session report.
 //! - `flags` of the week, in this order, each at most once: `late`,
 //!   `left_early` (some session has it), `below_weekly_minimum`,
-//!   `above_maximum_hours`, `below_code_minimum`, `ended_early` (some
-//!   session has it). Flags never change a number.
+//!   `above_maximum_hours`, `below_code_minimum`, `ended_early`,
+//!   `cancelled` (some session has it). Flags never change a number.
 //!
 //! Numbers are as of `now`: a session still running counts its open
 //! intervals up to `now` (see [`super::report`]).
@@ -84,7 +90,7 @@ use serde::Serialize;
 
 use super::event::Event;
 use super::interval::floor_minutes;
-use super::report::{rfc3339_ms, session_report, CodeMinimum};
+use super::report::{rfc3339_ms, service_date, session_report, CodeMinimum};
 use crate::auth::RosterRole;
 use crate::config::{AttendanceSection, WeekStart};
 use crate::schedule::{Session, SessionKind};
@@ -92,6 +98,8 @@ use crate::schedule::{Session, SessionKind};
 pub use super::report::{FLAG_BELOW_CODE_MINIMUM, FLAG_ENDED_EARLY, FLAG_LATE, FLAG_LEFT_EARLY};
 pub const FLAG_BELOW_WEEKLY_MINIMUM: &str = "below_weekly_minimum";
 pub const FLAG_ABOVE_MAXIMUM_HOURS: &str = "above_maximum_hours";
+/// The session was cancelled (its attended time still counts).
+pub const FLAG_CANCELLED: &str = "cancelled";
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WeeklyReport {
@@ -144,7 +152,7 @@ pub struct WeeklyPatient {
 pub struct WeeklySession {
     pub session_id: String,
     pub kind: SessionKind,
-    /// Local date of the scheduled start in the program's time zone.
+    /// Local date of the scheduled start in the session's time zone.
     pub service_date: String,
     pub starts_at: String,
     pub ends_at: String,
@@ -154,9 +162,11 @@ pub struct WeeklySession {
     pub early_leave_seconds: i64,
     pub attended: bool,
     pub partial: bool,
-    /// `late`, `left_early`, `below_code_minimum`, `ended_early`
-    /// (attended sessions that are finished only).
+    /// `late`, `left_early`, `below_code_minimum`, `ended_early`,
+    /// `cancelled` (attended sessions that are finished only).
     pub flags: Vec<&'static str>,
+    /// The session was cancelled; only its attended time brings it here.
+    pub cancelled: bool,
     /// Whole minutes between an early end and the scheduled end.
     pub minutes_short: i64,
     /// Each timed code of the session against its own minutes.
@@ -246,12 +256,13 @@ pub fn weekly_report(
 ) -> Result<WeeklyReport, String> {
     let (year, week_number) = parse_week(week)?;
     let first = first_day(year, week_number, config.week_start);
+    let last = first + Days::new(6);
     let (from, to) = week_bounds(year, week_number, tz, config.week_start);
 
     let mut seen = HashSet::new();
     let mut counted: Vec<&(Session, Vec<Event>)> = sessions
         .iter()
-        .filter(|(s, _)| s.cancelled_at.is_none() && from <= s.starts_at && s.starts_at < to)
+        .filter(|(s, _)| (first..=last).contains(&service_date(s)))
         .filter(|(s, _)| seen.insert(s.id))
         .collect();
     counted.sort_by_key(|(s, _)| (s.starts_at, s.id));
@@ -259,7 +270,8 @@ pub fn weekly_report(
     let mut patients: BTreeMap<String, Patient> = BTreeMap::new();
     for (session, events) in counted {
         let report = session_report(session, events, None, now);
-        let date = session.starts_at.with_timezone(&tz).date_naive();
+        let date = service_date(session);
+        let cancelled = session.cancelled_at.is_some();
         let scheduled_ms = (session.ends_at - session.starts_at).num_milliseconds();
         for member in session
             .roster
@@ -274,11 +286,17 @@ pub fn weekly_report(
                 continue;
             };
             let attended = row.attended_seconds > 0;
+            if cancelled && !attended {
+                continue;
+            }
             // The participant's flags and the session's, for an attended
             // session (the report raises them for finished sessions only).
             let mut flags = row.flags.clone();
             if attended {
                 flags.extend(report.flags.iter().copied());
+                if cancelled {
+                    flags.push(FLAG_CANCELLED);
+                }
             }
             let patient = patients.entry(member.id.clone()).or_default();
             if patient.mrn.is_none() {
@@ -302,6 +320,7 @@ pub fn weekly_report(
                             || row.early_leave_seconds > 0
                             || row.attended_ms < scheduled_ms),
                     flags,
+                    cancelled,
                     minutes_short: report.minutes_short,
                     code_minimums: report.code_minimums.clone(),
                 },
@@ -320,7 +339,7 @@ pub fn weekly_report(
         from: rfc3339_ms(from.timestamp_millis()),
         to: rfc3339_ms(to.timestamp_millis()),
         first_date: first.format("%Y-%m-%d").to_string(),
-        last_date: (first + Days::new(6)).format("%Y-%m-%d").to_string(),
+        last_date: last.format("%Y-%m-%d").to_string(),
         generated_at: rfc3339_ms(now.timestamp_millis()),
         notice: config.notice_enabled.then(|| config.notice.clone()),
         daily_minimum_minutes: config.daily_minimum_minutes,
@@ -356,7 +375,7 @@ fn summarise(participant_id: String, p: Patient, config: &AttendanceSection) -> 
     if above_maximum_hours {
         flags.push(FLAG_ABOVE_MAXIMUM_HOURS);
     }
-    for flag in [FLAG_BELOW_CODE_MINIMUM, FLAG_ENDED_EARLY] {
+    for flag in [FLAG_BELOW_CODE_MINIMUM, FLAG_ENDED_EARLY, FLAG_CANCELLED] {
         if any(flag) {
             flags.push(flag);
         }
@@ -621,13 +640,14 @@ mod tests {
             30,
             &[("p1", Patient, 0)],
         ));
-        // S7 Thursday, cancelled (its events do not count).
+        // S7 Thursday, cancelled in advance: the patient never came, so it
+        // is left out (a cancelled session counts only for attended time).
         let mut s7 = held(
             7,
             SessionKind::Individual,
             utc(2025, 3, 13, 13, 0),
             30,
-            &[("p1", Patient, minutes(30))],
+            &[("p1", Patient, 0)],
         );
         s7.0.cancelled_at = Some(utc(2025, 3, 1, 0, 0));
         sessions.push(s7);
@@ -1121,6 +1141,111 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Issue 20, fault 4: one service date, in the session's own zone, for
+    /// the session report and the weekly report; the session belongs to the
+    /// week (program's week start) that contains that date.
+    #[test]
+    fn one_service_date_rule_for_both_reports() {
+        use chrono_tz::America::Los_Angeles;
+        use chrono_tz::Europe::London;
+        // (zone, scheduled start, week it belongs to, service date)
+        let cases = [
+            // Saturday 21:30 PDT is already Sunday 00:30 in New York, and the
+            // night New York falls back.
+            (
+                Los_Angeles,
+                utc(2026, 11, 1, 4, 30),
+                "2026-W44",
+                "2026-10-31",
+            ),
+            // Sunday 01:30 in London is still Saturday in New York.
+            (London, utc(2026, 3, 1, 1, 30), "2026-W10", "2026-03-01"),
+            (New_York, utc(2026, 11, 1, 4, 30), "2026-W45", "2026-11-01"),
+        ];
+        for (tz, starts_at, week, date) in cases {
+            let session = session(
+                1,
+                SessionKind::Individual,
+                starts_at,
+                50,
+                tz,
+                &[("p1", Patient)],
+            );
+            let mut l = Ledger::new(&session);
+            l.clinician(0, s(3000))
+                .join(0, "p1", "p1-a")
+                .leave(s(3000), "p1", "p1-a", "left");
+            let sessions = vec![(session.clone(), l.events())];
+            let now = starts_at + Duration::days(30);
+            let own = session_report(&session, &sessions[0].1, None, now);
+            assert_eq!(own.session.service_date, date, "{tz} {starts_at}");
+            let (year, number) = parse_week(week).unwrap();
+            for other in [number - 1, number, number + 1] {
+                let name = format!("{year}-W{other:02}");
+                let r = weekly_report(&sessions, &name, New_York, &config(), now).unwrap();
+                if other == number {
+                    let p = &r.patients[0];
+                    assert_eq!(p.sessions[0].service_date, date, "{tz} {name}");
+                    assert_eq!(p.minutes_total, 50, "{tz} {name}");
+                    assert!(r.first_date.as_str() <= date && date <= r.last_date.as_str());
+                } else {
+                    assert!(r.patients.is_empty(), "{tz} {starts_at} is not in {name}");
+                }
+            }
+        }
+    }
+
+    /// Issue 20, fault 5: time attended in a session cancelled part-way
+    /// counts in the weekly report, marked as a cancelled session's; a
+    /// session cancelled before anyone came stays out.
+    #[test]
+    fn attended_time_of_a_cancelled_session_counts() {
+        let starts = utc(2025, 3, 10, 13, 0);
+        let mut cancelled = session(
+            1,
+            SessionKind::Individual,
+            starts,
+            50,
+            New_York,
+            &[("p1", Patient)],
+        );
+        cancelled.cancelled_at = Some(starts + Duration::minutes(20));
+        let mut l = Ledger::new(&cancelled);
+        l.join(0, CLIN, "c1-a")
+            .join(0, "p1", "p1-a")
+            .closed_for(s(1200), "session_cancelled");
+        let mut never = session(
+            2,
+            SessionKind::Individual,
+            starts + Duration::days(1),
+            50,
+            New_York,
+            &[("p1", Patient)],
+        );
+        never.cancelled_at = Some(starts - Duration::days(3));
+        let sessions = vec![(cancelled.clone(), l.events()), (never, Vec::new())];
+        let now = utc(2025, 4, 1, 0, 0);
+        let own = session_report(&cancelled, &sessions[0].1, None, now);
+        assert_eq!(own.participants[1].attended_minutes, 20);
+        let r = weekly_report(&sessions, "2025-W11", New_York, &config(), now).unwrap();
+        let p = &r.patients[0];
+        assert_eq!(p.minutes_total, 20);
+        assert_eq!(
+            (p.sessions_scheduled, p.sessions_attended, p.days_attended),
+            (1, 1, 1)
+        );
+        assert_eq!(p.sessions.len(), 1);
+        assert!(p.sessions[0].cancelled);
+        assert_eq!(p.sessions[0].flags, ["ended_early", "cancelled"]);
+        assert_eq!(p.sessions[0].minutes_short, 30);
+        assert_eq!(
+            p.flags,
+            ["below_weekly_minimum", "ended_early", "cancelled"]
+        );
+        assert_eq!(own.status, crate::schedule::SessionStatus::Cancelled);
+        assert_eq!(own.flags, ["ended_early"]);
     }
 
     /// Issue 20, fault 6: flags apply to attended participants of finished
