@@ -84,11 +84,16 @@ async fn schedule_body(app: &TestApp, body: &Value) -> (String, HashMap<String, 
     (id, links)
 }
 
-/// Joins with real media; returns once `pub` is connected.
+/// Joins with real media; returns once `pub` is connected. The peer then
+/// sends audio (50 packets a second) as a real client does, muted or not:
+/// presence ends at a connection's last sign of life, so a peer that sent
+/// nothing would be seen ending early.
 async fn join(app: &TestApp, links: &HashMap<String, String>, id: &str) -> TestPeer {
-    TestPeer::join(app, &links[id], id, PeerOptions::default())
+    let peer = TestPeer::join(app, &links[id], id, PeerOptions::default())
         .await
-        .unwrap_or_else(|e| panic!("{id} could not join: {e:#}"))
+        .unwrap_or_else(|e| panic!("{id} could not join: {e:#}"));
+    peer.start_sending(50, 0);
+    peer
 }
 
 /// Sends `leave`, waits for the server to close the socket, and returns the
@@ -1164,6 +1169,14 @@ filter = "warn"
             "no heartbeat for {connection} after 3 s: {heartbeats:?}"
         );
     }
+    // Each connection's heartbeat is its own last sign of life.
+    let heartbeat_of = |connection: &str| {
+        heartbeats
+            .iter()
+            .find(|(c, _)| c == connection)
+            .map(|h| h.1)
+            .unwrap()
+    };
     let last_heartbeat_seen = heartbeats.iter().map(|h| h.1).max().unwrap();
 
     let killed = now_ms();
@@ -1211,11 +1224,12 @@ filter = "warn"
             open_connections.contains(event.connection.as_ref().unwrap()),
             "{event:?}"
         );
+        let heartbeat = heartbeat_of(event.connection.as_deref().unwrap());
         assert!(
-            event.at >= last_heartbeat_seen && event.at <= killed,
-            "closed at {} ms before the kill, last heartbeat read {} ms before it",
+            event.at >= heartbeat && event.at <= killed,
+            "closed at {} ms before the kill, its last heartbeat read {} ms before it",
             killed - event.at,
-            killed - last_heartbeat_seen
+            killed - heartbeat
         );
         assert!(
             killed - event.at <= 1500,

@@ -1531,6 +1531,52 @@ mod tests {
         assert_eq!(p.attended_audio_only_seconds, 0);
     }
 
+    /// Issue 20, fault 2: the ledger the room writes for a reconnect. The
+    /// room ends the old connection at its last sign of life; when it had
+    /// gone silent, as a loss (`left`, `network`) before the `replaced`.
+    #[test]
+    fn a_reconnect_ends_the_old_connection_at_its_last_sign_of_life() {
+        let cases = vec![
+            Case {
+                name: "dead for 20 s before the reconnect: one disconnect",
+                script: |l| {
+                    l.clinician(0, s(3000))
+                        .join(0, "p1", "p1-a")
+                        .leave(s(1000), "p1", "p1-a", "network")
+                        .replaced(s(1020), "p1", "p1-a")
+                        .join(s(1022), "p1", "p1-b")
+                        .leave(s(3000), "p1", "p1-b", "left");
+                },
+                now: None,
+                head_count: 1,
+                rows: vec![Row {
+                    disconnects: 1,
+                    reasons: &["network", "left"],
+                    ..row("p1", 2978, 49, 2978)
+                }],
+            },
+            Case {
+                name: "a second device while the first is alive: no disconnect",
+                script: |l| {
+                    l.clinician(0, s(3000))
+                        .join(0, "p1", "p1-a")
+                        .replaced(s(1000), "p1", "p1-a")
+                        .join(s(1002), "p1", "p1-b")
+                        .leave(s(3000), "p1", "p1-b", "left");
+                },
+                now: None,
+                head_count: 1,
+                rows: vec![Row {
+                    reasons: &["replaced", "left"],
+                    ..row("p1", 2998, 49, 2998)
+                }],
+            },
+        ];
+        for case in &cases {
+            check(&individual(), case);
+        }
+    }
+
     /// (name, script, conjoint seconds, partner-only seconds)
     type CoupleCase = (&'static str, fn(&mut Ledger), i64, i64);
 

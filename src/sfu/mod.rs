@@ -18,6 +18,7 @@ mod layers;
 mod peer;
 mod rewrite;
 mod shard;
+mod sign_of_life;
 mod tcp;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
@@ -33,6 +34,7 @@ use crate::signal::message::{IceCandidate, Pc};
 
 pub use drain::drain;
 pub use keyframe::{is_h264_keyframe, is_vp8_keyframe};
+pub use sign_of_life::SignOfLife;
 
 /// Identifies one signaling connection (a participant may have several over
 /// time; a replacement is a new connection).
@@ -47,6 +49,8 @@ pub enum Command {
         room: Uuid,
         participant: String,
         events: mpsc::UnboundedSender<PeerEvent>,
+        /// Raised by every packet its peer connections receive.
+        sign_of_life: SignOfLife,
     },
     Offer {
         conn: ConnId,

@@ -281,6 +281,10 @@ impl Shard {
                 key
             }
         };
+        // Any packet from the client's address is a sign of life.
+        if let Some(peer) = self.peers.get(&key.0) {
+            peer.sign_of_life.seen_now();
+        }
         if let Some(rtc) = self.rtc_mut(key.0, key.1) {
             if let Err(error) = rtc.handle_input(input) {
                 tracing::debug!(conn = key.0, pc = ?key.1, %error, "packet refused");
@@ -369,7 +373,8 @@ impl Shard {
                 room,
                 participant,
                 events,
-            } => self.on_join(now, conn, room, participant, events),
+                sign_of_life,
+            } => self.on_join(now, conn, room, participant, events, sign_of_life),
             Command::Offer { conn, pc, sdp } => self.on_offer(conn, pc, &sdp),
             Command::Answer { conn, pc, sdp } => self.on_answer(now, conn, pc, &sdp),
             Command::Candidate {
@@ -438,8 +443,16 @@ impl Shard {
         room: Uuid,
         participant: String,
         events: mpsc::UnboundedSender<PeerEvent>,
+        sign_of_life: super::SignOfLife,
     ) {
-        let mut peer = Peer::new(now, room, participant, events, &self.candidates);
+        let mut peer = Peer::new(
+            now,
+            room,
+            participant,
+            events,
+            sign_of_life,
+            &self.candidates,
+        );
         let members = self.rooms.entry(room).or_default();
         for other in members.iter() {
             let Some(publisher) = self.peers.get(other) else {
