@@ -84,11 +84,16 @@ async fn schedule_body(app: &TestApp, body: &Value) -> (String, HashMap<String, 
     (id, links)
 }
 
-/// Joins with real media; returns once `pub` is connected.
+/// Joins with real media; returns once `pub` is connected. The peer then
+/// sends audio (50 packets a second) as a real client does, muted or not:
+/// presence ends at a connection's last sign of life, so a peer that sent
+/// nothing would be seen ending early.
 async fn join(app: &TestApp, links: &HashMap<String, String>, id: &str) -> TestPeer {
-    TestPeer::join(app, &links[id], id, PeerOptions::default())
+    let peer = TestPeer::join(app, &links[id], id, PeerOptions::default())
         .await
-        .unwrap_or_else(|e| panic!("{id} could not join: {e:#}"))
+        .unwrap_or_else(|e| panic!("{id} could not join: {e:#}"));
+    peer.start_sending(50, 0);
+    peer
 }
 
 /// Sends `leave`, waits for the server to close the socket, and returns the
@@ -1164,6 +1169,14 @@ filter = "warn"
             "no heartbeat for {connection} after 3 s: {heartbeats:?}"
         );
     }
+    // Each connection's heartbeat is its own last sign of life.
+    let heartbeat_of = |connection: &str| {
+        heartbeats
+            .iter()
+            .find(|(c, _)| c == connection)
+            .map(|h| h.1)
+            .unwrap()
+    };
     let last_heartbeat_seen = heartbeats.iter().map(|h| h.1).max().unwrap();
 
     let killed = now_ms();
@@ -1211,11 +1224,12 @@ filter = "warn"
             open_connections.contains(event.connection.as_ref().unwrap()),
             "{event:?}"
         );
+        let heartbeat = heartbeat_of(event.connection.as_deref().unwrap());
         assert!(
-            event.at >= last_heartbeat_seen && event.at <= killed,
-            "closed at {} ms before the kill, last heartbeat read {} ms before it",
+            event.at >= heartbeat && event.at <= killed,
+            "closed at {} ms before the kill, its last heartbeat read {} ms before it",
             killed - event.at,
-            killed - last_heartbeat_seen
+            killed - heartbeat
         );
         assert!(
             killed - event.at <= 1500,
@@ -1279,7 +1293,11 @@ async fn only_compliance_exports_and_every_export_is_audited_with_its_hash() {
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     let to = (Utc::now() + chrono::Duration::hours(2))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let week = week_of(Utc::now() - chrono::Duration::minutes(5));
+    let week = week_of(
+        (Utc::now() - chrono::Duration::minutes(5))
+            .with_timezone(&chrono_tz::America::New_York)
+            .date_naive(),
+    );
     let exports = [
         (
             "session",
@@ -1573,11 +1591,10 @@ async fn an_annotation_is_an_event_that_changes_no_number() {
     app.stop().await;
 }
 
-/// The report week (`YYYY-Www`) of `t` in the test server's program zone
-/// (UTC) with weeks starting on Sunday: a Sunday belongs to the ISO week of
-/// the Monday after it.
-fn week_of(t: DateTime<Utc>) -> String {
-    let day = t.date_naive();
+/// The report week (`YYYY-Www`) that holds the service date `day`, with
+/// weeks starting on Sunday: a Sunday belongs to the ISO week of the Monday
+/// after it.
+fn week_of(day: chrono::NaiveDate) -> String {
     let day = if day.weekday() == Weekday::Sun {
         day + Days::new(1)
     } else {
@@ -1656,6 +1673,19 @@ async fn the_weekly_report_sums_the_sessions_attended_minutes() {
         modality: (kind == EventKind::Joined).then(|| "audio_video".to_owned()),
         detail: None,
     };
+    // The recorded session is over (the clinician ended it at 38 min); the
+    // live one is still in progress.
+    let closed = NewEvent {
+        participant: None,
+        role: None,
+        connection: None,
+        ..event(
+            38 * MINUTE,
+            "clin-1",
+            EventKind::SessionClosed,
+            Some("ended_by_clinician"),
+        )
+    };
     append_chained(
         &app.config.database_path(),
         &[
@@ -1663,6 +1693,7 @@ async fn the_weekly_report_sums_the_sessions_attended_minutes() {
             event(MINUTE, "pat-1", EventKind::Joined, None),
             event(31 * MINUTE + 59_900, "pat-1", EventKind::Left, Some("left")),
             event(38 * MINUTE, "clin-1", EventKind::Left, Some("left")),
+            closed,
         ],
     )
     .await;
@@ -1690,7 +1721,13 @@ async fn the_weekly_report_sums_the_sessions_attended_minutes() {
         recorded_patient["attended_minutes"], 30,
         "floored, never 31"
     );
-    let week = week_of(DateTime::from_timestamp_millis(starts_at).unwrap());
+    // The service date: the scheduled start's date in the session's zone.
+    let service_date = live_report["session"]["service_date"].as_str().unwrap();
+    assert_eq!(
+        recorded_report["session"]["service_date"], service_date,
+        "the same day"
+    );
+    let week = week_of(service_date.parse().unwrap());
 
     let weekly = get_json(
         &app,
@@ -1700,8 +1737,9 @@ async fn the_weekly_report_sums_the_sessions_attended_minutes() {
     println!("{weekly:#}");
     assert_eq!(weekly["week"], week.as_str());
     assert!(
-        millis(&weekly["from"]) <= starts_at && starts_at < millis(&weekly["to"]),
-        "the sessions start in the week: {weekly:#}"
+        weekly["first_date"].as_str().unwrap() <= service_date
+            && service_date <= weekly["last_date"].as_str().unwrap(),
+        "the sessions' service date is in the week: {weekly:#}"
     );
     let rows = weekly["patients"].as_array().unwrap();
     let ids: Vec<&str> = rows
@@ -1735,14 +1773,35 @@ async fn the_weekly_report_sums_the_sessions_attended_minutes() {
         .iter()
         .map(|f| f.as_str().unwrap())
         .collect();
-    for flag in [
-        "late",
-        "left_early",
-        "below_weekly_minimum",
-        "below_code_minimum",
-    ] {
-        assert!(flags.contains(&flag), "{flag} in {flags:?}");
-    }
+    // Flags are for finished sessions: the recorded one (late, left before
+    // the clinician ended it early, no code's minimum met), not the live one.
+    assert_eq!(
+        flags,
+        [
+            "late",
+            "left_early",
+            "below_weekly_minimum",
+            "below_code_minimum",
+            "ended_early"
+        ]
+    );
+    let entry = |id: &str| {
+        sessions
+            .iter()
+            .find(|s| s["session_id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        entry(&live)["flags"],
+        json!([]),
+        "in progress: no flags yet"
+    );
+    assert_eq!(
+        entry(&recorded)["flags"],
+        json!(["late", "left_early", "below_code_minimum", "ended_early"])
+    );
+    assert_eq!(entry(&recorded)["minutes_short"], 22);
 
     // The CSV row says the same.
     let response = app

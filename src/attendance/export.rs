@@ -38,11 +38,14 @@ use csv::{Terminator, Writer, WriterBuilder};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use super::report::SessionReport;
+use super::report::{CodeMinimum, SessionReport};
 use super::weekly::WeeklyReport;
 
-/// Columns of the session and date-range CSV, in order.
-pub const SESSION_CSV_HEADER: [&str; 29] = [
+/// Columns of the session and date-range CSV, in order. The code columns
+/// hold one entry per timed code of the session's kind, `;`-separated, in
+/// the same order in each of them (`90847;90846`, `conjoint;partner_only`,
+/// `10;0`, `26;26`, `false;false`).
+pub const SESSION_CSV_HEADER: [&str; 38] = [
     "session_id",
     "title",
     "kind",
@@ -72,6 +75,15 @@ pub const SESSION_CSV_HEADER: [&str; 29] = [
     "attestation_at_home",
     "attestation_private",
     "attestation_at",
+    "ended_at",
+    "session_flags",
+    "minutes_short",
+    "code",
+    "code_basis",
+    "code_minutes",
+    "code_minimum",
+    "code_met",
+    "flags",
 ];
 
 /// Columns of the weekly CSV, in order.
@@ -139,9 +151,12 @@ pub fn range_csv(reports: &[SessionReport], notice: Option<&str>) -> (Vec<u8>, u
     let mut w = with_header(&SESSION_CSV_HEADER);
     for r in reports {
         let s = &r.session;
+        let codes = |f: &dyn Fn(&CodeMinimum) -> String| {
+            r.code_minimums.iter().map(f).collect::<Vec<_>>().join(";")
+        };
         for p in &r.participants {
             let a = p.attestation.as_ref();
-            let row: [String; 29] = [
+            let row: [String; 38] = [
                 s.id.clone(),
                 cell(&s.title),
                 s.kind.as_str().to_owned(),
@@ -173,6 +188,15 @@ pub fn range_csv(reports: &[SessionReport], notice: Option<&str>) -> (Vec<u8>, u
                 optional(a.and_then(|a| a.at_home)),
                 optional(a.and_then(|a| a.private)),
                 a.map(|a| a.at.clone()).unwrap_or_default(),
+                s.ended_at.clone().unwrap_or_default(),
+                r.flags.join(";"),
+                r.minutes_short.to_string(),
+                codes(&|c| c.code.to_owned()),
+                codes(&|c| c.basis.as_str().to_owned()),
+                codes(&|c| c.minutes.to_string()),
+                codes(&|c| c.minimum.to_string()),
+                codes(&|c| c.met.to_string()),
+                p.flags.join(";"),
             ];
             w.write_record(&row).expect("writing CSV to memory");
         }
@@ -346,6 +370,17 @@ mod tests {
         assert_eq!(p1[column("conjoint_seconds")], "60");
         assert_eq!(p1[column("partner_only_seconds")], "2940");
         assert_eq!(p1[column("kind")], "couple");
+        // Each timed code against its own minutes, a list per column.
+        assert_eq!(p1[column("code")], "90847;90846");
+        assert_eq!(p1[column("code_basis")], "conjoint;partner_only");
+        assert_eq!(p1[column("code_minutes")], "1;49");
+        assert_eq!(p1[column("code_minimum")], "26;26");
+        assert_eq!(p1[column("code_met")], "false;true");
+        assert_eq!(p1[column("session_flags")], "");
+        assert_eq!(p1[column("minutes_short")], "0");
+        assert_eq!(p1[column("ended_at")], "");
+        assert_eq!(p1[column("flags")], "late;left_early");
+        assert_eq!(records[3][column("flags")], "");
         assert_eq!(records[1][column("role")], "clinician");
         assert_eq!(records[1][column("attestation_state")], "");
         assert_eq!(records[3][column("mrn")], "");

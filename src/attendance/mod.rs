@@ -15,3 +15,6 @@ pub mod ledger;
 pub mod report;
 pub mod service;
 pub mod weekly;
+
+#[cfg(test)]
+mod properties;

@@ -20,8 +20,15 @@
 //!   `session_end`. A closing event without a connection id closes every
 //!   open connection of its participant (and a `joined` without one opens a
 //!   connection keyed by the participant). A second `joined` on a connection
-//!   already open changes nothing. A closing time earlier than the opening
-//!   one (a clock step) gives an empty interval, never a negative one.
+//!   already open changes nothing.
+//! - A connection's close ends every piece of it: nothing stamped after the
+//!   close extends it, even when it was recorded before the close (a mute
+//!   of a connection that had already died, whose loss is recorded at its
+//!   last sign of life 30 s later; a change after the last heartbeat before
+//!   a crash). Pieces are cut at the close, those starting at or after it
+//!   are dropped, and the last piece kept ends with the close's reason. A
+//!   close before the connection's `joined` (a clock step, a recovery at the
+//!   `joined` itself) leaves one empty interval, never a negative one.
 //! - An interval still open when the report is made (a live session, or
 //!   presence a crash recovery has not closed yet) is counted up to `now`
 //!   and shown with the end reason [`OPEN`] (`"open"`), which is not one of
@@ -31,7 +38,7 @@
 //!   interval is split there: the first piece ends with the end reason
 //!   [`MEDIA_CHANGED`] (`"media_changed"`), the next starts at the same
 //!   millisecond. A change at the very millisecond a piece started only
-//!   relabels that piece, so no empty pieces appear.
+//!   relabels that piece, so no empty pieces appear (but see the close).
 //!
 //! # The numbers (per participant)
 //!
@@ -66,6 +73,11 @@
 //! - `annotations`: every `annotation` event about the participant, as
 //!   `{at, by, text}`; annotations about no rostered participant go to the
 //!   report's top-level `annotations`. They never change a number.
+//! - `flags` (extra), only for a participant with `attended_seconds > 0` in
+//!   a *finished* session (see below): [`FLAG_LATE`] when `late_seconds >
+//!   0`; [`FLAG_LEFT_EARLY`] when they left at least a whole second before
+//!   the session ended, i.e. before the earlier of `ends_at` and the room's
+//!   close (`early_leave_seconds` itself is still counted from `ends_at`).
 //!
 //! # The numbers (per session)
 //!
@@ -79,7 +91,23 @@
 //!   ⌊|(Pa ∩ C ∩ W) − Pt|⌋ s (90846 evidence), with their floored minutes
 //!   as extra fields.
 //! - `service_date`: the local date of `starts_at` in the session's own time
-//!   zone (which defaults to the program's).
+//!   zone (which defaults to the program's). The weekly report uses the
+//!   same date.
+//! - `ended_at` (extra, in `session`): when the room closed, the ledger's
+//!   first `session_closed`, else the end the scheduler recorded; null
+//!   while it has not. The session is *finished* when its status is not
+//!   `scheduled` (ended, cancelled, or past its window) or it has an
+//!   `ended_at`.
+//! - `code_minimums` (extra): each time-based code of the session's kind
+//!   ([`timed_codes`]) with its basis, the floored minutes of that basis,
+//!   its minimum and whether they reach it: 90847 on the conjoint minutes,
+//!   90846 on the partner-only minutes, 90832/90834/90837 on the patients'
+//!   attended minutes (⌊|Pt ∩ C ∩ W| / 60 s⌋); none for group sessions.
+//! - `flags` (extra), finished sessions only: [`FLAG_BELOW_CODE_MINIMUM`]
+//!   when a patient or partner attended and no code of the session's kind
+//!   is met; [`FLAG_ENDED_EARLY`] when the room closed before `ends_at`,
+//!   with `minutes_short` = ⌊(ends_at − max(close, starts_at)) / 60 s⌋
+//!   (0 otherwise).
 //!
 //! Every roster member has a row, clinician first, in roster order, with
 //! zeros when absent. Rows carry ids (and the clinic's MRN when it gave
@@ -101,6 +129,66 @@ pub const OPEN: &str = "open";
 /// End reason of the piece of an interval before a modality change.
 pub const MEDIA_CHANGED: &str = "media_changed";
 
+/// Participant flags (attended participants of finished sessions only).
+pub const FLAG_LATE: &str = "late";
+pub const FLAG_LEFT_EARLY: &str = "left_early";
+/// Session flags (finished sessions only).
+pub const FLAG_BELOW_CODE_MINIMUM: &str = "below_code_minimum";
+pub const FLAG_ENDED_EARLY: &str = "ended_early";
+
+/// What a code's minutes are counted on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Basis {
+    /// Patient ∩ partner ∩ clinician ∩ window (90847).
+    Conjoint,
+    /// (Partner ∩ clinician ∩ window) − patient (90846).
+    PartnerOnly,
+    /// Patient ∩ clinician ∩ window (90832, 90834, 90837).
+    Attended,
+}
+
+impl Basis {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Basis::Conjoint => "conjoint",
+            Basis::PartnerOnly => "partner_only",
+            Basis::Attended => "attended",
+        }
+    }
+}
+
+/// The time-based codes of each session kind, their basis and their
+/// minimum minutes (ATTENDANCE.md): 90847 (conjoint) and 90846 (partner
+/// without the patient) are 50-minute codes billable from 26 minutes;
+/// 90832/90834/90837 need 16/38/53 minutes. Group sessions bill 90853, which
+/// is untimed.
+pub fn timed_codes(kind: SessionKind) -> &'static [(&'static str, Basis, i64)] {
+    match kind {
+        SessionKind::Couple => &[
+            ("90847", Basis::Conjoint, 26),
+            ("90846", Basis::PartnerOnly, 26),
+        ],
+        SessionKind::Individual => &[
+            ("90832", Basis::Attended, 16),
+            ("90834", Basis::Attended, 38),
+            ("90837", Basis::Attended, 53),
+        ],
+        SessionKind::Group => &[],
+    }
+}
+
+/// One timed code checked against its own evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CodeMinimum {
+    pub code: &'static str,
+    pub basis: Basis,
+    /// Whole minutes of the basis (floored).
+    pub minutes: i64,
+    pub minimum: i64,
+    pub met: bool,
+}
+
 /// The report of one session. Field order and names follow DESIGN.md; the
 /// fields DESIGN.md does not list are extras.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -121,6 +209,12 @@ pub struct SessionReport {
     pub status: SessionStatus,
     /// Extra: the `now` the report was computed at (open intervals end there).
     pub generated_at: String,
+    /// Extra: each timed code of the session's kind against its own minutes.
+    pub code_minimums: Vec<CodeMinimum>,
+    /// Extra: `below_code_minimum`, `ended_early` (finished sessions only).
+    pub flags: Vec<&'static str>,
+    /// Extra: whole minutes between an early end and the scheduled end.
+    pub minutes_short: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -135,6 +229,9 @@ pub struct SessionInfo {
     pub service_date: String,
     /// Extra: the end of the window (`ends_at` plus the overrun grace).
     pub closes_at: String,
+    /// Extra: when the room closed (the ledger's `session_closed`, else the
+    /// recorded end), or null.
+    pub ended_at: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -160,6 +257,9 @@ pub struct ParticipantReport {
     pub still_present: bool,
     /// Extra: clinicians' notes about this participant.
     pub annotations: Vec<Annotation>,
+    /// Extra: `late`, `left_early` (attended participants of finished
+    /// sessions only).
+    pub flags: Vec<&'static str>,
     /// `|P ∩ C ∩ W|` in milliseconds (not serialised; for the weekly report).
     #[serde(skip)]
     pub attended_ms: Millis,
@@ -255,6 +355,9 @@ struct Open {
     connection: Option<String>,
     start: Millis,
     modality: Modality,
+    /// Its earlier pieces (split at modality changes), kept until the
+    /// connection closes: the close trims them all.
+    pieces: Vec<Segment>,
 }
 
 /// This session's events, in ledger order.
@@ -285,6 +388,13 @@ fn targets(open: &BTreeMap<String, Open>, e: &NewEvent) -> Vec<String> {
     }
 }
 
+/// Closes connection `key` at `at`: every piece of it ends there at the
+/// latest, whatever was stamped after the close (a mute of a connection
+/// that had already died, a change after the last heartbeat); pieces that
+/// would start at or after it are dropped. The last piece kept ends with
+/// `why`. A close before the connection's first piece (a clock step, or a
+/// recovery at its own `joined`) leaves one empty piece, never a negative
+/// one.
 fn close(
     open: &mut BTreeMap<String, Open>,
     key: &str,
@@ -292,16 +402,37 @@ fn close(
     why: &str,
     out: &mut Vec<Segment>,
 ) {
-    if let Some(o) = open.remove(key) {
-        out.push(Segment {
-            participant: o.participant,
-            connection: o.connection,
-            start: o.start,
-            end: at.max(o.start),
-            modality: o.modality,
-            end_reason: why.to_owned(),
+    let Some(o) = open.remove(key) else {
+        return;
+    };
+    let mut pieces = o.pieces;
+    pieces.push(Segment {
+        participant: o.participant,
+        connection: o.connection,
+        start: o.start,
+        end: at.max(o.start),
+        modality: o.modality,
+        end_reason: why.to_owned(),
+    });
+    let first = pieces[0].clone();
+    let mut kept: Vec<Segment> = pieces
+        .into_iter()
+        .filter(|p| p.start < at)
+        .map(|p| Segment {
+            end: p.end.min(at),
+            ..p
+        })
+        .collect();
+    if kept.is_empty() {
+        kept.push(Segment {
+            end: first.start,
+            ..first
         });
     }
+    if let Some(last) = kept.last_mut() {
+        last.end_reason = why.to_owned();
+    }
+    out.extend(kept);
 }
 
 /// Every presence piece of the session, open ones ended at `now`.
@@ -325,6 +456,7 @@ fn presence_segments(events: &[&Event], now: Millis) -> Vec<Segment> {
                     start: e.at,
                     modality: Modality::parse(e.modality.as_deref())
                         .unwrap_or(Modality::AudioVideo),
+                    pieces: Vec::new(),
                 });
             }
             EventKind::MediaChanged => {
@@ -337,7 +469,7 @@ fn presence_segments(events: &[&Event], now: Millis) -> Vec<Segment> {
                         continue;
                     }
                     if e.at > o.start {
-                        out.push(Segment {
+                        o.pieces.push(Segment {
                             participant: o.participant.clone(),
                             connection: o.connection.clone(),
                             start: o.start,
@@ -434,6 +566,17 @@ pub fn session_report(
             .fold(Intervals::default(), |acc, p| acc.union(&presence(&p.id)))
     };
     let clinicians = of_role(RosterRole::Clinician).clip(window);
+    let status = session.status(now);
+    // When the room closed: the ledger's first `session_closed`, else the
+    // end the scheduler recorded.
+    let ended = events
+        .iter()
+        .find(|e| e.event.kind == EventKind::SessionClosed)
+        .map(|e| e.event.at)
+        .or(session.ended_at.map(|t| t.timestamp_millis()));
+    let finished = status != SessionStatus::Scheduled || ended.is_some();
+    // A participant left early when they left before the session did.
+    let session_end = ended.map_or(ends, |t| t.min(ends));
 
     let mut session_annotations = Vec::new();
     let mut annotations: BTreeMap<&str, Vec<Annotation>> = BTreeMap::new();
@@ -490,6 +633,16 @@ pub fn session_report(
             } else {
                 own.iter().map(|s| s.end).max()
             };
+            let late_seconds = first_join.map_or(0, |t| floor_seconds(t - starts));
+            let mut flags = Vec::new();
+            if finished && floor_seconds(attended_ms) > 0 {
+                if late_seconds > 0 {
+                    flags.push(FLAG_LATE);
+                }
+                if last_leave.is_some_and(|t| floor_seconds(session_end - t) > 0) {
+                    flags.push(FLAG_LEFT_EARLY);
+                }
+            }
             ParticipantReport {
                 participant_id: member.id.clone(),
                 role: member.role,
@@ -499,7 +652,7 @@ pub fn session_report(
                 audio_only_seconds: floor_seconds(audio_only.total()),
                 first_join: first_join.map(rfc3339_ms),
                 last_leave: last_leave.map(rfc3339_ms),
-                late_seconds: first_join.map_or(0, |t| floor_seconds(t - starts)),
+                late_seconds,
                 early_leave_seconds: last_leave.map_or(0, |t| floor_seconds(ends - t)),
                 disconnects: own
                     .iter()
@@ -520,6 +673,7 @@ pub fn session_report(
                 attended_audio_only_seconds: floor_seconds(attended_audio_only_ms),
                 still_present,
                 annotations: annotations.remove(member.id.as_str()).unwrap_or_default(),
+                flags,
                 attended_ms,
                 attended_audio_only_ms,
             }
@@ -533,8 +687,8 @@ pub fn session_report(
         .collect::<HashSet<_>>()
         .len();
 
+    let patients = of_role(RosterRole::Patient);
     let (conjoint_ms, partner_only_ms) = if session.kind == SessionKind::Couple {
-        let patients = of_role(RosterRole::Patient);
         let partners = of_role(RosterRole::Partner).intersect(&clinicians);
         (
             partners.intersect(&patients).total(),
@@ -543,6 +697,42 @@ pub fn session_report(
     } else {
         (0, 0)
     };
+
+    // Each timed code on its own evidence.
+    let patients_attended_ms = patients.intersect(&clinicians).total();
+    let code_minimums: Vec<CodeMinimum> = timed_codes(session.kind)
+        .iter()
+        .map(|&(code, basis, minimum)| {
+            let minutes = floor_minutes(match basis {
+                Basis::Conjoint => conjoint_ms,
+                Basis::PartnerOnly => partner_only_ms,
+                Basis::Attended => patients_attended_ms,
+            });
+            CodeMinimum {
+                code,
+                basis,
+                minutes,
+                minimum,
+                met: minutes >= minimum,
+            }
+        })
+        .collect();
+    let attended_by_client = participants.iter().any(|p| {
+        matches!(p.role, RosterRole::Patient | RosterRole::Partner) && p.attended_seconds > 0
+    });
+    let mut flags = Vec::new();
+    if finished
+        && attended_by_client
+        && !code_minimums.is_empty()
+        && !code_minimums.iter().any(|c| c.met)
+    {
+        flags.push(FLAG_BELOW_CODE_MINIMUM);
+    }
+    let ended_early = ended.filter(|&t| finished && t < ends);
+    if ended_early.is_some() {
+        flags.push(FLAG_ENDED_EARLY);
+    }
+    let minutes_short = ended_early.map_or(0, |t| floor_minutes(ends - t.max(starts)));
 
     SessionReport {
         session: SessionInfo {
@@ -554,6 +744,7 @@ pub fn session_report(
             timezone: session.timezone.name().to_owned(),
             service_date: service_date(session).format("%Y-%m-%d").to_string(),
             closes_at: rfc3339_ms(window.end),
+            ended_at: ended.map(rfc3339_ms),
         },
         notice: notice.map(str::to_owned),
         head_count,
@@ -563,8 +754,11 @@ pub fn session_report(
         conjoint_minutes: floor_minutes(conjoint_ms),
         partner_only_minutes: floor_minutes(partner_only_ms),
         annotations: session_annotations,
-        status: session.status(now),
+        status,
         generated_at: rfc3339_ms(now_ms),
+        code_minimums,
+        flags,
+        minutes_short,
     }
 }
 
@@ -742,7 +936,13 @@ pub(crate) mod testkit {
         }
 
         pub fn closed(&mut self, at: i64) -> &mut Self {
-            let r = Some("session_end");
+            self.closed_for(at, "session_end")
+        }
+
+        /// `session_closed` with `why` (`ended_by_clinician`,
+        /// `session_cancelled`, `session_end`).
+        pub fn closed_for(&mut self, at: i64, why: &str) -> &mut Self {
+            let r = Some(why);
             self.push(at, EventKind::SessionClosed, None, None, (r, None, None))
         }
 
@@ -1219,6 +1419,156 @@ mod tests {
                     early: 2970,
                     reasons: &["left"],
                     ..row("p1", 30, 0, 30)
+                }],
+            },
+        ];
+        for case in &cases {
+            check(&individual(), case);
+        }
+    }
+
+    /// Issue 20, fault 1: a piece of presence ends at its connection's close,
+    /// whatever was stamped after it.
+    #[test]
+    fn events_after_a_close_never_extend_presence() {
+        let cases = vec![
+            Case {
+                // The clinician mutes a patient whose connection has silently
+                // died: the mute is stamped 10 s after the last frame, the
+                // loss is recorded (at the last frame) about 30 s later.
+                name: "a mute stamped after a silent loss",
+                script: |l| {
+                    l.clinician(0, s(3600))
+                        .join(0, "p1", "p1-a")
+                        .media(s(3245), "p1", "p1-a", AUDIO_ONLY)
+                        .leave(s(3235), "p1", "p1-a", "network");
+                },
+                now: None,
+                head_count: 1,
+                rows: vec![Row {
+                    disconnects: 1,
+                    reasons: &["network"],
+                    ..row("p1", 3235, 53, 3235)
+                }],
+            },
+            Case {
+                // A video toggle after the last heartbeat, then a crash:
+                // recovery closes at the heartbeat (+1805 s).
+                name: "a video toggle after the last heartbeat, then a crash",
+                script: |l| {
+                    l.clinician(0, s(3000))
+                        .join(0, "p1", "p1-a")
+                        .media(s(600), "p1", "p1-a", AUDIO_ONLY)
+                        .media(s(1807), "p1", "p1-a", AUDIO_VIDEO)
+                        .leave(s(1805), "p1", "p1-a", "server_restart");
+                },
+                now: None,
+                head_count: 1,
+                rows: vec![Row {
+                    audio_only: 1205,
+                    early: 1195,
+                    reasons: &[MEDIA_CHANGED, "server_restart"],
+                    ..row("p1", 1805, 30, 1805)
+                }],
+            },
+            Case {
+                name: "the session's close trims a later-stamped change too",
+                script: |l| {
+                    l.join(0, CLIN, "c1-a")
+                        .join(0, "p1", "p1-a")
+                        .media(s(1210), "p1", "p1-a", AUDIO_ONLY)
+                        .closed(s(1200));
+                },
+                now: None,
+                head_count: 1,
+                rows: vec![
+                    Row {
+                        early: 1800,
+                        reasons: &["session_end"],
+                        ..row("p1", 1200, 20, 1200)
+                    },
+                    Row {
+                        early: 1800,
+                        reasons: &["session_end"],
+                        ..row(CLIN, 1200, 20, 1200)
+                    },
+                ],
+            },
+            Case {
+                name: "a close before the joining time is one empty interval",
+                script: |l| {
+                    l.clinician(0, s(3000))
+                        .join(s(600), "p1", "p1-a")
+                        .media(s(610), "p1", "p1-a", AUDIO_ONLY)
+                        .leave(s(590), "p1", "p1-a", "server_restart");
+                },
+                now: None,
+                head_count: 0,
+                rows: vec![Row {
+                    late: 600,
+                    early: 2400,
+                    reasons: &["server_restart"],
+                    ..row("p1", 0, 0, 0)
+                }],
+            },
+        ];
+        for case in &cases {
+            check(&individual(), case);
+        }
+        // The mute case, in full: last leave at the last frame.
+        let mut l = Ledger::new(&individual());
+        (cases[0].script)(&mut l);
+        let r = session_report(
+            &individual(),
+            &l.events(),
+            None,
+            start() + Duration::hours(3),
+        );
+        let p = &r.participants[1];
+        assert_eq!(p.last_leave.as_deref(), Some("2025-03-03T14:53:55.000Z"));
+        assert_eq!(p.intervals.len(), 1);
+        assert_eq!(p.intervals[0].end, "2025-03-03T14:53:55.000Z");
+        assert_eq!(p.attended_audio_only_seconds, 0);
+    }
+
+    /// Issue 20, fault 2: the ledger the room writes for a reconnect. The
+    /// room ends the old connection at its last sign of life; when it had
+    /// gone silent, as a loss (`left`, `network`) before the `replaced`.
+    #[test]
+    fn a_reconnect_ends_the_old_connection_at_its_last_sign_of_life() {
+        let cases = vec![
+            Case {
+                name: "dead for 20 s before the reconnect: one disconnect",
+                script: |l| {
+                    l.clinician(0, s(3000))
+                        .join(0, "p1", "p1-a")
+                        .leave(s(1000), "p1", "p1-a", "network")
+                        .replaced(s(1020), "p1", "p1-a")
+                        .join(s(1022), "p1", "p1-b")
+                        .leave(s(3000), "p1", "p1-b", "left");
+                },
+                now: None,
+                head_count: 1,
+                rows: vec![Row {
+                    disconnects: 1,
+                    reasons: &["network", "left"],
+                    ..row("p1", 2978, 49, 2978)
+                }],
+            },
+            Case {
+                name: "a second device while the first is alive: no disconnect",
+                script: |l| {
+                    l.clinician(0, s(3000))
+                        .join(0, "p1", "p1-a")
+                        .replaced(s(1000), "p1", "p1-a")
+                        .join(s(1002), "p1", "p1-b")
+                        .leave(s(3000), "p1", "p1-b", "left");
+                },
+                now: None,
+                head_count: 1,
+                rows: vec![Row {
+                    reasons: &["replaced", "left"],
+                    ..row("p1", 2998, 49, 2998)
                 }],
             },
         ];

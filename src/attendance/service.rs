@@ -181,11 +181,15 @@ impl Attendance {
             .sessions_between(Some(from), Some(to), 10_000)
             .await?
         {
-            if session.status(now) == SessionStatus::Cancelled {
+            let events = self.store.session_events(&session.id.to_string()).await?;
+            let report = session_report(&session, &events, self.notice(), now);
+            // A cancelled session is left out unless some of it was attended.
+            if report.status == SessionStatus::Cancelled
+                && report.participants.iter().all(|p| p.attended_ms == 0)
+            {
                 continue;
             }
-            let events = self.store.session_events(&session.id.to_string()).await?;
-            reports.push(session_report(&session, &events, self.notice(), now));
+            reports.push(report);
         }
         let rendered = match format {
             Format::Json => export::range_json(&reports, self.notice()),
@@ -210,7 +214,10 @@ impl Attendance {
         })?;
         let (from, to) = week_bounds(year, number, self.program_timezone, self.config.week_start);
         let mut sessions = Vec::new();
-        let window = (from - Duration::days(1), to + Duration::days(1));
+        // A session belongs to the week of its service date in its own zone,
+        // which is up to 26 hours from the program's: two days either side
+        // hold every candidate; the report picks the ones of this week.
+        let window = (from - Duration::days(2), to + Duration::days(2));
         for session in self
             .store
             .sessions_between(Some(window.0), Some(window.1), 100_000)

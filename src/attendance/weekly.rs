@@ -22,16 +22,22 @@
 //!
 //! # Which sessions count
 //!
-//! A session counts in the week of its service date: the local date, in the
-//! program's time zone (ATTENDANCE.md), of its scheduled start; the whole
-//! session counts to that date even when it runs past midnight. So a
-//! session belongs to the week exactly when its scheduled start lies in
-//! `[from, to)`. (The session report's own `service_date` uses the session's
-//! time zone, which defaults to the program's; the two differ only for a
-//! session scheduled in another zone, and this report then follows the
-//! program's.) Cancelled sessions are left out entirely; a session given
-//! twice (same id) counts once. Sessions outside the week are ignored, so
-//! the caller may pass a superset (e.g. a day either side).
+//! A session counts in the week that contains its service date: the local
+//! date of its scheduled start *in the session's own time zone* (the
+//! session report's `service_date`; [`super::report::service_date`]). The
+//! whole session counts to that date, even when it runs past midnight, and
+//! the week is made of local dates with the program's week start. So a
+//! session scheduled in another zone than the program's belongs to the
+//! week of its own date, which can differ from the week its start falls in
+//! by the program's clock (`from`/`to` describe the week's instants in the
+//! program's zone).
+//!
+//! A cancelled session counts for a patient only for attended time: one
+//! cancelled part-way, which the patient attended, counts like any other
+//! (its entry has `cancelled: true` and the flag `cancelled`); one the
+//! patient did not attend is left out. A session given twice (same id)
+//! counts once. Sessions outside the week are ignored, so the caller may
+//! pass a superset (two days either side hold every candidate).
 //!
 //! # Per patient
 //!
@@ -63,15 +69,15 @@
 //!   no ages: adult 540 or adolescent 360 is the program's setting);
 //!   `meets_weekly_minimum` = `minutes_total ≥` it; `above_maximum_hours` =
 //!   `hours > weekly_maximum_hours` (on the floored hours).
-//! - `flags`, in this order, each at most once: `late` (some session has
-//!   `late_seconds > 0`), `left_early` (some session has
-//!   `early_leave_seconds > 0`), `below_weekly_minimum`,
-//!   `above_maximum_hours`, `below_code_minimum` (some *attended* session
-//!   below the minimum of its time-based code: a couple session under 26
-//!   minutes, the minimum of 90847/90846; an individual session under 16,
-//!   the minimum of 90832; group sessions bill 90853, which is untimed, so
-//!   they never get it). Each entry of `sessions` carries the flags of that
-//!   session. Flags never change a number.
+//! - Each entry of `sessions` carries `flags` only when the patient
+//!   attended it and the session is finished: the participant's `late`,
+//!   `left_early` and the session's `below_code_minimum`, `ended_early`
+//!   (from the session report, which states those rules), then `cancelled`;
+//!   with `minutes_short` and `code_minimums` from the session report.
+//! - `flags` of the week, in this order, each at most once: `late`,
+//!   `left_early` (some session has it), `below_weekly_minimum`,
+//!   `above_maximum_hours`, `below_code_minimum`, `ended_early`,
+//!   `cancelled` (some session has it). Flags never change a number.
 //!
 //! Numbers are as of `now`: a session still running counts its open
 //! intervals up to `now` (see [`super::report`]).
@@ -84,21 +90,16 @@ use serde::Serialize;
 
 use super::event::Event;
 use super::interval::floor_minutes;
-use super::report::{rfc3339_ms, session_report};
+use super::report::{rfc3339_ms, service_date, session_report, CodeMinimum};
 use crate::auth::RosterRole;
 use crate::config::{AttendanceSection, WeekStart};
 use crate::schedule::{Session, SessionKind};
 
-/// 90847/90846 (conjoint, partner without patient) bill from 26 minutes.
-pub const COUPLE_CODE_MINIMUM_MINUTES: i64 = 26;
-/// 90832 (30-minute psychotherapy) bills from 16 minutes.
-pub const INDIVIDUAL_CODE_MINIMUM_MINUTES: i64 = 16;
-
-pub const FLAG_LATE: &str = "late";
-pub const FLAG_LEFT_EARLY: &str = "left_early";
+pub use super::report::{FLAG_BELOW_CODE_MINIMUM, FLAG_ENDED_EARLY, FLAG_LATE, FLAG_LEFT_EARLY};
 pub const FLAG_BELOW_WEEKLY_MINIMUM: &str = "below_weekly_minimum";
 pub const FLAG_ABOVE_MAXIMUM_HOURS: &str = "above_maximum_hours";
-pub const FLAG_BELOW_CODE_MINIMUM: &str = "below_code_minimum";
+/// The session was cancelled (its attended time still counts).
+pub const FLAG_CANCELLED: &str = "cancelled";
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WeeklyReport {
@@ -151,7 +152,7 @@ pub struct WeeklyPatient {
 pub struct WeeklySession {
     pub session_id: String,
     pub kind: SessionKind,
-    /// Local date of the scheduled start in the program's time zone.
+    /// Local date of the scheduled start in the session's time zone.
     pub service_date: String,
     pub starts_at: String,
     pub ends_at: String,
@@ -161,8 +162,15 @@ pub struct WeeklySession {
     pub early_leave_seconds: i64,
     pub attended: bool,
     pub partial: bool,
-    /// `late`, `left_early`, `below_code_minimum`.
+    /// `late`, `left_early`, `below_code_minimum`, `ended_early`,
+    /// `cancelled` (attended sessions that are finished only).
     pub flags: Vec<&'static str>,
+    /// The session was cancelled; only its attended time brings it here.
+    pub cancelled: bool,
+    /// Whole minutes between an early end and the scheduled end.
+    pub minutes_short: i64,
+    /// Each timed code of the session against its own minutes.
+    pub code_minimums: Vec<CodeMinimum>,
 }
 
 /// Parses `YYYY-Www` (ISO 8601 week: four-digit week-numbering year, `-W`,
@@ -248,12 +256,13 @@ pub fn weekly_report(
 ) -> Result<WeeklyReport, String> {
     let (year, week_number) = parse_week(week)?;
     let first = first_day(year, week_number, config.week_start);
+    let last = first + Days::new(6);
     let (from, to) = week_bounds(year, week_number, tz, config.week_start);
 
     let mut seen = HashSet::new();
     let mut counted: Vec<&(Session, Vec<Event>)> = sessions
         .iter()
-        .filter(|(s, _)| s.cancelled_at.is_none() && from <= s.starts_at && s.starts_at < to)
+        .filter(|(s, _)| (first..=last).contains(&service_date(s)))
         .filter(|(s, _)| seen.insert(s.id))
         .collect();
     counted.sort_by_key(|(s, _)| (s.starts_at, s.id));
@@ -261,7 +270,8 @@ pub fn weekly_report(
     let mut patients: BTreeMap<String, Patient> = BTreeMap::new();
     for (session, events) in counted {
         let report = session_report(session, events, None, now);
-        let date = session.starts_at.with_timezone(&tz).date_naive();
+        let date = service_date(session);
+        let cancelled = session.cancelled_at.is_some();
         let scheduled_ms = (session.ends_at - session.starts_at).num_milliseconds();
         for member in session
             .roster
@@ -276,20 +286,17 @@ pub fn weekly_report(
                 continue;
             };
             let attended = row.attended_seconds > 0;
-            let code_minimum = match session.kind {
-                SessionKind::Couple => Some(COUPLE_CODE_MINIMUM_MINUTES),
-                SessionKind::Individual => Some(INDIVIDUAL_CODE_MINIMUM_MINUTES),
-                SessionKind::Group => None,
-            };
-            let mut flags = Vec::new();
-            if row.late_seconds > 0 {
-                flags.push(FLAG_LATE);
+            if cancelled && !attended {
+                continue;
             }
-            if row.early_leave_seconds > 0 {
-                flags.push(FLAG_LEFT_EARLY);
-            }
-            if attended && code_minimum.is_some_and(|min| row.attended_minutes < min) {
-                flags.push(FLAG_BELOW_CODE_MINIMUM);
+            // The participant's flags and the session's, for an attended
+            // session (the report raises them for finished sessions only).
+            let mut flags = row.flags.clone();
+            if attended {
+                flags.extend(report.flags.iter().copied());
+                if cancelled {
+                    flags.push(FLAG_CANCELLED);
+                }
             }
             let patient = patients.entry(member.id.clone()).or_default();
             if patient.mrn.is_none() {
@@ -313,6 +320,9 @@ pub fn weekly_report(
                             || row.early_leave_seconds > 0
                             || row.attended_ms < scheduled_ms),
                     flags,
+                    cancelled,
+                    minutes_short: report.minutes_short,
+                    code_minimums: report.code_minimums.clone(),
                 },
             ));
         }
@@ -329,7 +339,7 @@ pub fn weekly_report(
         from: rfc3339_ms(from.timestamp_millis()),
         to: rfc3339_ms(to.timestamp_millis()),
         first_date: first.format("%Y-%m-%d").to_string(),
-        last_date: (first + Days::new(6)).format("%Y-%m-%d").to_string(),
+        last_date: last.format("%Y-%m-%d").to_string(),
         generated_at: rfc3339_ms(now.timestamp_millis()),
         notice: config.notice_enabled.then(|| config.notice.clone()),
         daily_minimum_minutes: config.daily_minimum_minutes,
@@ -365,8 +375,10 @@ fn summarise(participant_id: String, p: Patient, config: &AttendanceSection) -> 
     if above_maximum_hours {
         flags.push(FLAG_ABOVE_MAXIMUM_HOURS);
     }
-    if any(FLAG_BELOW_CODE_MINIMUM) {
-        flags.push(FLAG_BELOW_CODE_MINIMUM);
+    for flag in [FLAG_BELOW_CODE_MINIMUM, FLAG_ENDED_EARLY, FLAG_CANCELLED] {
+        if any(flag) {
+            flags.push(flag);
+        }
     }
     WeeklyPatient {
         participant_id,
@@ -593,7 +605,8 @@ mod tests {
             .media(s(1200), "p1", "p1-a", AUDIO_VIDEO)
             .leave(s(3000), "p1", "p1-a", "left");
         sessions.push((s2, l.events()));
-        // S3 Wednesday, couple: the patient stays 20 minutes (< 26).
+        // S3 Wednesday, couple: the patient stays 20 minutes (20 conjoint,
+        // < 26 for 90847), the partner 30 more alone (90846 is met).
         sessions.push(held(
             3,
             SessionKind::Couple,
@@ -627,13 +640,14 @@ mod tests {
             30,
             &[("p1", Patient, 0)],
         ));
-        // S7 Thursday, cancelled (its events do not count).
+        // S7 Thursday, cancelled in advance: the patient never came, so it
+        // is left out (a cancelled session counts only for attended time).
         let mut s7 = held(
             7,
             SessionKind::Individual,
             utc(2025, 3, 13, 13, 0),
             30,
-            &[("p1", Patient, minutes(30))],
+            &[("p1", Patient, 0)],
         );
         s7.0.cancelled_at = Some(utc(2025, 3, 1, 0, 0));
         sessions.push(s7);
@@ -677,15 +691,7 @@ mod tests {
         assert_eq!(p1.weekly_minimum_minutes, 540);
         assert!(!p1.meets_weekly_minimum);
         assert!(!p1.above_maximum_hours);
-        assert_eq!(
-            p1.flags,
-            [
-                "late",
-                "left_early",
-                "below_weekly_minimum",
-                "below_code_minimum"
-            ]
-        );
+        assert_eq!(p1.flags, ["late", "left_early", "below_weekly_minimum"]);
         let dates: Vec<&str> = p1
             .sessions
             .iter()
@@ -708,7 +714,13 @@ mod tests {
         );
         assert!(s2.partial);
         assert_eq!(s2.flags, ["late"]);
-        assert_eq!(p1.sessions[3].flags, ["left_early", "below_code_minimum"]);
+        assert_eq!(p1.sessions[3].flags, ["left_early"]);
+        let codes: Vec<(&str, i64, bool)> = p1.sessions[3]
+            .code_minimums
+            .iter()
+            .map(|c| (c.code, c.minutes, c.met))
+            .collect();
+        assert_eq!(codes, [("90847", 20, false), ("90846", 30, true)]);
         assert!(p1.sessions[0].flags.is_empty() && !p1.sessions[0].attended);
 
         let p2 = &r.patients[1];
@@ -908,6 +920,453 @@ mod tests {
             .flags
             .iter()
             .all(|f| *f != "below_code_minimum"));
+    }
+
+    /// The flags of each of p1's sessions in `week` (Sunday start, New York).
+    fn session_flags(
+        sessions: &[(Session, Vec<Event>)],
+        week: &str,
+        now: DateTime<Utc>,
+    ) -> Vec<Vec<&'static str>> {
+        let r = weekly_report(sessions, week, New_York, &config(), now).unwrap();
+        r.patients
+            .iter()
+            .find(|p| p.participant_id == "p1")
+            .map(|p| p.sessions.iter().map(|s| s.flags.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// (name, kind, script over a 50-minute session, wanted flags)
+    type FlagCase = (
+        &'static str,
+        SessionKind,
+        fn(&mut Ledger),
+        &'static [&'static str],
+    );
+
+    /// (code, basis, minutes, met) of each timed code.
+    type Codes = &'static [(&'static str, &'static str, i64, bool)];
+
+    /// Issue 20, fault 3: each code is tested on its own evidence: 90847 on
+    /// conjoint minutes, 90846 on partner-without-patient minutes,
+    /// 90832/90834/90837 on the patient's attended minutes. The flag is
+    /// raised when no timed code of the session's kind reaches its minimum.
+    #[test]
+    fn each_code_is_checked_against_its_own_minutes() {
+        let cases: Vec<(FlagCase, Codes)> = vec![
+            (
+                (
+                    "patient 50 min, only 10 of them conjoint: 90847 missed",
+                    SessionKind::Couple,
+                    |l| {
+                        l.clinician(0, s(3000))
+                            .join(0, "p1", "p1-a")
+                            .leave(s(3000), "p1", "p1-a", "left")
+                            .join(s(2400), "p3", "p3-a")
+                            .leave(s(3000), "p3", "p3-a", "left");
+                    },
+                    &["below_code_minimum"],
+                ),
+                &[
+                    ("90847", "conjoint", 10, false),
+                    ("90846", "partner_only", 0, false),
+                ],
+            ),
+            (
+                (
+                    "patient 20 min with the partner, partner 30 min alone: 90846 met",
+                    SessionKind::Couple,
+                    |l| {
+                        l.clinician(0, s(3000))
+                            .join(0, "p1", "p1-a")
+                            .leave(s(1200), "p1", "p1-a", "left")
+                            .join(0, "p3", "p3-a")
+                            .leave(s(3000), "p3", "p3-a", "left");
+                    },
+                    &["left_early"],
+                ),
+                &[
+                    ("90847", "conjoint", 20, false),
+                    ("90846", "partner_only", 30, true),
+                ],
+            ),
+            (
+                (
+                    "25:59.999 conjoint, nothing alone: both missed",
+                    SessionKind::Couple,
+                    |l| {
+                        l.clinician(0, s(3000))
+                            .join(0, "p1", "p1-a")
+                            .leave(s(3000), "p1", "p1-a", "left")
+                            .join(0, "p3", "p3-a")
+                            .leave(s(1560) - 1, "p3", "p3-a", "left");
+                    },
+                    &["below_code_minimum"],
+                ),
+                &[
+                    ("90847", "conjoint", 25, false),
+                    ("90846", "partner_only", 0, false),
+                ],
+            ),
+            (
+                (
+                    "26:00 conjoint: 90847 met",
+                    SessionKind::Couple,
+                    |l| {
+                        l.clinician(0, s(3000))
+                            .join(0, "p1", "p1-a")
+                            .leave(s(3000), "p1", "p1-a", "left")
+                            .join(0, "p3", "p3-a")
+                            .leave(s(1560), "p3", "p3-a", "left");
+                    },
+                    &[],
+                ),
+                &[
+                    ("90847", "conjoint", 26, true),
+                    ("90846", "partner_only", 0, false),
+                ],
+            ),
+            (
+                (
+                    "individual 15:59.999: 90832 missed",
+                    SessionKind::Individual,
+                    |l| {
+                        l.clinician(0, s(3000)).join(s(2040), "p1", "p1-a").leave(
+                            s(3000) - 1,
+                            "p1",
+                            "p1-a",
+                            "left",
+                        );
+                    },
+                    &["late", "below_code_minimum"],
+                ),
+                &[
+                    ("90832", "attended", 15, false),
+                    ("90834", "attended", 15, false),
+                    ("90837", "attended", 15, false),
+                ],
+            ),
+            (
+                (
+                    "individual 16:00: 90832 met",
+                    SessionKind::Individual,
+                    |l| {
+                        l.clinician(0, s(3000)).join(s(2040), "p1", "p1-a").leave(
+                            s(3000),
+                            "p1",
+                            "p1-a",
+                            "left",
+                        );
+                    },
+                    &["late"],
+                ),
+                &[
+                    ("90832", "attended", 16, true),
+                    ("90834", "attended", 16, false),
+                    ("90837", "attended", 16, false),
+                ],
+            ),
+            (
+                (
+                    "individual 53:00 (into the overrun): 90837 met",
+                    SessionKind::Individual,
+                    |l| {
+                        l.clinician(0, s(3180)).join(0, "p1", "p1-a").leave(
+                            s(3180),
+                            "p1",
+                            "p1-a",
+                            "left",
+                        );
+                    },
+                    &[],
+                ),
+                &[
+                    ("90832", "attended", 53, true),
+                    ("90834", "attended", 53, true),
+                    ("90837", "attended", 53, true),
+                ],
+            ),
+            (
+                (
+                    "group: 90853 is untimed",
+                    SessionKind::Group,
+                    |l| {
+                        l.clinician(0, s(3000)).join(0, "p1", "p1-a").leave(
+                            s(60),
+                            "p1",
+                            "p1-a",
+                            "left",
+                        );
+                    },
+                    &["left_early"],
+                ),
+                &[],
+            ),
+        ];
+        for ((name, kind, script, want), codes) in cases {
+            let roster: &[(&str, RosterRole)] = match kind {
+                SessionKind::Couple => &[("p1", Patient), ("p3", Partner)],
+                _ => &[("p1", Patient)],
+            };
+            let session = session(1, kind, utc(2025, 3, 10, 13, 0), 50, New_York, roster);
+            let mut l = Ledger::new(&session);
+            script(&mut l);
+            let sessions = [(session, l.events())];
+            let now = utc(2025, 4, 1, 0, 0);
+            let flags = session_flags(&sessions, "2025-W11", now);
+            assert_eq!(flags, [want.to_vec()], "{name}");
+            let r = weekly_report(&sessions, "2025-W11", New_York, &config(), now).unwrap();
+            let got: Vec<(&str, &str, i64, bool)> = r.patients[0].sessions[0]
+                .code_minimums
+                .iter()
+                .map(|c| (c.code, c.basis.as_str(), c.minutes, c.met))
+                .collect();
+            assert_eq!(got, codes, "{name}");
+            let own = session_report(&sessions[0].0, &sessions[0].1, None, now);
+            assert_eq!(own.code_minimums, r.patients[0].sessions[0].code_minimums);
+            for c in &own.code_minimums {
+                assert_eq!(
+                    c.minimum,
+                    [
+                        ("90847", 26),
+                        ("90846", 26),
+                        ("90832", 16),
+                        ("90834", 38),
+                        ("90837", 53)
+                    ]
+                    .iter()
+                    .find(|(code, _)| *code == c.code)
+                    .unwrap()
+                    .1
+                );
+            }
+        }
+    }
+
+    /// Issue 20, fault 4: one service date, in the session's own zone, for
+    /// the session report and the weekly report; the session belongs to the
+    /// week (program's week start) that contains that date.
+    #[test]
+    fn one_service_date_rule_for_both_reports() {
+        use chrono_tz::America::Los_Angeles;
+        use chrono_tz::Europe::London;
+        // (zone, scheduled start, week it belongs to, service date)
+        let cases = [
+            // Saturday 21:30 PDT is already Sunday 00:30 in New York, and the
+            // night New York falls back.
+            (
+                Los_Angeles,
+                utc(2026, 11, 1, 4, 30),
+                "2026-W44",
+                "2026-10-31",
+            ),
+            // Sunday 01:30 in London is still Saturday in New York.
+            (London, utc(2026, 3, 1, 1, 30), "2026-W10", "2026-03-01"),
+            (New_York, utc(2026, 11, 1, 4, 30), "2026-W45", "2026-11-01"),
+        ];
+        for (tz, starts_at, week, date) in cases {
+            let session = session(
+                1,
+                SessionKind::Individual,
+                starts_at,
+                50,
+                tz,
+                &[("p1", Patient)],
+            );
+            let mut l = Ledger::new(&session);
+            l.clinician(0, s(3000))
+                .join(0, "p1", "p1-a")
+                .leave(s(3000), "p1", "p1-a", "left");
+            let sessions = vec![(session.clone(), l.events())];
+            let now = starts_at + Duration::days(30);
+            let own = session_report(&session, &sessions[0].1, None, now);
+            assert_eq!(own.session.service_date, date, "{tz} {starts_at}");
+            let (year, number) = parse_week(week).unwrap();
+            for other in [number - 1, number, number + 1] {
+                let name = format!("{year}-W{other:02}");
+                let r = weekly_report(&sessions, &name, New_York, &config(), now).unwrap();
+                if other == number {
+                    let p = &r.patients[0];
+                    assert_eq!(p.sessions[0].service_date, date, "{tz} {name}");
+                    assert_eq!(p.minutes_total, 50, "{tz} {name}");
+                    assert!(r.first_date.as_str() <= date && date <= r.last_date.as_str());
+                } else {
+                    assert!(r.patients.is_empty(), "{tz} {starts_at} is not in {name}");
+                }
+            }
+        }
+    }
+
+    /// Issue 20, fault 5: time attended in a session cancelled part-way
+    /// counts in the weekly report, marked as a cancelled session's; a
+    /// session cancelled before anyone came stays out.
+    #[test]
+    fn attended_time_of_a_cancelled_session_counts() {
+        let starts = utc(2025, 3, 10, 13, 0);
+        let mut cancelled = session(
+            1,
+            SessionKind::Individual,
+            starts,
+            50,
+            New_York,
+            &[("p1", Patient)],
+        );
+        cancelled.cancelled_at = Some(starts + Duration::minutes(20));
+        let mut l = Ledger::new(&cancelled);
+        l.join(0, CLIN, "c1-a")
+            .join(0, "p1", "p1-a")
+            .closed_for(s(1200), "session_cancelled");
+        let mut never = session(
+            2,
+            SessionKind::Individual,
+            starts + Duration::days(1),
+            50,
+            New_York,
+            &[("p1", Patient)],
+        );
+        never.cancelled_at = Some(starts - Duration::days(3));
+        let sessions = vec![(cancelled.clone(), l.events()), (never, Vec::new())];
+        let now = utc(2025, 4, 1, 0, 0);
+        let own = session_report(&cancelled, &sessions[0].1, None, now);
+        assert_eq!(own.participants[1].attended_minutes, 20);
+        let r = weekly_report(&sessions, "2025-W11", New_York, &config(), now).unwrap();
+        let p = &r.patients[0];
+        assert_eq!(p.minutes_total, 20);
+        assert_eq!(
+            (p.sessions_scheduled, p.sessions_attended, p.days_attended),
+            (1, 1, 1)
+        );
+        assert_eq!(p.sessions.len(), 1);
+        assert!(p.sessions[0].cancelled);
+        assert_eq!(p.sessions[0].flags, ["ended_early", "cancelled"]);
+        assert_eq!(p.sessions[0].minutes_short, 30);
+        assert_eq!(
+            p.flags,
+            ["below_weekly_minimum", "ended_early", "cancelled"]
+        );
+        assert_eq!(own.status, crate::schedule::SessionStatus::Cancelled);
+        assert_eq!(own.flags, ["ended_early"]);
+    }
+
+    /// Issue 20, fault 6: flags apply to attended participants of finished
+    /// sessions only, and an early end is the session's flag.
+    #[test]
+    fn flags_fit_the_facts() {
+        let cases: Vec<FlagCase> = vec![
+            (
+                "0.999 s of presence is not attendance: no late, no left early",
+                SessionKind::Individual,
+                |l| {
+                    l.clinician(0, s(3000)).join(s(300), "p1", "p1-a").leave(
+                        s(300) + 999,
+                        "p1",
+                        "p1-a",
+                        "network",
+                    );
+                },
+                &[],
+            ),
+            (
+                "closed by recovery at its own joining time",
+                SessionKind::Individual,
+                |l| {
+                    l.clinician(0, s(3000)).join(s(600), "p1", "p1-a").leave(
+                        s(600),
+                        "p1",
+                        "p1-a",
+                        "server_restart",
+                    );
+                },
+                &[],
+            ),
+            (
+                "the clinician ends the session at 30 min: the session ended early",
+                SessionKind::Individual,
+                |l| {
+                    l.join(0, CLIN, "c1-a")
+                        .join(0, "p1", "p1-a")
+                        .closed_for(s(1800), "ended_by_clinician");
+                },
+                &["ended_early"],
+            ),
+            (
+                "left at 25 min, the clinician ended at 30: left early too",
+                SessionKind::Individual,
+                |l| {
+                    l.join(0, CLIN, "c1-a")
+                        .join(0, "p1", "p1-a")
+                        .leave(s(1500), "p1", "p1-a", "left")
+                        .closed_for(s(1800), "ended_by_clinician");
+                },
+                &["left_early", "ended_early"],
+            ),
+            (
+                "late, then to the scheduled end",
+                SessionKind::Individual,
+                |l| {
+                    l.clinician(0, s(3000)).join(s(60), "p1", "p1-a").leave(
+                        s(3000),
+                        "p1",
+                        "p1-a",
+                        "left",
+                    );
+                },
+                &["late"],
+            ),
+        ];
+        let starts = utc(2025, 3, 10, 13, 0);
+        for &(name, kind, script, want) in &cases {
+            let session = session(1, kind, starts, 50, New_York, &[("p1", Patient)]);
+            let mut l = Ledger::new(&session);
+            script(&mut l);
+            let flags = session_flags(&[(session, l.events())], "2025-W11", utc(2025, 4, 1, 0, 0));
+            assert_eq!(flags, [want.to_vec()], "{name}");
+        }
+        // The early end, in the session report: the session's flag, the
+        // minutes short, and no participant flag.
+        let early = session(
+            1,
+            SessionKind::Individual,
+            starts,
+            50,
+            New_York,
+            &[("p1", Patient)],
+        );
+        let mut l = Ledger::new(&early);
+        (cases[2].2)(&mut l);
+        let r = session_report(&early, &l.events(), None, utc(2025, 4, 1, 0, 0));
+        assert_eq!(r.flags, ["ended_early"]);
+        assert_eq!(r.minutes_short, 20);
+        assert_eq!(
+            r.session.ended_at.as_deref(),
+            Some("2025-03-10T13:30:00.000Z")
+        );
+        assert!(r.participants.iter().all(|p| p.flags.is_empty()));
+        assert_eq!(
+            r.participants[1].early_leave_seconds, 1200,
+            "still measured against the scheduled end"
+        );
+        // A session in progress has no flags yet: 10 minutes attended, joined
+        // a minute late.
+        let live = session(
+            2,
+            SessionKind::Individual,
+            starts,
+            50,
+            New_York,
+            &[("p1", Patient)],
+        );
+        let mut l = Ledger::new(&live);
+        l.join(0, CLIN, "c1-a").join(s(60), "p1", "p1-a");
+        let now = starts + Duration::minutes(11);
+        let r = weekly_report(&[(live, l.events())], "2025-W11", New_York, &config(), now).unwrap();
+        assert_eq!(r.patients[0].minutes_total, 10);
+        assert!(
+            r.patients[0].sessions[0].flags.is_empty(),
+            "{:?}",
+            r.patients[0].sessions[0].flags
+        );
+        assert_eq!(r.patients[0].flags, ["below_weekly_minimum"]);
     }
 
     #[test]

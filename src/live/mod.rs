@@ -43,6 +43,8 @@ pub struct ConnHandle {
     pub participant: String,
     pub out: mpsc::UnboundedSender<Outgoing>,
     pub peer_events: mpsc::UnboundedSender<PeerEvent>,
+    /// Raised by its frames and media packets; read by the room.
+    pub sign_of_life: crate::sfu::SignOfLife,
 }
 
 enum RoomMessage {
@@ -206,17 +208,23 @@ async fn run(
         let input = tokio::select! {
             message = messages.recv() => match message {
                 Some(RoomMessage::Arrive { conn, person, attestation, handle }) => {
+                    let sign_of_life = handle.sign_of_life.clone();
                     conns.insert(conn, handle);
-                    Input::Arrive { conn, person, attestation }
+                    Input::Arrive { conn, person, attestation, sign_of_life }
                 }
                 Some(RoomMessage::Input(input)) => input,
                 None => break,
             },
             _ = tick.tick() => Input::Tick,
             _ = heartbeat.tick() => {
-                let present: Vec<String> = room.present().into_iter().map(|c| rooms.connection_id(c)).collect();
-                let at = Utc::now().timestamp_millis();
-                if let Err(error) = rooms.scheduler.store().heartbeat(&present, at).await {
+                // Each live connection's last sign of life, never the time
+                // of writing: recovery must not count a silent stretch.
+                let beats: Vec<(String, i64)> = room
+                    .heartbeats(Utc::now())
+                    .into_iter()
+                    .map(|(c, at)| (rooms.connection_id(c), at.timestamp_millis()))
+                    .collect();
+                if let Err(error) = rooms.scheduler.store().heartbeat(&beats).await {
                     tracing::error!(session = %id, %error, "presence heartbeat not written");
                 }
                 continue;
@@ -257,11 +265,13 @@ async fn run(
         else {
             continue;
         };
+        let sign_of_life = handle.sign_of_life.clone();
         conns.insert(conn, handle);
         let input = Input::Arrive {
             conn,
             person,
             attestation: None,
+            sign_of_life,
         };
         for effect in room.handle(input, Utc::now()) {
             carry_out(&rooms, id, effect, &mut conns).await;
@@ -373,6 +383,7 @@ impl Recorder<'_> {
                 participant,
                 old,
                 new,
+                at,
             } => NewEvent {
                 detail: Some(json!({ "by_connection": self.rooms.connection_id(*new) })),
                 ..self.person_event(
@@ -380,7 +391,7 @@ impl Recorder<'_> {
                     Some(*old),
                     EventKind::Replaced,
                     Some(Reason::Replaced.as_str()),
-                    now,
+                    at.unwrap_or(now),
                 )
             },
             RoomEvent::Left {
@@ -438,6 +449,7 @@ async fn carry_out(
                         room,
                         participant: handle.participant.clone(),
                         events: handle.peer_events.clone(),
+                        sign_of_life: handle.sign_of_life.clone(),
                     },
                 );
             }

@@ -19,6 +19,9 @@
 //! - A second connection of the same participant replaces the first and
 //!   keeps its place.
 //! - `session_ending` at 5 and 1 minutes before the room closes, then `ended`.
+//! - Every presence the room ends, ends at the connection's last sign of
+//!   life; one silent for more than 5 s had been lost (docs/compliance.md,
+//!   rule 1).
 
 use std::collections::HashSet;
 
@@ -28,11 +31,11 @@ use uuid::Uuid;
 use crate::auth::RosterRole;
 use crate::schedule::{RosterEntry, Session, SessionKind};
 use crate::store::event::Reason;
-use tandem_protocol::ConnId;
 use tandem_protocol::{
     Attestation, DenialCode, ErrorCode, IceServer, MediaKind, Participant, ServerMessage,
     SessionInfo, WaitingPerson, WaitingReason, You,
 };
+use tandem_protocol::{ConnId, SignOfLife};
 
 /// Breakout groups: 0 is the main room.
 pub type Group = u32;
@@ -40,6 +43,13 @@ pub const MAIN_ROOM: Group = 0;
 
 /// Warnings before the room closes, in seconds.
 const WARNINGS: [i64; 2] = [300, 60];
+
+/// A connection in the room with no sign of life (signaling frame, media
+/// or ICE packet) for longer than this is silent: a live client sends media
+/// many times a second and the web client pings every 5 s. When the room
+/// ends the presence of a silent connection, it ends at its last sign of
+/// life as a loss (`network`), and a silent connection gets no heartbeat.
+pub const SILENT_AFTER_MS: i64 = 5_000;
 
 /// Why someone's presence ended, for the ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,6 +94,8 @@ pub enum Input {
         conn: ConnId,
         person: RosterEntry,
         attestation: Option<Attestation>,
+        /// Its last sign of life, raised by signaling and the media shard.
+        sign_of_life: SignOfLife,
     },
     /// A connection's media is up (its first peer connection connected):
     /// presence starts.
@@ -150,6 +162,9 @@ pub enum RoomEvent {
         participant: String,
         old: ConnId,
         new: ConnId,
+        /// When the old connection's presence ended (its last sign of
+        /// life), if it had one.
+        at: Option<DateTime<Utc>>,
     },
     /// Presence in the room (or the waiting room) ended.
     Left {
@@ -236,6 +251,7 @@ struct Member {
     group: Group,
     /// Presence started (media connected) since it last entered the room.
     joined: bool,
+    sign_of_life: SignOfLife,
 }
 
 impl Member {
@@ -341,8 +357,35 @@ impl Room {
             .collect()
     }
 
+    /// Connections with open presence and a recent sign of life, each with
+    /// the time of that sign, for durable heartbeats: crash recovery closes
+    /// presence at the last heartbeat, so a heartbeat must never claim more
+    /// than the connection showed. A silent connection gets none.
+    pub fn heartbeats(&self, now: DateTime<Utc>) -> Vec<(ConnId, DateTime<Utc>)> {
+        self.members
+            .iter()
+            .filter(|m| m.joined)
+            .filter_map(|m| {
+                let last = m.sign_of_life.last().min(now);
+                ((now - last).num_milliseconds() <= SILENT_AFTER_MS).then_some((m.conn, last))
+            })
+            .collect()
+    }
+
     /// Applies `input` at `now`; returns what must happen, in order.
     pub fn handle(&mut self, input: Input, now: DateTime<Utc>) -> Vec<Effect> {
+        let open: Vec<(ConnId, SignOfLife)> = self
+            .members
+            .iter()
+            .filter(|m| m.joined)
+            .map(|m| (m.conn, m.sign_of_life.clone()))
+            .collect();
+        let mut out = self.decide(input, now);
+        end_at_last_sign_of_life(&open, now, &mut out);
+        out
+    }
+
+    fn decide(&mut self, input: Input, now: DateTime<Utc>) -> Vec<Effect> {
         let mut out = Vec::new();
         if self.finished {
             if let Input::Arrive { conn, .. } = input {
@@ -358,6 +401,7 @@ impl Room {
                 conn,
                 person,
                 attestation,
+                sign_of_life,
             } => {
                 if let Some(attestation) = attestation {
                     out.push(Effect::Record(RoomEvent::Attestation {
@@ -366,7 +410,7 @@ impl Room {
                         attestation,
                     }));
                 }
-                self.arrive(conn, person, now, &mut out)
+                self.arrive(conn, person, sign_of_life, now, &mut out)
             }
             Input::Connected { conn } => {
                 if let Some(m) = self
@@ -467,6 +511,7 @@ impl Room {
         &mut self,
         conn: ConnId,
         person: RosterEntry,
+        sign_of_life: SignOfLife,
         now: DateTime<Utc>,
         out: &mut Vec<Effect>,
     ) {
@@ -493,10 +538,12 @@ impl Room {
                 participant: person.id.clone(),
                 old,
                 new: conn,
+                at: None,
             }));
             let member = &mut self.members[i];
             member.conn = conn;
             member.joined = false;
+            member.sign_of_life = sign_of_life;
             match member.place {
                 Place::InRoom => {
                     let (group, blocked) = (member.group, member.blocked);
@@ -527,6 +574,7 @@ impl Room {
             blocked: [false; 2],
             group: MAIN_ROOM,
             joined: false,
+            sign_of_life,
         });
         let index = self.members.len() - 1;
         let returning = self.readmit.remove(&self.members[index].person.id);
@@ -1058,6 +1106,71 @@ impl Room {
     }
 }
 
+/// Presence ends where the evidence of it ends: every presence the room
+/// ends (a second device, the session's end, the clinician away, a removal,
+/// a revocation, a lost socket) ends at its connection's last sign of life,
+/// never at the moment the room decided. A connection silent for longer
+/// than [`SILENT_AFTER_MS`] by then had been lost unnoticed: its presence
+/// ends as `network` (a disconnect), and for a replaced one that loss is
+/// recorded before the `replaced`. `open` holds the connections whose
+/// presence was open before the decision. A `left` the client asked for
+/// (its `leave` or close frame is itself the last sign of life) is kept.
+fn end_at_last_sign_of_life(
+    open: &[(ConnId, SignOfLife)],
+    now: DateTime<Utc>,
+    out: &mut Vec<Effect>,
+) {
+    let last_of = |conn: ConnId| {
+        open.iter()
+            .find(|(c, _)| *c == conn)
+            .map(|(_, sign)| sign.last().min(now))
+    };
+    let silent = |t: DateTime<Utc>| (now - t).num_milliseconds() > SILENT_AFTER_MS;
+    let mut i = 0;
+    while i < out.len() {
+        let mut lost = None;
+        match &mut out[i] {
+            Effect::Record(RoomEvent::Left {
+                conn, reason, at, ..
+            }) if *reason != Reason::Left => {
+                if let Some(last) = last_of(*conn) {
+                    // A lost socket brings its last frame; media may be later.
+                    let end = at.map_or(last, |t| t.max(last).min(now));
+                    if silent(end) {
+                        *reason = Reason::Network;
+                    }
+                    *at = Some(end);
+                }
+            }
+            Effect::Record(RoomEvent::Replaced {
+                participant,
+                old,
+                at,
+                ..
+            }) => {
+                if let Some(last) = last_of(*old) {
+                    if silent(last) {
+                        lost = Some(RoomEvent::Left {
+                            participant: participant.clone(),
+                            conn: *old,
+                            reason: Reason::Network,
+                            at: Some(last),
+                        });
+                    } else {
+                        *at = Some(last);
+                    }
+                }
+            }
+            _ => {}
+        }
+        if let Some(lost) = lost {
+            out.insert(i, Effect::Record(lost));
+            i += 1;
+        }
+        i += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1109,6 +1222,8 @@ mod tests {
     struct Script {
         room: Room,
         roster: Vec<RosterEntry>,
+        /// Each connection's last sign of life (set at its arrival).
+        signs: std::collections::HashMap<ConnId, SignOfLife>,
     }
 
     impl Script {
@@ -1117,6 +1232,7 @@ mod tests {
             Script {
                 roster: s.roster.clone(),
                 room: Room::new(&s, vec![]),
+                signs: Default::default(),
             }
         }
 
@@ -1126,14 +1242,28 @@ mod tests {
 
         fn arrive(&mut self, conn: ConnId, id: &str, secs: i64) -> Vec<Effect> {
             let person = self.roster.iter().find(|p| p.id == id).unwrap().clone();
+            let sign_of_life = SignOfLife::new(Self::at(secs));
+            self.signs.insert(conn, sign_of_life.clone());
             self.room.handle(
                 Input::Arrive {
                     conn,
                     person,
                     attestation: None,
+                    sign_of_life,
                 },
                 Self::at(secs),
             )
+        }
+
+        /// `conn` showed life `millis` after 15:00 (a frame or a packet).
+        fn alive(&self, conn: ConnId, millis: i64) {
+            self.signs[&conn].seen(Self::at(0) + Duration::milliseconds(millis));
+        }
+
+        /// `conn` arrives and its media connects at `secs`: presence.
+        fn present(&mut self, conn: ConnId, id: &str, secs: i64) {
+            self.arrive(conn, id, secs);
+            self.room.handle(Input::Connected { conn }, Self::at(secs));
         }
 
         fn act(&mut self, conn: ConnId, action: Action, secs: i64) -> Vec<Effect> {
@@ -1349,7 +1479,8 @@ mod tests {
         assert!(e.contains(&Effect::Record(RoomEvent::Replaced {
             participant: "p".into(),
             old: 2,
-            new: 3
+            new: 3,
+            at: None,
         })));
         // The old connection's late leave changes nothing.
         let e = s.room.handle(
@@ -1585,6 +1716,7 @@ mod tests {
                 conn: 2,
                 person,
                 attestation: Some(attestation.clone()),
+                sign_of_life: Default::default(),
             },
             Script::at(1),
         );
@@ -1706,6 +1838,201 @@ mod tests {
             1,
         );
         assert_eq!(to(&e, 1), ["error(bad_state)"]);
+    }
+
+    /// The presence records among `effects`.
+    fn presence_records(effects: &[Effect]) -> Vec<RoomEvent> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Record(r @ (RoomEvent::Left { .. } | RoomEvent::Replaced { .. })) => {
+                    Some(r.clone())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn left(who: &str, conn: ConnId, reason: Reason, millis: Option<i64>) -> RoomEvent {
+        RoomEvent::Left {
+            participant: who.into(),
+            conn,
+            reason,
+            at: millis.map(|ms| Script::at(0) + Duration::milliseconds(ms)),
+        }
+    }
+
+    /// (name, what happens after the clinician (1) and the patient (2) are
+    /// present, the presence records of its last step)
+    type PresenceCase = (&'static str, fn(&mut Script) -> Vec<Effect>, Vec<RoomEvent>);
+
+    /// Issue 20, fault 2 (and every other end the room decides): presence
+    /// ends at the connection's last sign of life; a connection silent for
+    /// more than 5 s had been lost, which is a disconnect.
+    #[test]
+    fn presence_ends_at_the_last_sign_of_life() {
+        let cases: Vec<PresenceCase> = vec![
+            (
+                "a reconnect 20 s after the old connection's last sign of life",
+                |s| {
+                    s.alive(2, 40_000);
+                    s.arrive(3, "p", 60)
+                },
+                vec![
+                    left("p", 2, Reason::Network, Some(40_000)),
+                    RoomEvent::Replaced {
+                        participant: "p".into(),
+                        old: 2,
+                        new: 3,
+                        at: None,
+                    },
+                ],
+            ),
+            (
+                "a second device while the first is alive",
+                |s| {
+                    s.alive(2, 59_500);
+                    s.arrive(3, "p", 60)
+                },
+                vec![RoomEvent::Replaced {
+                    participant: "p".into(),
+                    old: 2,
+                    new: 3,
+                    at: Some(Script::at(0) + Duration::milliseconds(59_500)),
+                }],
+            ),
+            (
+                "the clinician ends the session; the patient silent for 30 s",
+                |s| {
+                    s.alive(1, 60_000);
+                    s.alive(2, 30_000);
+                    s.act(1, Action::End, 60)
+                },
+                vec![
+                    left("c", 1, Reason::SessionEnd, Some(60_000)),
+                    left("p", 2, Reason::Network, Some(30_000)),
+                ],
+            ),
+            (
+                "a removal ends presence at the last packet",
+                |s| {
+                    s.alive(1, 60_000);
+                    s.alive(2, 59_000);
+                    s.act(1, Action::Remove("p".into()), 60)
+                },
+                vec![left("p", 2, Reason::Removed, Some(59_000))],
+            ),
+            (
+                "a lost socket whose media outlived its last frame",
+                |s| {
+                    s.alive(2, 50_000);
+                    let last_seen = Script::at(40);
+                    let lost = LeaveReason::Network { last_seen };
+                    s.room.handle(
+                        Input::Leave {
+                            conn: 2,
+                            reason: lost,
+                        },
+                        Script::at(70),
+                    )
+                },
+                vec![left("p", 2, Reason::Network, Some(50_000))],
+            ),
+            (
+                "a leave the client asked for ends when it was asked",
+                |s| {
+                    s.alive(2, 20_000);
+                    s.room.handle(
+                        Input::Leave {
+                            conn: 2,
+                            reason: LeaveReason::Left,
+                        },
+                        Script::at(70),
+                    )
+                },
+                vec![left("p", 2, Reason::Left, None)],
+            ),
+            (
+                "the clinician away past the grace; the patient silent since 100 s",
+                |s| {
+                    s.room.handle(
+                        Input::Leave {
+                            conn: 1,
+                            reason: LeaveReason::Left,
+                        },
+                        Script::at(10),
+                    );
+                    s.alive(2, 100_000);
+                    s.room.handle(Input::Tick, Script::at(310))
+                },
+                vec![left("p", 2, Reason::Network, Some(100_000))],
+            ),
+            (
+                "a revocation of a live connection",
+                |s| {
+                    s.alive(2, 79_999);
+                    s.room.handle(
+                        Input::Revoked {
+                            participant: "p".into(),
+                        },
+                        Script::at(80),
+                    )
+                },
+                vec![left("p", 2, Reason::Revoked, Some(79_999))],
+            ),
+        ];
+        for (name, script, want) in cases {
+            let mut s = Script::new(SessionKind::Couple, true);
+            s.present(1, "c", 0);
+            s.present(2, "p", 1);
+            let effects = script(&mut s);
+            assert_eq!(presence_records(&effects), want, "{name}");
+        }
+        // Someone waiting has no presence: their record is left as it was.
+        let mut s = Script::new(SessionKind::Couple, false);
+        s.arrive(2, "p", 0);
+        let e = s.arrive(3, "p", 60);
+        assert_eq!(
+            presence_records(&e),
+            [RoomEvent::Replaced {
+                participant: "p".into(),
+                old: 2,
+                new: 3,
+                at: None
+            }]
+        );
+    }
+
+    /// Issue 20, fault 7: only connections with open presence and a recent
+    /// sign of life get a heartbeat, and it says when that sign came.
+    #[test]
+    fn heartbeats_only_for_connections_with_a_recent_sign_of_life() {
+        let ms = |m: i64| Script::at(0) + Duration::milliseconds(m);
+        // (clinician's last sign, patient's last sign, now, heartbeats)
+        type Case = (i64, i64, i64, Vec<(ConnId, i64)>);
+        let cases: Vec<Case> = vec![
+            (19_000, 14_000, 20, vec![(1, 19_000)]),
+            (20_000, 15_000, 20, vec![(1, 20_000), (2, 15_000)]),
+            (2_000, 3_000, 20, vec![]),
+            // A sign of life stamped after `now` claims no more than `now`.
+            (21_000, 20_000, 20, vec![(1, 20_000), (2, 20_000)]),
+        ];
+        for (clinician, patient, now, want) in cases {
+            let mut s = Script::new(SessionKind::Couple, true);
+            s.present(1, "c", 0);
+            s.present(2, "p", 1);
+            s.arrive(3, "q", 2); // in the room, but no media yet
+            s.alive(1, clinician);
+            s.alive(2, patient);
+            s.alive(3, now * 1000);
+            let want: Vec<(ConnId, DateTime<Utc>)> =
+                want.into_iter().map(|(c, m)| (c, ms(m))).collect();
+            assert_eq!(
+                s.room.heartbeats(Script::at(now)),
+                want,
+                "{clinician} {patient} {now}"
+            );
+        }
     }
 
     #[test]

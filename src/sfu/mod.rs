@@ -33,6 +33,7 @@ use tandem_protocol::{ErrorCode, IceCandidate, Pc};
 
 pub use drain::drain;
 pub use keyframe::{is_h264_keyframe, is_vp8_keyframe};
+pub use tandem_protocol::SignOfLife;
 
 /// Identifies one signaling connection (a participant may have several over
 /// time; a replacement is a new connection).
@@ -47,6 +48,8 @@ pub enum Command {
         room: Uuid,
         participant: String,
         events: mpsc::UnboundedSender<PeerEvent>,
+        /// Raised by every packet its peer connections receive.
+        sign_of_life: SignOfLife,
     },
     Offer {
         conn: ConnId,

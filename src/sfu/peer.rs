@@ -138,6 +138,8 @@ pub struct Peer {
     pub group: u32,
     /// Kinds of this peer's media not forwarded: [audio, video].
     pub blocked: [bool; 2],
+    /// Raised by every packet either peer connection receives.
+    pub sign_of_life: super::SignOfLife,
 }
 
 /// A new ICE-lite peer connection in RTP mode with the shard's candidates.
@@ -165,6 +167,7 @@ impl Peer {
         room: Uuid,
         participant: String,
         events: mpsc::UnboundedSender<PeerEvent>,
+        sign_of_life: super::SignOfLife,
         candidates: &[Candidate],
     ) -> Peer {
         Peer {
@@ -185,6 +188,7 @@ impl Peer {
             trickled_sub: false,
             group: 0,
             blocked: [false; 2],
+            sign_of_life,
         }
     }
 

@@ -157,6 +157,7 @@ pub async fn run(socket: WebSocket, context: Arc<SignalContext>, address: IpAddr
         room: session.id,
         context: context.clone(),
         member,
+        sign_of_life: crate::sfu::SignOfLife::new(Utc::now()),
     };
     let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Outgoing>();
     let (peer_tx, mut peer_rx) = mpsc::unbounded_channel::<PeerEvent>();
@@ -169,6 +170,7 @@ pub async fn run(socket: WebSocket, context: Arc<SignalContext>, address: IpAddr
             participant: connection.member.id.clone(),
             out: out_tx,
             peer_events: peer_tx,
+            sign_of_life: connection.sign_of_life.clone(),
         },
     );
     tracing::info!(session = %connection.room, participant = %connection.member.id, conn = connection.conn, "connected");
@@ -193,6 +195,8 @@ struct Connection {
     conn: ConnId,
     room: Uuid,
     member: RosterEntry,
+    /// Raised by every frame (and, through the media shard, every packet).
+    sign_of_life: crate::sfu::SignOfLife,
 }
 
 impl Connection {
@@ -248,6 +252,7 @@ impl Connection {
                 frame = stream.next() => {
                     if matches!(frame, Some(Ok(_))) {
                         last_seen = Utc::now();
+                        self.sign_of_life.seen(last_seen);
                     }
                     match frame {
                         Some(Ok(Message::Text(text))) => {

@@ -108,16 +108,17 @@ impl Store {
             .collect()
     }
 
-    /// Records the last sign of life of connections with open presence.
-    pub async fn heartbeat(&self, connections: &[String], at: i64) -> Result<(), StoreError> {
-        if connections.is_empty() {
+    /// Records the last sign of life (`(connection, at)`) of connections
+    /// with open presence; a value never moves back.
+    pub async fn heartbeat(&self, beats: &[(String, i64)]) -> Result<(), StoreError> {
+        if beats.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool.begin().await?;
-        for connection in connections {
+        for (connection, at) in beats {
             sqlx::query(
                 "INSERT INTO presence_heartbeats (connection_id, at) VALUES (?, ?)
-                 ON CONFLICT (connection_id) DO UPDATE SET at = excluded.at",
+                 ON CONFLICT (connection_id) DO UPDATE SET at = MAX(at, excluded.at)",
             )
             .bind(connection)
             .bind(at)

@@ -12,10 +12,12 @@
 //! contract names, and the tests pin those bytes.
 
 pub mod code;
+mod liveness;
 pub mod message;
 mod role;
 
 pub use code::{DenialCode, ErrorCode};
+pub use liveness::SignOfLife;
 pub use message::{
     parse, Attestation, ClientMessage, IceCandidate, IceServer, MediaKind, Participant, Pc,
     ServerMessage, SessionInfo, WaitingPerson, WaitingReason, You,

@@ -19,6 +19,7 @@ use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use str0m::bwe::BweKind;
 use str0m::media::Direction;
 use str0m::net::{Protocol, Receive, TcpType, Transmit};
@@ -58,6 +59,10 @@ pub(crate) struct ShardCore {
     /// Datagrams to send, in order.
     pub(super) transmits: VecDeque<Transmit>,
     pub(super) next_wake: Instant,
+    /// The wall-clock time that corresponds to an `Instant`, as last told
+    /// by the loop ([`ShardCore::sync_wall_clock`]): signs of life are
+    /// wall-clock times because attendance is.
+    wall_clock: (Instant, DateTime<Utc>),
 }
 
 impl ShardCore {
@@ -87,6 +92,21 @@ impl ShardCore {
             written: Vec::new(),
             transmits: VecDeque::new(),
             next_wake: now + IDLE,
+            wall_clock: (now, DateTime::<Utc>::UNIX_EPOCH),
+        }
+    }
+
+    /// Tells the core which wall-clock time `now` is. The loop calls it once
+    /// per wake, so the core itself never reads a clock.
+    pub fn sync_wall_clock(&mut self, now: Instant, wall: DateTime<Utc>) {
+        self.wall_clock = (now, wall);
+    }
+
+    fn wall(&self, now: Instant) -> DateTime<Utc> {
+        let (base, wall) = self.wall_clock;
+        match now.checked_duration_since(base) {
+            Some(later) => wall + later,
+            None => wall - (base - now),
         }
     }
 
@@ -118,6 +138,11 @@ impl ShardCore {
         let Some((conn, pc)) = self.route(proto, source, &input) else {
             return;
         };
+        // Any packet from the client's address is a sign of life.
+        let wall = self.wall(now);
+        if let Some(peer) = self.peers.get(&conn) {
+            peer.sign_of_life.seen(wall);
+        }
         if let Some(rtc) = self.rtc_mut(conn, pc) {
             if let Err(error) = rtc.handle_input(input) {
                 tracing::debug!(conn, ?pc, %error, "packet refused");
@@ -163,7 +188,8 @@ impl ShardCore {
                 room,
                 participant,
                 events,
-            } => self.on_join(now, conn, room, participant, events),
+                sign_of_life,
+            } => self.on_join(now, conn, room, participant, events, sign_of_life),
             Command::Offer { conn, pc, sdp } => self.on_offer(now, conn, pc, &sdp),
             Command::Answer { conn, pc, sdp } => self.on_answer(now, conn, pc, &sdp),
             Command::Candidate {

@@ -122,6 +122,7 @@ impl Net {
                     () = sleep => Wake::Timeout,
                 }
             };
+            core.sync_wall_clock(Instant::now(), chrono::Utc::now());
             match wake {
                 Wake::Input(Some(ShardInput::Command(command))) => {
                     core.handle_command(Instant::now(), command);

@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::core::ShardCore;
 use crate::sfu::peer::{Change, Layer, Peer, Published, Subscription, MAX_LAYERS};
-use crate::sfu::{ConnId, IceCandidate, Pc, PeerEvent};
+use crate::sfu::{ConnId, IceCandidate, Pc, PeerEvent, SignOfLife};
 use tandem_protocol::ErrorCode;
 
 /// The m-line index a trickled candidate names: the first, whose `a=mid` it
@@ -33,8 +33,16 @@ impl ShardCore {
         room: Uuid,
         participant: String,
         events: mpsc::UnboundedSender<PeerEvent>,
+        sign_of_life: SignOfLife,
     ) {
-        let mut peer = Peer::new(now, room, participant, events, &self.candidates);
+        let mut peer = Peer::new(
+            now,
+            room,
+            participant,
+            events,
+            sign_of_life,
+            &self.candidates,
+        );
         let members = self.rooms.entry(room).or_default();
         for other in members.iter() {
             let Some(publisher) = self.peers.get(other) else {

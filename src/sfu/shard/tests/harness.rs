@@ -168,6 +168,7 @@ impl Sim {
             room,
             participant: format!("p{index}"),
             events: tx,
+            sign_of_life: Default::default(),
         });
         index
     }
