@@ -1,0 +1,882 @@
+use super::*;
+use crate::schedule::SessionSettings;
+
+fn t(s: &str) -> DateTime<Utc> {
+    s.parse().unwrap()
+}
+
+fn person(id: &str, role: RosterRole, household: Option<&str>) -> RosterEntry {
+    RosterEntry {
+        id: id.into(),
+        name: id.to_uppercase(),
+        role,
+        household: household.map(Into::into),
+        mrn: None,
+        revoked_at: None,
+        removed_at: None,
+    }
+}
+
+fn session(kind: SessionKind, auto_admit: bool) -> Session {
+    Session {
+        id: Uuid::new_v4(),
+        title: "S".into(),
+        kind,
+        starts_at: t("2026-03-02T15:00:00Z"),
+        ends_at: t("2026-03-02T16:00:00Z"),
+        timezone: chrono_tz::UTC,
+        roster: vec![
+            person("c", RosterRole::Clinician, None),
+            person("p", RosterRole::Patient, Some("h1")),
+            person("q", RosterRole::Partner, Some("h1")),
+            person("r", RosterRole::Patient, Some("h2")),
+        ],
+        settings: SessionSettings {
+            auto_admit,
+            early_join_minutes: 15,
+            overrun_grace_minutes: 30,
+            clinician_grace_minutes: 5,
+        },
+        created_at: t("2026-03-01T00:00:00Z"),
+        cancelled_at: None,
+        ended_at: None,
+    }
+}
+
+/// A room and a clock in seconds after 15:00.
+struct Script {
+    room: Room,
+    roster: Vec<RosterEntry>,
+    /// Each connection's last sign of life (set at its arrival).
+    signs: std::collections::HashMap<ConnId, SignOfLife>,
+}
+
+impl Script {
+    fn new(kind: SessionKind, auto_admit: bool) -> Script {
+        let s = session(kind, auto_admit);
+        Script {
+            roster: s.roster.clone(),
+            room: Room::new(&s, vec![]),
+            signs: Default::default(),
+        }
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        t("2026-03-02T15:00:00Z") + Duration::seconds(secs)
+    }
+
+    fn arrive(&mut self, conn: ConnId, id: &str, secs: i64) -> Vec<Effect> {
+        let person = self.roster.iter().find(|p| p.id == id).unwrap().clone();
+        let sign_of_life = SignOfLife::new(Self::at(secs));
+        self.signs.insert(conn, sign_of_life.clone());
+        self.room.handle(
+            Input::Arrive {
+                conn,
+                person,
+                attestation: None,
+                sign_of_life,
+            },
+            Self::at(secs),
+        )
+    }
+
+    /// `conn` showed life `millis` after 15:00 (a frame or a packet).
+    fn alive(&self, conn: ConnId, millis: i64) {
+        self.signs[&conn].seen(Self::at(0) + Duration::milliseconds(millis));
+    }
+
+    /// `conn` arrives and its media connects at `secs`: presence.
+    fn present(&mut self, conn: ConnId, id: &str, secs: i64) {
+        self.arrive(conn, id, secs);
+        self.room.handle(Input::Connected { conn }, Self::at(secs));
+    }
+
+    fn act(&mut self, conn: ConnId, action: Action, secs: i64) -> Vec<Effect> {
+        self.room
+            .handle(Input::Clinician { conn, action }, Self::at(secs))
+    }
+}
+
+/// The message types sent to `conn` (closes marked with "close:").
+fn to(effects: &[Effect], conn: ConnId) -> Vec<String> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send { conn: c, message } if *c == conn => Some(kind(message)),
+            Effect::Close { conn: c, message } if *c == conn => {
+                Some(format!("close:{}", kind(message)))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn kind(message: &ServerMessage) -> String {
+    let value = serde_json::to_value(message).unwrap();
+    match value["code"].as_str() {
+        Some(code) => format!("{}({code})", value["type"].as_str().unwrap()),
+        None => value["type"].as_str().unwrap().to_owned(),
+    }
+}
+
+fn media(effects: &[Effect]) -> Vec<Effect> {
+    effects
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Effect::StartMedia { .. }
+                    | Effect::StopMedia { .. }
+                    | Effect::SetGroup { .. }
+                    | Effect::Block { .. }
+            )
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn a_patient_alone_waits_and_the_clinician_admits() {
+    let mut s = Script::new(SessionKind::Couple, false);
+    let e = s.arrive(2, "p", 0);
+    assert_eq!(to(&e, 2), ["waiting"]);
+    assert!(
+        media(&e).is_empty(),
+        "nobody but a clinician is in a room without one"
+    );
+
+    let e = s.arrive(1, "c", 10);
+    assert_eq!(to(&e, 1), ["joined", "lobby"]);
+    assert_eq!(media(&e), [Effect::StartMedia { conn: 1 }]);
+    assert!(
+        to(&e, 2).is_empty(),
+        "still waiting: the clinician has not admitted"
+    );
+
+    let e = s.act(1, Action::Admit("p".into()), 20);
+    assert_eq!(to(&e, 2), ["joined"]);
+    assert_eq!(to(&e, 1), ["participant_joined", "lobby"]);
+    assert_eq!(media(&e), [Effect::StartMedia { conn: 2 }]);
+    assert!(e.contains(&Effect::Record(RoomEvent::Admitted {
+        participant: "p".into(),
+        conn: 2,
+        by: Some("c".into())
+    })));
+}
+
+#[test]
+fn deny_admit_all_and_who_may_act() {
+    let mut s = Script::new(SessionKind::Couple, false);
+    s.arrive(1, "c", 0);
+    s.arrive(2, "p", 1);
+    s.arrive(3, "q", 2);
+    // A patient cannot admit anyone.
+    let e = s.act(2, Action::AdmitAll, 3);
+    assert_eq!(to(&e, 2), ["error(not_allowed)"]);
+    let e = s.act(1, Action::Deny("q".into()), 4);
+    assert_eq!(to(&e, 3), ["close:denied(denied_by_clinician)"]);
+    let e = s.act(1, Action::Admit("nobody".into()), 5);
+    assert_eq!(to(&e, 1), ["error(bad_state)"]);
+    // The denied partner may knock again.
+    s.arrive(4, "q", 6);
+    let e = s.act(1, Action::AdmitAll, 7);
+    assert_eq!(to(&e, 2), ["joined", "participant_joined"]);
+    assert_eq!(to(&e, 4), ["joined"]);
+    assert_eq!(
+        media(&e),
+        [
+            Effect::StartMedia { conn: 2 },
+            Effect::StartMedia { conn: 4 }
+        ]
+    );
+}
+
+#[test]
+fn auto_admit_lets_people_in_only_while_a_clinician_is_present() {
+    let mut s = Script::new(SessionKind::Couple, true);
+    let e = s.arrive(2, "p", 0);
+    assert_eq!(to(&e, 2), ["waiting"], "no clinician yet");
+    let e = s.arrive(1, "c", 5);
+    assert_eq!(to(&e, 2), ["joined"], "admitted when the clinician arrives");
+    let e = s.arrive(3, "q", 6);
+    assert_eq!(to(&e, 3), ["joined"]);
+}
+
+#[test]
+fn the_clinician_drops_then_the_grace_runs_out() {
+    let mut s = Script::new(SessionKind::Couple, false);
+    s.arrive(1, "c", 0);
+    s.arrive(2, "p", 1);
+    s.act(1, Action::Admit("p".into()), 2);
+    let e = s.room.handle(
+        Input::Leave {
+            conn: 1,
+            reason: LeaveReason::Left,
+        },
+        Script::at(100),
+    );
+    assert_eq!(to(&e, 2), ["participant_left"]);
+    // New arrivals wait while the clinician is away.
+    let e = s.arrive(3, "q", 110);
+    assert_eq!(to(&e, 3), ["waiting"]);
+    // Within the grace (5 minutes) the patient stays.
+    let e = s.room.handle(Input::Tick, Script::at(100 + 299));
+    assert!(to(&e, 2).is_empty());
+    let e = s.room.handle(Input::Tick, Script::at(100 + 300));
+    assert_eq!(to(&e, 2), ["waiting"]);
+    assert_eq!(media(&e), [Effect::StopMedia { conn: 2 }]);
+    let waiting = e.iter().find_map(|e| match e {
+        Effect::Send {
+            conn: 2,
+            message: ServerMessage::Waiting { reason },
+        } => *reason,
+        _ => None,
+    });
+    assert_eq!(waiting, Some(WaitingReason::ClinicianAway));
+    // The clinician comes back and sees both waiting.
+    let e = s.arrive(5, "c", 500);
+    let lobby = e.iter().find_map(|e| match e {
+        Effect::Send {
+            conn: 5,
+            message: ServerMessage::Lobby { waiting },
+        } => Some(waiting.len()),
+        _ => None,
+    });
+    assert_eq!(lobby, Some(2));
+}
+
+#[test]
+fn a_clinician_back_within_the_grace_keeps_the_room() {
+    let mut s = Script::new(SessionKind::Couple, false);
+    s.arrive(1, "c", 0);
+    s.arrive(2, "p", 1);
+    s.act(1, Action::Admit("p".into()), 2);
+    s.room.handle(
+        Input::Leave {
+            conn: 1,
+            reason: LeaveReason::Left,
+        },
+        Script::at(100),
+    );
+    s.arrive(3, "c", 200);
+    let e = s.room.handle(Input::Tick, Script::at(1000));
+    assert!(to(&e, 2).is_empty(), "{e:?}");
+}
+
+#[test]
+fn a_removed_participant_stays_out() {
+    let mut s = Script::new(SessionKind::Couple, true);
+    s.arrive(1, "c", 0);
+    s.arrive(2, "p", 1);
+    let e = s.act(1, Action::Remove("p".into()), 2);
+    assert_eq!(to(&e, 2), ["close:removed"]);
+    assert_eq!(to(&e, 1), ["participant_left", "lobby"]);
+    assert!(e.contains(&Effect::StopMedia { conn: 2 }));
+    assert!(e.contains(&Effect::PersistRemoval {
+        participant: "p".into()
+    }));
+    let e = s.arrive(3, "p", 3);
+    assert_eq!(to(&e, 3), ["close:denied(removed)"]);
+    // Someone not connected can be removed too (and cannot come).
+    s.act(1, Action::Remove("q".into()), 4);
+    let e = s.arrive(4, "q", 5);
+    assert_eq!(to(&e, 4), ["close:denied(removed)"]);
+    let e = s.act(1, Action::Remove("c".into()), 6);
+    assert_eq!(to(&e, 1), ["error(bad_state)"]);
+}
+
+#[test]
+fn a_second_device_replaces_the_first_and_keeps_its_place() {
+    let mut s = Script::new(SessionKind::Couple, true);
+    s.arrive(1, "c", 0);
+    s.arrive(2, "p", 1);
+    let e = s.arrive(3, "p", 2);
+    assert_eq!(to(&e, 2), ["close:replaced"]);
+    assert_eq!(to(&e, 3), ["joined"]);
+    assert!(to(&e, 1).is_empty(), "no leave and join for the others");
+    assert_eq!(
+        media(&e),
+        [
+            Effect::StopMedia { conn: 2 },
+            Effect::StartMedia { conn: 3 }
+        ]
+    );
+    assert!(e.contains(&Effect::Record(RoomEvent::Replaced {
+        participant: "p".into(),
+        old: 2,
+        new: 3,
+        at: None,
+    })));
+    // The old connection's late leave changes nothing.
+    let e = s.room.handle(
+        Input::Leave {
+            conn: 2,
+            reason: LeaveReason::Left,
+        },
+        Script::at(3),
+    );
+    assert!(e.is_empty());
+}
+
+#[test]
+fn mute_is_enforced_and_unmuting_needs_permission_when_asked() {
+    let mut s = Script::new(SessionKind::Couple, true);
+    s.arrive(1, "c", 0);
+    s.arrive(2, "p", 1);
+    let e = s.act(
+        1,
+        Action::Mute {
+            participant: "p".into(),
+            kind: MediaKind::Audio,
+            allow_unmute: false,
+        },
+        2,
+    );
+    assert_eq!(to(&e, 2), ["muted"]);
+    assert_eq!(to(&e, 1), ["media"]);
+    assert_eq!(
+        media(&e),
+        [Effect::Block {
+            conn: 2,
+            kind: MediaKind::Audio,
+            blocked: true
+        }]
+    );
+    let e = s.room.handle(
+        Input::Media {
+            conn: 2,
+            audio: true,
+            video: true,
+        },
+        Script::at(3),
+    );
+    assert_eq!(to(&e, 2), ["error(not_allowed)"]);
+    assert!(media(&e).is_empty(), "still blocked");
+    let e = s.act(
+        1,
+        Action::AllowUnmute {
+            participant: "p".into(),
+            kind: MediaKind::Audio,
+        },
+        4,
+    );
+    assert_eq!(to(&e, 2), ["unmute_allowed"]);
+    let e = s.room.handle(
+        Input::Media {
+            conn: 2,
+            audio: true,
+            video: true,
+        },
+        Script::at(5),
+    );
+    assert_eq!(
+        media(&e),
+        [Effect::Block {
+            conn: 2,
+            kind: MediaKind::Audio,
+            blocked: false
+        }]
+    );
+    assert_eq!(to(&e, 1), ["media"]);
+    // With permission to unmute, the participant may unmute at once.
+    s.act(
+        1,
+        Action::Mute {
+            participant: "p".into(),
+            kind: MediaKind::Video,
+            allow_unmute: true,
+        },
+        6,
+    );
+    let e = s.room.handle(
+        Input::Media {
+            conn: 2,
+            audio: true,
+            video: true,
+        },
+        Script::at(7),
+    );
+    assert_eq!(
+        media(&e),
+        [Effect::Block {
+            conn: 2,
+            kind: MediaKind::Video,
+            blocked: false
+        }]
+    );
+}
+
+#[test]
+fn end_closes_the_room_for_everyone() {
+    let mut s = Script::new(SessionKind::Couple, false);
+    s.arrive(1, "c", 0);
+    s.arrive(2, "p", 1);
+    s.arrive(3, "q", 2);
+    s.act(1, Action::Admit("p".into()), 3);
+    let e = s.act(1, Action::End, 4);
+    for conn in [1, 2, 3] {
+        assert_eq!(to(&e, conn), ["close:ended"], "conn {conn}");
+    }
+    assert!(e.contains(&Effect::PersistEnd));
+    assert!(e.contains(&Effect::Finished));
+    assert!(s.room.is_finished());
+    let e = s.arrive(4, "p", 5);
+    assert_eq!(to(&e, 4), ["close:denied(session_ended)"]);
+}
+
+#[test]
+fn warnings_before_the_room_closes_then_ended() {
+    let mut s = Script::new(SessionKind::Couple, true);
+    s.arrive(1, "c", 0);
+    s.arrive(2, "p", 1);
+    // The room closes at 16:30 (end + 30 min grace) = 5400 s after 15:00.
+    let close = 5400;
+    let cases = [
+        (close - 301, vec![]),
+        (close - 300, vec!["session_ending"]),
+        (close - 200, vec![]),
+        (close - 61, vec![]),
+        (close - 60, vec!["session_ending"]),
+        (close - 1, vec![]),
+        (close, vec!["close:ended"]),
+    ];
+    for (secs, expected) in cases {
+        let e = s.room.handle(Input::Tick, Script::at(secs));
+        assert_eq!(to(&e, 2), expected, "at {secs}");
+    }
+    assert!(s.room.is_finished());
+}
+
+#[test]
+fn a_breakout_groups_one_household_and_ends() {
+    let mut s = Script::new(SessionKind::Group, true);
+    s.arrive(1, "c", 0);
+    s.arrive(2, "p", 1);
+    s.arrive(3, "q", 2);
+    s.arrive(4, "r", 3);
+    let e = s.act(
+        1,
+        Action::Breakout {
+            household: "h1".into(),
+            with_clinician: false,
+        },
+        4,
+    );
+    assert_eq!(
+        media(&e),
+        [
+            Effect::SetGroup { conn: 2, group: 1 },
+            Effect::SetGroup { conn: 3, group: 1 }
+        ]
+    );
+    // A household member who arrives later goes straight to the breakout.
+    let e = s.room.handle(
+        Input::Leave {
+            conn: 3,
+            reason: LeaveReason::Left,
+        },
+        Script::at(5),
+    );
+    assert!(media(&e).contains(&Effect::StopMedia { conn: 3 }));
+    let e = s.arrive(5, "q", 6);
+    assert_eq!(
+        media(&e),
+        [
+            Effect::StartMedia { conn: 5 },
+            Effect::SetGroup { conn: 5, group: 1 }
+        ]
+    );
+    let e = s.act(
+        1,
+        Action::Breakout {
+            household: "h2".into(),
+            with_clinician: true,
+        },
+        7,
+    );
+    assert_eq!(
+        media(&e),
+        [
+            Effect::SetGroup { conn: 1, group: 2 },
+            Effect::SetGroup { conn: 4, group: 2 }
+        ]
+    );
+    let e = s.act(
+        1,
+        Action::EndBreakout {
+            household: "h1".into(),
+        },
+        8,
+    );
+    assert_eq!(
+        media(&e),
+        [
+            Effect::SetGroup { conn: 2, group: 0 },
+            Effect::SetGroup { conn: 5, group: 0 }
+        ]
+    );
+    let e = s.act(
+        1,
+        Action::Breakout {
+            household: "nope".into(),
+            with_clinician: false,
+        },
+        9,
+    );
+    assert_eq!(to(&e, 1), ["error(bad_state)"]);
+}
+
+#[test]
+fn presence_starts_when_media_connects_and_once() {
+    let mut s = Script::new(SessionKind::Couple, true);
+    s.arrive(1, "c", 0);
+    let person = s.roster[1].clone();
+    let attestation = Attestation {
+        state: "NY".into(),
+        at_home: true,
+        private: true,
+    };
+    let e = s.room.handle(
+        Input::Arrive {
+            conn: 2,
+            person,
+            attestation: Some(attestation.clone()),
+            sign_of_life: Default::default(),
+        },
+        Script::at(1),
+    );
+    assert_eq!(
+        e.first(),
+        Some(&Effect::Record(RoomEvent::Attestation {
+            participant: "p".into(),
+            conn: 2,
+            attestation
+        }))
+    );
+    let e = s.room.handle(Input::Connected { conn: 2 }, Script::at(2));
+    assert_eq!(
+        e,
+        [Effect::Record(RoomEvent::Joined {
+            participant: "p".into(),
+            conn: 2,
+            video: true
+        })]
+    );
+    assert!(s
+        .room
+        .handle(Input::Connected { conn: 2 }, Script::at(3))
+        .is_empty());
+    assert_eq!(s.room.present(), [2]);
+    // Someone waiting has no presence even if a peer connection connects.
+    let mut w = Script::new(SessionKind::Couple, false);
+    w.arrive(5, "p", 0);
+    assert!(w
+        .room
+        .handle(Input::Connected { conn: 5 }, Script::at(1))
+        .is_empty());
+}
+
+#[test]
+fn a_lost_connection_ends_presence_at_its_last_sign_of_life() {
+    let mut s = Script::new(SessionKind::Couple, true);
+    s.arrive(1, "c", 0);
+    s.arrive(2, "p", 1);
+    s.room.handle(Input::Connected { conn: 2 }, Script::at(2));
+    let last_seen = Script::at(40);
+    let e = s.room.handle(
+        Input::Leave {
+            conn: 2,
+            reason: LeaveReason::Network { last_seen },
+        },
+        Script::at(70),
+    );
+    assert!(e.contains(&Effect::Record(RoomEvent::Left {
+        participant: "p".into(),
+        conn: 2,
+        reason: Reason::Network,
+        at: Some(last_seen),
+    })));
+    assert!(s.room.present().is_empty());
+}
+
+#[test]
+fn a_network_drop_does_not_send_an_admitted_person_back_to_wait() {
+    let mut s = Script::new(SessionKind::Couple, false);
+    s.arrive(1, "c", 0);
+    s.arrive(2, "p", 1);
+    s.act(1, Action::Admit("p".into()), 2);
+    let lost = LeaveReason::Network {
+        last_seen: Script::at(3),
+    };
+    s.room.handle(
+        Input::Leave {
+            conn: 2,
+            reason: lost,
+        },
+        Script::at(5),
+    );
+    let e = s.arrive(3, "p", 6);
+    assert_eq!(to(&e, 3), ["joined"], "back in at once after a drop");
+    // Leaving on purpose and coming back means knocking again.
+    s.room.handle(
+        Input::Leave {
+            conn: 3,
+            reason: LeaveReason::Left,
+        },
+        Script::at(7),
+    );
+    let e = s.arrive(4, "p", 8);
+    assert_eq!(to(&e, 4), ["waiting"]);
+    // Without a clinician in the room a returning person waits.
+    let mut s = Script::new(SessionKind::Couple, false);
+    s.arrive(1, "c", 0);
+    s.arrive(2, "p", 1);
+    s.act(1, Action::Admit("p".into()), 2);
+    s.room.handle(
+        Input::Leave {
+            conn: 2,
+            reason: lost,
+        },
+        Script::at(5),
+    );
+    s.room.handle(
+        Input::Leave {
+            conn: 1,
+            reason: LeaveReason::Left,
+        },
+        Script::at(6),
+    );
+    let e = s.arrive(3, "p", 7);
+    assert_eq!(to(&e, 3), ["waiting"]);
+}
+
+#[test]
+fn breakouts_are_for_group_sessions() {
+    let mut s = Script::new(SessionKind::Couple, true);
+    s.arrive(1, "c", 0);
+    let e = s.act(
+        1,
+        Action::Breakout {
+            household: "h1".into(),
+            with_clinician: false,
+        },
+        1,
+    );
+    assert_eq!(to(&e, 1), ["error(bad_state)"]);
+}
+
+/// The presence records among `effects`.
+fn presence_records(effects: &[Effect]) -> Vec<RoomEvent> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Record(r @ (RoomEvent::Left { .. } | RoomEvent::Replaced { .. })) => {
+                Some(r.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn left(who: &str, conn: ConnId, reason: Reason, millis: Option<i64>) -> RoomEvent {
+    RoomEvent::Left {
+        participant: who.into(),
+        conn,
+        reason,
+        at: millis.map(|ms| Script::at(0) + Duration::milliseconds(ms)),
+    }
+}
+
+/// (name, what happens after the clinician (1) and the patient (2) are
+/// present, the presence records of its last step)
+type PresenceCase = (&'static str, fn(&mut Script) -> Vec<Effect>, Vec<RoomEvent>);
+
+/// Issue 20, fault 2 (and every other end the room decides): presence
+/// ends at the connection's last sign of life; a connection silent for
+/// more than 5 s had been lost, which is a disconnect.
+#[test]
+fn presence_ends_at_the_last_sign_of_life() {
+    let cases: Vec<PresenceCase> = vec![
+        (
+            "a reconnect 20 s after the old connection's last sign of life",
+            |s| {
+                s.alive(2, 40_000);
+                s.arrive(3, "p", 60)
+            },
+            vec![
+                left("p", 2, Reason::Network, Some(40_000)),
+                RoomEvent::Replaced {
+                    participant: "p".into(),
+                    old: 2,
+                    new: 3,
+                    at: None,
+                },
+            ],
+        ),
+        (
+            "a second device while the first is alive",
+            |s| {
+                s.alive(2, 59_500);
+                s.arrive(3, "p", 60)
+            },
+            vec![RoomEvent::Replaced {
+                participant: "p".into(),
+                old: 2,
+                new: 3,
+                at: Some(Script::at(0) + Duration::milliseconds(59_500)),
+            }],
+        ),
+        (
+            "the clinician ends the session; the patient silent for 30 s",
+            |s| {
+                s.alive(1, 60_000);
+                s.alive(2, 30_000);
+                s.act(1, Action::End, 60)
+            },
+            vec![
+                left("c", 1, Reason::SessionEnd, Some(60_000)),
+                left("p", 2, Reason::Network, Some(30_000)),
+            ],
+        ),
+        (
+            "a removal ends presence at the last packet",
+            |s| {
+                s.alive(1, 60_000);
+                s.alive(2, 59_000);
+                s.act(1, Action::Remove("p".into()), 60)
+            },
+            vec![left("p", 2, Reason::Removed, Some(59_000))],
+        ),
+        (
+            "a lost socket whose media outlived its last frame",
+            |s| {
+                s.alive(2, 50_000);
+                let last_seen = Script::at(40);
+                let lost = LeaveReason::Network { last_seen };
+                s.room.handle(
+                    Input::Leave {
+                        conn: 2,
+                        reason: lost,
+                    },
+                    Script::at(70),
+                )
+            },
+            vec![left("p", 2, Reason::Network, Some(50_000))],
+        ),
+        (
+            "a leave the client asked for ends when it was asked",
+            |s| {
+                s.alive(2, 20_000);
+                s.room.handle(
+                    Input::Leave {
+                        conn: 2,
+                        reason: LeaveReason::Left,
+                    },
+                    Script::at(70),
+                )
+            },
+            vec![left("p", 2, Reason::Left, None)],
+        ),
+        (
+            "the clinician away past the grace; the patient silent since 100 s",
+            |s| {
+                s.room.handle(
+                    Input::Leave {
+                        conn: 1,
+                        reason: LeaveReason::Left,
+                    },
+                    Script::at(10),
+                );
+                s.alive(2, 100_000);
+                s.room.handle(Input::Tick, Script::at(310))
+            },
+            vec![left("p", 2, Reason::Network, Some(100_000))],
+        ),
+        (
+            "a revocation of a live connection",
+            |s| {
+                s.alive(2, 79_999);
+                s.room.handle(
+                    Input::Revoked {
+                        participant: "p".into(),
+                    },
+                    Script::at(80),
+                )
+            },
+            vec![left("p", 2, Reason::Revoked, Some(79_999))],
+        ),
+    ];
+    for (name, script, want) in cases {
+        let mut s = Script::new(SessionKind::Couple, true);
+        s.present(1, "c", 0);
+        s.present(2, "p", 1);
+        let effects = script(&mut s);
+        assert_eq!(presence_records(&effects), want, "{name}");
+    }
+    // Someone waiting has no presence: their record is left as it was.
+    let mut s = Script::new(SessionKind::Couple, false);
+    s.arrive(2, "p", 0);
+    let e = s.arrive(3, "p", 60);
+    assert_eq!(
+        presence_records(&e),
+        [RoomEvent::Replaced {
+            participant: "p".into(),
+            old: 2,
+            new: 3,
+            at: None
+        }]
+    );
+}
+
+/// Issue 20, fault 7: only connections with open presence and a recent
+/// sign of life get a heartbeat, and it says when that sign came.
+#[test]
+fn heartbeats_only_for_connections_with_a_recent_sign_of_life() {
+    let ms = |m: i64| Script::at(0) + Duration::milliseconds(m);
+    // (clinician's last sign, patient's last sign, now, heartbeats)
+    type Case = (i64, i64, i64, Vec<(ConnId, i64)>);
+    let cases: Vec<Case> = vec![
+        (19_000, 14_000, 20, vec![(1, 19_000)]),
+        (20_000, 15_000, 20, vec![(1, 20_000), (2, 15_000)]),
+        (2_000, 3_000, 20, vec![]),
+        // A sign of life stamped after `now` claims no more than `now`.
+        (21_000, 20_000, 20, vec![(1, 20_000), (2, 20_000)]),
+    ];
+    for (clinician, patient, now, want) in cases {
+        let mut s = Script::new(SessionKind::Couple, true);
+        s.present(1, "c", 0);
+        s.present(2, "p", 1);
+        s.arrive(3, "q", 2); // in the room, but no media yet
+        s.alive(1, clinician);
+        s.alive(2, patient);
+        s.alive(3, now * 1000);
+        let want: Vec<(ConnId, DateTime<Utc>)> =
+            want.into_iter().map(|(c, m)| (c, ms(m))).collect();
+        assert_eq!(
+            s.room.heartbeats(Script::at(now)),
+            want,
+            "{clinician} {patient} {now}"
+        );
+    }
+}
+
+#[test]
+fn revocation_and_cancellation_take_people_out() {
+    let mut s = Script::new(SessionKind::Couple, true);
+    s.arrive(1, "c", 0);
+    s.arrive(2, "p", 1);
+    let e = s.room.handle(
+        Input::Revoked {
+            participant: "p".into(),
+        },
+        Script::at(2),
+    );
+    assert_eq!(to(&e, 2), ["close:denied(revoked)"]);
+    assert_eq!(to(&e, 1), ["participant_left", "lobby"]);
+    let e = s.room.handle(Input::Cancelled, Script::at(3));
+    assert_eq!(to(&e, 1), ["close:ended"]);
+    assert!(
+        !e.contains(&Effect::PersistEnd),
+        "a cancellation is already stored"
+    );
+}

@@ -1,0 +1,87 @@
+//! What happens as time passes: the clinician's grace, the warnings before
+//! the room closes, the close itself, and finishing the room.
+
+use super::*;
+
+impl Room {
+    pub(super) fn tick(&mut self, now: DateTime<Utc>, out: &mut Vec<Effect>) {
+        if now >= self.closes_at {
+            self.finish(Reason::SessionEnd, now, out);
+            return;
+        }
+        let left = (self.closes_at - now).num_seconds();
+        // The smallest threshold crossed wins, so a late start warns once.
+        for (i, threshold) in WARNINGS.into_iter().enumerate().rev() {
+            if left <= threshold && !self.warned[i] {
+                self.warned[..=i].iter_mut().for_each(|w| *w = true);
+                for m in &self.members {
+                    out.push(Effect::Send {
+                        conn: m.conn,
+                        message: ServerMessage::SessionEnding {
+                            seconds_left: left.max(0) as u64,
+                        },
+                    });
+                }
+                break;
+            }
+        }
+        if let Some(since) = self.clinician_away_since {
+            if now - since >= self.clinician_grace && !self.clinician_in_room() {
+                self.clinician_away_since = None;
+                self.readmit.clear();
+                let back: Vec<usize> = (0..self.members.len())
+                    .filter(|&i| self.members[i].place == Place::InRoom)
+                    .collect();
+                for i in back {
+                    let m = &mut self.members[i];
+                    m.place = Place::Waiting { since: now };
+                    m.joined = false;
+                    let (conn, id) = (m.conn, m.person.id.clone());
+                    out.push(Effect::StopMedia { conn });
+                    out.push(Effect::Send {
+                        conn,
+                        message: ServerMessage::Waiting {
+                            reason: Some(WaitingReason::ClinicianAway),
+                        },
+                    });
+                    out.push(Effect::Record(RoomEvent::Left {
+                        participant: id.clone(),
+                        conn,
+                        reason: Reason::ClinicianAway,
+                        at: None,
+                    }));
+                    out.push(Effect::Record(RoomEvent::Waiting {
+                        participant: id,
+                        conn,
+                    }));
+                }
+            }
+        }
+    }
+
+    /// Ends the session for everyone.
+    pub(super) fn finish(&mut self, reason: Reason, _now: DateTime<Utc>, out: &mut Vec<Effect>) {
+        // Stored before anyone is told, so no join can slip in after `ended`.
+        if reason == Reason::EndedByClinician {
+            out.push(Effect::PersistEnd);
+        }
+        for m in std::mem::take(&mut self.members) {
+            if m.place == Place::InRoom {
+                out.push(Effect::StopMedia { conn: m.conn });
+            }
+            out.push(Effect::Close {
+                conn: m.conn,
+                message: ServerMessage::Ended,
+            });
+            out.push(Effect::Record(RoomEvent::Left {
+                participant: m.person.id,
+                conn: m.conn,
+                reason: Reason::SessionEnd,
+                at: None,
+            }));
+        }
+        out.push(Effect::Record(RoomEvent::SessionEnded { reason }));
+        out.push(Effect::Finished);
+        self.finished = true;
+    }
+}
