@@ -117,9 +117,9 @@ use std::collections::{BTreeMap, HashSet};
 
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde::Serialize;
-use uuid::Uuid;
 
-use super::event::{modality, reason, Event, EventKind, NewEvent};
+pub use super::event::Modality;
+use super::event::{reason, Event, EventKind, NewEvent};
 use super::interval::{floor_minutes, floor_seconds, Interval, Intervals, Millis};
 use crate::auth::RosterRole;
 use crate::schedule::{Session, SessionKind, SessionStatus};
@@ -268,24 +268,6 @@ pub struct ParticipantReport {
     pub attended_audio_only_ms: Millis,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Modality {
-    AudioVideo,
-    AudioOnly,
-}
-
-impl Modality {
-    /// `audio_only` or `audio_video`; anything else is no modality.
-    fn parse(s: Option<&str>) -> Option<Modality> {
-        match s {
-            Some(modality::AUDIO_ONLY) => Some(Modality::AudioOnly),
-            Some(modality::AUDIO_VIDEO) => Some(Modality::AudioVideo),
-            _ => None,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct IntervalReport {
     pub start: String,
@@ -362,10 +344,8 @@ struct Open {
 
 /// This session's events, in ledger order.
 fn session_events<'a>(session: &Session, events: &'a [Event]) -> Vec<&'a Event> {
-    let mut mine: Vec<&Event> = events
-        .iter()
-        .filter(|e| Uuid::parse_str(&e.event.session).is_ok_and(|id| id == session.id))
-        .collect();
+    let id = session.id.to_string();
+    let mut mine: Vec<&Event> = events.iter().filter(|e| e.event.session == id).collect();
     mine.sort_by_key(|e| e.seq);
     mine
 }
@@ -454,13 +434,12 @@ fn presence_segments(events: &[&Event], now: Millis) -> Vec<Segment> {
                     participant,
                     connection: e.connection.clone(),
                     start: e.at,
-                    modality: Modality::parse(e.modality.as_deref())
-                        .unwrap_or(Modality::AudioVideo),
+                    modality: e.media_modality().unwrap_or(Modality::AudioVideo),
                     pieces: Vec::new(),
                 });
             }
             EventKind::MediaChanged => {
-                let Some(new) = Modality::parse(e.modality.as_deref()) else {
+                let Some(new) = e.media_modality() else {
                     continue;
                 };
                 for key in targets(&open, e) {
@@ -513,26 +492,11 @@ fn union_where(segs: &[Segment], keep: impl Fn(&Segment) -> bool) -> Intervals {
     Intervals::union_of(segs.iter().filter(|s| keep(s)).map(Segment::interval))
 }
 
-fn detail_str(e: &NewEvent, field: &str) -> Option<String> {
-    e.detail
-        .as_ref()
-        .and_then(|d| d.get(field))
-        .and_then(|v| v.as_str())
-        .map(str::to_owned)
-}
-
-fn detail_bool(e: &NewEvent, field: &str) -> Option<bool> {
-    e.detail
-        .as_ref()
-        .and_then(|d| d.get(field))
-        .and_then(|v| v.as_bool())
-}
-
 fn annotation(e: &NewEvent) -> Annotation {
     Annotation {
         at: rfc3339_ms(e.at),
-        by: detail_str(e, "by"),
-        text: detail_str(e, "text"),
+        by: e.detail_text("by").map(str::to_owned),
+        text: e.detail_text("text").map(str::to_owned),
     }
 }
 
@@ -593,9 +557,9 @@ pub fn session_report(
                 attestations.insert(
                     p,
                     Attestation {
-                        state: detail_str(e, "state"),
-                        at_home: detail_bool(e, "at_home"),
-                        private: detail_bool(e, "private"),
+                        state: e.detail_text("state").map(str::to_owned),
+                        at_home: e.detail_flag("at_home"),
+                        private: e.detail_flag("private"),
                         at: rfc3339_ms(e.at),
                     },
                 );

@@ -112,6 +112,27 @@ impl Reason {
     }
 }
 
+impl Reason {
+    const ALL: [Reason; 10] = [
+        Reason::Left,
+        Reason::Network,
+        Reason::Removed,
+        Reason::Replaced,
+        Reason::SessionEnd,
+        Reason::ClinicianAway,
+        Reason::ServerRestart,
+        Reason::Revoked,
+        Reason::EndedByClinician,
+        Reason::SessionCancelled,
+    ];
+
+    /// The reason a stored string names; anything else (a denial code,
+    /// an unknown word from a later version) is none.
+    pub fn parse(stored: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.as_str() == stored)
+    }
+}
+
 /// The stored strings of [`Reason`], for code that reads raw events.
 pub mod reason {
     use super::Reason;
@@ -149,6 +170,13 @@ impl Modality {
             Modality::AudioOnly => "audio_only",
         }
     }
+
+    /// The modality a stored string names; anything else is none.
+    pub fn parse(stored: &str) -> Option<Modality> {
+        [Modality::AudioVideo, Modality::AudioOnly]
+            .into_iter()
+            .find(|m| m.as_str() == stored)
+    }
 }
 
 /// The stored strings of [`Modality`].
@@ -174,6 +202,31 @@ pub struct NewEvent {
     pub modality: Option<String>,
     /// Free-form JSON object (attestation, annotation, denial message...).
     pub detail: Option<serde_json::Value>,
+}
+
+/// Typed readings of a stored row, for the rules that read the ledger.
+/// The row itself keeps what was written, whatever a version calls it.
+impl NewEvent {
+    /// The `modality` column, when it names one.
+    pub fn media_modality(&self) -> Option<Modality> {
+        self.modality.as_deref().and_then(Modality::parse)
+    }
+
+    /// The `reason` column, when it names a [`Reason`].
+    pub fn end_reason(&self) -> Option<Reason> {
+        self.reason.as_deref().and_then(Reason::parse)
+    }
+
+    /// A text field of the `detail` object (an attestation's `state`, an
+    /// annotation's `text` and `by`).
+    pub fn detail_text(&self, field: &str) -> Option<&str> {
+        self.detail.as_ref()?.get(field)?.as_str()
+    }
+
+    /// A yes/no field of the `detail` object (an attestation's `at_home`).
+    pub fn detail_flag(&self, field: &str) -> Option<bool> {
+        self.detail.as_ref()?.get(field)?.as_bool()
+    }
 }
 
 /// A stored event.
