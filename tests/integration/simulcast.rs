@@ -6,7 +6,7 @@
 //! PLI, with RTP sequence numbers and timestamps continuous across the switch.
 //!
 //! Both participants are webrtc-rs peers written here rather than
-//! [`common::peer::TestPeer`]s: the publisher must announce simulcast
+//! [`crate::helpers::peer::TestPeer`]s: the publisher must announce simulcast
 //! encodings and stamp each packet with the mid and rid header extensions,
 //! and the subscriber must expose the RTP headers it received (TestPeer only
 //! reports payload statistics). The facts about webrtc 0.21 that
@@ -20,17 +20,12 @@
 //! never adds them by itself: each packet gets them with `set_extension`,
 //! using the ids negotiated for the sender.
 
-mod common;
-
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use common::peer::{opus, opus_vp8_engine, vp8, KeyframeRequestForwarder};
-use common::signal_client::{type_of, ReaderGuard, SignalClient, SignalSender};
-use common::{couple_session, TestApp};
 use rtc::interceptor::Slot;
 use rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers;
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
@@ -52,6 +47,10 @@ use webrtc::peer_connection::{
     RTCSessionDescription, SettingEngineBuilder,
 };
 use webrtc::rtp_transceiver::RtpSender;
+
+use crate::helpers::peer::{opus, opus_vp8_engine, vp8, KeyframeRequestForwarder};
+use crate::helpers::signal_client::{type_of, ReaderGuard, SignalClient, SignalSender};
+use crate::helpers::{couple_session, TestApp};
 
 const WAIT: Duration = Duration::from_secs(15);
 const POLL: Duration = Duration::from_millis(20);

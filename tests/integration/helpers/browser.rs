@@ -1,4 +1,4 @@
-//! What the browser check (tests/browser.rs) needs besides the common test
+//! What the browser check ([`crate::browser`]) needs besides the common test
 //! server: a Rust participant that publishes real VP8 video and proves the
 //! VP8 it receives is decodable, and the driver of the Node/Chromium side.
 //!
@@ -16,7 +16,8 @@
 //!   server's certificate.
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -44,15 +45,95 @@ use webrtc::peer_connection::{
 };
 use webrtc::rtp_transceiver::RtpSender;
 
-use crate::common::peer::{opus_vp8_engine, vp8};
-
-#[path = "browser_env.rs"]
-mod browser_env;
-use crate::common::signal_client::{
+use super::peer::{opus_vp8_engine, vp8};
+use super::signal_client::{
     summarize, type_of, MessageLog, ReaderGuard, SignalClient, SignalSender,
 };
-use crate::common::TestApp;
-pub use browser_env::BrowserEnv;
+use super::TestApp;
+
+/// Whether the browser check can run here: Chromium, Node and the
+/// playwright-core package of web-client/tests.
+pub struct BrowserEnv {
+    pub chromium: PathBuf,
+    pub node: PathBuf,
+    /// web-client/tests, where call.mjs and node_modules are.
+    pub dir: PathBuf,
+}
+
+/// Set (to 1) where the browser check must run (CI): missing tools fail
+/// the test instead of skipping it.
+pub const REQUIRE_VAR: &str = "REQUIRE_BROWSER_CHECK";
+
+impl BrowserEnv {
+    /// What is missing, if anything.
+    pub fn detect() -> Result<BrowserEnv, String> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("web-client/tests");
+        let chromium = std::env::var_os("TANDEM_CHROMIUM")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+        let mut missing = Vec::new();
+        if !chromium.is_file() {
+            missing.push(format!("no Chromium at {}", chromium.display()));
+        }
+        let node = PathBuf::from("node");
+        match std::process::Command::new(&node).arg("--version").output() {
+            Ok(out) if out.status.success() => {
+                let version = String::from_utf8_lossy(&out.stdout);
+                let major: u32 = version
+                    .trim()
+                    .trim_start_matches('v')
+                    .split('.')
+                    .next()
+                    .and_then(|m| m.parse().ok())
+                    .unwrap_or(0);
+                if major < 20 {
+                    missing.push(format!(
+                        "node {} is older than 20 (playwright-core needs 20)",
+                        version.trim()
+                    ));
+                }
+            }
+            _ => missing.push("no `node` on PATH".to_owned()),
+        }
+        if !dir
+            .join("node_modules/playwright-core/package.json")
+            .is_file()
+        {
+            missing.push(format!("no {}/node_modules/playwright-core", dir.display()));
+        }
+        if missing.is_empty() {
+            Ok(BrowserEnv {
+                chromium,
+                node,
+                dir,
+            })
+        } else {
+            Err(missing.join("; "))
+        }
+    }
+
+    /// The environment, or `None` after saying why the test is skipped;
+    /// panics instead when [`REQUIRE_VAR`] is set to 1.
+    pub fn or_skip(test: &str) -> Option<BrowserEnv> {
+        match Self::detect() {
+            Ok(env) => Some(env),
+            Err(missing) => {
+                if std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1") {
+                    panic!("{test}: {REQUIRE_VAR}=1 but the browser check cannot run: {missing}");
+                }
+                // Straight to stderr, past the test harness's capture, so a
+                // skip is seen even when the test "passes".
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{test}: skipped: {missing}. Run .ci/run, or install chromium \
+                     (apt-get install --no-install-recommends chromium) and run `npm ci` \
+                     in web-client/tests; set {REQUIRE_VAR}=1 to make this a failure."
+                );
+                None
+            }
+        }
+    }
+}
 
 /// base64(SHA-256(SubjectPublicKeyInfo DER)) of the key in `key_pem`: the
 /// value of Chromium's `--ignore-certificate-errors-spki-list`, which makes
@@ -946,7 +1027,7 @@ fn first_mid_of(sdp: &str) -> String {
         .to_owned()
 }
 
-/// A connection on 127.0.0.1 over UDP, mDNS off (see tests/common/peer.rs
+/// A connection on 127.0.0.1 over UDP, mDNS off (see [`super::peer`]
 /// for why), with Opus and VP8.
 async fn build_pc(
     side: Side,

@@ -6,21 +6,20 @@
 //! Every test payload names its sender and carries a sequence number, so a
 //! receiver tells lost, duplicated and foreign packets apart on loopback.
 
-mod common;
-
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use common::peer::{Kind, PeerOptions, TestPeer};
-use common::{couple_session, TestApp};
 use serde_json::json;
+
+use crate::helpers::peer::{Kind, PeerOptions, TestPeer};
+use crate::helpers::{couple_session, TestApp};
 
 const WAIT: Duration = Duration::from_secs(20);
 const KINDS: [Kind; 2] = [Kind::Audio, Kind::Video];
 
 /// A running session and its links by participant id. Rostered people are
 /// admitted automatically once the clinician is in (each test's clinician
-/// joins first): the waiting room is tested in tests/admission.rs.
+/// joins first): the waiting room is tested in [`super::admission`].
 async fn session(app: &TestApp, mut body: serde_json::Value) -> HashMap<String, String> {
     body["settings"] = json!({"auto_admit": true});
     let session = app.create_session(&body).await;

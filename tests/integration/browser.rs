@@ -14,18 +14,15 @@
 //! Needs /usr/bin/chromium, node and `npm ci` in web-client/tests; without
 //! them the test says why and passes, unless REQUIRE_BROWSER_CHECK=1 (CI).
 
-#[path = "common/browser.rs"]
-mod browser;
-mod common;
-
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use browser::{ivf, BrowserEnv, BrowserRun, CallArgs, Vp8Peer};
-use common::{couple_session, TestApp};
 use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use serde_json::{json, Value};
+
+use crate::helpers::browser::{self, ivf, BrowserEnv, BrowserRun, CallArgs, Vp8Peer};
+use crate::helpers::{couple_session, TestApp};
 
 const CLIP: &str = "tests/fixtures/vp8-320x240-30fps.ivf";
 /// Frames each side must decode (Chromium) or reassemble (Rust).
@@ -42,7 +39,7 @@ async fn chromium_and_a_rust_peer_decode_each_others_video() {
 
     let app = TestApp::spawn().await;
     // Running now; the patient is let in without a waiting room once the
-    // clinician is there (as in tests/media.rs; admission has its own tests).
+    // clinician is there (as in the media tests; admission has its own tests).
     let mut body = couple_session(-5, 60);
     body["settings"] = json!({"auto_admit": true});
     let session = app.create_session(&body).await;
