@@ -366,16 +366,7 @@ async fn ice_over_tcp_carries_media_when_udp_is_blocked() {
     let app = TestApp::spawn().await;
     let links = session(&app, couple_session(-5, 60)).await;
     let clinician = join(&app, &links, "clin-1", PeerOptions::default()).await;
-    let patient = join(
-        &app,
-        &links,
-        "pat-1",
-        PeerOptions {
-            tcp_only: true,
-            ..Default::default()
-        },
-    )
-    .await;
+    let patient = join(&app, &links, "pat-1", PeerOptions::default().tcp_only()).await;
     wait_for_mesh(&[&clinician, &patient]).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     clinician.start_sending(50, 60);

@@ -5,55 +5,20 @@
 //! measured the layers' rates, switching at a keyframe it asked for with a
 //! PLI, with RTP sequence numbers and timestamps continuous across the switch.
 //!
-//! Both participants are webrtc-rs peers written here rather than
-//! [`crate::helpers::peer::TestPeer`]s: the publisher must announce simulcast
-//! encodings and stamp each packet with the mid and rid header extensions,
-//! and the subscriber must expose the RTP headers it received (TestPeer only
-//! reports payload statistics). The facts about webrtc 0.21 that
-//! tests/common/peer.rs relies on hold here too (loopback sockets, no mDNS,
-//! `write_rtp` needs the declared SSRC and the negotiated payload type, PLI
-//! reaches a sent track only through an interceptor that marks it). Found in
-//! its sources for simulcast: a `MediaStreamTrack` with several codings that
-//! all have a rid becomes `a=rid:<rid> send` lines plus `a=simulcast:send`
-//! (without `a=ssrc` lines), the mid/rid header extensions are offered only
-//! once registered (`configure_simulcast_extension_headers`), and the sender
-//! never adds them by itself: each packet gets them with `set_extension`,
-//! using the ids negotiated for the sender.
+//! Both participants are the common [`TestPeer`]: the publisher announces
+//! simulcast encodings and the test writes each layer's packets itself,
+//! stamped with the mid and rid header extensions negotiated for the
+//! sender; the subscriber keeps the RTP header of every packet it receives.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
-use rtc::interceptor::Slot;
-use rtc::peer_connection::configuration::interceptor_registry::configure_simulcast_extension_headers;
-use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
-use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodec, RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
-use rtc::rtp_transceiver::{RTCRtpTransceiverDirection, RTCRtpTransceiverInit};
-use serde_json::{json, Value};
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
-use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
-use webrtc::media_stream::track_local::{TrackLocal, TrackLocalEvent};
-use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
-use webrtc::media_stream::MediaStreamTrack;
-use webrtc::peer_connection::{
-    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCConfigurationBuilder,
-    RTCIceCandidateInit, RTCIceGatheringState, RTCPeerConnectionIceEvent, RTCPeerConnectionState,
-    RTCSessionDescription, SettingEngineBuilder,
-};
-use webrtc::rtp_transceiver::RtpSender;
+use serde_json::json;
 
-use crate::helpers::peer::{opus, opus_vp8_engine, vp8, KeyframeRequestForwarder};
-use crate::helpers::signal_client::{type_of, ReaderGuard, SignalClient, SignalSender};
+use crate::helpers::peer::{Kind, MediaWriter, PeerOptions, RtpRecord, TestPeer, TrackReport};
 use crate::helpers::{couple_session, TestApp};
 
 const WAIT: Duration = Duration::from_secs(15);
-const POLL: Duration = Duration::from_millis(20);
 
 /// Frames a second on every layer (one RTP packet per frame).
 const FPS: u32 = 30;
@@ -95,26 +60,36 @@ async fn a_small_room_receives_only_the_best_simulcast_layer_as_one_continuous_t
     let links: HashMap<String, String> = app.invite_tokens(session["id"].as_str().unwrap()).await;
 
     // The clinician first (rostered people are admitted once they are in).
-    let clinician = Peer::join(&app, &links["clin-1"], "clin-1", false)
-        .await
-        .expect("the clinician joins");
-    let patient = Peer::join(&app, &links["pat-1"], "pat-1", true)
-        .await
-        .expect("the patient joins");
-    patient
-        .wait("the pub connection to connect", || {
-            patient.pub_connected().then_some(())
-        })
-        .await
-        .unwrap();
+    // Both are admitted at once; the patient's pub connection is connected
+    // when join returns.
+    let clinician = TestPeer::join(
+        &app,
+        &links["clin-1"],
+        "clin-1",
+        PeerOptions::default().receive_only().record_packets(),
+    )
+    .await
+    .expect("the clinician joins");
+    let rids: Vec<&str> = LAYERS.iter().map(|(rid, _, _)| *rid).collect();
+    let patient = TestPeer::join(
+        &app,
+        &links["pat-1"],
+        "pat-1",
+        PeerOptions::default().publish_simulcast(&rids),
+    )
+    .await
+    .expect("the patient joins");
+    for peer in [&clinician, &patient] {
+        peer.wait_for_message("joined", Duration::ZERO)
+            .await
+            .expect("admitted at once");
+    }
 
     // The offer announces the three layers and the rid header extension,
     // and the SFU's answer accepts both.
-    let offer = patient.shared.pub_offer.lock().unwrap().clone().unwrap();
+    let offer = patient.pub_offer().unwrap();
     let answer = patient
-        .wait("the pub answer", || {
-            patient.shared.pub_answer.lock().unwrap().clone()
-        })
+        .wait_for("the pub answer", WAIT, || patient.pub_answer())
         .await
         .unwrap();
     let video_offer = video_section(&offer);
@@ -144,40 +119,45 @@ async fn a_small_room_receives_only_the_best_simulcast_layer_as_one_continuous_t
 
     // The clinician is offered the patient's video and is connected.
     clinician
-        .wait("the patient's video in a sub offer, connected", || {
-            let offer = clinician.shared.sub_offer.lock().unwrap().clone()?;
-            (video_msids(&offer).contains(&"pat-1".to_owned()) && clinician.sub_connected())
-                .then_some(())
-        })
+        .wait_for(
+            "the patient's video in a sub offer, connected",
+            WAIT,
+            || {
+                let offer = clinician.sub_offer()?;
+                (video_msids(&offer).contains(&"pat-1".to_owned()) && clinician.sub_connected())
+                    .then_some(())
+            },
+        )
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let sending_from = Instant::now();
-    let sending = tokio::spawn(send_layers(patient.shared.clone()));
+    let writer = patient.writer();
+    let sending = tokio::spawn(send_layers(writer.clone()));
     tokio::time::sleep(SEND_FOR).await;
     sending.abort();
     let _ = sending.await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let sending_took = sending_from.elapsed();
 
-    let publisher_problems = patient.shared.problems.lock().unwrap().clone();
+    let publisher_problems = patient.problems();
     assert!(publisher_problems.is_empty(), "{publisher_problems:?}");
-    let sent = patient.shared.sent.load(Ordering::SeqCst);
+    let sent = patient.sent(Kind::Video);
     assert!(sent >= 3 * 90, "the patient sent only {sent} video packets");
 
     // (1) One video track from the patient, in the offer and on the wire.
-    let sub_offer = clinician.shared.sub_offer.lock().unwrap().clone().unwrap();
+    let sub_offer = clinician.sub_offer().unwrap();
     let video_lines: Vec<String> = video_msids(&sub_offer);
     assert_eq!(
         video_lines.iter().filter(|m| *m == "pat-1").count(),
         1,
         "video m-lines of the clinician's sub offer by msid: {video_lines:?}"
     );
-    let tracks = clinician.shared.received.lock().unwrap().clone();
+    let tracks: Vec<Received> = clinician.tracks().iter().map(Received::from).collect();
     let videos: Vec<&Received> = tracks
         .iter()
-        .filter(|t| t.stream_id == "pat-1" && t.kind == RtpCodecKind::Video)
+        .filter(|t| t.stream_id == "pat-1" && t.kind == Kind::Video)
         .collect();
     assert_eq!(
         videos.len(),
@@ -254,7 +234,13 @@ async fn a_small_room_receives_only_the_best_simulcast_layer_as_one_continuous_t
     }
 
     // (4) The switch asked the publisher for a keyframe of the best layer.
-    let plis = patient.shared.plis.lock().unwrap().clone();
+    let plis: HashMap<usize, usize> = writer
+        .video_ssrcs()
+        .iter()
+        .map(|&ssrc| writer.keyframe_requests(ssrc))
+        .enumerate()
+        .filter(|&(_, n)| n > 0)
+        .collect();
     assert!(
         plis.get(&BEST).copied().unwrap_or(0) >= 1,
         "no keyframe request for layer {}; requests by layer: {plis:?}",
@@ -329,6 +315,21 @@ struct Rx {
     at: Instant,
 }
 
+impl From<&RtpRecord> for Rx {
+    fn from(rtp: &RtpRecord) -> Rx {
+        let (layer, layer_seq, keyframe) = parse_payload(&rtp.payload);
+        Rx {
+            seq: rtp.seq,
+            timestamp: rtp.timestamp,
+            ssrc: rtp.ssrc,
+            layer,
+            layer_seq,
+            keyframe,
+            at: rtp.at,
+        }
+    }
+}
+
 impl Rx {
     fn describe(&self) -> String {
         format!(
@@ -342,11 +343,22 @@ impl Rx {
     }
 }
 
+/// One track as the subscriber received it.
 #[derive(Debug, Clone)]
 struct Received {
     stream_id: String,
-    kind: RtpCodecKind,
+    kind: Kind,
     packets: Vec<Rx>,
+}
+
+impl From<&TrackReport> for Received {
+    fn from(track: &TrackReport) -> Received {
+        Received {
+            stream_id: track.stream_id.clone(),
+            kind: track.kind,
+            packets: track.rtp.iter().map(Rx::from).collect(),
+        }
+    }
 }
 
 impl Received {
@@ -400,586 +412,14 @@ fn parse_payload(payload: &[u8]) -> (Option<u8>, u32, bool) {
     }
 }
 
-/// State shared by a peer, its signaling task and its media tasks.
-#[derive(Default)]
-struct Shared {
-    participant: String,
-    received: Mutex<Vec<Received>>,
-    sub_offer: Mutex<Option<String>>,
-    pub_offer: Mutex<Option<String>>,
-    pub_answer: Mutex<Option<String>>,
-    /// The publisher's video sending state, once the pub answer is applied.
-    sending: Mutex<Option<SendParams>>,
-    /// Keyframe requests received, by layer index.
-    plis: Mutex<HashMap<usize, usize>>,
-    keyframe_wanted: [AtomicBool; 3],
-    sent: AtomicU64,
-    problems: Mutex<Vec<String>>,
-}
-
-impl Shared {
-    fn problem(&self, problem: impl Into<String>) {
-        let mut problems = self.problems.lock().unwrap();
-        if problems.len() < 50 {
-            problems.push(problem.into());
-        }
-    }
-}
-
-/// What sending needs after negotiation.
-#[derive(Clone)]
-struct SendParams {
-    audio: Arc<TrackLocalStaticRTP>,
-    video: Arc<TrackLocalStaticRTP>,
-    audio_ssrc: u32,
-    video_ssrcs: [u32; 3],
-    audio_pt: u8,
-    video_pt: u8,
-    mid: String,
-    mid_ext: u8,
-    rid_ext: u8,
-}
-
-struct Publisher {
-    pc: Arc<dyn PeerConnection>,
-    audio: Arc<TrackLocalStaticRTP>,
-    video: Arc<TrackLocalStaticRTP>,
-    senders: [Arc<dyn RtpSender>; 2],
-    audio_ssrc: u32,
-    video_ssrcs: [u32; 3],
-}
-
-/// A participant with webrtc-rs peer connections; see the module docs.
-struct Peer {
-    shared: Arc<Shared>,
-    sender: SignalSender,
-    sub: Arc<dyn PeerConnection>,
-    publisher: Option<Arc<dyn PeerConnection>>,
-    pub_state: watch::Receiver<RTCPeerConnectionState>,
-    sub_state: watch::Receiver<RTCPeerConnectionState>,
-    tasks: Vec<JoinHandle<()>>,
-    _reader: ReaderGuard,
-}
-
-impl Peer {
-    /// Joins (expecting `joined` at once: auto-admit, clinician first),
-    /// makes the connections and, when `publish`, offers `pub`.
-    async fn join(
-        app: &TestApp,
-        token: &str,
-        participant: &str,
-        publish: bool,
-    ) -> anyhow::Result<Peer> {
-        let mut client = SignalClient::connect(app).await?;
-        let joined = client.join(token).await?;
-        anyhow::ensure!(type_of(&joined) == "joined", "{participant}: {joined}");
-        let parts = client.into_parts();
-        let shared = Arc::new(Shared {
-            participant: participant.to_owned(),
-            ..Default::default()
-        });
-        let (local_tx, local_rx) = mpsc::unbounded_channel();
-        let (sub, sub_state) = build_pc(&shared, Side::Sub, local_tx.clone()).await?;
-        let mut tasks = Vec::new();
-        let (publisher, pub_state) = if publish {
-            let (pc, state) = build_pc(&shared, Side::Pub, local_tx).await?;
-            let publisher = add_simulcast_tracks(participant, pc).await?;
-            tasks.push(tokio::spawn(count_keyframe_requests(
-                shared.clone(),
-                publisher.video.clone(),
-                publisher.video_ssrcs,
-            )));
-            (Some(publisher), state)
-        } else {
-            (None, watch::channel(RTCPeerConnectionState::New).1)
-        };
-        let publisher_pc = publisher.as_ref().map(|p| p.pc.clone());
-        let driver = Driver {
-            shared: shared.clone(),
-            sender: parts.sender.clone(),
-            sub: sub.clone(),
-            publisher,
-            remote_set: HashMap::new(),
-            buffered: HashMap::new(),
-            first_mid: HashMap::new(),
-        };
-        tasks.push(tokio::spawn(driver.run(parts.incoming, local_rx)));
-        Ok(Peer {
-            shared,
-            sender: parts.sender,
-            sub,
-            publisher: publisher_pc,
-            pub_state,
-            sub_state,
-            tasks,
-            _reader: parts.reader,
-        })
-    }
-
-    fn pub_connected(&self) -> bool {
-        *self.pub_state.borrow() == RTCPeerConnectionState::Connected
-    }
-
-    fn sub_connected(&self) -> bool {
-        *self.sub_state.borrow() == RTCPeerConnectionState::Connected
-    }
-
-    async fn wait<T>(&self, what: &str, mut check: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(value) = check() {
-                return Ok(value);
-            }
-            if Instant::now() >= deadline {
-                anyhow::bail!(
-                    "{}: no {what} within {WAIT:?}; pub {}, sub {}; problems {:?}",
-                    self.shared.participant,
-                    *self.pub_state.borrow(),
-                    *self.sub_state.borrow(),
-                    self.shared.problems.lock().unwrap()
-                );
-            }
-            tokio::time::sleep(POLL).await;
-        }
-    }
-
-    async fn close(self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-        if let Some(pc) = &self.publisher {
-            let _ = pc.close().await;
-        }
-        let _ = self.sub.close().await;
-        let _ = self.sender.close().await;
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Side {
-    Pub,
-    Sub,
-}
-
-impl Side {
-    fn as_str(self) -> &'static str {
-        match self {
-            Side::Pub => "pub",
-            Side::Sub => "sub",
-        }
-    }
-}
-
-async fn build_pc(
-    shared: &Arc<Shared>,
-    side: Side,
-    candidates: mpsc::UnboundedSender<(Side, Option<RTCIceCandidateInit>)>,
-) -> anyhow::Result<(
-    Arc<dyn PeerConnection>,
-    watch::Receiver<RTCPeerConnectionState>,
-)> {
-    let (mut media_engine, mut registry) = opus_vp8_engine()?;
-    if side == Side::Pub {
-        // mid, rid and repaired-rid extmaps in the offer (video).
-        configure_simulcast_extension_headers(&mut media_engine)?;
-        registry = registry.with(Slot::from(14_000), KeyframeRequestForwarder::default());
-    }
-    let settings = SettingEngineBuilder::new()
-        .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
-        .with_network_types(vec![rtc::ice::network_type::NetworkType::Udp4])
-        .build();
-    let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
-    let handler = Arc::new(Events {
-        side,
-        shared: shared.clone(),
-        candidates,
-        state: state_tx,
-    });
-    let pc = PeerConnectionBuilder::new()
-        .with_configuration(RTCConfigurationBuilder::new().build())
-        .with_media_engine(media_engine)
-        .with_interceptor_registry(registry)
-        .with_setting_engine(settings)
-        .with_handler(handler)
-        .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
-        .build()
-        .await
-        .with_context(|| format!("building the {} connection", side.as_str()))?;
-    Ok((Arc::new(pc), state_rx))
-}
-
-/// A sendonly audio track and a sendonly video track with three simulcast
-/// encodings (rids q, h, f), each with its own SSRC.
-async fn add_simulcast_tracks(
-    participant: &str,
-    pc: Arc<dyn PeerConnection>,
-) -> anyhow::Result<Publisher> {
-    let base = rand::random::<u32>() | 1;
-    let audio_ssrc = base;
-    let video_ssrcs = [
-        base.wrapping_add(2),
-        base.wrapping_add(4),
-        base.wrapping_add(6),
-    ];
-    let encoding = |rid: &str, ssrc: u32, codec: RTCRtpCodec| RTCRtpEncodingParameters {
-        rtp_coding_parameters: RTCRtpCodingParameters {
-            rid: rid.to_owned(),
-            ssrc: Some(ssrc),
-            ..Default::default()
-        },
-        codec,
-        ..Default::default()
-    };
-    let audio = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-        participant.to_owned(),
-        format!("{participant}-audio"),
-        format!("{participant}-audio"),
-        RtpCodecKind::Audio,
-        vec![encoding("", audio_ssrc, opus())],
-    )));
-    let video = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-        participant.to_owned(),
-        format!("{participant}-video"),
-        format!("{participant}-video"),
-        RtpCodecKind::Video,
-        LAYERS
-            .iter()
-            .zip(video_ssrcs)
-            .map(|((rid, _, _), ssrc)| encoding(rid, ssrc, vp8()))
-            .collect(),
-    )));
-    let mut senders = Vec::new();
-    for track in [&audio, &video] {
-        let transceiver = pc
-            .add_transceiver_from_track(
-                track.clone() as Arc<dyn TrackLocal>,
-                Some(RTCRtpTransceiverInit {
-                    direction: RTCRtpTransceiverDirection::Sendonly,
-                    ..Default::default()
-                }),
-            )
-            .await
-            .context("adding a track")?;
-        senders.push(
-            transceiver
-                .sender()
-                .await?
-                .context("a transceiver without sender")?,
-        );
-    }
-    let senders: [Arc<dyn RtpSender>; 2] = senders
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("two senders"))?;
-    Ok(Publisher {
-        pc,
-        audio,
-        video,
-        senders,
-        audio_ssrc,
-        video_ssrcs,
-    })
-}
-
-/// The signaling task of one peer.
-struct Driver {
-    shared: Arc<Shared>,
-    sender: SignalSender,
-    sub: Arc<dyn PeerConnection>,
-    publisher: Option<Publisher>,
-    remote_set: HashMap<Side, bool>,
-    buffered: HashMap<Side, Vec<RTCIceCandidateInit>>,
-    first_mid: HashMap<Side, String>,
-}
-
-impl Driver {
-    async fn run(
-        mut self,
-        mut incoming: mpsc::UnboundedReceiver<Value>,
-        mut local: mpsc::UnboundedReceiver<(Side, Option<RTCIceCandidateInit>)>,
-    ) {
-        if let Err(e) = self.offer_pub().await {
-            self.shared.problem(format!("offering pub: {e:#}"));
-        }
-        loop {
-            tokio::select! {
-                message = incoming.recv() => match message {
-                    Some(message) => {
-                        if let Err(e) = self.handle(&message).await {
-                            self.shared.problem(format!("handling {}: {e:#}", type_of(&message)));
-                        }
-                    }
-                    None => break,
-                },
-                Some((side, candidate)) = local.recv() => {
-                    let candidate = candidate.map(|c| json!({
-                        "candidate": c.candidate,
-                        "sdpMid": self.first_mid.get(&side).map_or("0", String::as_str),
-                        "sdpMLineIndex": 0,
-                    }));
-                    let message = json!({"type": "candidate", "pc": side.as_str(), "candidate": candidate});
-                    if let Err(e) = self.sender.send_json(&message).await {
-                        self.shared.problem(format!("sending a candidate: {e:#}"));
-                    }
-                }
-            }
-        }
-    }
-
-    async fn offer_pub(&mut self) -> anyhow::Result<()> {
-        let Some(publisher) = &self.publisher else {
-            return Ok(());
-        };
-        let offer = publisher.pc.create_offer(None).await?;
-        publisher.pc.set_local_description(offer.clone()).await?;
-        self.first_mid.insert(Side::Pub, first_mid(&offer.sdp));
-        *self.shared.pub_offer.lock().unwrap() = Some(offer.sdp.clone());
-        self.sender
-            .send_json(&json!({"type": "offer", "pc": "pub", "sdp": offer.sdp}))
-            .await
-    }
-
-    async fn handle(&mut self, message: &Value) -> anyhow::Result<()> {
-        match (type_of(message), message["pc"].as_str()) {
-            ("offer", Some("sub")) => self.on_sub_offer(message).await,
-            ("answer", Some("pub")) => self.on_pub_answer(message).await,
-            ("candidate", Some(pc)) => {
-                let side = if pc == "pub" { Side::Pub } else { Side::Sub };
-                let candidate = &message["candidate"];
-                let Some(text) = candidate["candidate"].as_str() else {
-                    return Ok(()); // the end of candidates
-                };
-                if !text.to_ascii_lowercase().contains(" udp ") {
-                    return Ok(());
-                }
-                let init = RTCIceCandidateInit {
-                    candidate: text.to_owned(),
-                    sdp_mid: candidate["sdpMid"].as_str().map(str::to_owned),
-                    sdp_mline_index: candidate["sdpMLineIndex"].as_u64().map(|i| i as u16),
-                    ..Default::default()
-                };
-                if self.remote_set.contains_key(&side) {
-                    self.add_candidate(side, init).await;
-                } else {
-                    self.buffered.entry(side).or_default().push(init);
-                }
-                Ok(())
-            }
-            ("error", _) => anyhow::bail!("the server said {message}"),
-            _ => Ok(()),
-        }
-    }
-
-    fn pc(&self, side: Side) -> Option<Arc<dyn PeerConnection>> {
-        match side {
-            Side::Sub => Some(self.sub.clone()),
-            Side::Pub => self.publisher.as_ref().map(|p| p.pc.clone()),
-        }
-    }
-
-    async fn add_candidate(&self, side: Side, init: RTCIceCandidateInit) {
-        if let Some(pc) = self.pc(side) {
-            if let Err(e) = pc.add_ice_candidate(init).await {
-                self.shared
-                    .problem(format!("{}: add_ice_candidate: {e}", side.as_str()));
-            }
-        }
-    }
-
-    async fn remote_set(&mut self, side: Side) {
-        self.remote_set.insert(side, true);
-        for init in self.buffered.remove(&side).unwrap_or_default() {
-            self.add_candidate(side, init).await;
-        }
-    }
-
-    async fn on_sub_offer(&mut self, message: &Value) -> anyhow::Result<()> {
-        let sdp = message["sdp"].as_str().context("an offer without sdp")?;
-        self.sub
-            .set_remote_description(RTCSessionDescription::offer(sdp.to_owned())?)
-            .await?;
-        *self.shared.sub_offer.lock().unwrap() = Some(sdp.to_owned());
-        self.remote_set(Side::Sub).await;
-        let answer = self.sub.create_answer(None).await?;
-        self.sub.set_local_description(answer.clone()).await?;
-        self.first_mid
-            .entry(Side::Sub)
-            .or_insert_with(|| first_mid(&answer.sdp));
-        self.sender
-            .send_json(&json!({"type": "answer", "pc": "sub", "sdp": answer.sdp}))
-            .await
-    }
-
-    async fn on_pub_answer(&mut self, message: &Value) -> anyhow::Result<()> {
-        let sdp = message["sdp"].as_str().context("an answer without sdp")?;
-        let publisher = self.publisher.as_mut().context("not publishing")?;
-        publisher
-            .pc
-            .set_remote_description(RTCSessionDescription::answer(sdp.to_owned())?)
-            .await?;
-        *self.shared.pub_answer.lock().unwrap() = Some(sdp.to_owned());
-        let audio = publisher.senders[0].get_parameters().await?;
-        let video = publisher.senders[1].get_parameters().await?;
-        let ext = |uri: &str| {
-            video
-                .rtp_parameters
-                .header_extensions
-                .iter()
-                .find(|e| e.uri == uri)
-                .map(|e| e.id as u8)
-                .with_context(|| format!("{uri} not negotiated"))
-        };
-        let mid = video_section(sdp)
-            .lines()
-            .find_map(|l| l.strip_prefix("a=mid:"))
-            .context("no video mid in the answer")?
-            .to_owned();
-        let params = SendParams {
-            audio: publisher.audio.clone(),
-            video: publisher.video.clone(),
-            audio_ssrc: publisher.audio_ssrc,
-            video_ssrcs: publisher.video_ssrcs,
-            audio_pt: audio
-                .rtp_parameters
-                .codecs
-                .first()
-                .context("no audio codec")?
-                .payload_type,
-            video_pt: video
-                .rtp_parameters
-                .codecs
-                .first()
-                .context("no video codec")?
-                .payload_type,
-            mid,
-            mid_ext: ext(SDES_MID)?,
-            rid_ext: ext(SDES_RID)?,
-        };
-        *self.shared.sending.lock().unwrap() = Some(params);
-        self.remote_set(Side::Pub).await;
-        Ok(())
-    }
-}
-
-fn first_mid(sdp: &str) -> String {
-    sdp.lines()
-        .find_map(|l| l.trim_end().strip_prefix("a=mid:"))
-        .unwrap_or("0")
-        .to_owned()
-}
-
-struct Events {
-    side: Side,
-    shared: Arc<Shared>,
-    candidates: mpsc::UnboundedSender<(Side, Option<RTCIceCandidateInit>)>,
-    state: watch::Sender<RTCPeerConnectionState>,
-}
-
-#[async_trait::async_trait]
-impl PeerConnectionEventHandler for Events {
-    async fn on_ice_candidate(&self, event: RTCPeerConnectionIceEvent) {
-        match event.candidate.to_json() {
-            Ok(init) if !init.candidate.contains("tcptype passive") => {
-                let _ = self.candidates.send((self.side, Some(init)));
-            }
-            Ok(_) => {}
-            Err(e) => self.shared.problem(format!("a local candidate: {e}")),
-        }
-    }
-
-    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
-        if state == RTCIceGatheringState::Complete {
-            let _ = self.candidates.send((self.side, None));
-        }
-    }
-
-    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        self.state.send_replace(state);
-    }
-
-    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
-        if self.side == Side::Sub {
-            tokio::spawn(read_track(self.shared.clone(), track));
-        } else {
-            self.shared.problem("a remote track on the pub connection");
-        }
-    }
-}
-
-/// Records every RTP packet of one remote track until it ends.
-async fn read_track(shared: Arc<Shared>, track: Arc<dyn TrackRemote>) {
-    let index = {
-        let received = Received {
-            stream_id: track.stream_id().await,
-            kind: track.kind().await,
-            packets: Vec::new(),
-        };
-        let mut all = shared.received.lock().unwrap();
-        all.push(received);
-        all.len() - 1
-    };
-    while let Some(event) = track.poll().await {
-        match event {
-            TrackRemoteEvent::OnRtpPacket(rtp) => {
-                let (layer, layer_seq, keyframe) = parse_payload(&rtp.payload);
-                shared.received.lock().unwrap()[index].packets.push(Rx {
-                    seq: rtp.header.sequence_number,
-                    timestamp: rtp.header.timestamp,
-                    ssrc: rtp.header.ssrc,
-                    layer,
-                    layer_seq,
-                    keyframe,
-                    at: Instant::now(),
-                });
-            }
-            TrackRemoteEvent::OnEnded => break,
-            _ => {}
-        }
-    }
-}
-
-/// Counts PLI/FIR for the published video by layer (the PLI's media SSRC)
-/// and makes the next frame of that layer a keyframe, as an encoder would.
-async fn count_keyframe_requests(
-    shared: Arc<Shared>,
-    video: Arc<TrackLocalStaticRTP>,
-    ssrcs: [u32; 3],
-) {
-    while let Some(event) = video.poll().await {
-        let TrackLocalEvent::OnRtcpPacket(packets) = event else {
-            continue;
-        };
-        for packet in &packets {
-            let any = packet.as_any();
-            let layers: Vec<usize> = if let Some(pli) = any.downcast_ref::<PictureLossIndication>()
-            {
-                ssrcs
-                    .iter()
-                    .position(|&s| s == pli.media_ssrc)
-                    .into_iter()
-                    .collect()
-            } else if let Some(fir) = any.downcast_ref::<FullIntraRequest>() {
-                fir.fir
-                    .iter()
-                    .filter_map(|e| ssrcs.iter().position(|&s| s == e.ssrc))
-                    .collect()
-            } else {
-                continue;
-            };
-            for layer in layers {
-                *shared.plis.lock().unwrap().entry(layer).or_default() += 1;
-                shared.keyframe_wanted[layer].store(true, Ordering::SeqCst);
-            }
-        }
-    }
-}
-
 /// Sends all three layers (and audio) at [`FPS`] until aborted: one packet
 /// per frame and layer, with the mid and rid header extensions.
-async fn send_layers(shared: Arc<Shared>) {
-    let Some(params) = shared.sending.lock().unwrap().clone() else {
-        shared.problem("sending before the pub answer");
+async fn send_layers(writer: MediaWriter) {
+    let Some(params) = SendParams::of(&writer) else {
+        writer.problem("sending before the pub answer (or without mid and rid extensions)");
         return;
     };
+    let video_ssrcs = writer.video_ssrcs().to_vec();
     let mut interval = tokio::time::interval(Duration::from_secs(1) / FPS);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut seqs: [u16; 4] = rand::random();
@@ -987,7 +427,7 @@ async fn send_layers(shared: Arc<Shared>) {
     for frame in 0u64.. {
         interval.tick().await;
         for (i, (rid, _, _)) in LAYERS.iter().enumerate() {
-            let wanted = shared.keyframe_wanted[i].swap(false, Ordering::SeqCst);
+            let wanted = writer.take_keyframe_wanted(video_ssrcs[i]);
             let keyframe = frame % KEYFRAME_EVERY == 0 || wanted;
             let mut packet = rtc::rtp::Packet {
                 header: rtc::rtp::header::Header {
@@ -996,7 +436,7 @@ async fn send_layers(shared: Arc<Shared>) {
                     payload_type: params.video_pt,
                     sequence_number: seqs[i],
                     timestamp: timestamps[i].wrapping_add((frame as u32) * (90_000 / FPS)),
-                    ssrc: params.video_ssrcs[i],
+                    ssrc: video_ssrcs[i],
                     ..Default::default()
                 },
                 payload: layer_payload(i, frame as u32, keyframe).into(),
@@ -1010,14 +450,11 @@ async fn send_layers(shared: Arc<Shared>) {
                         .set_extension(params.rid_ext, rid.as_bytes().to_vec().into())
                 });
             if let Err(e) = stamped {
-                shared.problem(format!("header extensions: {e}"));
+                writer.problem(format!("header extensions: {e}"));
                 return;
             }
-            match params.video.write_rtp(packet).await {
-                Ok(()) => {
-                    shared.sent.fetch_add(1, Ordering::SeqCst);
-                }
-                Err(e) => shared.problem(format!("write_rtp {rid}: {e}")),
+            if let Err(e) = writer.write_rtp(Kind::Video, packet).await {
+                writer.problem(format!("write_rtp {rid}: {e:#}"));
             }
             seqs[i] = seqs[i].wrapping_add(1);
         }
@@ -1027,14 +464,36 @@ async fn send_layers(shared: Arc<Shared>) {
                 payload_type: params.audio_pt,
                 sequence_number: seqs[3],
                 timestamp: timestamps[3].wrapping_add((frame as u32) * (48_000 / FPS)),
-                ssrc: params.audio_ssrc,
+                ssrc: writer.audio_ssrc(),
                 ..Default::default()
             },
             payload: vec![0xfc; 80].into(),
         };
-        if let Err(e) = params.audio.write_rtp(audio).await {
-            shared.problem(format!("write_rtp audio: {e}"));
+        if let Err(e) = writer.write_rtp(Kind::Audio, audio).await {
+            writer.problem(format!("write_rtp audio: {e:#}"));
         }
         seqs[3] = seqs[3].wrapping_add(1);
+    }
+}
+
+/// What sending needs from the negotiation of `pub`.
+struct SendParams {
+    audio_pt: u8,
+    video_pt: u8,
+    mid: String,
+    mid_ext: u8,
+    rid_ext: u8,
+}
+
+impl SendParams {
+    fn of(writer: &MediaWriter) -> Option<SendParams> {
+        let negotiated = writer.negotiated()?;
+        Some(SendParams {
+            audio_pt: negotiated.payload_type(Kind::Audio)?,
+            video_pt: negotiated.payload_type(Kind::Video)?,
+            mid: negotiated.video_mid.clone()?,
+            mid_ext: negotiated.extension_id(SDES_MID)?,
+            rid_ext: negotiated.extension_id(SDES_RID)?,
+        })
     }
 }

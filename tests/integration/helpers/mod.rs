@@ -2,12 +2,15 @@
 //! spawn the server, a real Tandem server on random loopback ports, over
 //! real TLS with a CA made for this test alone, with a temporary SQLite
 //! database file; the HTTP client trusts only that CA. In the submodules:
-//! the signaling client, the one webrtc-rs test peer and the browser
-//! environment.
+//! the signaling client ([`signal_client`]), the one webrtc-rs test peer
+//! ([`peer`]), the browser environment ([`browser`]), and the VP8 and IVF
+//! facts the peer and the browser check rely on ([`vp8`], [`ivf`]).
 
 pub mod browser;
+pub mod ivf;
 pub mod peer;
 pub mod signal_client;
+pub mod vp8;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
