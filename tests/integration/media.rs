@@ -459,7 +459,7 @@ fn shard_cpu_seconds() -> f64 {
 /// A quick figure, not a test of speed: packets forwarded per second and
 /// shard CPU for one 3-person room at real call rates (50 audio + 110 video
 /// packets per second per person). Run with
-/// `cargo test --release --test media -- --ignored --nocapture quick_figure`.
+/// `cargo test --release --test integration -- --ignored --nocapture quick_figure`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, run by hand"]
 async fn quick_figure_for_a_three_person_room() {
