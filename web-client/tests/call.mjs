@@ -1,4 +1,4 @@
-// One browser participant in a Tandem room, for tests/browser.rs (cargo test).
+// One browser participant in a Tandem room, for tests/integration/browser.rs (cargo test).
 //
 // Headless Chromium (Debian's /usr/bin/chromium, driven by playwright-core)
 // with a fake camera and microphone opens the join page of a running test

@@ -9,16 +9,14 @@
 //!
 //! Needs /usr/bin/chromium (or TANDEM_CHROMIUM), Node 20 or newer and
 //! `npm ci` in web-client/tests; without them the test says why and
-//! passes, unless REQUIRE_BROWSER_CHECK=1 (CI), as tests/browser.rs.
-
-#[path = "common/browser_env.rs"]
-mod browser_env;
+//! passes, unless REQUIRE_BROWSER_CHECK=1 (CI), as the browser check
+//! ([`super::browser`]).
 
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use browser_env::BrowserEnv;
+use crate::helpers::browser::BrowserEnv;
 
 const TIMEOUT: Duration = Duration::from_secs(240);
 

@@ -14,18 +14,16 @@
 //! Needs /usr/bin/chromium, node and `npm ci` in web-client/tests; without
 //! them the test says why and passes, unless REQUIRE_BROWSER_CHECK=1 (CI).
 
-#[path = "common/browser.rs"]
-mod browser;
-mod common;
-
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use browser::{ivf, BrowserEnv, BrowserRun, CallArgs, Vp8Peer};
-use common::{couple_session, TestApp};
-use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use serde_json::{json, Value};
+
+use crate::helpers::browser::{self, BrowserEnv, BrowserRun, CallArgs};
+use crate::helpers::ivf;
+use crate::helpers::peer::{Kind, PeerOptions, TestPeer};
+use crate::helpers::{couple_session, TestApp};
 
 const CLIP: &str = "tests/fixtures/vp8-320x240-30fps.ivf";
 /// Frames each side must decode (Chromium) or reassemble (Rust).
@@ -42,7 +40,7 @@ async fn chromium_and_a_rust_peer_decode_each_others_video() {
 
     let app = TestApp::spawn().await;
     // Running now; the patient is let in without a waiting room once the
-    // clinician is there (as in tests/media.rs; admission has its own tests).
+    // clinician is there (as in the media tests; admission has its own tests).
     let mut body = couple_session(-5, 60);
     body["settings"] = json!({"auto_admit": true});
     let session = app.create_session(&body).await;
@@ -50,16 +48,19 @@ async fn chromium_and_a_rust_peer_decode_each_others_video() {
     let links: HashMap<String, String> = app.invite_tokens(&session_id).await;
     let spki = browser::spki_sha256_base64(&app.certs.key).unwrap();
 
-    // The clinician is the Rust peer, the patient the browser.
-    let rust = Vp8Peer::join(
-        &app,
-        &links["clin-1"],
-        "clin-1",
-        clip,
-        Duration::from_secs(10),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("the Rust peer could not join: {e:#}"));
+    // The clinician is the Rust peer, the patient the browser. The Rust
+    // peer plays the clip and checks the VP8 it receives, asking for a
+    // keyframe while none has come, as a browser does.
+    let options = PeerOptions::default()
+        .publish_clip(clip)
+        .reassemble_vp8()
+        .connect_timeout(Duration::from_secs(10));
+    let rust = TestPeer::join(&app, &links["clin-1"], "clin-1", options)
+        .await
+        .unwrap_or_else(|e| panic!("the Rust peer could not join: {e:#}"));
+    rust.wait_for_message("joined", Duration::ZERO)
+        .await
+        .unwrap_or_else(|e| panic!("the Rust peer was not admitted at once: {e:#}"));
     eprintln!("rust peer connected after {:?}", started.elapsed());
 
     let mut chromium = BrowserRun::start(
@@ -114,8 +115,9 @@ async fn chromium_and_a_rust_peer_decode_each_others_video() {
         sent["frameHeight"].as_u64().unwrap_or(0),
     );
     let video = rust
-        .wait_for_video_where(
+        .wait_for_track_where(
             "pat-1",
+            Kind::Video,
             &format!("{FRAMES} complete VP8 frames and a keyframe of {encoded:?}"),
             Duration::from_secs(10),
             |t| {
@@ -139,10 +141,12 @@ async fn chromium_and_a_rust_peer_decode_each_others_video() {
         std::fs::write(&path, ivf::write(w, h, 30, &video.frames)).unwrap();
         eprintln!("wrote {} frames to {}", video.frames.len(), path.display());
     }
-    let published = rust.sent();
+    let published = (rust.sent(Kind::Video), rust.keyframes_sent());
     assert!(
-        published.frames >= FRAMES && published.keyframes > 0,
-        "the Rust peer published {published:?}"
+        published.0 >= FRAMES && published.1 > 0,
+        "the Rust peer published {} frames, {} keyframes",
+        published.0,
+        published.1
     );
     let counts = &video.vp8;
     assert_eq!(counts.bad, 0, "frames with a broken header: {counts:?}");
@@ -160,9 +164,9 @@ async fn chromium_and_a_rust_peer_decode_each_others_video() {
         "{} incomplete frames: {counts:?}",
         counts.incomplete
     );
-    let audio = rust.received("pat-1", RtpCodecKind::Audio);
+    let audio = rust.tracks_of("pat-1", Kind::Audio);
     assert!(
-        audio.iter().map(|a| a.packets).sum::<u64>() > 0,
+        audio.iter().map(|a| a.rtp_packets).sum::<u64>() > 0,
         "no audio from Chromium: {described}"
     );
     assert!(rust.problems().is_empty(), "{described}");

@@ -6,20 +6,19 @@
 //! after it; "nothing arrives" is checked over a fixed quiet period; media
 //! isolation is checked by counting packets over a window after a settle.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::{SubsecRound, Utc};
-use common::peer::{Kind, PeerOptions, TestPeer};
-use common::signal_client::{type_of, SignalClient};
-use common::{couple_session, TestApp};
 use serde_json::{json, Value};
 use tandem::auth::invite::{self, InviteClaims};
 use tandem::auth::signing_key::SigningKey;
 use tandem::auth::RosterRole;
 use uuid::Uuid;
+
+use crate::helpers::peer::{Kind, PeerOptions, TestPeer};
+use crate::helpers::signal_client::{type_of, SignalClient};
+use crate::helpers::{couple_session, TestApp};
 
 /// For a signaling message that should come at once.
 const WAIT: Duration = Duration::from_secs(5);
@@ -294,7 +293,7 @@ async fn forged_and_tampered_tokens_are_refused() {
     let promoted = {
         use base64::Engine;
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
-        let mut payload = common::jwt_payload(&genuine);
+        let mut payload = crate::helpers::jwt_payload(&genuine);
         payload["sub"] = json!("clin-1");
         payload["role"] = json!("clinician");
         let payload = b64.encode(payload.to_string());
@@ -359,7 +358,7 @@ async fn an_expired_link_is_refused_once_the_session_window_closes() {
     body["starts_at"] = json!((end - chrono::Duration::minutes(30)).to_rfc3339());
     body["ends_at"] = json!(end.to_rfc3339());
     let (session, links) = schedule(&app, &body).await;
-    let exp = common::jwt_payload(&links["pat-1"])["exp"]
+    let exp = crate::helpers::jwt_payload(&links["pat-1"])["exp"]
         .as_i64()
         .unwrap();
     assert_eq!(

@@ -6,21 +6,20 @@
 //! Every test payload names its sender and carries a sequence number, so a
 //! receiver tells lost, duplicated and foreign packets apart on loopback.
 
-mod common;
-
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
 
-use common::peer::{Kind, PeerOptions, TestPeer};
-use common::{couple_session, TestApp};
 use serde_json::json;
+
+use crate::helpers::peer::{Kind, PeerOptions, TestPeer};
+use crate::helpers::{couple_session, TestApp};
 
 const WAIT: Duration = Duration::from_secs(20);
 const KINDS: [Kind; 2] = [Kind::Audio, Kind::Video];
 
 /// A running session and its links by participant id. Rostered people are
 /// admitted automatically once the clinician is in (each test's clinician
-/// joins first): the waiting room is tested in tests/admission.rs.
+/// joins first): the waiting room is tested in [`super::admission`].
 async fn session(app: &TestApp, mut body: serde_json::Value) -> HashMap<String, String> {
     body["settings"] = json!({"auto_admit": true});
     let session = app.create_session(&body).await;
@@ -367,16 +366,7 @@ async fn ice_over_tcp_carries_media_when_udp_is_blocked() {
     let app = TestApp::spawn().await;
     let links = session(&app, couple_session(-5, 60)).await;
     let clinician = join(&app, &links, "clin-1", PeerOptions::default()).await;
-    let patient = join(
-        &app,
-        &links,
-        "pat-1",
-        PeerOptions {
-            tcp_only: true,
-            ..Default::default()
-        },
-    )
-    .await;
+    let patient = join(&app, &links, "pat-1", PeerOptions::default().tcp_only()).await;
     wait_for_mesh(&[&clinician, &patient]).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     clinician.start_sending(50, 60);
@@ -469,7 +459,7 @@ fn shard_cpu_seconds() -> f64 {
 /// A quick figure, not a test of speed: packets forwarded per second and
 /// shard CPU for one 3-person room at real call rates (50 audio + 110 video
 /// packets per second per person). Run with
-/// `cargo test --release --test media -- --ignored --nocapture quick_figure`.
+/// `cargo test --release --test integration -- --ignored --nocapture quick_figure`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, run by hand"]
 async fn quick_figure_for_a_three_person_room() {

@@ -1,16 +1,15 @@
 //! Invite links: one per roster member, signed with the server's key, with
 //! the right claims and window; revocation; the join page they open.
 
-mod common;
-
 use std::collections::HashSet;
 
 use chrono::{DateTime, Duration, Utc};
-use common::{couple_session, jwt_payload, TestApp};
 use serde_json::{json, Value};
 use tandem::auth::invite;
 use tandem::auth::signing_key::SigningKey;
 use tandem::room::admission::{check_invite, Refusal};
+
+use crate::helpers::{couple_session, jwt_payload, TestApp};
 
 fn token_of(invite: &Value) -> String {
     let url = invite["url"].as_str().unwrap();

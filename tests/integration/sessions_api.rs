@@ -1,12 +1,11 @@
 //! Scheduling through the REST API: create, read, list, cancel; every
 //! validation error; authentication and roles.
 
-mod common;
-
 use chrono::{Duration, Utc};
-use common::{couple_session, TestApp};
 use serde_json::{json, Value};
 use tandem::auth::ApiRole;
+
+use crate::helpers::{couple_session, TestApp};
 
 async fn error_of(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();

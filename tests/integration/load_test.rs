@@ -3,13 +3,11 @@
 //! that packets flowed both ways, and that nothing errored; the figures
 //! themselves are docs/benchmarks.md's.
 
-mod common;
-
 use std::process::Command;
 
 use serde_json::Value;
 
-use common::TestApp;
+use crate::helpers::TestApp;
 
 /// Runs the `tandem` binary with `args`; its JSON report.
 fn load_test(args: &[&str], dir: &std::path::Path) -> Value {

@@ -1,14 +1,13 @@
 //! The signaling socket: the join check, malformed and oversized input, the
 //! origin rule, presence and mute relay, replacement, ping.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::signal_client::{invite_token, SignalClient};
-use common::{couple_session, TestApp};
 use serde_json::{json, Value};
+
+use crate::helpers::signal_client::{invite_token, SignalClient};
+use crate::helpers::{couple_session, TestApp};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -312,7 +311,7 @@ async fn shutdown_tells_connected_clients() {
     let log = client.log();
     let stopped = tokio::time::timeout(Duration::from_secs(10), app.stop()).await;
     assert!(stopped.is_ok(), "shutdown hung");
-    let closed = common::signal_client::wait_closed(watch, WAIT, &log)
+    let closed = crate::helpers::signal_client::wait_closed(watch, WAIT, &log)
         .await
         .unwrap();
     assert_eq!(closed.code, Some(1012));

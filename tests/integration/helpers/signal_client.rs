@@ -4,8 +4,7 @@
 //! Why raw JSON and not only the typed messages: tests must also send what a
 //! correct client never would (malformed frames, unknown types, messages out
 //! of order) and must see exactly what the server sent, so the wire format is
-//! what this client exposes. Typed client messages can still be sent with
-//! [`SignalClient::send_message`].
+//! what this client exposes.
 //!
 //! The socket is connected by hand to the test server's address and TLS is
 //! checked against the test's own CA only, so `localhost` need not resolve and
@@ -24,7 +23,6 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use futures_util::stream::{SplitSink, StreamExt};
 use futures_util::SinkExt;
-use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -75,11 +73,6 @@ impl SignalSender {
         self.send_text(value.to_string()).await
     }
 
-    /// Sends any serialisable message, e.g. `tandem_protocol::ClientMessage`.
-    pub async fn send_message<M: Serialize + ?Sized>(&self, message: &M) -> anyhow::Result<()> {
-        self.send_text(serde_json::to_string(message)?).await
-    }
-
     /// Sends a close frame (normal closure).
     pub async fn close(&self) -> anyhow::Result<()> {
         let mut sink = self.sink.lock().await;
@@ -103,11 +96,6 @@ impl MessageLog {
 
     pub fn all(&self) -> Vec<Value> {
         self.inner.lock().expect("message log").clone()
-    }
-
-    /// The first message of type `kind`, if any arrived.
-    pub fn first(&self, kind: &str) -> Option<Value> {
-        self.find(|m| type_of(m) == kind)
     }
 
     pub fn find(&self, predicate: impl Fn(&Value) -> bool) -> Option<Value> {
@@ -247,11 +235,6 @@ impl SignalClient {
         }
     }
 
-    /// A handle for sending from elsewhere (another task).
-    pub fn sender(&self) -> SignalSender {
-        self.sender.clone()
-    }
-
     /// A handle on the log of everything received.
     pub fn log(&self) -> MessageLog {
         self.log.clone()
@@ -268,10 +251,6 @@ impl SignalClient {
 
     pub async fn send_json(&self, value: Value) -> anyhow::Result<()> {
         self.sender.send_json(&value).await
-    }
-
-    pub async fn send_message<M: Serialize + ?Sized>(&self, message: &M) -> anyhow::Result<()> {
-        self.sender.send_message(message).await
     }
 
     /// The next message not yet taken by `recv*`, or `None` after `timeout`

@@ -12,14 +12,10 @@
 //! expected number from those moments with its own naive interval counting
 //! ([`measure`]). Reports are compared within one second.
 //!
-//! Two things are done by hand that the helpers in tests/common do not
-//! offer: the crash test points an in-process [`TestApp`] at a `tandem
-//! serve` child process (TestPeer and SignalClient take a `&TestApp` for its
-//! CA and address), and the weekly test appends a long, already finished
-//! stay to the ledger directly, chained as any other writer would, because
-//! a test cannot wait half an hour for minutes to accrue.
-
-mod common;
+//! The crash test runs `tandem serve` as a child process and reaches it
+//! through [`TestApp::attach`]. The weekly test appends a long, already
+//! finished stay to the ledger directly, chained as any other writer
+//! would, because a test cannot wait half an hour for minutes to accrue.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -27,14 +23,15 @@ use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Datelike, Days, Utc, Weekday};
-use common::peer::{PeerOptions, TestPeer};
-use common::signal_client::{type_of, SignalClient};
-use common::{client_trusting, couple_session, TestApp};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, Row, SqliteConnection};
 use tandem::attendance::event::{chain_hash, EventKind, NewEvent};
+
+use crate::helpers::peer::{PeerOptions, TestPeer};
+use crate::helpers::signal_client::{type_of, SignalClient};
+use crate::helpers::{couple_session, TestApp};
 
 const TANDEM: &str = env!("CARGO_BIN_EXE_tandem");
 /// For media (ICE, DTLS) and signaling on a busy two-core machine.
@@ -1114,19 +1111,8 @@ filter = "warn"
 
     let first_log = dir.path().join("serve-1.log");
     let server = Server::start(&config, &first_log);
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let client = client_trusting(&[&certs.ca_cert], addr).build().unwrap();
-    wait_healthy(&client, &base, &first_log).await;
-
-    // TestPeer and SignalClient take a &TestApp (for its CA, address and
-    // URL); tests/common has no constructor for a server in another
-    // process, so an in-process TestApp is pointed at the child instead.
-    let mut app = TestApp::spawn().await;
-    app.https_addr = addr;
-    app.base = base.clone();
-    app.client = client;
-    app.admin_key = admin_key;
-    app.certs = certs;
+    let app = TestApp::attach(&config, certs, admin_key);
+    wait_healthy(&app.client, &base, &first_log).await;
 
     let (id, links) = schedule(&app, json!({"auto_admit": true})).await;
     let clin = join(&app, &links, "clin-1").await;

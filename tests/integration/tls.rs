@@ -1,12 +1,11 @@
 //! HTTPS only: health over TLS, no HTTP for plaintext bytes, a redirect-only
 //! plain port, TLS versions, security headers, certificate hot reload.
 
-mod common;
-
 use std::time::Duration;
 
-use common::{client_trusting, TestApp};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::helpers::{client_trusting, TestApp};
 
 #[tokio::test]
 async fn health_answers_over_tls_with_security_headers() {

@@ -1,13 +1,19 @@
-//! One helper for every integration test: a real Tandem server on random
-//! loopback ports, over real TLS with a CA made for this test alone, with a
-//! temporary SQLite database file. The HTTP client trusts only that CA.
-#![allow(dead_code)]
+//! What the integration tests share. Here: [`TestApp`], the one way they
+//! spawn the server, a real Tandem server on random loopback ports, over
+//! real TLS with a CA made for this test alone, with a temporary SQLite
+//! database file; the HTTP client trusts only that CA. In the submodules:
+//! the signaling client ([`signal_client`]), the one webrtc-rs test peer
+//! ([`peer`]), the browser environment ([`browser`]), and the VP8 and IVF
+//! facts the peer and the browser check rely on ([`vp8`], [`ivf`]).
 
+pub mod browser;
+pub mod ivf;
 pub mod peer;
 pub mod signal_client;
+pub mod vp8;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 use tandem::auth::ApiRole;
@@ -80,6 +86,29 @@ impl TestApp {
             config,
             dir,
             running: Some(running),
+        }
+    }
+
+    /// A TestApp for a server started otherwise, from the configuration
+    /// file `config` (a `tandem serve` child process the test kills and
+    /// restarts): the client, the peers and the signaling client reach it
+    /// as they reach a spawned one. `stop` leaves it running.
+    pub fn attach(config: &Path, certs: DevCerts, admin_key: String) -> TestApp {
+        let config = Config::load(Some(config), Config::env()).expect("the server's config");
+        let https_addr = config.server.listen;
+        let client = client_trusting(&[&certs.ca_cert], https_addr)
+            .build()
+            .unwrap();
+        TestApp {
+            base: config.public_url.clone(),
+            https_addr,
+            redirect_addr: None,
+            client,
+            admin_key,
+            certs,
+            config,
+            dir: tempfile::tempdir().expect("temp dir"),
+            running: None,
         }
     }
 

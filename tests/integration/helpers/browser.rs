@@ -1,0 +1,256 @@
+//! What the browser tests need besides the test server and the test peer:
+//! whether Chromium, Node and playwright-core are here ([`BrowserEnv`], the
+//! skip policy), the child process `node web-client/tests/call.mjs`
+//! ([`BrowserRun`]) of the browser check ([`crate::browser`]), and the key
+//! pin Chromium is given for the test server's certificate
+//! ([`spki_sha256_base64`]).
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::task::JoinHandle;
+
+/// Whether the browser check can run here: Chromium, Node and the
+/// playwright-core package of web-client/tests.
+pub struct BrowserEnv {
+    pub chromium: PathBuf,
+    pub node: PathBuf,
+    /// web-client/tests, where call.mjs and node_modules are.
+    pub dir: PathBuf,
+}
+
+/// Set (to 1) where the browser check must run (CI): missing tools fail
+/// the test instead of skipping it.
+pub const REQUIRE_VAR: &str = "REQUIRE_BROWSER_CHECK";
+
+impl BrowserEnv {
+    /// What is missing, if anything.
+    pub fn detect() -> Result<BrowserEnv, String> {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("web-client/tests");
+        let chromium = std::env::var_os("TANDEM_CHROMIUM")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/usr/bin/chromium"));
+        let mut missing = Vec::new();
+        if !chromium.is_file() {
+            missing.push(format!("no Chromium at {}", chromium.display()));
+        }
+        let node = PathBuf::from("node");
+        match std::process::Command::new(&node).arg("--version").output() {
+            Ok(out) if out.status.success() => {
+                let version = String::from_utf8_lossy(&out.stdout);
+                let major: u32 = version
+                    .trim()
+                    .trim_start_matches('v')
+                    .split('.')
+                    .next()
+                    .and_then(|m| m.parse().ok())
+                    .unwrap_or(0);
+                if major < 20 {
+                    missing.push(format!(
+                        "node {} is older than 20 (playwright-core needs 20)",
+                        version.trim()
+                    ));
+                }
+            }
+            _ => missing.push("no `node` on PATH".to_owned()),
+        }
+        if !dir
+            .join("node_modules/playwright-core/package.json")
+            .is_file()
+        {
+            missing.push(format!("no {}/node_modules/playwright-core", dir.display()));
+        }
+        if missing.is_empty() {
+            Ok(BrowserEnv {
+                chromium,
+                node,
+                dir,
+            })
+        } else {
+            Err(missing.join("; "))
+        }
+    }
+
+    /// The environment, or `None` after saying why the test is skipped;
+    /// panics instead when [`REQUIRE_VAR`] is set to 1.
+    pub fn or_skip(test: &str) -> Option<BrowserEnv> {
+        match Self::detect() {
+            Ok(env) => Some(env),
+            Err(missing) => {
+                if std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1") {
+                    panic!("{test}: {REQUIRE_VAR}=1 but the browser check cannot run: {missing}");
+                }
+                // Straight to stderr, past the test harness's capture, so a
+                // skip is seen even when the test "passes".
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "{test}: skipped: {missing}. Run .ci/run, or install chromium \
+                     (apt-get install --no-install-recommends chromium) and run `npm ci` \
+                     in web-client/tests; set {REQUIRE_VAR}=1 to make this a failure."
+                );
+                None
+            }
+        }
+    }
+}
+
+/// base64(SHA-256(SubjectPublicKeyInfo DER)) of the key in `key_pem`: the
+/// value of Chromium's `--ignore-certificate-errors-spki-list`, which makes
+/// it accept a certificate for exactly that key and no other.
+pub fn spki_sha256_base64(key_pem: &Path) -> anyhow::Result<String> {
+    use base64::Engine as _;
+    use rcgen::PublicKeyData as _;
+    use sha2::Digest as _;
+    let pem = std::fs::read_to_string(key_pem)
+        .with_context(|| format!("reading {}", key_pem.display()))?;
+    let key = rcgen::KeyPair::from_pem(&pem).context("parsing the server key")?;
+    let digest = sha2::Sha256::digest(key.subject_public_key_info());
+    Ok(base64::engine::general_purpose::STANDARD.encode(digest))
+}
+
+/// The arguments of call.mjs.
+pub struct CallArgs<'a> {
+    pub url: &'a str,
+    pub session: &'a str,
+    pub token: &'a str,
+    pub spki: &'a str,
+    pub expect_stream: &'a str,
+    pub frames: u32,
+    pub timeout: Duration,
+}
+
+/// `node call.mjs …` running: Chromium in a room.
+pub struct BrowserRun {
+    child: tokio::process::Child,
+    stdin: Option<tokio::process::ChildStdin>,
+    stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+    stderr_lines: Arc<Mutex<Vec<String>>>,
+    stderr_task: JoinHandle<()>,
+}
+
+impl BrowserRun {
+    pub fn start(env: &BrowserEnv, args: &CallArgs<'_>) -> anyhow::Result<BrowserRun> {
+        let mut child = tokio::process::Command::new(&env.node)
+            .arg("call.mjs")
+            .args(["--url", args.url])
+            .args(["--session", args.session])
+            .args(["--token", args.token])
+            .args(["--spki", args.spki])
+            .args(["--expect-stream", args.expect_stream])
+            .args(["--frames", &args.frames.to_string()])
+            .args(["--timeout-ms", &args.timeout.as_millis().to_string()])
+            .current_dir(&env.dir)
+            .env("TANDEM_CHROMIUM", &env.chromium)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting node call.mjs")?;
+        let stdin = child.stdin.take();
+        let stdout = BufReader::new(child.stdout.take().context("stdout")?).lines();
+        let mut stderr = BufReader::new(child.stderr.take().context("stderr")?).lines();
+        let stderr_lines = Arc::new(Mutex::new(Vec::new()));
+        let lines = stderr_lines.clone();
+        let stderr_task = tokio::spawn(async move {
+            while let Ok(Some(line)) = stderr.next_line().await {
+                // Captured by the test harness: shown when the test fails
+                // (or always with --nocapture).
+                eprintln!("{line}");
+                lines.lock().expect("stderr lines").push(line);
+            }
+        });
+        Ok(BrowserRun {
+            child,
+            stdin,
+            stdout,
+            stderr_lines,
+            stderr_task,
+        })
+    }
+
+    /// Waits for the `RESULT {json}` line: Chromium decoded the frames.
+    pub async fn wait_result(&mut self, timeout: Duration) -> anyhow::Result<Value> {
+        let outcome = tokio::time::timeout(timeout, async {
+            loop {
+                match self.stdout.next_line().await {
+                    Ok(Some(line)) => {
+                        if let Some(json) = line.strip_prefix("RESULT ") {
+                            return serde_json::from_str::<Value>(json)
+                                .with_context(|| format!("unreadable result {json}"));
+                        }
+                        if let Some(json) = line.strip_prefix("FAILED ") {
+                            anyhow::bail!("the browser side failed: {json}");
+                        }
+                        eprintln!("[browser stdout] {line}");
+                    }
+                    Ok(None) => anyhow::bail!("node exited without a result"),
+                    Err(e) => anyhow::bail!("reading node's output: {e}"),
+                }
+            }
+        })
+        .await;
+        match outcome {
+            Ok(Ok(result)) => Ok(result),
+            Ok(Err(e)) => Err(e.context(self.transcript())),
+            Err(_) => Err(anyhow::anyhow!(
+                "no result from the browser within {timeout:?}\n{}",
+                self.transcript()
+            )),
+        }
+    }
+
+    /// Lets the browser go (closes its stdin) and waits for a clean exit;
+    /// stops it (SIGTERM, then SIGKILL) if it does not exit in `timeout`.
+    pub async fn finish(mut self, timeout: Duration) -> anyhow::Result<()> {
+        drop(self.stdin.take());
+        let status = match tokio::time::timeout(timeout, self.child.wait()).await {
+            Ok(status) => status?,
+            Err(_) => {
+                self.stop().await;
+                anyhow::bail!(
+                    "node did not exit within {timeout:?}\n{}",
+                    self.transcript()
+                );
+            }
+        };
+        // Let the stderr forwarder drain.
+        let _ = tokio::time::timeout(Duration::from_secs(2), &mut self.stderr_task).await;
+        anyhow::ensure!(
+            status.success(),
+            "node exited with {status}\n{}",
+            self.transcript()
+        );
+        Ok(())
+    }
+
+    /// Asks node to close Chromium (SIGTERM: playwright closes the browser
+    /// on it), then kills it.
+    pub async fn stop(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = tokio::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
+            if tokio::time::timeout(Duration::from_secs(5), self.child.wait())
+                .await
+                .is_ok()
+            {
+                return;
+            }
+        }
+        let _ = self.child.kill().await;
+    }
+
+    /// What node said on stderr, for failure messages.
+    pub fn transcript(&self) -> String {
+        let lines = self.stderr_lines.lock().expect("stderr lines");
+        format!("browser log:\n  {}", lines.join("\n  "))
+    }
+}

@@ -1,0 +1,499 @@
+//! Simulcast forwarding end to end: a publisher sends three layers of one
+//! video (rids `q`, `h`, `f`, each with its own SSRC, told apart by the SFU
+//! through the RTP stream id header extension), and a subscriber in a small
+//! room receives one track carrying only the best layer once the SFU has
+//! measured the layers' rates, switching at a keyframe it asked for with a
+//! PLI, with RTP sequence numbers and timestamps continuous across the switch.
+//!
+//! Both participants are the common [`TestPeer`]: the publisher announces
+//! simulcast encodings and the test writes each layer's packets itself,
+//! stamped with the mid and rid header extensions negotiated for the
+//! sender; the subscriber keeps the RTP header of every packet it receives.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::helpers::peer::{Kind, MediaWriter, PeerOptions, RtpRecord, TestPeer, TrackReport};
+use crate::helpers::{couple_session, TestApp};
+
+const WAIT: Duration = Duration::from_secs(15);
+
+/// Frames a second on every layer (one RTP packet per frame).
+const FPS: u32 = 30;
+/// A periodic keyframe every this many frames (1.5 s): deliberately not a
+/// multiple of the SFU's 1 s rate window, so the switch to the best layer
+/// needs the keyframe the SFU asks for rather than a periodic one.
+const KEYFRAME_EVERY: u64 = 45;
+/// How long the layers are sent.
+const SEND_FOR: Duration = Duration::from_secs(4);
+/// The switch to the best layer must have happened by then (rates are
+/// measured over the first second, then one PLI round trip).
+const SWITCH_BY: Duration = Duration::from_millis(2500);
+
+/// rid, marker byte in the payload, payload size: the rates differ clearly
+/// (48, 144 and 264 kbit/s), and `f` is the best.
+const LAYERS: [(&str, u8, usize); 3] = [("q", b'Q', 200), ("h", b'H', 600), ("f", b'F', 1100)];
+const BEST: usize = 2;
+
+/// VP8 payload descriptor: S=1 (start of partition 0), no extensions.
+const VP8_DESCRIPTOR: u8 = 0x10;
+/// VP8 frame tag (show_frame=1, P=0) and keyframe start code, 320x240.
+const VP8_KEYFRAME: [u8; 10] = [0x10, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 0xf0, 0x00];
+/// VP8 frame tag of an interframe (P=1), zero-padded to the keyframe
+/// header's length so that the layer marker sits at a fixed offset.
+const VP8_INTERFRAME: [u8; 10] = [0x11, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+/// Where the layer marker and the layer's own u32 sequence number start.
+const MARKER_AT: usize = 1 + VP8_KEYFRAME.len();
+
+const SDES_MID: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
+const SDES_RID: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_room_receives_only_the_best_simulcast_layer_as_one_continuous_track() {
+    let started = Instant::now();
+    let app = TestApp::spawn().await;
+    let mut body = couple_session(-5, 60);
+    body["settings"] = json!({"auto_admit": true});
+    let session = app.create_session(&body).await;
+    let links: HashMap<String, String> = app.invite_tokens(session["id"].as_str().unwrap()).await;
+
+    // The clinician first (rostered people are admitted once they are in).
+    // Both are admitted at once; the patient's pub connection is connected
+    // when join returns.
+    let clinician = TestPeer::join(
+        &app,
+        &links["clin-1"],
+        "clin-1",
+        PeerOptions::default().receive_only().record_packets(),
+    )
+    .await
+    .expect("the clinician joins");
+    let rids: Vec<&str> = LAYERS.iter().map(|(rid, _, _)| *rid).collect();
+    let patient = TestPeer::join(
+        &app,
+        &links["pat-1"],
+        "pat-1",
+        PeerOptions::default().publish_simulcast(&rids),
+    )
+    .await
+    .expect("the patient joins");
+    for peer in [&clinician, &patient] {
+        peer.wait_for_message("joined", Duration::ZERO)
+            .await
+            .expect("admitted at once");
+    }
+
+    // The offer announces the three layers and the rid header extension,
+    // and the SFU's answer accepts both.
+    let offer = patient.pub_offer().unwrap();
+    let answer = patient
+        .wait_for("the pub answer", WAIT, || patient.pub_answer())
+        .await
+        .unwrap();
+    let video_offer = video_section(&offer);
+    let video_answer = video_section(&answer);
+    for rid in ["q", "h", "f"] {
+        assert!(
+            video_offer.contains(&format!("a=rid:{rid} send")),
+            "{video_offer}"
+        );
+    }
+    assert!(
+        video_offer.contains("a=simulcast:send q;h;f"),
+        "{video_offer}"
+    );
+    for (what, section) in [("offer", &video_offer), ("answer", &video_answer)] {
+        assert!(
+            section
+                .lines()
+                .any(|l| l.starts_with("a=extmap:") && l.ends_with(SDES_RID)),
+            "no rtp-stream-id extmap in the pub {what}:\n{section}"
+        );
+    }
+    assert!(
+        video_answer.contains("a=simulcast:recv q;h;f"),
+        "the SFU did not accept the simulcast layers:\n{video_answer}"
+    );
+
+    // The clinician is offered the patient's video and is connected.
+    clinician
+        .wait_for(
+            "the patient's video in a sub offer, connected",
+            WAIT,
+            || {
+                let offer = clinician.sub_offer()?;
+                (video_msids(&offer).contains(&"pat-1".to_owned()) && clinician.sub_connected())
+                    .then_some(())
+            },
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let sending_from = Instant::now();
+    let writer = patient.writer();
+    let sending = tokio::spawn(send_layers(writer.clone()));
+    tokio::time::sleep(SEND_FOR).await;
+    sending.abort();
+    let _ = sending.await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sending_took = sending_from.elapsed();
+
+    let publisher_problems = patient.problems();
+    assert!(publisher_problems.is_empty(), "{publisher_problems:?}");
+    let sent = patient.sent(Kind::Video);
+    assert!(sent >= 3 * 90, "the patient sent only {sent} video packets");
+
+    // (1) One video track from the patient, in the offer and on the wire.
+    let sub_offer = clinician.sub_offer().unwrap();
+    let video_lines: Vec<String> = video_msids(&sub_offer);
+    assert_eq!(
+        video_lines.iter().filter(|m| *m == "pat-1").count(),
+        1,
+        "video m-lines of the clinician's sub offer by msid: {video_lines:?}"
+    );
+    let tracks: Vec<Received> = clinician.tracks().iter().map(Received::from).collect();
+    let videos: Vec<&Received> = tracks
+        .iter()
+        .filter(|t| t.stream_id == "pat-1" && t.kind == Kind::Video)
+        .collect();
+    assert_eq!(
+        videos.len(),
+        1,
+        "video tracks from the patient: {:?}",
+        tracks.iter().map(Received::summary).collect::<Vec<_>>()
+    );
+    let video = videos[0];
+    let packets = &video.packets;
+    let summary = video.summary();
+    let ssrcs: std::collections::BTreeSet<u32> = packets.iter().map(|p| p.ssrc).collect();
+    assert_eq!(ssrcs.len(), 1, "one SSRC on the track: {summary}");
+    assert!(
+        packets.iter().all(|p| p.layer.is_some()),
+        "unreadable payloads: {summary}"
+    );
+
+    // (2) Once the best layer arrives, only the best layer arrives, from
+    // a keyframe on, soon after the rates could be measured.
+    let best = LAYERS[BEST].1;
+    let first_best = packets
+        .iter()
+        .position(|p| p.layer == Some(best))
+        .unwrap_or_else(|| panic!("the best layer never arrived: {summary}"));
+    let switch = &packets[first_best];
+    let after: Vec<&Rx> = packets[first_best..].iter().collect();
+    let intruders = after.iter().filter(|p| p.layer != Some(best)).count();
+    assert_eq!(
+        intruders, 0,
+        "other layers interleaved after the switch to {}: {summary}",
+        best as char
+    );
+    assert!(
+        switch.keyframe,
+        "the switch to {} was not at a keyframe: {summary}",
+        best as char
+    );
+    let switched_after = switch.at.duration_since(sending_from);
+    assert!(
+        switched_after <= SWITCH_BY,
+        "switched to the best layer only after {switched_after:?}: {summary}"
+    );
+    // No packet of the best layer lost after the switch.
+    for pair in after.windows(2) {
+        assert_eq!(
+            pair[1].layer_seq,
+            pair[0].layer_seq + 1,
+            "a gap in layer {}: {summary}",
+            best as char
+        );
+    }
+    let expected = (SEND_FOR.saturating_sub(SWITCH_BY).as_secs_f64() * f64::from(FPS)) as usize;
+    assert!(
+        after.len() >= expected,
+        "only {} packets of the best layer: {summary}",
+        after.len()
+    );
+
+    // (3) One continuous RTP stream: every sequence number follows the one
+    // before and every timestamp advances by one frame, across the switch.
+    for (i, pair) in packets.windows(2).enumerate() {
+        assert_eq!(
+            (
+                pair[1].seq.wrapping_sub(pair[0].seq),
+                pair[1].timestamp.wrapping_sub(pair[0].timestamp)
+            ),
+            (1, 90_000 / FPS),
+            "RTP packet {} -> {} ({} -> {}): {summary}",
+            i,
+            i + 1,
+            pair[0].describe(),
+            pair[1].describe()
+        );
+    }
+
+    // (4) The switch asked the publisher for a keyframe of the best layer.
+    let plis: HashMap<usize, usize> = writer
+        .video_ssrcs()
+        .iter()
+        .map(|&ssrc| writer.keyframe_requests(ssrc))
+        .enumerate()
+        .filter(|&(_, n)| n > 0)
+        .collect();
+    assert!(
+        plis.get(&BEST).copied().unwrap_or(0) >= 1,
+        "no keyframe request for layer {}; requests by layer: {plis:?}",
+        LAYERS[BEST].0
+    );
+
+    eprintln!(
+        "simulcast: {summary}; switched to {} at packet {first_best}, {switched_after:?} \
+         after sending started; keyframe requests by layer index: {plis:?}; sent {sent} video \
+         packets in {sending_took:?}; test took {:?}",
+        best as char,
+        started.elapsed()
+    );
+    patient.close().await;
+    clinician.close().await;
+    app.stop().await;
+}
+
+/// The lines of the first video m-section of `sdp`.
+fn video_section(sdp: &str) -> String {
+    let mut out = String::new();
+    let mut inside = false;
+    for line in sdp.lines().map(str::trim_end) {
+        if line.starts_with("m=") {
+            inside = line.starts_with("m=video") && out.is_empty();
+        }
+        if inside {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+/// The msid stream of every active video m-section, in order.
+fn video_msids(sdp: &str) -> Vec<String> {
+    let mut sections: Vec<Vec<&str>> = Vec::new();
+    for line in sdp.lines().map(str::trim_end) {
+        if line.starts_with("m=") {
+            sections.push(vec![line]);
+        } else if let Some(section) = sections.last_mut() {
+            section.push(line);
+        }
+    }
+    sections
+        .iter()
+        .filter(|s| s[0].starts_with("m=video") && !s.contains(&"a=inactive"))
+        .filter_map(|s| {
+            let msid = s
+                .iter()
+                .find_map(|l| l.strip_prefix("a=msid:"))
+                .or_else(|| {
+                    s.iter()
+                        .filter(|l| l.starts_with("a=ssrc:"))
+                        .find_map(|l| l.split_once(" msid:").map(|(_, m)| m))
+                })?;
+            msid.split_whitespace().next().map(str::to_owned)
+        })
+        .collect()
+}
+
+/// One received RTP packet, as the subscriber saw it.
+#[derive(Debug, Clone)]
+struct Rx {
+    seq: u16,
+    timestamp: u32,
+    ssrc: u32,
+    /// The layer marker of the payload (`Q`, `H`, `F`), if readable.
+    layer: Option<u8>,
+    layer_seq: u32,
+    keyframe: bool,
+    at: Instant,
+}
+
+impl From<&RtpRecord> for Rx {
+    fn from(rtp: &RtpRecord) -> Rx {
+        let (layer, layer_seq, keyframe) = parse_payload(&rtp.payload);
+        Rx {
+            seq: rtp.seq,
+            timestamp: rtp.timestamp,
+            ssrc: rtp.ssrc,
+            layer,
+            layer_seq,
+            keyframe,
+            at: rtp.at,
+        }
+    }
+}
+
+impl Rx {
+    fn describe(&self) -> String {
+        format!(
+            "seq {} ts {} layer {}#{}{}",
+            self.seq,
+            self.timestamp,
+            self.layer.map_or('?', char::from),
+            self.layer_seq,
+            if self.keyframe { " key" } else { "" }
+        )
+    }
+}
+
+/// One track as the subscriber received it.
+#[derive(Debug, Clone)]
+struct Received {
+    stream_id: String,
+    kind: Kind,
+    packets: Vec<Rx>,
+}
+
+impl From<&TrackReport> for Received {
+    fn from(track: &TrackReport) -> Received {
+        Received {
+            stream_id: track.stream_id.clone(),
+            kind: track.kind,
+            packets: track.rtp.iter().map(Rx::from).collect(),
+        }
+    }
+}
+
+impl Received {
+    /// `pat-1/video: 120 packets, layers Q×31 F×89`: the runs of layers.
+    fn summary(&self) -> String {
+        let mut runs: Vec<(char, usize)> = Vec::new();
+        for p in &self.packets {
+            let layer = p.layer.map_or('?', char::from);
+            match runs.last_mut() {
+                Some((l, n)) if *l == layer => *n += 1,
+                _ => runs.push((layer, 1)),
+            }
+        }
+        let runs: Vec<String> = runs.iter().map(|(l, n)| format!("{l}x{n}")).collect();
+        format!(
+            "{}/{:?}: {} packets, layer runs [{}]",
+            self.stream_id,
+            self.kind,
+            self.packets.len(),
+            runs.join(" ")
+        )
+    }
+}
+
+/// A payload of layer `index`: VP8 descriptor and frame header, marker,
+/// the layer's own sequence number, padding.
+fn layer_payload(index: usize, seq: u32, keyframe: bool) -> Vec<u8> {
+    let (_, marker, size) = LAYERS[index];
+    let mut out = Vec::with_capacity(size);
+    out.push(VP8_DESCRIPTOR);
+    out.extend_from_slice(if keyframe {
+        &VP8_KEYFRAME
+    } else {
+        &VP8_INTERFRAME
+    });
+    out.push(marker);
+    out.extend_from_slice(&seq.to_be_bytes());
+    out.resize(size, 0);
+    out
+}
+
+fn parse_payload(payload: &[u8]) -> (Option<u8>, u32, bool) {
+    let keyframe = payload.len() > 1 && payload[0] == VP8_DESCRIPTOR && payload[1] & 0x01 == 0;
+    match payload.get(MARKER_AT..MARKER_AT + 5) {
+        Some(bytes) if LAYERS.iter().any(|l| l.1 == bytes[0]) => (
+            Some(bytes[0]),
+            u32::from_be_bytes(bytes[1..5].try_into().expect("4 bytes")),
+            keyframe,
+        ),
+        _ => (None, 0, keyframe),
+    }
+}
+
+/// Sends all three layers (and audio) at [`FPS`] until aborted: one packet
+/// per frame and layer, with the mid and rid header extensions.
+async fn send_layers(writer: MediaWriter) {
+    let Some(params) = SendParams::of(&writer) else {
+        writer.problem("sending before the pub answer (or without mid and rid extensions)");
+        return;
+    };
+    let video_ssrcs = writer.video_ssrcs().to_vec();
+    let mut interval = tokio::time::interval(Duration::from_secs(1) / FPS);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut seqs: [u16; 4] = rand::random();
+    let timestamps: [u32; 4] = rand::random();
+    for frame in 0u64.. {
+        interval.tick().await;
+        for (i, (rid, _, _)) in LAYERS.iter().enumerate() {
+            let wanted = writer.take_keyframe_wanted(video_ssrcs[i]);
+            let keyframe = frame % KEYFRAME_EVERY == 0 || wanted;
+            let mut packet = rtc::rtp::Packet {
+                header: rtc::rtp::header::Header {
+                    version: 2,
+                    marker: true,
+                    payload_type: params.video_pt,
+                    sequence_number: seqs[i],
+                    timestamp: timestamps[i].wrapping_add((frame as u32) * (90_000 / FPS)),
+                    ssrc: video_ssrcs[i],
+                    ..Default::default()
+                },
+                payload: layer_payload(i, frame as u32, keyframe).into(),
+            };
+            let stamped = packet
+                .header
+                .set_extension(params.mid_ext, params.mid.as_bytes().to_vec().into())
+                .and_then(|()| {
+                    packet
+                        .header
+                        .set_extension(params.rid_ext, rid.as_bytes().to_vec().into())
+                });
+            if let Err(e) = stamped {
+                writer.problem(format!("header extensions: {e}"));
+                return;
+            }
+            if let Err(e) = writer.write_rtp(Kind::Video, packet).await {
+                writer.problem(format!("write_rtp {rid}: {e:#}"));
+            }
+            seqs[i] = seqs[i].wrapping_add(1);
+        }
+        let audio = rtc::rtp::Packet {
+            header: rtc::rtp::header::Header {
+                version: 2,
+                payload_type: params.audio_pt,
+                sequence_number: seqs[3],
+                timestamp: timestamps[3].wrapping_add((frame as u32) * (48_000 / FPS)),
+                ssrc: writer.audio_ssrc(),
+                ..Default::default()
+            },
+            payload: vec![0xfc; 80].into(),
+        };
+        if let Err(e) = writer.write_rtp(Kind::Audio, audio).await {
+            writer.problem(format!("write_rtp audio: {e:#}"));
+        }
+        seqs[3] = seqs[3].wrapping_add(1);
+    }
+}
+
+/// What sending needs from the negotiation of `pub`.
+struct SendParams {
+    audio_pt: u8,
+    video_pt: u8,
+    mid: String,
+    mid_ext: u8,
+    rid_ext: u8,
+}
+
+impl SendParams {
+    fn of(writer: &MediaWriter) -> Option<SendParams> {
+        let negotiated = writer.negotiated()?;
+        Some(SendParams {
+            audio_pt: negotiated.payload_type(Kind::Audio)?,
+            video_pt: negotiated.payload_type(Kind::Video)?,
+            mid: negotiated.video_mid.clone()?,
+            mid_ext: negotiated.extension_id(SDES_MID)?,
+            rid_ext: negotiated.extension_id(SDES_RID)?,
+        })
+    }
+}
