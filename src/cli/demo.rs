@@ -109,6 +109,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         listen: SocketAddr::from((Ipv4Addr::LOCALHOST, args.port)),
         redirect_listen: None,
         shutdown_grace_secs: 5,
+        ..Config::default().server
     })?;
     let port = listeners.https_addr().port();
 

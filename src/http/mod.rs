@@ -7,6 +7,7 @@ mod body;
 mod client;
 mod error;
 pub mod headers;
+pub mod listener;
 mod sessions;
 mod signal;
 
