@@ -127,7 +127,15 @@ pub struct MediaSection {
     pub tcp_port: u16,
     /// Media event loops; 0 means one per CPU core.
     pub shards: usize,
-
+    /// ICE-TCP connections one shard holds at once; more are closed as
+    /// soon as they are accepted (and logged).
+    pub tcp_max_connections: usize,
+    /// Seconds an ICE-TCP connection has to send a STUN binding request
+    /// that a peer connection accepts; otherwise it is closed.
+    pub tcp_first_stun_secs: u64,
+    /// Seconds after which an ICE-TCP connection that has received nothing
+    /// is closed.
+    pub tcp_idle_secs: u64,
     /// STUN/TURN servers handed to clients in `joined`.
     pub ice_servers: Vec<IceServerConfig>,
 }
@@ -232,6 +240,9 @@ impl Default for Config {
                 udp_port: 50000,
                 tcp_port: 50000,
                 shards: 0,
+                tcp_max_connections: 1024,
+                tcp_first_stun_secs: 10,
+                tcp_idle_secs: 30,
                 ice_servers: Vec::new(),
             },
             attendance: AttendanceSection {
@@ -389,6 +400,12 @@ impl Config {
                 10,
                 1000,
             ),
+            (
+                "media.tcp_max_connections",
+                self.media.tcp_max_connections,
+                8,
+                1_000_000,
+            ),
         ] {
             if !(min..=max).contains(&value) {
                 bad(key, format!("must be between {min} and {max}, not {value}"));
@@ -406,6 +423,12 @@ impl Config {
                 120,
             ),
             ("server.idle_timeout_secs", server.idle_timeout_secs, 3600),
+            (
+                "media.tcp_first_stun_secs",
+                self.media.tcp_first_stun_secs,
+                120,
+            ),
+            ("media.tcp_idle_secs", self.media.tcp_idle_secs, 3600),
         ] {
             if !(1..=max).contains(&value) {
                 bad(
@@ -647,7 +670,8 @@ mod tests {
     #[test]
     fn connection_limits_are_checked() {
         let err = load_toml(
-            "[server]\nmax_connections = 0\nmax_connections_per_ip = 100000\nidle_timeout_secs = 0\n",
+            "[server]\nmax_connections = 0\nmax_connections_per_ip = 100000\nidle_timeout_secs = 0\n\
+             [media]\ntcp_first_stun_secs = 0\n",
         )
         .unwrap_err();
         assert_eq!(
@@ -655,7 +679,8 @@ mod tests {
             [
                 "server.max_connections",
                 "server.max_connections_per_ip",
-                "server.idle_timeout_secs"
+                "server.idle_timeout_secs",
+                "media.tcp_first_stun_secs"
             ]
         );
     }

@@ -271,7 +271,9 @@ fn check_open_file_limit(config: &Config) {
     } else {
         config.media.shards
     };
-    let wanted = config.server.max_connections as u64 + (shards * 1024) as u64 + FD_RESERVE;
+    let wanted = config.server.max_connections as u64
+        + (shards * config.media.tcp_max_connections) as u64
+        + FD_RESERVE;
     if now < wanted {
         tracing::warn!(
             limit = now,

@@ -6,7 +6,8 @@
 //! address ([`core`]), negotiation ([`negotiate`]) and forwarding
 //! ([`forward`]). This file is the loop around it. It waits on four things,
 //! a datagram, a TCP frame (or a new TCP connection), a command from
-//! signaling, and the core's next timeout, feeds whatever woke it to the
+//! signaling, and the core's next timeout (and, while ICE-TCP connections
+//! are open, a once-a-second check of their deadlines), feeds whatever woke it to the
 //! core with the time, lets the core act on it ([`ShardCore::flush`]), and
 //! sends the datagrams the core produced.
 //!
@@ -28,7 +29,7 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
 use self::core::ShardCore;
-use super::tcp::TcpConnections;
+use super::tcp::{TcpConnections, TcpLimits, SWEEP_EVERY};
 use super::ShardInput;
 
 /// The largest datagram read from the socket. WebRTC keeps its datagrams
@@ -55,6 +56,7 @@ pub(super) fn run(
     tcp: std::net::TcpListener,
     udp_addr: SocketAddr,
     tcp_addr: SocketAddr,
+    tcp_limits: TcpLimits,
     commands: mpsc::UnboundedReceiver<ShardInput>,
 ) {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -65,7 +67,7 @@ pub(super) fn run(
         let mut net = Net {
             udp: UdpSocket::from_std(udp).expect("a bound UDP socket"),
             tcp: TcpListener::from_std(tcp).expect("a bound TCP listener"),
-            tcp_conns: TcpConnections::default(),
+            tcp_conns: TcpConnections::new(tcp_limits),
             udp_addr,
             tcp_addr,
         };
@@ -90,6 +92,7 @@ enum Wake {
     Datagram(usize, SocketAddr),
     TcpConnection(tokio::net::TcpStream, SocketAddr),
     TcpFrame(SocketAddr, bytes::BytesMut),
+    TcpSweep,
     Timeout,
     Nothing,
 }
@@ -101,10 +104,12 @@ impl Net {
         mut commands: mpsc::UnboundedReceiver<ShardInput>,
     ) {
         let mut buf = vec![0u8; RECEIVE_BUFFER];
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let wake = {
                 let sleep = tokio::time::sleep_until(core.poll_timeout().into());
-                let tcp_idle = self.tcp_conns.is_empty();
+                let tcp_open = self.tcp_conns.len() > 0;
                 tokio::select! {
                     input = commands.recv() => Wake::Input(input),
                     received = self.udp.recv_from(&mut buf) => match received {
@@ -115,10 +120,10 @@ impl Net {
                         Ok((stream, remote)) => Wake::TcpConnection(stream, remote),
                         Err(_) => Wake::Nothing,
                     },
-                    Some((remote, frame)) = self.tcp_conns.next(), if !tcp_idle => match frame {
-                        Ok(frame) => Wake::TcpFrame(remote, frame),
-                        Err(_) => Wake::Nothing,
-                    },
+                    (remote, frame) = self.tcp_conns.next(Instant::now) => {
+                        Wake::TcpFrame(remote, frame)
+                    }
+                    _ = sweep.tick(), if tcp_open => Wake::TcpSweep,
                     () = sleep => Wake::Timeout,
                 }
             };
@@ -129,6 +134,7 @@ impl Net {
                 Wake::Input(Some(ShardInput::Shutdown) | None) => {
                     core.close_all(Instant::now());
                     self.send(core);
+                    self.tcp_conns.close_all();
                     return;
                 }
                 Wake::Datagram(n, source) => {
@@ -148,11 +154,19 @@ impl Net {
                         );
                     }
                 }
-                Wake::TcpConnection(stream, remote) => self.tcp_conns.accept(stream, remote),
+                Wake::TcpConnection(stream, remote) => {
+                    self.tcp_conns.accept(stream, remote, Instant::now());
+                }
                 Wake::TcpFrame(remote, frame) => {
                     let local = self.tcp_addr;
                     core.handle_datagram(Instant::now(), Protocol::Tcp, remote, local, &frame);
+                    // A peer connection took it: the connection is in use,
+                    // past its first deadline.
+                    if core.routes.contains_key(&(Protocol::Tcp, remote)) {
+                        self.tcp_conns.validated(remote);
+                    }
                 }
+                Wake::TcpSweep => self.tcp_conns.sweep(Instant::now()),
                 Wake::Timeout => core.handle_timeout(Instant::now()),
                 Wake::Nothing => {}
             }
