@@ -27,7 +27,7 @@ use crate::schedule::Scheduler;
 use crate::sfu::Sfu;
 use crate::signal::SignalContext;
 use crate::store::Store;
-use crate::tls;
+use crate::{private_file, tls};
 use tandem_protocol::IceServer;
 
 /// The bound sockets a server will serve on.
@@ -81,29 +81,46 @@ pub struct Running {
 /// message that says what to do, when the certificate, the database or the
 /// signing key cannot be used.
 pub async fn start(config: Config, listeners: Listeners) -> anyhow::Result<Running> {
+    start_with(config, listeners, Options::default()).await
+}
+
+/// How [`start_with`] treats the data it finds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// A 0-byte database file becomes a new database (`--init`); without
+    /// it, such a file is refused.
+    pub init: bool,
+}
+
+/// [`start`], with [`Options`].
+pub async fn start_with(
+    config: Config,
+    listeners: Listeners,
+    options: Options,
+) -> anyhow::Result<Running> {
     check_open_file_limit(&config);
     let tls_config = tls::server_config(
         &config.tls.cert_file,
         &config.tls.key_file,
         &config.tls.min_version,
     )?;
-    let store = Store::open(&config.database_path())
-        .await
-        .with_context(|| {
-            format!(
-                "cannot open the database {}",
-                config.database_path().display()
-            )
-        })?;
-    let key = SigningKey::load_or_generate(&config.signing_key_path())?;
-    let ledger = Ledger::start(store.clone()).await?;
-    recover_presence(&ledger).await?;
+    // The media ports are bound before the database is touched: a port in
+    // use fails the start without opening (or creating) anything.
+    let sfu = Arc::new(Sfu::start(&config.media)?);
+    let opened = open_data(&config, options).await;
+    let (store, key, ledger) = match opened {
+        Ok(opened) => opened,
+        Err(error) => {
+            let sfu = sfu.clone();
+            let _ = tokio::task::spawn_blocking(move || sfu.shutdown()).await;
+            return Err(error);
+        }
+    };
     let scheduler = Scheduler::new(store, key, config.sessions.clone(), config.public_url());
 
     let https_addr = listeners.https_addr();
     let redirect_addr = listeners.redirect_addr();
     let (stop, stopped) = watch::channel(false);
-    let sfu = Arc::new(Sfu::start(&config.media)?);
     let public_url = config.public_url();
     let ice_servers = config
         .media
@@ -190,6 +207,27 @@ pub async fn start(config: Config, listeners: Listeners) -> anyhow::Result<Runni
         stop,
         tasks,
     })
+}
+
+/// The data directory, the database, the signing key and the ledger.
+async fn open_data(
+    config: &Config,
+    options: Options,
+) -> anyhow::Result<(Store, SigningKey, Ledger)> {
+    let data_dir = &config.data_dir;
+    if private_file::private_dir(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?
+    {
+        tracing::info!(path = %data_dir.display(), "made the data directory owner-only (0700)");
+    }
+    let path = config.database_path();
+    let store = Store::open_with(&path, options.init)
+        .await
+        .with_context(|| format!("cannot open the database {}", path.display()))?;
+    let key = SigningKey::load_or_generate(&config.signing_key_path())?;
+    let ledger = Ledger::start(store.clone()).await?;
+    recover_presence(&ledger).await?;
+    Ok((store, key, ledger))
 }
 
 impl Running {
