@@ -22,7 +22,7 @@ mod negotiate;
 mod tests;
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::net::{Protocol, Transmit};
 use tokio::net::{TcpListener, UdpSocket};
@@ -48,6 +48,18 @@ const RECEIVE_BUFFER: usize = 2048;
 /// to two subscribers each takes under a millisecond). A bound, not a tuned
 /// optimum.
 const RECEIVE_BATCH: usize = 32;
+
+/// How long accepting ICE-TCP connections pauses when the process is out
+/// of file descriptors.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// Resolves at `until`, or never when there is nothing to wait for.
+async fn resume_accepting(until: Option<tokio::time::Instant>) {
+    match until {
+        Some(until) => tokio::time::sleep_until(until).await,
+        None => std::future::pending().await,
+    }
+}
 
 /// Runs a shard on the current thread until it is told to shut down.
 pub(super) fn run(
@@ -93,6 +105,7 @@ enum Wake {
     TcpConnection(tokio::net::TcpStream, SocketAddr),
     TcpFrame(SocketAddr, bytes::BytesMut),
     TcpSweep,
+    AcceptFailed(std::io::Error),
     Timeout,
     Nothing,
 }
@@ -105,6 +118,10 @@ impl Net {
     ) {
         let mut buf = vec![0u8; RECEIVE_BUFFER];
         let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        // Set while accepting ICE-TCP connections is paused (out of file
+        // descriptors): until when.
+        let mut accepting: Option<tokio::time::Instant> = None;
+        let mut out_of_fds_reported: Option<Instant> = None;
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let wake = {
@@ -116,10 +133,14 @@ impl Net {
                         Ok((n, source)) => Wake::Datagram(n, source),
                         Err(_) => Wake::Nothing,
                     },
-                    accepted = self.tcp.accept() => match accepted {
+                    accepted = self.tcp.accept(), if accepting.is_none() => match accepted {
                         Ok((stream, remote)) => Wake::TcpConnection(stream, remote),
-                        Err(_) => Wake::Nothing,
+                        Err(error) => Wake::AcceptFailed(error),
                     },
+                    () = resume_accepting(accepting) => {
+                        accepting = None;
+                        Wake::Nothing
+                    }
                     (remote, frame) = self.tcp_conns.next(Instant::now) => {
                         Wake::TcpFrame(remote, frame)
                     }
@@ -167,6 +188,26 @@ impl Net {
                     }
                 }
                 Wake::TcpSweep => self.tcp_conns.sweep(Instant::now()),
+                Wake::AcceptFailed(error) => {
+                    // Out of descriptors, accept fails at once every time:
+                    // pause it rather than spin, and say so.
+                    if matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                        accepting = Some(tokio::time::Instant::now() + ACCEPT_PAUSE);
+                        let now = Instant::now();
+                        if out_of_fds_reported
+                            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(10))
+                        {
+                            out_of_fds_reported = Some(now);
+                            tracing::error!(
+                                shard = core.index,
+                                %error,
+                                "out of file descriptors: ICE-TCP connections wait in the \
+                                 kernel's queue; raise LimitNOFILE or lower \
+                                 media.tcp_max_connections"
+                            );
+                        }
+                    }
+                }
                 Wake::Timeout => core.handle_timeout(Instant::now()),
                 Wake::Nothing => {}
             }
