@@ -49,6 +49,16 @@ const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
 /// answered 408 and its connection freed.
 pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Request bodies held in memory at once, all requests together. Bodies
+/// are read before the key is checked, so without a bound anyone could
+/// make the server hold 256 KiB per stream on every connection; with it,
+/// readers wait (and HTTP/2 flow control stops their clients) while the
+/// budget is spent. 64 MiB is 256 bodies at the limit, where a clinic's
+/// API traffic is a few requests of a few KiB at a time.
+const BODY_BUDGET: usize = 64 * 1024 * 1024;
+
+static BUFFERED: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(BODY_BUDGET);
+
 /// Reads the body before the request goes on; see the module comment.
 pub async fn read_first(request: Request, next: Next) -> Response {
     let (parts, mut body) = request.into_parts();
@@ -61,6 +71,8 @@ pub async fn read_first(request: Request, next: Next) -> Response {
     let mut over = declared.is_some_and(|n| n > BODY_LIMIT as u64);
     let deadline = tokio::time::Instant::now() + BODY_TIMEOUT;
     let mut drained = 0usize;
+    // The share of BUFFERED this request holds until it is answered.
+    let mut held: Option<tokio::sync::SemaphorePermit<'static>> = None;
     loop {
         if over && drained > DRAIN_LIMIT {
             return too_large(Some(body));
@@ -86,9 +98,30 @@ pub async fn read_first(request: Request, next: Next) -> Response {
                     over = true;
                     drained += data.len();
                     read = Vec::new();
-                } else {
-                    read.extend_from_slice(data);
+                    held = None;
+                    continue;
                 }
+                let Ok(len) = u32::try_from(data.len()) else {
+                    continue;
+                };
+                let permit =
+                    match tokio::time::timeout_at(deadline, BUFFERED.acquire_many(len)).await {
+                        Ok(Ok(permit)) => permit,
+                        _ => {
+                            tracing::warn!("request bodies wait: the memory for them is in use");
+                            return ApiError::new(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "unavailable",
+                                "the server is busy; try again",
+                            )
+                            .into_response();
+                        }
+                    };
+                match &mut held {
+                    Some(held) => held.merge(permit),
+                    None => held = Some(permit),
+                }
+                read.extend_from_slice(data);
             }
             Some(Err(_)) => {
                 // The client broke off its own request: nobody is left to
@@ -105,7 +138,9 @@ pub async fn read_first(request: Request, next: Next) -> Response {
     if over {
         return too_large(None);
     }
-    next.run(Request::from_parts(parts, Body::from(read))).await
+    let response = next.run(Request::from_parts(parts, Body::from(read))).await;
+    drop(held);
+    response
 }
 
 /// 413, holding the unread rest of the request body (if any) until the
