@@ -54,6 +54,9 @@ data_dir = "$WORK/data"
 [server]
 listen = "127.0.0.1:$BENCH_PORT"
 shutdown_grace_secs = 1
+# The load generator is one address: every participant it simulates
+# connects from 127.0.0.1 (docs/security.md, "Connection limits").
+max_connections_per_ip = 4096
 [tls]
 cert_file = "$WORK/certs/cert.pem"
 key_file = "$WORK/certs/key.pem"

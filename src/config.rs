@@ -46,6 +46,21 @@ pub struct ServerSection {
     pub redirect_listen: Option<SocketAddr>,
     /// How long a graceful shutdown waits for open requests.
     pub shutdown_grace_secs: u64,
+    /// Connections open at once, on both listeners together; more are
+    /// closed as soon as they are accepted (and logged).
+    pub max_connections: usize,
+    /// Connections open at once from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Seconds a client has to finish the TLS handshake.
+    pub tls_handshake_timeout_secs: u64,
+    /// Seconds a client has to send a request's headers (HTTP/1.1); also
+    /// how long a kept-alive HTTP/1.1 connection waits for its next request.
+    pub header_read_timeout_secs: u64,
+    /// Seconds after which a connection with no request in progress and no
+    /// traffic is closed (HTTP/2 included; WebSockets excepted).
+    pub idle_timeout_secs: u64,
+    /// HTTP/2 streams (requests) one connection may have open at once.
+    pub http2_max_concurrent_streams: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -112,6 +127,15 @@ pub struct MediaSection {
     pub tcp_port: u16,
     /// Media event loops; 0 means one per CPU core.
     pub shards: usize,
+    /// ICE-TCP connections one shard holds at once; more are closed as
+    /// soon as they are accepted (and logged).
+    pub tcp_max_connections: usize,
+    /// Seconds an ICE-TCP connection has to send a STUN binding request
+    /// that a peer connection accepts; otherwise it is closed.
+    pub tcp_first_stun_secs: u64,
+    /// Seconds after which an ICE-TCP connection that has received nothing
+    /// is closed.
+    pub tcp_idle_secs: u64,
     /// STUN/TURN servers handed to clients in `joined`.
     pub ice_servers: Vec<IceServerConfig>,
 }
@@ -185,6 +209,12 @@ impl Default for Config {
                 listen: "0.0.0.0:8443".parse().expect("valid literal"),
                 redirect_listen: None,
                 shutdown_grace_secs: 10,
+                max_connections: 4096,
+                max_connections_per_ip: 256,
+                tls_handshake_timeout_secs: 10,
+                header_read_timeout_secs: 10,
+                idle_timeout_secs: 60,
+                http2_max_concurrent_streams: 100,
             },
             tls: TlsSection {
                 cert_file: "certs/cert.pem".into(),
@@ -210,6 +240,9 @@ impl Default for Config {
                 udp_port: 50000,
                 tcp_port: 50000,
                 shards: 0,
+                tcp_max_connections: 1024,
+                tcp_first_stun_secs: 10,
+                tcp_idle_secs: 30,
                 ice_servers: Vec::new(),
             },
             attendance: AttendanceSection {
@@ -346,6 +379,63 @@ impl Config {
                 "server.redirect_listen",
                 "must differ from server.listen".into(),
             );
+        }
+        let server = &self.server;
+        for (key, value, min, max) in [
+            (
+                "server.max_connections",
+                server.max_connections,
+                16,
+                1_000_000,
+            ),
+            (
+                "server.max_connections_per_ip",
+                server.max_connections_per_ip,
+                8,
+                server.max_connections.max(8),
+            ),
+            (
+                "server.http2_max_concurrent_streams",
+                server.http2_max_concurrent_streams as usize,
+                10,
+                1000,
+            ),
+            (
+                "media.tcp_max_connections",
+                self.media.tcp_max_connections,
+                8,
+                1_000_000,
+            ),
+        ] {
+            if !(min..=max).contains(&value) {
+                bad(key, format!("must be between {min} and {max}, not {value}"));
+            }
+        }
+        for (key, value, max) in [
+            (
+                "server.tls_handshake_timeout_secs",
+                server.tls_handshake_timeout_secs,
+                120,
+            ),
+            (
+                "server.header_read_timeout_secs",
+                server.header_read_timeout_secs,
+                120,
+            ),
+            ("server.idle_timeout_secs", server.idle_timeout_secs, 3600),
+            (
+                "media.tcp_first_stun_secs",
+                self.media.tcp_first_stun_secs,
+                120,
+            ),
+            ("media.tcp_idle_secs", self.media.tcp_idle_secs, 3600),
+        ] {
+            if !(1..=max).contains(&value) {
+                bad(
+                    key,
+                    format!("must be between 1 and {max} seconds, not {value}"),
+                );
+            }
         }
         for (key, ip) in [
             ("media.bind_ip", self.media.bind_ip),
@@ -575,6 +665,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ok.media.public_ip, Some("203.0.113.7".parse().unwrap()));
+    }
+
+    #[test]
+    fn connection_limits_are_checked() {
+        let err = load_toml(
+            "[server]\nmax_connections = 0\nmax_connections_per_ip = 100000\nidle_timeout_secs = 0\n\
+             [media]\ntcp_first_stun_secs = 0\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            keys(err),
+            [
+                "server.max_connections",
+                "server.max_connections_per_ip",
+                "server.idle_timeout_secs",
+                "media.tcp_first_stun_secs"
+            ]
+        );
     }
 
     #[test]

@@ -11,7 +11,6 @@ use std::time::Duration;
 
 use anyhow::Context;
 use axum_server::tls_rustls::RustlsConfig;
-use axum_server::Handle;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -20,6 +19,7 @@ use crate::attendance::ledger::{recover_presence, Ledger};
 use crate::attendance::service::Attendance;
 use crate::auth::signing_key::SigningKey;
 use crate::config::{Config, ServerSection};
+use crate::http::listener::{self, Limits, Slots};
 use crate::http::{self, AppState};
 use crate::live::Rooms;
 use crate::room::rate_limit::FailedJoins;
@@ -27,7 +27,7 @@ use crate::schedule::Scheduler;
 use crate::sfu::Sfu;
 use crate::signal::SignalContext;
 use crate::store::Store;
-use crate::tls;
+use crate::{private_file, tls};
 use tandem_protocol::IceServer;
 
 /// The bound sockets a server will serve on.
@@ -73,38 +73,54 @@ pub struct Running {
     pub redirect_addr: Option<SocketAddr>,
     scheduler: Scheduler,
     sfu: Arc<Sfu>,
-    handle: Handle,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
-    grace: Duration,
 }
 
 /// Opens everything the server needs and starts serving. Fails, with a
 /// message that says what to do, when the certificate, the database or the
 /// signing key cannot be used.
 pub async fn start(config: Config, listeners: Listeners) -> anyhow::Result<Running> {
+    start_with(config, listeners, Options::default()).await
+}
+
+/// How [`start_with`] treats the data it finds.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// A 0-byte database file becomes a new database (`--init`); without
+    /// it, such a file is refused.
+    pub init: bool,
+}
+
+/// [`start`], with [`Options`].
+pub async fn start_with(
+    config: Config,
+    listeners: Listeners,
+    options: Options,
+) -> anyhow::Result<Running> {
+    check_open_file_limit(&config);
     let tls_config = tls::server_config(
         &config.tls.cert_file,
         &config.tls.key_file,
         &config.tls.min_version,
     )?;
-    let store = Store::open(&config.database_path())
-        .await
-        .with_context(|| {
-            format!(
-                "cannot open the database {}",
-                config.database_path().display()
-            )
-        })?;
-    let key = SigningKey::load_or_generate(&config.signing_key_path())?;
-    let ledger = Ledger::start(store.clone()).await?;
-    recover_presence(&ledger).await?;
+    // The media ports are bound before the database is touched: a port in
+    // use fails the start without opening (or creating) anything.
+    let sfu = Arc::new(Sfu::start(&config.media)?);
+    let opened = open_data(&config, options).await;
+    let (store, key, ledger) = match opened {
+        Ok(opened) => opened,
+        Err(error) => {
+            let sfu = sfu.clone();
+            let _ = tokio::task::spawn_blocking(move || sfu.shutdown()).await;
+            return Err(error);
+        }
+    };
     let scheduler = Scheduler::new(store, key, config.sessions.clone(), config.public_url());
 
     let https_addr = listeners.https_addr();
     let redirect_addr = listeners.redirect_addr();
     let (stop, stopped) = watch::channel(false);
-    let sfu = Arc::new(Sfu::start(&config.media)?);
     let public_url = config.public_url();
     let ice_servers = config
         .media
@@ -132,8 +148,10 @@ pub async fn start(config: Config, listeners: Listeners) -> anyhow::Result<Runni
         origin: public_url.origin().ascii_serialization(),
         shutdown: stopped.clone(),
     });
-    let handle = Handle::new();
     let rustls = RustlsConfig::from_config(tls_config);
+    let limits = Limits::from_config(&config.server);
+    let slots = Slots::shared(&limits);
+    let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let mut tasks = Vec::new();
 
     let app = http::router(AppState {
@@ -146,29 +164,26 @@ pub async fn start(config: Config, listeners: Listeners) -> anyhow::Result<Runni
             config.default_timezone(),
         ),
     });
-    let https =
-        axum_server::from_tcp_rustls(listeners.https, rustls.clone()).handle(handle.clone());
+    let https = listener::serve(
+        listeners.https,
+        Some(rustls.clone()),
+        app,
+        limits.clone(),
+        slots.clone(),
+        stopped.clone(),
+        grace,
+    );
     tasks.push(tokio::spawn(async move {
-        if let Err(error) = https
-            .serve(app.into_make_service_with_connect_info::<SocketAddr>())
-            .await
-        {
+        if let Err(error) = https.await {
             tracing::error!(%error, "the HTTPS listener failed");
         }
     }));
 
     if let Some(listener) = listeners.redirect {
-        let listener = tokio::net::TcpListener::from_std(listener)?;
         let app = http::redirect_router(config.public_url());
-        let mut stopped = stopped.clone();
+        let redirect = listener::serve(listener, None, app, limits, slots, stopped.clone(), grace);
         tasks.push(tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.changed().await;
-            };
-            if let Err(error) = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
+            if let Err(error) = redirect.await {
                 tracing::error!(%error, "the redirect listener failed");
             }
         }));
@@ -189,11 +204,30 @@ pub async fn start(config: Config, listeners: Listeners) -> anyhow::Result<Runni
         redirect_addr,
         scheduler,
         sfu,
-        handle,
         stop,
         tasks,
-        grace: Duration::from_secs(config.server.shutdown_grace_secs),
     })
+}
+
+/// The data directory, the database, the signing key and the ledger.
+async fn open_data(
+    config: &Config,
+    options: Options,
+) -> anyhow::Result<(Store, SigningKey, Ledger)> {
+    let data_dir = &config.data_dir;
+    if private_file::private_dir(data_dir)
+        .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?
+    {
+        tracing::info!(path = %data_dir.display(), "made the data directory owner-only (0700)");
+    }
+    let path = config.database_path();
+    let store = Store::open_with(&path, options.init)
+        .await
+        .with_context(|| format!("cannot open the database {}", path.display()))?;
+    let key = SigningKey::load_or_generate(&config.signing_key_path())?;
+    let ledger = Ledger::start(store.clone()).await?;
+    recover_presence(&ledger).await?;
+    Ok((store, key, ledger))
 }
 
 impl Running {
@@ -212,7 +246,6 @@ impl Running {
     pub async fn shutdown(self) {
         tracing::info!("shutting down");
         let _ = self.stop.send(true);
-        self.handle.graceful_shutdown(Some(self.grace));
         let sfu = self.sfu.clone();
         let _ = tokio::task::spawn_blocking(move || sfu.shutdown()).await;
         for task in self.tasks {
@@ -227,6 +260,67 @@ impl Running {
         signals.recv().await;
         self.shutdown().await;
         Ok(())
+    }
+}
+
+/// File descriptors kept free for everything but client connections: the
+/// database and its WAL, each shard's UDP socket and ICE-TCP listener, the
+/// certificate files while they are read, the log.
+const FD_RESERVE: u64 = 64;
+
+/// Raises the soft limit of open files (`RLIMIT_NOFILE`) to the hard
+/// limit: every connection is a file descriptor, and the usual soft limit
+/// of 1,024 would turn away clients long before the configured caps.
+/// Returns the soft limit before and after.
+pub fn raise_open_file_limit() -> std::io::Result<(u64, u64)> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write `limit`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let before = limit.rlim_cur;
+    if limit.rlim_cur < limit.rlim_max {
+        limit.rlim_cur = limit.rlim_max;
+        // SAFETY: as above.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok((before, limit.rlim_cur))
+}
+
+/// Raises the open-file limit and says whether the configured caps fit in it.
+fn check_open_file_limit(config: &Config) {
+    let (before, now) = match raise_open_file_limit() {
+        Ok(limits) => limits,
+        Err(error) => {
+            tracing::warn!(%error, "cannot read or raise the open-file limit (RLIMIT_NOFILE)");
+            return;
+        }
+    };
+    if now > before {
+        tracing::info!(from = before, to = now, "raised the open-file limit");
+    }
+    let shards = if config.media.shards == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        config.media.shards
+    };
+    let wanted = config.server.max_connections as u64
+        + (shards * config.media.tcp_max_connections) as u64
+        + FD_RESERVE;
+    if now < wanted {
+        tracing::warn!(
+            limit = now,
+            wanted,
+            "the open-file limit is below what server.max_connections and \
+             media.tcp_max_connections allow: clients will be turned away (logged as \
+             \"out of file descriptors\") before those caps are reached; raise LimitNOFILE \
+             (docs/deployment.md) or lower the caps"
+        );
     }
 }
 
@@ -251,5 +345,30 @@ impl StopSignals {
             _ = self.interrupt.recv() => {}
             _ = self.terminate.recv() => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_soft_open_file_limit_is_raised_to_the_hard_limit() {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: reads and writes `limit` only.
+        assert_eq!(
+            unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) },
+            0
+        );
+        let lowered = libc::rlimit {
+            rlim_cur: limit.rlim_max.min(1024),
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: as above; the soft limit stays within the hard one.
+        assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lowered) }, 0);
+        let (before, after) = super::raise_open_file_limit().unwrap();
+        assert_eq!(before, lowered.rlim_cur);
+        assert_eq!(after, limit.rlim_max);
     }
 }

@@ -24,8 +24,29 @@ defineScreens({
   message: showEnd,
 });
 
+// The token is taken out of the address bar and the history at once, so it
+// is not shown, copied with the address, or left in the browser's history.
+// It is kept for this tab only (sessionStorage, per join page), so that a
+// reload, which some messages ask for, still has it; a link opened again
+// brings its own.
+const STORED = `tandem-link:${location.pathname}`;
+
 function readToken() {
-  const token = new URLSearchParams(location.hash.slice(1)).get('t');
+  let token = new URLSearchParams(location.hash.slice(1)).get('t');
+  if (token) {
+    try {
+      sessionStorage.setItem(STORED, token);
+    } catch {
+      // Storage refused (a private mode): a reload needs the link again.
+    }
+    history.replaceState(history.state, '', location.pathname + location.search);
+  } else {
+    try {
+      token = sessionStorage.getItem(STORED);
+    } catch {
+      token = null;
+    }
+  }
   if (!token) return null;
   let role = null;
   try {

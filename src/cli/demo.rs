@@ -36,6 +36,9 @@ pub struct DemoArgs {
     /// Where the development CA and certificate are written.
     #[arg(long, default_value = "certs")]
     certs_dir: PathBuf,
+    /// Accept a database file of 0 bytes and make it a new, empty database.
+    #[arg(long)]
+    init: bool,
 }
 
 /// What a second run needs from the first: the demo session and the admin
@@ -109,6 +112,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
         listen: SocketAddr::from((Ipv4Addr::LOCALHOST, args.port)),
         redirect_listen: None,
         shutdown_grace_secs: 5,
+        ..Config::default().server
     })?;
     let port = listeners.https_addr().port();
 
@@ -130,7 +134,7 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let hosts = ["localhost", "127.0.0.1", "::1"].map(String::from);
     let certs = devcert::ensure(&args.certs_dir, &hosts)?;
-    let scheduler = open_scheduler(&config).await?;
+    let scheduler = open_scheduler(&config, args.init).await?;
 
     let previous = read_state(&args.data_dir);
     let api_key = match &previous {
@@ -188,7 +192,8 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!();
 
     let signals = server::StopSignals::listen()?;
-    let running = server::start(config, listeners).await?;
+    let running =
+        server::start_with(config, listeners, server::Options { init: args.init }).await?;
     println!("Listening on https://localhost:{port}  (Ctrl-C to stop)");
     running.run_until(signals).await
 }

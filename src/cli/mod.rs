@@ -43,6 +43,11 @@ enum Command {
         /// The TOML configuration file (see tandem.example.toml).
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
+        /// Accept a database file of 0 bytes and make it a new, empty
+        /// database (without it, such a file is refused: it is usually a
+        /// truncated file or a failed restore).
+        #[arg(long)]
+        init: bool,
     },
     /// Try Tandem on this machine: development certificates, a demo session
     /// and its join links, then the server.
@@ -99,13 +104,25 @@ impl DbArgs {
     /// The configuration and a scheduler on its database.
     async fn open(&self) -> anyhow::Result<(Config, Scheduler)> {
         let config = self.load()?;
-        let scheduler = open_scheduler(&config).await?;
+        let scheduler = open_scheduler(&config, false).await?;
         Ok((config, scheduler))
     }
 }
 
-async fn open_scheduler(config: &Config) -> anyhow::Result<Scheduler> {
-    let store = Store::open(&config.database_path()).await?;
+/// The scheduler on `config`'s database; `init` accepts a 0-byte database
+/// file as a new one.
+async fn open_scheduler(config: &Config, init: bool) -> anyhow::Result<Scheduler> {
+    use anyhow::Context;
+    crate::private_file::private_dir(&config.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            config.data_dir.display()
+        )
+    })?;
+    let path = config.database_path();
+    let store = Store::open_with(&path, init)
+        .await
+        .with_context(|| format!("cannot open the database {}", path.display()))?;
     let key = SigningKey::load_or_generate(&config.signing_key_path())?;
     Ok(Scheduler::new(
         store,
@@ -128,12 +145,12 @@ fn init_logging(config: &Config) {
     };
 }
 
-async fn serve(config_file: Option<PathBuf>) -> anyhow::Result<()> {
+async fn serve(config_file: Option<PathBuf>, init: bool) -> anyhow::Result<()> {
     let config = Config::load(config_file.as_deref(), Config::env())?;
     init_logging(&config);
     let listeners = Listeners::bind(&config.server)?;
     let signals = server::StopSignals::listen()?;
-    let running = server::start(config, listeners).await?;
+    let running = server::start_with(config, listeners, server::Options { init }).await?;
     running.run_until(signals).await
 }
 
@@ -156,7 +173,7 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve { config } => serve(config).await,
+            Command::Serve { config, init } => serve(config, init).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Sessions(command) => sessions::run(command).await,
             Command::Invite(args) => sessions::invite(args).await,

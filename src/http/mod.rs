@@ -3,20 +3,24 @@
 
 mod attendance;
 mod auth;
+mod body;
 mod client;
 mod error;
 pub mod headers;
+pub mod listener;
 mod sessions;
 mod signal;
 
 use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::http::{header, StatusCode, Uri};
+use axum::http::{header, HeaderValue, StatusCode, Uri};
+use axum::middleware;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
+use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use url::Url;
@@ -25,6 +29,7 @@ use crate::config::Config;
 use crate::schedule::Scheduler;
 use crate::signal::SignalContext;
 
+pub use body::BODY_LIMIT;
 pub use error::ApiError;
 
 /// What every handler can reach.
@@ -35,9 +40,6 @@ pub struct AppState {
     pub signal: Arc<SignalContext>,
     pub attendance: crate::attendance::service::Attendance,
 }
-
-/// Request bodies larger than this are refused (a 20-person roster is ~4 KiB).
-const BODY_LIMIT: usize = 256 * 1024;
 
 /// The HTTPS application.
 pub fn router(state: AppState) -> Router {
@@ -65,10 +67,20 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", api)
         .route("/v1/signal", get(signal::upgrade))
         .route("/healthz", get(health))
+        .route("/metrics", get(metrics))
         .route("/j/{session}", get(client::join_page))
         .route("/client/{*path}", get(client::file))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(body::read_first))
+        .layer(middleware::from_fn(body::json_errors))
+        // Sessions carry names and MRNs, invites carry tokens: no cache
+        // keeps any answer. The browser client's files say `no-cache`
+        // themselves, which this leaves alone.
+        .layer(SetResponseHeaderLayer::if_not_present(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static("no-store"),
+        ))
         .layer(
             // The path only: never the query, the headers or the body, so
             // no token, key or name reaches a log line.
@@ -102,6 +114,17 @@ async fn health(State(state): State<AppState>) -> Response {
                 .into_response()
         }
     }
+}
+
+/// `GET /metrics` is reserved for the metrics a later release serves
+/// (docs/api.md); until then it says so, rather than 404 as if it never
+/// will exist.
+async fn metrics() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "not_implemented",
+        "metrics are not served yet: /metrics is reserved for a later release",
+    )
 }
 
 async fn not_found() -> ApiError {

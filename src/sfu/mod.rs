@@ -170,9 +170,16 @@ impl Sfu {
             let udp_announce = SocketAddr::new(announce_ip, udp_local.port());
             let tcp_announce = SocketAddr::new(announce_ip, tcp_local.port());
             let (tx, rx) = mpsc::unbounded_channel();
+            let tcp_limits = tcp::TcpLimits {
+                max_connections: config.tcp_max_connections,
+                first_stun: std::time::Duration::from_secs(config.tcp_first_stun_secs),
+                idle: std::time::Duration::from_secs(config.tcp_idle_secs),
+            };
             let thread = std::thread::Builder::new()
                 .name(format!("sfu-shard-{index}"))
-                .spawn(move || shard::run(index, udp, tcp, udp_announce, tcp_announce, rx))?;
+                .spawn(move || {
+                    shard::run(index, udp, tcp, udp_announce, tcp_announce, tcp_limits, rx)
+                })?;
             tracing::info!(shard = index, udp = %udp_announce, tcp = %tcp_announce, "media shard started");
             shards.push(ShardHandle {
                 commands: tx,

@@ -103,7 +103,15 @@ pub async fn run(socket: WebSocket, context: Arc<SignalContext>, address: IpAddr
             deny(&mut sink, late).await;
             return;
         }
-        Ok(None | Some(Err(_)) | Some(Ok(Message::Close(_)))) => return,
+        Ok(None | Some(Ok(Message::Close(_)))) => return,
+        // A first frame over the size limit (or otherwise unreadable) is
+        // not a join: refused like a later one, and counted.
+        Ok(Some(Err(error))) => {
+            tracing::debug!(%error, "first signaling frame refused");
+            fail(&context);
+            close(&mut sink, CLOSE_TOO_BIG, "frame refused").await;
+            return;
+        }
         Ok(Some(Ok(frame))) => frame,
     };
     let token = match first {

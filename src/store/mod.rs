@@ -8,6 +8,7 @@
 mod api_keys;
 mod attendance;
 pub mod event;
+mod files;
 pub mod session;
 mod sessions;
 
@@ -30,6 +31,21 @@ pub enum StoreError {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "cannot open the database {path} for reading and writing: {source}. Tandem needs \
+         read and write access to the database file and to its directory (for its -wal \
+         and -shm files)"
+    )]
+    NotWritable {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "the database {path} is empty (0 bytes): it may have been truncated or restored \
+         badly, and starting would begin a new, empty database. Restore it from a backup, \
+         or, to create a new database there, start once with --init"
+    )]
+    Empty { path: String },
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),
     #[error("cannot apply database migrations: {0}")]
@@ -46,14 +62,16 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating when absent) the SQLite file at `path` and brings its
-    /// schema up to date.
+    /// schema up to date. A 0-byte file is refused ([`Store::open_with`]).
     pub async fn open(path: &Path) -> Result<Store, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Directory {
-                path: dir.display().to_string(),
-                source,
-            })?;
-        }
+        Self::open_with(path, false).await
+    }
+
+    /// [`Store::open`]; with `init`, a 0-byte file becomes a new database
+    /// (`--init`). The files are checked and made owner-only first
+    /// (`files`).
+    pub async fn open_with(path: &Path, init: bool) -> Result<Store, StoreError> {
+        files::prepare(path, init)?;
         let options = SqliteConnectOptions::from_str("sqlite://")?
             .filename(path)
             .create_if_missing(true)

@@ -320,3 +320,214 @@ fn serve_without_a_certificate_refuses_to_start_and_says_what_to_do() {
         "{text}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// The data directory and the database's files
+// ---------------------------------------------------------------------------
+
+fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// A configuration that serves from `dir` with development certificates,
+/// media on loopback on `udp_port` (0: any).
+fn serve_config(dir: &Path, udp_port: u16) {
+    let certs = tandem::tls::devcert::generate(&dir.join("certs"), &["localhost".into()]).unwrap();
+    std::fs::write(
+        dir.join("tandem.toml"),
+        format!(
+            "public_url = \"https://localhost:8443\"\ndata_dir = \"data\"\n\
+             [server]\nlisten = \"127.0.0.1:0\"\n\
+             [tls]\ncert_file = \"{}\"\nkey_file = \"{}\"\n\
+             [media]\nbind_ip = \"127.0.0.1\"\nudp_port = {udp_port}\ntcp_port = 0\nshards = 1\n",
+            certs.cert.display(),
+            certs.key.display()
+        ),
+    )
+    .unwrap();
+}
+
+/// Runs `tandem serve` until it prints that it serves (true) or exits
+/// (false); stops it either way. Returns what it wrote to stderr.
+fn serve_briefly(dir: &Path, extra: &[&str]) -> (bool, String) {
+    let mut child = Command::new(TANDEM)
+        .args(["serve", "--config", "tandem.toml"])
+        .args(extra)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stderr.take().unwrap());
+    let mut text = String::new();
+    let mut served = false;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap() == 0 {
+            break;
+        }
+        text.push_str(&line);
+        if line.contains("Tandem is serving") {
+            served = true;
+            break;
+        }
+    }
+    if served {
+        interrupt_and_wait(child);
+    } else {
+        let _ = child.wait();
+    }
+    (served, text)
+}
+
+#[test]
+fn the_data_directory_and_the_database_files_are_owner_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(
+        d,
+        &["apikey", "create", "--role", "admin", "--data-dir", "data"],
+    );
+    let db = d.join("data/tandem.db");
+    assert_eq!(mode(&d.join("data")), 0o700);
+    assert_eq!(mode(&db), 0o600);
+    // Files made before (by an older version, or a restore) are tightened.
+    for suffix in ["", "-wal", "-shm"] {
+        let file = d.join(format!("data/tandem.db{suffix}"));
+        if !file.exists() {
+            std::fs::write(&file, b"").unwrap();
+        }
+        std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
+    }
+    std::fs::set_permissions(
+        d.join("data"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    serve_config(d, 0);
+    let (served, text) = serve_briefly(d, &[]);
+    assert!(served, "{text}");
+    assert_eq!(mode(&d.join("data")), 0o700);
+    for suffix in ["", "-wal", "-shm"] {
+        let file = d.join(format!("data/tandem.db{suffix}"));
+        if file.exists() {
+            assert_eq!(mode(&file), 0o600, "{}", file.display());
+        }
+    }
+}
+
+#[test]
+fn an_empty_database_file_is_refused_unless_init() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    serve_config(d, 0);
+    std::fs::create_dir(d.join("data")).unwrap();
+    std::fs::write(d.join("data/tandem.db"), b"").unwrap();
+    let (served, text) = serve_briefly(d, &[]);
+    assert!(!served, "a 0-byte database was started: {text}");
+    assert!(
+        text.contains("data/tandem.db") && text.contains("empty") && text.contains("--init"),
+        "{text}"
+    );
+    // The operator commands refuse it too.
+    let output = tandem(d, &["apikey", "list", "--data-dir", "data"]);
+    assert!(!output.status.success());
+    assert!(stderr(&output).contains("--init"), "{}", stderr(&output));
+
+    let (served, text) = serve_briefly(d, &["--init"]);
+    assert!(served, "{text}");
+    assert!(std::fs::metadata(d.join("data/tandem.db")).unwrap().len() > 0);
+    let (served, text) = serve_briefly(d, &[]);
+    assert!(served, "the initialised database: {text}");
+}
+
+/// Makes `file` unwritable even for root (immutable) while it lives.
+struct Unwritable<'a>(&'a Path, bool);
+
+impl<'a> Unwritable<'a> {
+    fn new(file: &'a Path) -> Unwritable<'a> {
+        std::fs::set_permissions(file, std::os::unix::fs::PermissionsExt::from_mode(0o444))
+            .unwrap();
+        let immutable = Command::new("chattr")
+            .arg("+i")
+            .arg(file)
+            .status()
+            .is_ok_and(|s| s.success());
+        Unwritable(file, immutable)
+    }
+
+    fn unwritable(&self) -> bool {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(self.0)
+            .is_err()
+    }
+}
+
+impl Drop for Unwritable<'_> {
+    fn drop(&mut self) {
+        if self.1 {
+            let _ = Command::new("chattr").arg("-i").arg(self.0).status();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_read_only_database_names_the_file_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok(
+        d,
+        &["apikey", "create", "--role", "admin", "--data-dir", "data"],
+    );
+    let db = d.join("data/tandem.db");
+    let wal = d.join("data/tandem.db-wal");
+    let shm = d.join("data/tandem.db-shm");
+    // Everything into the database file, then no -wal or -shm: a database
+    // as a backup restores it.
+    {
+        use sqlx::Connection;
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
+            .await
+            .unwrap();
+        sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        conn.close().await.unwrap();
+    }
+    for file in [&wal, &shm] {
+        let _ = std::fs::remove_file(file);
+    }
+    let guard = Unwritable::new(&db);
+    if !guard.unwritable() {
+        eprintln!("skipped: cannot make a file unwritable here (root without chattr)");
+        return;
+    }
+    let output = tandem(
+        d,
+        &["apikey", "create", "--role", "admin", "--data-dir", "data"],
+    );
+    let text = stderr(&output);
+    assert!(!output.status.success());
+    assert!(text.contains("data/tandem.db"), "{text}");
+    assert!(!wal.exists() && !shm.exists(), "left behind: {text}");
+    drop(guard);
+}
+
+#[test]
+fn a_media_port_in_use_fails_before_the_database_is_opened() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    serve_config(d, taken.local_addr().unwrap().port());
+    let (served, text) = serve_briefly(d, &[]);
+    assert!(!served);
+    assert!(text.contains("media.udp_port"), "{text}");
+    assert!(
+        !d.join("data/tandem.db").exists(),
+        "the database was opened: {text}"
+    );
+}

@@ -539,3 +539,87 @@ async fn shutdown_with_media_flowing_tells_everyone_and_does_not_hang() {
         peer.close().await;
     }
 }
+
+/// Sockets on local `port` in CLOSE_WAIT: the peer closed, this process
+/// still holds the descriptor.
+fn close_wait_on(port: u16) -> usize {
+    let mut count = 0;
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let local_port = fields
+                .get(1)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port) && fields.get(3) == Some(&"08") {
+                count += 1;
+            }
+        }
+    }
+    count
+}
+
+/// True when the server closes `stream` within `within`.
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 256];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ice_tcp_connections_are_capped_checked_and_released() {
+    let app = TestApp::spawn_with(|c| {
+        c.media.shards = 1;
+        c.media.tcp_max_connections = 8;
+        c.media.tcp_first_stun_secs = 3;
+    })
+    .await;
+    let (_, tcp) = app.running().media_addresses()[0];
+    let mut held = Vec::new();
+    for _ in 0..8 {
+        held.push(tokio::net::TcpStream::connect(tcp).await.unwrap());
+    }
+    // Over the cap: closed at once.
+    let mut extra = tokio::net::TcpStream::connect(tcp).await.unwrap();
+    assert!(
+        closed_within(&mut extra, Duration::from_secs(1)).await,
+        "the ninth"
+    );
+    assert!(
+        !closed_within(&mut held[0], Duration::from_millis(100)).await,
+        "the first eight are kept until their deadline"
+    );
+    // None sends a STUN binding request a peer connection accepts (one
+    // sends frames of garbage): all are closed after the first deadline.
+    use tokio::io::AsyncWriteExt;
+    held[1].write_all(&[0, 4, 1, 2, 3, 4]).await.unwrap();
+    for (i, stream) in held.iter_mut().enumerate() {
+        assert!(
+            closed_within(stream, Duration::from_secs(6)).await,
+            "connection {i} outlived its first deadline"
+        );
+    }
+
+    // A connection its peer closes is let go at once, descriptor and all.
+    let before = close_wait_on(tcp.port());
+    let stream = tokio::net::TcpStream::connect(tcp).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(stream);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        close_wait_on(tcp.port()),
+        before,
+        "a closed connection is still held"
+    );
+    app.stop().await;
+}

@@ -438,3 +438,272 @@ async fn api_keys_are_stored_only_as_hashes() {
     );
     app.stop().await;
 }
+
+/// A client that speaks only HTTP/2 (ALPN h2 over TLS, as browsers do).
+fn http2_client(app: &TestApp) -> reqwest::Client {
+    common::client_trusting(&[&app.certs.ca_cert], app.https_addr)
+        .http2_prior_knowledge()
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn early_refusals_arrive_whole_over_http2() {
+    let app = TestApp::spawn().await;
+    let client = http2_client(&app);
+    // A body big enough to still be on its way when the key is refused.
+    let mut body = couple_session(10, 60);
+    body["title"] = json!("x".repeat(60 * 1024));
+    for i in 0..50 {
+        let mut request = client.post(app.url("/v1/sessions")).json(&body);
+        if i % 2 == 1 {
+            request = request.bearer_auth("tdm_not-a-real-key");
+        }
+        let response = request
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("call {i}: {e:?}"));
+        assert_eq!(response.version(), reqwest::Version::HTTP_2);
+        let status = response.status().as_u16();
+        let body: Value = response
+            .json()
+            .await
+            .unwrap_or_else(|e| panic!("call {i}: {e:?}"));
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (401, Some("unauthorized")),
+            "call {i}"
+        );
+    }
+    // A refusal of the role, after the key was looked up, too.
+    let compliance = app.api_key(ApiRole::Compliance).await;
+    for _ in 0..10 {
+        let response = client
+            .post(app.url("/v1/sessions"))
+            .bearer_auth(&compliance)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(error_of(response).await.0, 403);
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_413_in_the_error_shape() {
+    let app = TestApp::spawn().await;
+    let huge = vec![b'x'; 10 * 1024 * 1024];
+    for client in [app.client.clone(), http2_client(&app)] {
+        for key in [Some(app.admin_key.as_str()), None] {
+            let mut request = client
+                .post(app.url("/v1/sessions"))
+                .header("content-type", "application/json")
+                .body(huge.clone());
+            if let Some(key) = key {
+                request = request.bearer_auth(key);
+            }
+            let (status, error) = error_of(request.send().await.unwrap()).await;
+            assert_eq!(
+                (status, error["code"].as_str()),
+                (413, Some("payload_too_large")),
+                "{error}"
+            );
+        }
+    }
+    // Just under the limit is read, and judged as JSON.
+    let under = vec![b' '; 256 * 1024 - 16];
+    let response = app
+        .post("/v1/sessions")
+        .header("content-type", "application/json")
+        .body(under)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_of(response).await.0, 400);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn every_rejection_has_the_json_error_shape() {
+    let app = TestApp::spawn().await;
+    let from = "2026-03-02T00:00:00Z";
+    for path in [
+        format!("/v1/attendance?from={from}&from={from}&to=2026-03-09T00:00:00Z"),
+        "/v1/attendance/weekly?week=2026-W10&week=2026-W11".to_string(),
+        format!("/v1/sessions?from={from}&from={from}"),
+    ] {
+        let response = app
+            .client
+            .get(app.url(&path))
+            .bearer_auth(&app.admin_key)
+            .send()
+            .await
+            .unwrap();
+        let (status, error) = error_of(response).await;
+        assert_eq!(status, 400, "{path}: {error}");
+        assert_eq!(error["code"], "bad_request", "{path}: {error}");
+        assert!(error["message"].as_str().is_some(), "{path}: {error}");
+    }
+    let wrong_method = app
+        .client
+        .put(app.url("/v1/sessions"))
+        .send()
+        .await
+        .unwrap();
+    let (status, error) = error_of(wrong_method).await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (405, Some("method_not_allowed"))
+    );
+    let not_upgraded = app.client.get(app.url("/v1/signal")).send().await.unwrap();
+    let status = not_upgraded.status().as_u16();
+    let (_, error) = error_of(not_upgraded).await;
+    assert!(
+        status >= 400 && error["code"].is_string(),
+        "{status} {error}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn metrics_is_reserved_and_says_so() {
+    let app = TestApp::spawn().await;
+    let response = app.client.get(app.url("/metrics")).send().await.unwrap();
+    let (status, error) = error_of(response).await;
+    assert_eq!(
+        (status, error["code"].as_str()),
+        (501, Some("not_implemented"))
+    );
+    assert!(
+        error["message"].as_str().unwrap().contains("later release"),
+        "{error}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn api_answers_are_never_cached() {
+    let app = TestApp::spawn().await;
+    let session = app.create_session(&couple_session(10, 60)).await;
+    let id = session["id"].as_str().unwrap();
+    let responses = [
+        app.get(&format!("/v1/sessions/{id}")).send().await.unwrap(),
+        app.get("/v1/sessions").send().await.unwrap(),
+        app.post(&format!("/v1/sessions/{id}/invites"))
+            .send()
+            .await
+            .unwrap(),
+        app.client
+            .get(app.url("/v1/sessions"))
+            .send()
+            .await
+            .unwrap(),
+        app.get("/v1/attendance/verify").send().await.unwrap(),
+    ];
+    for response in responses {
+        assert_eq!(
+            response
+                .headers()
+                .get("cache-control")
+                .map(|v| v.to_str().unwrap()),
+            Some("no-store"),
+            "{}",
+            response.url()
+        );
+    }
+    let created = app
+        .post("/v1/sessions")
+        .json(&couple_session(10, 60))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    assert_eq!(created.headers()["cache-control"], "no-store");
+    app.stop().await;
+}
+
+/// curl, when this machine has one that speaks HTTP/2.
+fn curl_with_http2() -> Option<std::path::PathBuf> {
+    let output = std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.contains("HTTP2")
+        .then(|| std::path::PathBuf::from("curl"))
+}
+
+#[tokio::test]
+async fn early_refusals_arrive_whole_to_curl_over_http2() {
+    let Some(curl) = curl_with_http2() else {
+        eprintln!("skipped: no curl with HTTP/2 on this machine");
+        return;
+    };
+    let app = TestApp::spawn().await;
+    let mut body = couple_session(10, 60);
+    body["title"] = json!("x".repeat(60 * 1024));
+    let file = app.dir.path().join("body.json");
+    std::fs::write(&file, body.to_string()).unwrap();
+    let port = app.https_addr.port();
+    let mut failures = Vec::new();
+    for i in 0..50 {
+        let mut command = tokio::process::Command::new(&curl);
+        command
+            .args(["--silent", "--show-error", "--http2", "--cacert"])
+            .arg(&app.certs.ca_cert)
+            .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+            .args(["-H", "content-type: application/json"])
+            .arg("--data-binary")
+            .arg(format!("@{}", file.display()))
+            .args(["-w", "\n%{http_code} %{http_version}"]);
+        if i % 2 == 1 {
+            command.args(["-H", "authorization: Bearer tdm_not-a-real-key"]);
+        }
+        let output = command.arg(app.url("/v1/sessions")).output().await.unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+        let ok = output.status.success()
+            && stdout.ends_with("401 2")
+            && stdout.contains("\"code\":\"unauthorized\"");
+        if !ok {
+            failures.push(format!(
+                "call {i}: {} {stdout:?} {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 50 failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+
+    // A body over the limit: the 413 arrives whole too.
+    std::fs::write(&file, vec![b'x'; 10 * 1024 * 1024]).unwrap();
+    for i in 0..5 {
+        let output = tokio::process::Command::new(&curl)
+            .args(["--silent", "--show-error", "--http2", "--cacert"])
+            .arg(&app.certs.ca_cert)
+            .args(["--resolve", &format!("localhost:{port}:127.0.0.1")])
+            .args(["-H", "content-type: application/json"])
+            .arg("--data-binary")
+            .arg(format!("@{}", file.display()))
+            .args(["-w", "\n%{http_code} %{http_version}"])
+            .arg(app.url("/v1/sessions"))
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+        assert!(
+            output.status.success()
+                && stdout.ends_with("413 2")
+                && stdout.contains("\"code\":\"payload_too_large\""),
+            "call {i}: {} {stdout:?} {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    app.stop().await;
+}

@@ -269,6 +269,30 @@ async fn oversized_frames_are_refused() {
 }
 
 #[tokio::test]
+async fn an_oversized_first_frame_is_closed_with_1009_and_counted() {
+    let app = TestApp::spawn_with(|c| c.sessions.failed_joins_per_minute = 1).await;
+    let (_, links) = session_with_links(&app).await;
+    let client = SignalClient::connect(&app).await.unwrap();
+    let huge = json!({"type": "join", "token": "v".repeat(300 * 1024)}).to_string();
+    let _ = client.send_text(huge).await;
+    let closed = client.wait_closed(WAIT).await.unwrap();
+    assert_eq!(closed.code, Some(1009), "{closed:?}");
+
+    // It counted as a failed join: with a limit of one, the next join from
+    // this address is refused, valid link or not.
+    let mut client = SignalClient::connect(&app).await.unwrap();
+    let _ = client
+        .send_json(json!({"type": "join", "token": token(&links, "clin-1")}))
+        .await;
+    let reply = client
+        .recv_until_any(&["joined", "denied"], WAIT)
+        .await
+        .unwrap();
+    assert_eq!(reply["code"], "rate_limited", "{reply}");
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn pages_from_another_origin_are_refused() {
     let app = TestApp::spawn().await;
     let refused = SignalClient::connect_with_origin(&app, "https://evil.example").await;

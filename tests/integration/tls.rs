@@ -248,3 +248,158 @@ async fn a_broken_replacement_keeps_the_old_certificate() {
     assert_eq!(response.status(), 200);
     app.stop().await;
 }
+
+// ---------------------------------------------------------------------------
+// Connections that hold a descriptor without using it
+// ---------------------------------------------------------------------------
+
+/// A TLS connection to the server offering `alpn`.
+async fn tls_connect(
+    app: &TestApp,
+    alpn: &[u8],
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let mut config = common::signal_client::tls_config(&app.certs.ca_cert).unwrap();
+    config.alpn_protocols = vec![alpn.to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(app.https_addr).await?;
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await
+}
+
+/// True when the server closes `stream` within `within` (whatever it sends
+/// before that is read and ignored).
+async fn closed_within<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, within: Duration) -> bool {
+    let mut buf = [0u8; 4096];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// Short timeouts, so that a test sees them act.
+fn short_timeouts(config: &mut tandem::config::Config) {
+    config.server.tls_handshake_timeout_secs = 1;
+    config.server.header_read_timeout_secs = 2;
+    config.server.idle_timeout_secs = 1;
+}
+
+#[tokio::test]
+async fn connections_that_say_nothing_are_closed() {
+    let app = TestApp::spawn_with(short_timeouts).await;
+    let limit = Duration::from_secs(5);
+
+    // No TLS handshake at all.
+    let mut tcp = tokio::net::TcpStream::connect(app.https_addr)
+        .await
+        .unwrap();
+    assert!(closed_within(&mut tcp, limit).await, "silent TCP");
+
+    // TLS, then nothing: HTTP/1.1, and HTTP/2 before its preface.
+    let mut h1 = tls_connect(&app, b"http/1.1").await.unwrap();
+    assert!(closed_within(&mut h1, limit).await, "silent HTTP/1.1");
+    let mut h2 = tls_connect(&app, b"h2").await.unwrap();
+    assert!(closed_within(&mut h2, limit).await, "silent HTTP/2");
+
+    // HTTP/2 with its preface and settings, then no request.
+    let mut h2 = tls_connect(&app, b"h2").await.unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .unwrap();
+    assert!(closed_within(&mut h2, limit).await, "idle HTTP/2");
+
+    // Headers trickled a byte at a time: bytes flow, the headers never end.
+    let mut slow = tls_connect(&app, b"http/1.1").await.unwrap();
+    let started = std::time::Instant::now();
+    let trickle = async {
+        for byte in b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: "
+            .iter()
+            .cycle()
+        {
+            if slow.write_all(&[*byte]).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    let _ = tokio::time::timeout(limit, trickle).await;
+    assert!(
+        started.elapsed() < limit,
+        "a trickled request head was still open after {limit:?}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_quiet_websocket_outlives_the_idle_timeout_and_requests_still_work() {
+    let app = TestApp::spawn_with(short_timeouts).await;
+    let session = app.create_session(&common::couple_session(-5, 60)).await;
+    let links = app.invite_tokens(session["id"].as_str().unwrap()).await;
+    let mut client = common::signal_client::SignalClient::connect(&app)
+        .await
+        .unwrap();
+    client.join(&links["clin-1"]).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    client
+        .send_json(serde_json::json!({"type": "ping"}))
+        .await
+        .unwrap();
+    client
+        .recv_until("pong", Duration::from_secs(5))
+        .await
+        .unwrap();
+    // A kept-alive client whose connection was closed as idle simply
+    // opens another.
+    for _ in 0..2 {
+        let response = app.client.get(app.url("/healthz")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn connections_over_the_caps_are_closed_at_once() {
+    for (total, per_ip) in [(64, 8), (16, 16)] {
+        let app = TestApp::spawn_with(|c| {
+            c.server.max_connections = total;
+            c.server.max_connections_per_ip = per_ip;
+        })
+        .await;
+        let cap = total.min(per_ip);
+        let mut held = Vec::new();
+        for _ in 0..cap {
+            held.push(tls_connect(&app, b"http/1.1").await.unwrap());
+        }
+        // One more is closed before its handshake can finish.
+        let refused = tls_connect(&app, b"http/1.1").await;
+        let refused = match refused {
+            Err(_) => true,
+            Ok(mut stream) => closed_within(&mut stream, Duration::from_secs(2)).await,
+        };
+        assert!(refused, "connection {} of a cap of {cap}", cap + 1);
+        // The connections within the cap still work.
+        let stream = held.last_mut().unwrap();
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 64];
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+        // A closed connection gives its place back.
+        held.clear();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut again = tls_connect(&app, b"http/1.1").await.unwrap();
+        again
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let n = again.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"), "{:?}", &buf[..n]);
+        app.stop().await;
+    }
+}

@@ -291,6 +291,10 @@ try {
   await step('clinician: pre-call check, join by keyboard, the panel appears', async () => {
     clin = await open('clinician', server.links.clinician.url);
     await expectVisible(clin.page.getByRole('heading', { name: 'Get ready for your session' }));
+    // The token is out of the address bar (and the history) once read.
+    if (clin.page.url().includes('#') || clin.page.url().includes(server.links.clinician.url.split('#t=')[1])) {
+      throw new Error(`the token is still in the address bar: ${clin.page.url()}`);
+    }
     await expectVisible(clin.page.getByText('Your connection looks good'), 15000);
     if (await clin.page.getByLabel('Which state are you in right now?').isVisible()) throw new Error('the clinician is asked for an attestation');
     await role(clin.page, 'Join session').focus();

@@ -6,7 +6,8 @@
 //! address ([`core`]), negotiation ([`negotiate`]) and forwarding
 //! ([`forward`]). This file is the loop around it. It waits on four things,
 //! a datagram, a TCP frame (or a new TCP connection), a command from
-//! signaling, and the core's next timeout, feeds whatever woke it to the
+//! signaling, and the core's next timeout (and, while ICE-TCP connections
+//! are open, a once-a-second check of their deadlines), feeds whatever woke it to the
 //! core with the time, lets the core act on it ([`ShardCore::flush`]), and
 //! sends the datagrams the core produced.
 //!
@@ -21,14 +22,14 @@ mod negotiate;
 mod tests;
 
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::net::{Protocol, Transmit};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::mpsc;
 
 use self::core::ShardCore;
-use super::tcp::TcpConnections;
+use super::tcp::{TcpConnections, TcpLimits, SWEEP_EVERY};
 use super::ShardInput;
 
 /// The largest datagram read from the socket. WebRTC keeps its datagrams
@@ -48,6 +49,18 @@ const RECEIVE_BUFFER: usize = 2048;
 /// optimum.
 const RECEIVE_BATCH: usize = 32;
 
+/// How long accepting ICE-TCP connections pauses when the process is out
+/// of file descriptors.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+
+/// Resolves at `until`, or never when there is nothing to wait for.
+async fn resume_accepting(until: Option<tokio::time::Instant>) {
+    match until {
+        Some(until) => tokio::time::sleep_until(until).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// Runs a shard on the current thread until it is told to shut down.
 pub(super) fn run(
     index: usize,
@@ -55,6 +68,7 @@ pub(super) fn run(
     tcp: std::net::TcpListener,
     udp_addr: SocketAddr,
     tcp_addr: SocketAddr,
+    tcp_limits: TcpLimits,
     commands: mpsc::UnboundedReceiver<ShardInput>,
 ) {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -65,7 +79,7 @@ pub(super) fn run(
         let mut net = Net {
             udp: UdpSocket::from_std(udp).expect("a bound UDP socket"),
             tcp: TcpListener::from_std(tcp).expect("a bound TCP listener"),
-            tcp_conns: TcpConnections::default(),
+            tcp_conns: TcpConnections::new(tcp_limits),
             udp_addr,
             tcp_addr,
         };
@@ -90,6 +104,8 @@ enum Wake {
     Datagram(usize, SocketAddr),
     TcpConnection(tokio::net::TcpStream, SocketAddr),
     TcpFrame(SocketAddr, bytes::BytesMut),
+    TcpSweep,
+    AcceptFailed(std::io::Error),
     Timeout,
     Nothing,
 }
@@ -101,24 +117,34 @@ impl Net {
         mut commands: mpsc::UnboundedReceiver<ShardInput>,
     ) {
         let mut buf = vec![0u8; RECEIVE_BUFFER];
+        let mut sweep = tokio::time::interval(SWEEP_EVERY);
+        // Set while accepting ICE-TCP connections is paused (out of file
+        // descriptors): until when.
+        let mut accepting: Option<tokio::time::Instant> = None;
+        let mut out_of_fds_reported: Option<Instant> = None;
+        sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let wake = {
                 let sleep = tokio::time::sleep_until(core.poll_timeout().into());
-                let tcp_idle = self.tcp_conns.is_empty();
+                let tcp_open = self.tcp_conns.len() > 0;
                 tokio::select! {
                     input = commands.recv() => Wake::Input(input),
                     received = self.udp.recv_from(&mut buf) => match received {
                         Ok((n, source)) => Wake::Datagram(n, source),
                         Err(_) => Wake::Nothing,
                     },
-                    accepted = self.tcp.accept() => match accepted {
+                    accepted = self.tcp.accept(), if accepting.is_none() => match accepted {
                         Ok((stream, remote)) => Wake::TcpConnection(stream, remote),
-                        Err(_) => Wake::Nothing,
+                        Err(error) => Wake::AcceptFailed(error),
                     },
-                    Some((remote, frame)) = self.tcp_conns.next(), if !tcp_idle => match frame {
-                        Ok(frame) => Wake::TcpFrame(remote, frame),
-                        Err(_) => Wake::Nothing,
-                    },
+                    () = resume_accepting(accepting) => {
+                        accepting = None;
+                        Wake::Nothing
+                    }
+                    (remote, frame) = self.tcp_conns.next(Instant::now) => {
+                        Wake::TcpFrame(remote, frame)
+                    }
+                    _ = sweep.tick(), if tcp_open => Wake::TcpSweep,
                     () = sleep => Wake::Timeout,
                 }
             };
@@ -130,6 +156,7 @@ impl Net {
                 Wake::Input(Some(ShardInput::Shutdown) | None) => {
                     core.close_all(Instant::now());
                     self.send(core);
+                    self.tcp_conns.close_all();
                     return;
                 }
                 Wake::Datagram(n, source) => {
@@ -149,10 +176,38 @@ impl Net {
                         );
                     }
                 }
-                Wake::TcpConnection(stream, remote) => self.tcp_conns.accept(stream, remote),
+                Wake::TcpConnection(stream, remote) => {
+                    self.tcp_conns.accept(stream, remote, Instant::now());
+                }
                 Wake::TcpFrame(remote, frame) => {
                     let local = self.tcp_addr;
                     core.handle_datagram(Instant::now(), Protocol::Tcp, remote, local, &frame);
+                    // A peer connection took it: the connection is in use,
+                    // past its first deadline.
+                    if core.routes.contains_key(&(Protocol::Tcp, remote)) {
+                        self.tcp_conns.validated(remote);
+                    }
+                }
+                Wake::TcpSweep => self.tcp_conns.sweep(Instant::now()),
+                Wake::AcceptFailed(error) => {
+                    // Out of descriptors, accept fails at once every time:
+                    // pause it rather than spin, and say so.
+                    if matches!(error.raw_os_error(), Some(libc::EMFILE | libc::ENFILE)) {
+                        accepting = Some(tokio::time::Instant::now() + ACCEPT_PAUSE);
+                        let now = Instant::now();
+                        if out_of_fds_reported
+                            .is_none_or(|at| now.duration_since(at) >= Duration::from_secs(10))
+                        {
+                            out_of_fds_reported = Some(now);
+                            tracing::error!(
+                                shard = core.index,
+                                %error,
+                                "out of file descriptors: ICE-TCP connections wait in the \
+                                 kernel's queue; raise LimitNOFILE or lower \
+                                 media.tcp_max_connections"
+                            );
+                        }
+                    }
                 }
                 Wake::Timeout => core.handle_timeout(Instant::now()),
                 Wake::Nothing => {}

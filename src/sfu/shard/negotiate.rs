@@ -102,12 +102,22 @@ impl ShardCore {
             });
             return;
         }
+        if let Err(message) = check_fingerprint(sdp) {
+            peer.tell(PeerEvent::Rejected {
+                code: ErrorCode::BadMessage,
+                message: format!("the pub offer is refused: {message}"),
+            });
+            return;
+        }
         let offer = match SdpOffer::from_sdp_string(sdp) {
             Ok(offer) => offer,
             Err(error) => {
+                // str0m's parse errors name memory addresses: the client
+                // gets plain words, the log the detail.
+                tracing::debug!(conn, %error, "pub offer not parsed");
                 peer.tell(PeerEvent::Rejected {
                     code: ErrorCode::BadMessage,
-                    message: format!("the pub offer is not valid SDP: {error}"),
+                    message: "the pub offer is not valid SDP".into(),
                 });
                 return;
             }
@@ -121,10 +131,15 @@ impl ShardCore {
                 });
                 trickle(peer, Pc::Pub, &sdp, &self.candidates);
             }
-            Err(error) => peer.tell(PeerEvent::Rejected {
-                code: ErrorCode::BadMessage,
-                message: format!("the pub offer cannot be accepted: {error}"),
-            }),
+            Err(error) => {
+                tracing::debug!(conn, %error, "pub offer not accepted");
+                peer.tell(PeerEvent::Rejected {
+                    code: ErrorCode::BadMessage,
+                    message: "the pub offer cannot be accepted (its media or transport \
+                              parameters are not supported)"
+                        .into(),
+                })
+            }
         }
         self.drain(now, conn, Pc::Pub);
     }
@@ -146,14 +161,19 @@ impl ShardCore {
                 return;
             }
         };
-        let accepted = SdpAnswer::from_sdp_string(sdp)
-            .map_err(|e| e.to_string())
-            .and_then(|answer| {
-                peer.subscribe
-                    .sdp_api()
-                    .accept_answer(pending, answer)
-                    .map_err(|e| e.to_string())
-            });
+        let accepted = check_fingerprint(sdp).and_then(|()| {
+            let answer = SdpAnswer::from_sdp_string(sdp).map_err(|error| {
+                tracing::debug!(conn, %error, "sub answer not parsed");
+                "it is not valid SDP".to_string()
+            })?;
+            peer.subscribe
+                .sdp_api()
+                .accept_answer(pending, answer)
+                .map_err(|error| {
+                    tracing::debug!(conn, %error, "sub answer not accepted");
+                    "it does not match the offer, or its parameters are not supported".to_string()
+                })
+        });
         let mut fresh_videos = Vec::new();
         match accepted {
             Ok(()) => {
@@ -167,7 +187,7 @@ impl ShardCore {
             Err(error) => {
                 peer.tell(PeerEvent::Rejected {
                     code: ErrorCode::BadMessage,
-                    message: format!("the sub answer cannot be accepted: {error}"),
+                    message: format!("the sub answer is refused: {error}"),
                 });
                 let (lost, kept): (Vec<Subscription>, _) = std::mem::take(&mut peer.subscriptions)
                     .into_iter()
@@ -401,6 +421,45 @@ impl ShardCore {
             trickle(peer, Pc::Sub, &sdp, &self.candidates);
         }
         self.drain(now, conn, Pc::Sub);
+    }
+}
+
+/// The DTLS fingerprint hash functions str0m can check a certificate with,
+/// and their lengths in bytes.
+const FINGERPRINT_HASHES: &[(&str, usize)] = &[("sha-256", 32), ("sha-1", 20)];
+
+/// Refuses SDP whose DTLS fingerprint is missing or unusable: without one
+/// the DTLS handshake cannot be tied to this signaling session, and media
+/// could be keyed with whoever answers first. Every `a=fingerprint` line
+/// must be well formed (`sha-256 AB:CD:…`, the right length) and at least
+/// one must be there (session or media level).
+fn check_fingerprint(sdp: &str) -> Result<(), String> {
+    let mut found = false;
+    for line in sdp.lines() {
+        let Some(value) = line.trim().strip_prefix("a=fingerprint:") else {
+            continue;
+        };
+        let (hash, hex) = value.trim().split_once(' ').unwrap_or((value, ""));
+        let Some(&(_, length)) = FINGERPRINT_HASHES
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(hash))
+        else {
+            return Err(format!("its DTLS fingerprint uses {hash:?}; use sha-256"));
+        };
+        let pairs: Vec<&str> = hex.trim().split(':').collect();
+        let well_formed = pairs.len() == length
+            && pairs
+                .iter()
+                .all(|p| p.len() == 2 && p.bytes().all(|b| b.is_ascii_hexdigit()));
+        if !well_formed {
+            return Err(format!("its DTLS fingerprint is not a {hash} fingerprint"));
+        }
+        found = true;
+    }
+    if found {
+        Ok(())
+    } else {
+        Err("it has no DTLS fingerprint (a=fingerprint)".into())
     }
 }
 

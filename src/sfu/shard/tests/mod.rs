@@ -490,3 +490,189 @@ fn the_core_answers_with_its_candidates_and_events_in_order() {
     ));
     assert!(signals.contains(&PeerEvent::Connected { pc: Pc::Pub }));
 }
+
+/// A `pub` offer from client `i`'s own str0m, as text (not sent).
+fn pub_offer(sim: &mut Sim, i: usize) -> String {
+    let mut api = sim.clients[i].publish.rtc.sdp_api();
+    api.add_media(
+        MediaKind::Audio,
+        str0m::media::Direction::SendOnly,
+        None,
+        None,
+        None,
+    );
+    let (offer, _pending) = api.apply().expect("a change to offer");
+    offer.to_sdp_string()
+}
+
+/// The messages of the rejections client `i` received.
+fn rejection_messages(sim: &Sim, i: usize) -> Vec<String> {
+    sim.clients[i]
+        .signals
+        .iter()
+        .filter_map(|s| match s {
+            PeerEvent::Rejected { message, .. } => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn answers(sim: &Sim, i: usize) -> usize {
+    sim.clients[i]
+        .signals
+        .iter()
+        .filter(|s| matches!(s, PeerEvent::Answer { .. }))
+        .count()
+}
+
+#[test]
+fn offers_without_a_usable_fingerprint_are_refused() {
+    let mut sim = Sim::new();
+    let alice = sim.join(Uuid::new_v4());
+    sim.clients[alice].auto = false;
+    let conn = sim.clients[alice].conn;
+    let good = pub_offer(&mut sim, alice);
+    let fingerprint = good
+        .lines()
+        .find(|l| l.starts_with("a=fingerprint:"))
+        .expect("str0m offers carry a fingerprint")
+        .to_owned();
+    let without: String = good
+        .split_inclusive("\r\n")
+        .filter(|l| !l.starts_with("a=fingerprint:"))
+        .collect();
+    let bad = [
+        without.clone(),
+        good.replace(&fingerprint, "a=fingerprint:sha-256 not-a-fingerprint"),
+        good.replace(&fingerprint, "a=fingerprint:sha-256 AB:CD"),
+        good.replace(
+            &fingerprint,
+            "a=fingerprint:md5 AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89",
+        ),
+    ];
+    for (n, sdp) in bad.iter().enumerate() {
+        sim.command(Command::Offer {
+            conn,
+            pc: Pc::Pub,
+            sdp: sdp.clone(),
+        });
+        sim.run(DELIVER);
+        assert_eq!(answers(&sim, alice), 0, "offer {n} was answered");
+        assert_eq!(
+            sim.clients[alice].rejected().len(),
+            n + 1,
+            "offer {n} was not refused"
+        );
+    }
+    assert!(sim.clients[alice]
+        .rejected()
+        .iter()
+        .all(|c| *c == ErrorCode::BadMessage));
+    for message in rejection_messages(&sim, alice) {
+        assert!(message.contains("fingerprint"), "{message}");
+    }
+    // The peer connection is untouched: the good offer is answered.
+    sim.command(Command::Offer {
+        conn,
+        pc: Pc::Pub,
+        sdp: good,
+    });
+    sim.run(DELIVER);
+    assert_eq!(answers(&sim, alice), 1);
+}
+
+#[test]
+fn refusals_of_sdp_are_plain_words() {
+    let mut sim = Sim::new();
+    let alice = sim.join(Uuid::new_v4());
+    let conn = sim.clients[alice].conn;
+    let good = pub_offer(&mut sim, alice);
+    for sdp in [
+        "v=0\r\nnot sdp at all".to_string(),
+        good.replace("m=audio", "m=audio x y z"),
+        good.replace("a=ice-ufrag:", "a=ice-ufrag"),
+        "garbage".to_string(),
+    ] {
+        sim.command(Command::Offer {
+            conn,
+            pc: Pc::Pub,
+            sdp,
+        });
+    }
+    sim.command(Command::Answer {
+        conn,
+        pc: Pc::Sub,
+        sdp: "v=0\r\n".into(),
+    });
+    sim.run(DELIVER);
+    let messages = rejection_messages(&sim, alice);
+    assert!(!messages.is_empty());
+    for message in messages {
+        eprintln!("{message}");
+        assert!(!message.contains("0x"), "an address in: {message}");
+        assert!(
+            !message.contains('{') && !message.contains("Some(") && !message.contains("Error"),
+            "debug output in: {message}"
+        );
+    }
+}
+
+/// str0m (0.25, ICE-lite) hands DTLS, SRTP and SRTCP only from an address
+/// ICE has validated: the nominated pair's, or one that sent a binding
+/// request with the right ufrag and password (`Rtc::accepts`). So DTLS from
+/// anywhere else, even from an address the client trickled as a candidate,
+/// never reaches a peer connection: the shard drops it unrouted.
+#[test]
+fn dtls_is_taken_only_from_the_address_ice_validated() {
+    let mut sim = Sim::new();
+    let alice = sim.join(Uuid::new_v4());
+    sim.publish(alice, true, false, &[]);
+    sim.run(CONNECT);
+    assert!(sim.clients[alice].publish.connected());
+    let conn = sim.clients[alice].conn;
+
+    // An address alice announced herself, which never passed a check.
+    let trickled: std::net::SocketAddr = "10.1.0.1:4999".parse().unwrap();
+    sim.command(Command::Candidate {
+        conn,
+        pc: Pc::Pub,
+        candidate: Some(format!(
+            "candidate:1 1 udp 2130706431 {} {} typ host",
+            trickled.ip(),
+            trickled.port()
+        )),
+    });
+    let stranger: std::net::SocketAddr = "10.9.9.9:4000".parse().unwrap();
+    // A ClientHello record and an application-data record (epoch 1).
+    let mut hello = vec![22, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12];
+    hello.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+    let mut data = vec![23, 0xfe, 0xfd, 0, 1, 0, 0, 0, 0, 0, 9, 0, 16];
+    data.extend_from_slice(&[0xab; 16]);
+    let sent = sim.sent.len();
+    for from in [stranger, trickled] {
+        for record in [&hello, &data] {
+            sim.core
+                .handle_datagram(sim.now, Protocol::Udp, from, sim.udp, record);
+        }
+        sim.core.flush(sim.now);
+        while let Some(t) = sim.core.poll_transmit() {
+            assert_ne!(t.destination, from, "answered DTLS from {from}");
+        }
+        assert!(
+            !sim.core.routes.contains_key(&(Protocol::Udp, from)),
+            "DTLS from {from} was routed"
+        );
+    }
+    assert_eq!(sim.sent.len(), sent);
+    // Alice's own path is unharmed.
+    sim.run(DELIVER);
+    let own = sim.clients[alice].publish.addr;
+    assert_eq!(
+        sim.core.routes.get(&(Protocol::Udp, own)).copied(),
+        Some((conn, Pc::Pub))
+    );
+    assert!(!sim.clients[alice].publish.events.iter().any(|e| matches!(
+        e,
+        Event::IceConnectionStateChange(str0m::IceConnectionState::Disconnected)
+    )));
+}
