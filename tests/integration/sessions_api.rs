@@ -441,7 +441,7 @@ async fn api_keys_are_stored_only_as_hashes() {
 
 /// A client that speaks only HTTP/2 (ALPN h2 over TLS, as browsers do).
 fn http2_client(app: &TestApp) -> reqwest::Client {
-    common::client_trusting(&[&app.certs.ca_cert], app.https_addr)
+    crate::helpers::client_trusting(&[&app.certs.ca_cert], app.https_addr)
         .http2_prior_knowledge()
         .build()
         .unwrap()

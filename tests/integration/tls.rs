@@ -258,7 +258,7 @@ async fn tls_connect(
     app: &TestApp,
     alpn: &[u8],
 ) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
-    let mut config = common::signal_client::tls_config(&app.certs.ca_cert).unwrap();
+    let mut config = crate::helpers::signal_client::tls_config(&app.certs.ca_cert).unwrap();
     config.alpn_protocols = vec![alpn.to_vec()];
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
     let tcp = tokio::net::TcpStream::connect(app.https_addr).await?;
@@ -336,9 +336,11 @@ async fn connections_that_say_nothing_are_closed() {
 #[tokio::test]
 async fn a_quiet_websocket_outlives_the_idle_timeout_and_requests_still_work() {
     let app = TestApp::spawn_with(short_timeouts).await;
-    let session = app.create_session(&common::couple_session(-5, 60)).await;
+    let session = app
+        .create_session(&crate::helpers::couple_session(-5, 60))
+        .await;
     let links = app.invite_tokens(session["id"].as_str().unwrap()).await;
-    let mut client = common::signal_client::SignalClient::connect(&app)
+    let mut client = crate::helpers::signal_client::SignalClient::connect(&app)
         .await
         .unwrap();
     client.join(&links["clin-1"]).await.unwrap();
