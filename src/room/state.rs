@@ -110,6 +110,9 @@ pub enum Input {
     },
     /// The session was cancelled (REST): everyone out.
     Cancelled,
+    /// The server is stopping: everyone's presence ends now
+    /// (`server_restart`); they may come back once it is up again.
+    Stop,
     /// Time passes (about once a second).
     Tick,
 }
@@ -405,6 +408,7 @@ impl Room {
                 }
             }
             Input::Cancelled => self.finish(Reason::SessionCancelled, now, &mut out),
+            Input::Stop => self.stop(&mut out),
             Input::Tick => self.tick(now, &mut out),
         }
         out
@@ -1031,6 +1035,28 @@ impl Room {
                     }));
                 }
             }
+        }
+    }
+
+    /// Everyone out for a server stop; the session goes on after it.
+    fn stop(&mut self, out: &mut Vec<Effect>) {
+        for m in std::mem::take(&mut self.members) {
+            if m.place == Place::InRoom {
+                out.push(Effect::StopMedia { conn: m.conn });
+            }
+            out.push(Effect::Close {
+                conn: m.conn,
+                message: ServerMessage::error(
+                    ErrorCode::ServerRestart,
+                    "The server is restarting. Please reconnect in a moment.",
+                ),
+            });
+            out.push(Effect::Record(RoomEvent::Left {
+                participant: m.person.id,
+                conn: m.conn,
+                reason: Reason::ServerRestart,
+                at: None,
+            }));
         }
     }
 
@@ -1730,5 +1756,47 @@ mod tests {
             !e.contains(&Effect::PersistEnd),
             "a cancellation is already stored"
         );
+    }
+
+    #[test]
+    fn a_stop_ends_everyones_presence_with_server_restart_and_not_the_session() {
+        let mut s = Script::new(SessionKind::Couple, false);
+        s.arrive(1, "c", 0);
+        s.arrive(2, "p", 1);
+        s.act(1, Action::Admit("p".into()), 2);
+        s.arrive(3, "q", 3);
+        let e = s.room.handle(Input::Stop, Script::at(4));
+        for conn in [1, 2, 3] {
+            assert_eq!(to(&e, conn), ["close:error(server_restart)"], "{conn}");
+        }
+        let left: Vec<(&str, ConnId, Reason, Option<DateTime<Utc>>)> = e
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Record(RoomEvent::Left {
+                    participant,
+                    conn,
+                    reason,
+                    at,
+                }) => Some((participant.as_str(), *conn, *reason, *at)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            left,
+            [
+                ("c", 1, Reason::ServerRestart, None),
+                ("p", 2, Reason::ServerRestart, None),
+                ("q", 3, Reason::ServerRestart, None),
+            ]
+        );
+        assert_eq!(
+            media(&e),
+            [Effect::StopMedia { conn: 1 }, Effect::StopMedia { conn: 2 }]
+        );
+        assert!(!e.iter().any(|e| matches!(
+            e,
+            Effect::Finished | Effect::PersistEnd | Effect::Record(RoomEvent::SessionEnded { .. })
+        )));
+        assert!(!s.room.is_finished());
     }
 }
