@@ -23,7 +23,7 @@ use crate::auth::signing_key::SigningKey;
 use crate::config::{Config, ServerSection};
 use crate::http::{self, AppState};
 use crate::live::Rooms;
-use crate::room::rate_limit::FailedJoins;
+use crate::room::rate_limit::{FailedJoins, MessageRate};
 use crate::schedule::Scheduler;
 use crate::sfu::Sfu;
 use crate::signal::SignalContext;
@@ -133,6 +133,10 @@ pub async fn start(config: Config, listeners: Listeners) -> anyhow::Result<Runni
         failed_joins: std::sync::Mutex::new(FailedJoins::new(
             config.sessions.failed_joins_per_minute,
         )),
+        message_rate: MessageRate::new(
+            config.sessions.messages_per_second,
+            config.sessions.message_burst,
+        ),
         origin: public_url.origin().ascii_serialization(),
         shutdown: stopped.clone(),
     });

@@ -721,8 +721,13 @@ impl Room {
                 }
             }
         }
+        let before = (member.audio, member.video);
         member.audio = audio && !member.locked[0];
         member.video = video && !member.locked[1];
+        if (member.audio, member.video) == before {
+            // Nothing changed: nothing to record or tell.
+            return;
+        }
         let (participant, a, v, place) = (
             member.person.id.clone(),
             member.audio,
@@ -1756,6 +1761,49 @@ mod tests {
             !e.contains(&Effect::PersistEnd),
             "a cancellation is already stored"
         );
+    }
+
+    #[test]
+    fn a_media_message_that_changes_nothing_is_neither_recorded_nor_told() {
+        let mut s = Script::new(SessionKind::Couple, false);
+        s.arrive(1, "c", 0);
+        s.arrive(2, "p", 1);
+        s.act(1, Action::Admit("p".into()), 2);
+        s.arrive(3, "q", 3);
+        let media = |audio, video| Input::Media {
+            conn: 3,
+            audio,
+            video,
+        };
+        // The waiting partner repeats its state: nothing, however often.
+        for i in 0..1000 {
+            assert_eq!(s.room.handle(media(true, true), Script::at(4)), [], "{i}");
+        }
+        let e = s.room.handle(media(false, true), Script::at(5));
+        assert!(matches!(
+            e.as_slice(),
+            [Effect::Record(RoomEvent::MediaChanged { audio: false, .. })]
+        ));
+        assert_eq!(s.room.handle(media(false, true), Script::at(6)), []);
+        // In the room, a change is told once.
+        let e = s.room.handle(
+            Input::Media {
+                conn: 2,
+                audio: true,
+                video: false,
+            },
+            Script::at(7),
+        );
+        assert_eq!(to(&e, 1), ["media"]);
+        let e = s.room.handle(
+            Input::Media {
+                conn: 2,
+                audio: true,
+                video: false,
+            },
+            Script::at(8),
+        );
+        assert_eq!(e, []);
     }
 
     #[test]
