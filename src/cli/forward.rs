@@ -5,8 +5,8 @@
 //! public root store that a server holding patient data has no use for, so
 //! it lives in its own workspace member (crates/loadgen) and the server
 //! binary does not link it. The subcommands stay so that scripts and habits
-//! keep working: the arguments are passed on untouched, and the exit code
-//! comes back.
+//! keep working: the arguments are passed on untouched, and the process
+//! becomes the generator's, exit code and signals included.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -21,28 +21,25 @@ pub(super) struct Forwarded {
     args: Vec<OsString>,
 }
 
-/// Runs `binary` (next to this executable, or else on `PATH`) with the
-/// forwarded arguments; its exit code.
+/// Becomes `binary` (next to this executable, or else on `PATH`) with the
+/// forwarded arguments; returns only if it cannot be started.
+///
+/// The process is replaced rather than spawned, so a signal to `tandem
+/// udp-relay` reaches the relay itself and no orphan keeps running (or
+/// keeps a caller's pipe open) after the forwarder is killed.
 pub(super) fn run(binary: &str, forwarded: &Forwarded) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+
     let program = sibling(binary).unwrap_or_else(|| PathBuf::from(binary));
-    match std::process::Command::new(&program)
+    let error = std::process::Command::new(&program)
         .args(&forwarded.args)
-        .status()
-    {
-        Ok(status) => match status.code() {
-            Some(0) => ExitCode::SUCCESS,
-            Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
-            None => ExitCode::FAILURE,
-        },
-        Err(error) => {
-            eprintln!(
-                "error: cannot run {binary} ({error}); it is the load generator's own binary: \
-                 build it with `cargo build --release -p tandem-loadgen` (a workspace build \
-                 such as `cargo build --release` includes it)"
-            );
-            ExitCode::FAILURE
-        }
-    }
+        .exec();
+    eprintln!(
+        "error: cannot run {binary} ({error}); it is the load generator's own binary: \
+         build it with `cargo build --release -p tandem-loadgen` (a workspace build \
+         such as `cargo build --release` includes it)"
+    );
+    ExitCode::FAILURE
 }
 
 fn sibling(binary: &str) -> Option<PathBuf> {

@@ -203,6 +203,8 @@ fn the_bare_relay_carries_the_same_generator() {
 
 #[test]
 fn bad_plans_are_refused_with_a_clear_error() {
+    // The generator's own checks are crates/loadgen's tests; this one is
+    // that `tandem load-test` passes the words and the failure on.
     let output = Command::new(env!("CARGO_BIN_EXE_tandem"))
         .args([
             "load-test",
@@ -218,11 +220,4 @@ fn bad_plans_are_refused_with_a_clear_error() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--size must be from 2 to 20"), "{stderr}");
-
-    let output = Command::new(env!("CARGO_BIN_EXE_tandem"))
-        .args(["load-test", "--rooms", "1"])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("--api-key is needed"), "{stderr}");
 }
