@@ -81,6 +81,23 @@ impl Store {
             .busy_timeout(Duration::from_secs(5));
         let pool = SqlitePoolOptions::new()
             .max_connections(8)
+            // A connection whose transaction did not end cleanly (a failed
+            // write on a full disk: SQLite rolls back by itself, sqlx's own
+            // rollback then fails and it believes the transaction still
+            // open) must never serve again: its next "transaction" would be
+            // a savepoint inside a transaction that never commits, holding
+            // the write lock (`database is locked` for everyone else),
+            // acknowledging writes that are not on disk and reading a stale
+            // snapshot. Closing it rolls back whatever SQLite still holds.
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    let clean = !sqlx::Connection::is_in_transaction(conn);
+                    if !clean {
+                        tracing::warn!("a database connection left in a transaction is closed");
+                    }
+                    Ok(clean)
+                })
+            })
             .connect_with(options)
             .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
