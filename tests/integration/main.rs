@@ -14,6 +14,7 @@ mod admission;
 mod attendance;
 mod browser;
 mod cli;
+mod durability;
 mod invites;
 mod load_test;
 mod media;

@@ -6,8 +6,6 @@
 //! tests say so and pass, unless `REQUIRE_ROOT_TESTS=1` makes that a
 //! failure (CI runs as root).
 
-mod common;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
