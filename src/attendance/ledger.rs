@@ -6,14 +6,42 @@
 //! told the fact it records. Events that arrive while a commit is under way
 //! are committed together in the next one, so a burst costs one disk flush,
 //! not one per event.
+//!
+//! When the disk refuses a write (full, read-only, failing), what happens
+//! depends on what the events record:
+//! - a **request** ([`Ledger::append`]: an admission, a clinician's action,
+//!   a `leave`, an annotation) gets an error, and its caller does not carry
+//!   it out;
+//! - a **fact** ([`Ledger::record`]: media connected, a lost connection, a
+//!   session reaching its end, a stop) cannot be refused: its events are
+//!   kept in memory, in order, with their own times, and written first, as
+//!   soon as the disk takes them again (retried every [`RETRY`]). Later
+//!   events always come after them in the chain.
+//!
+//! [`Ledger::health`] tells whether the ledger can be written now
+//! (`/healthz`, reports); [`Ledger::close`] writes what is kept before the
+//! database closes and says what could not be written.
 
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
 use super::event::{chain_hash, reason, Event, EventKind, NewEvent, GENESIS};
 use crate::store::{Store, StoreError};
 
-/// The most events committed in one transaction.
+/// The most events committed in one transaction (facts kept during an
+/// outage are written together, however many).
 const MAX_BATCH: usize = 1024;
+
+/// How often kept events are retried while the disk refuses them.
+pub const RETRY: Duration = Duration::from_secs(1);
+
+/// How old the last write attempt may be before [`Ledger::health`] tries a
+/// write of its own: while healthy, and while failing.
+const PROBE_HEALTHY: Duration = Duration::from_secs(5);
+const PROBE_FAILING: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -25,25 +53,109 @@ pub enum LedgerError {
     Store(#[from] StoreError),
 }
 
+/// Why the ledger is not healthy.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, thiserror::Error)]
+#[error("the attendance ledger cannot be written{}: {error}", if *.pending > 0 { format!(" ({} events waiting)", .pending) } else { String::new() })]
+pub struct LedgerFailure {
+    /// The first failed write of this outage.
+    pub since: DateTime<Utc>,
+    /// The last error.
+    pub error: String,
+    /// Events kept in memory that are not on disk yet.
+    pub pending: usize,
+}
+
+/// The outcome of recording facts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// On disk; the last event's sequence number.
+    Durable(i64),
+    /// Kept in memory; written as soon as the disk takes it.
+    Kept,
+}
+
 struct Append {
     events: Vec<NewEvent>,
-    done: oneshot::Sender<Result<i64, String>>,
+    /// A fact: kept and retried rather than refused.
+    keep: bool,
+    done: oneshot::Sender<Result<Recorded, String>>,
+}
+
+enum Job {
+    Append(Append),
+    /// Write what is kept (until the deadline), then stop: how many events
+    /// could not be written.
+    Close {
+        deadline: Instant,
+        done: oneshot::Sender<usize>,
+    },
+}
+
+#[derive(Default)]
+struct Health {
+    /// Since when, and the last error, while writes fail.
+    failing: Option<(DateTime<Utc>, String)>,
+    pending: usize,
+    last_attempt: Option<Instant>,
+}
+
+impl Health {
+    fn note(&mut self, outcome: Result<(), &str>, pending: Option<usize>) {
+        self.last_attempt = Some(Instant::now());
+        if let Some(pending) = pending {
+            self.pending = pending;
+        }
+        match outcome {
+            Ok(()) => {
+                if let Some((since, _)) = self.failing.take() {
+                    tracing::warn!(%since, "the attendance ledger is written again");
+                }
+            }
+            Err(error) => match &mut self.failing {
+                Some((_, last)) => *last = error.to_owned(),
+                None => {
+                    tracing::error!(%error, "the attendance ledger cannot be written");
+                    self.failing = Some((Utc::now(), error.to_owned()));
+                }
+            },
+        }
+    }
+
+    fn state(&self) -> Result<(), LedgerFailure> {
+        match (&self.failing, self.pending) {
+            (None, 0) => Ok(()),
+            (failing, pending) => Err(LedgerFailure {
+                since: failing.as_ref().map_or_else(Utc::now, |(since, _)| *since),
+                error: failing.as_ref().map_or_else(
+                    || "events are waiting to be written".to_owned(),
+                    |(_, error)| error.clone(),
+                ),
+                pending,
+            }),
+        }
+    }
 }
 
 /// A handle to the ledger writer. Cheap to clone.
 #[derive(Clone)]
 pub struct Ledger {
-    appends: mpsc::UnboundedSender<Append>,
+    jobs: mpsc::UnboundedSender<Job>,
     store: Store,
+    health: Arc<Mutex<Health>>,
 }
 
 impl Ledger {
     /// Starts the writer on `store`'s ledger.
     pub async fn start(store: Store) -> Result<Ledger, LedgerError> {
         let head = store.ledger_head().await?;
-        let (appends, rx) = mpsc::unbounded_channel();
-        tokio::spawn(write(store.clone(), head, rx));
-        Ok(Ledger { appends, store })
+        let (jobs, rx) = mpsc::unbounded_channel();
+        let health = Arc::new(Mutex::new(Health::default()));
+        tokio::spawn(write(store.clone(), head, rx, health.clone()));
+        Ok(Ledger {
+            jobs,
+            store,
+            health,
+        })
     }
 
     pub fn store(&self) -> &Store {
@@ -51,87 +163,210 @@ impl Ledger {
     }
 
     /// Appends `events` (in order) and returns the last one's sequence
-    /// number once they are durable.
+    /// number once they are durable; an error, and nothing written, when
+    /// the disk refuses them.
     pub async fn append(&self, events: Vec<NewEvent>) -> Result<i64, LedgerError> {
+        match self.submit(events, false).await? {
+            Recorded::Durable(seq) => Ok(seq),
+            Recorded::Kept => unreachable!("requests are never kept"),
+        }
+    }
+
+    /// Records facts: durable now, or kept in memory and written first once
+    /// the disk takes them again.
+    pub async fn record(&self, events: Vec<NewEvent>) -> Result<Recorded, LedgerError> {
+        self.submit(events, true).await
+    }
+
+    async fn submit(&self, events: Vec<NewEvent>, keep: bool) -> Result<Recorded, LedgerError> {
         if events.is_empty() {
-            return Ok(0);
+            return Ok(Recorded::Durable(0));
         }
         let (done, result) = oneshot::channel();
-        self.appends
-            .send(Append { events, done })
+        self.jobs
+            .send(Job::Append(Append { events, keep, done }))
             .map_err(|_| LedgerError::Stopped)?;
         result
             .await
             .map_err(|_| LedgerError::Stopped)?
             .map_err(LedgerError::Write)
     }
+
+    /// Notes the outcome of a write to the ledger's tables made elsewhere
+    /// (presence heartbeats).
+    pub fn note_write<E: std::fmt::Display>(&self, outcome: &Result<(), E>) {
+        let error = outcome.as_ref().err().map(ToString::to_string);
+        self.health
+            .lock()
+            .expect("ledger health")
+            .note(error.as_deref().map_or(Ok(()), Err), None);
+    }
+
+    /// Whether the ledger can be written now: no kept events and a recent
+    /// write that worked. When the last attempt is old, tries a write that
+    /// changes nothing.
+    pub async fn health(&self) -> Result<(), LedgerFailure> {
+        let stale = {
+            let health = self.health.lock().expect("ledger health");
+            let age = if health.failing.is_some() {
+                PROBE_FAILING
+            } else {
+                PROBE_HEALTHY
+            };
+            health.last_attempt.is_none_or(|t| t.elapsed() >= age)
+        };
+        if stale {
+            let outcome = self.store.probe_write().await;
+            self.note_write(&outcome);
+        }
+        self.health.lock().expect("ledger health").state()
+    }
+
+    /// Writes the events kept in memory, retrying until `deadline`, then
+    /// stops the writer. Returns how many events could not be written (each
+    /// is logged, by ids and kind: a gap in the ledger).
+    pub async fn close(&self, deadline: Instant) -> usize {
+        let (done, result) = oneshot::channel();
+        if self.jobs.send(Job::Close { deadline, done }).is_err() {
+            return 0;
+        }
+        result.await.unwrap_or(0)
+    }
 }
 
-async fn write(store: Store, head: Option<(i64, String)>, mut rx: mpsc::UnboundedReceiver<Append>) {
-    let (mut seq, mut hash) = head.unwrap_or((0, GENESIS.to_owned()));
-    while let Some(first) = rx.recv().await {
-        let mut batch = vec![first];
-        let mut count = batch[0].events.len();
-        while count < MAX_BATCH {
+async fn write(
+    store: Store,
+    head: Option<(i64, String)>,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    health: Arc<Mutex<Health>>,
+) {
+    let mut head = head.unwrap_or((0, GENESIS.to_owned()));
+    // Facts not on disk yet, in order.
+    let mut kept: Vec<NewEvent> = Vec::new();
+    loop {
+        let first = tokio::select! {
+            job = rx.recv() => match job {
+                Some(job) => Some(job),
+                None => break,
+            },
+            _ = tokio::time::sleep(RETRY), if !kept.is_empty() => None,
+        };
+        let mut batch = Vec::new();
+        let mut close = None;
+        match first {
+            Some(Job::Append(append)) => batch.push(append),
+            Some(Job::Close { deadline, done }) => close = Some((deadline, done)),
+            None => {}
+        }
+        let mut count = batch.iter().map(|a| a.events.len()).sum::<usize>();
+        while close.is_none() && count < MAX_BATCH {
             match rx.try_recv() {
-                Ok(next) => {
+                Ok(Job::Append(next)) => {
                     count += next.events.len();
                     batch.push(next);
                 }
+                Ok(Job::Close { deadline, done }) => close = Some((deadline, done)),
                 Err(_) => break,
             }
         }
-        // Another process (the CLI) may have appended since: on a failed
-        // commit, the head is read again and the batch chained anew.
-        let mut outcome = Err(String::new());
-        for _attempt in 0..3 {
-            let (chained, ends, head) = chain(&batch, seq, &hash, count);
-            match store.append_events(&chained).await {
-                Ok(()) => {
-                    (seq, hash) = head;
-                    outcome = Ok(ends);
-                    break;
+        if !batch.is_empty() || !kept.is_empty() {
+            let outcome = commit(&store, &mut head, &kept, &batch).await;
+            let failed = outcome.as_ref().err().cloned();
+            match outcome {
+                Ok(ends) => {
+                    kept.clear();
+                    for (append, end) in batch.into_iter().zip(ends) {
+                        let _ = append.done.send(Ok(Recorded::Durable(end)));
+                    }
                 }
                 Err(error) => {
-                    tracing::warn!(%error, events = chained.len(), "attendance events not written; retrying");
-                    outcome = Err(error.to_string());
-                    match store.ledger_head().await {
-                        Ok(Some((s, h))) => (seq, hash) = (s, h),
-                        Ok(None) => (seq, hash) = (0, GENESIS.to_owned()),
-                        Err(_) => {}
+                    for append in batch {
+                        if append.keep {
+                            kept.extend(append.events);
+                            let _ = append.done.send(Ok(Recorded::Kept));
+                        } else {
+                            let _ = append.done.send(Err(error.clone()));
+                        }
                     }
                 }
             }
+            health
+                .lock()
+                .expect("ledger health")
+                .note(failed.as_deref().map_or(Ok(()), Err), Some(kept.len()));
         }
-        match outcome {
-            Ok(ends) => {
-                for (append, end) in batch.into_iter().zip(ends) {
-                    let _ = append.done.send(Ok(end));
+        if let Some((deadline, done)) = close {
+            while !kept.is_empty() && Instant::now() < deadline {
+                tokio::time::sleep(RETRY.min(deadline.saturating_duration_since(Instant::now())))
+                    .await;
+                if commit(&store, &mut head, &kept, &[]).await.is_ok() {
+                    kept.clear();
                 }
             }
-            Err(error) => {
-                tracing::error!(%error, "attendance events not written");
-                for append in batch {
-                    let _ = append.done.send(Err(error.clone()));
-                }
+            for e in &kept {
+                tracing::error!(
+                    at = e.at,
+                    session = %e.session,
+                    participant = e.participant.as_deref().unwrap_or("-"),
+                    connection = e.connection.as_deref().unwrap_or("-"),
+                    kind = e.kind.as_str(),
+                    reason = e.reason.as_deref().unwrap_or("-"),
+                    "attendance event lost: the ledger could not be written before the stop"
+                );
             }
+            let _ = done.send(kept.len());
+            rx.close();
+            // Anything still queued is refused (its sender sees the writer
+            // stopped).
+            while rx.try_recv().is_ok() {}
+            return;
         }
     }
 }
 
-/// Chains `batch` after `(seq, hash)`: the events, each append's last
-/// sequence number, and the new head.
-fn chain(
+/// Chains `kept`, then each append's events, after `head` and commits them
+/// in one transaction. Each append's last sequence number.
+///
+/// Another process (the CLI) may have appended since: on a failed commit,
+/// the head is read again and the events chained anew.
+async fn commit(
+    store: &Store,
+    head: &mut (i64, String),
+    kept: &[NewEvent],
     batch: &[Append],
-    seq: i64,
-    hash: &str,
-    count: usize,
-) -> (Vec<Event>, Vec<i64>, (i64, String)) {
-    let mut chained = Vec::with_capacity(count);
+) -> Result<Vec<i64>, String> {
+    let mut groups: Vec<&[NewEvent]> = vec![kept];
+    groups.extend(batch.iter().map(|a| a.events.as_slice()));
+    let mut outcome = Err(String::new());
+    for _attempt in 0..3 {
+        let (chained, ends, next) = chain(&groups, head.0, &head.1);
+        match store.append_events(&chained).await {
+            Ok(()) => {
+                *head = next;
+                return Ok(ends[1..].to_vec());
+            }
+            Err(error) => {
+                tracing::debug!(%error, events = chained.len(), "attendance events not written; retrying");
+                outcome = Err(error.to_string());
+                match store.ledger_head().await {
+                    Ok(Some(h)) => *head = h,
+                    Ok(None) => *head = (0, GENESIS.to_owned()),
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+    outcome
+}
+
+/// Chains `groups` after `(seq, hash)`: the events, each group's last
+/// sequence number, and the new head.
+fn chain(groups: &[&[NewEvent]], seq: i64, hash: &str) -> (Vec<Event>, Vec<i64>, (i64, String)) {
+    let mut chained = Vec::with_capacity(groups.iter().map(|g| g.len()).sum());
     let (mut next_seq, mut next_hash) = (seq, hash.to_owned());
-    let mut ends = Vec::with_capacity(batch.len());
-    for append in batch {
-        for event in &append.events {
+    let mut ends = Vec::with_capacity(groups.len());
+    for group in groups {
+        for event in *group {
             next_seq += 1;
             let h = chain_hash(&next_hash, next_seq, event);
             chained.push(Event {

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::event::{EventKind, NewEvent};
 use super::export;
-use super::ledger::{verify, Ledger, LedgerError, Verification};
+use super::ledger::{verify, Ledger, LedgerError, LedgerFailure, Verification};
 use super::report::session_report;
 use super::weekly::{parse_week, week_bounds, weekly_report};
 use crate::config::AttendanceSection;
@@ -69,6 +69,10 @@ pub enum AttendanceError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Ledger(#[from] LedgerError),
+    /// The ledger cannot be written (or holds events not yet on disk): a
+    /// report now could be incomplete, and its export cannot be audited.
+    #[error(transparent)]
+    Unavailable(#[from] LedgerFailure),
 }
 
 /// The audited reader. Cheap to clone.
@@ -88,6 +92,17 @@ impl Attendance {
             config,
             program_timezone,
         }
+    }
+
+    /// Whether the ledger can be written now (`/healthz`).
+    pub async fn ledger_health(&self) -> Result<(), LedgerFailure> {
+        self.ledger.health().await
+    }
+
+    /// Nothing is reported while the ledger cannot be written: events may
+    /// be waiting in memory, and the export could not be audited.
+    async fn complete(&self) -> Result<(), AttendanceError> {
+        Ok(self.ledger.health().await?)
     }
 
     fn notice(&self) -> Option<&str> {
@@ -142,6 +157,7 @@ impl Attendance {
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<Export, AttendanceError> {
+        self.complete().await?;
         let session = self.session(id).await?;
         let events = self.store.session_events(&id.to_string()).await?;
         let report = session_report(&session, &events, self.notice(), now);
@@ -175,6 +191,7 @@ impl Attendance {
                 message: "must be after from".into(),
             });
         }
+        self.complete().await?;
         let mut reports = Vec::new();
         for session in self
             .store
@@ -212,6 +229,7 @@ impl Attendance {
             field: "week",
             message,
         })?;
+        self.complete().await?;
         let (from, to) = week_bounds(year, number, self.program_timezone, self.config.week_start);
         let mut sessions = Vec::new();
         // A session belongs to the week of its service date in its own zone,
@@ -252,6 +270,7 @@ impl Attendance {
         actor: &str,
         now: DateTime<Utc>,
     ) -> Result<Verification, AttendanceError> {
+        self.complete().await?;
         let verification = verify(&self.store).await?;
         let body = serde_json::to_vec(&verification).expect("serialisable");
         let rows = match &verification {

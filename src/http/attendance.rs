@@ -30,9 +30,16 @@ impl From<AttendanceError> for ApiError {
                 field: field.into(),
                 message,
             }]),
-            other => {
-                tracing::error!(error = %other, "attendance failure");
-                ApiError::internal()
+            AttendanceError::Unavailable(failure) => ApiError::unavailable(format!(
+                "{failure}; attendance is not reported until it is written"
+            )),
+            AttendanceError::Store(error) => {
+                tracing::error!(%error, "attendance: storage failure");
+                ApiError::unavailable("the database cannot be used right now; try again later")
+            }
+            AttendanceError::Ledger(error) => {
+                tracing::error!(%error, "attendance: ledger failure");
+                ApiError::unavailable(error.to_string())
             }
         }
     }

@@ -73,7 +73,7 @@ impl FromRequestParts<AppState> for Caller {
             .await
             .map_err(|error| {
                 tracing::error!(%error, "cannot look up an API key");
-                ApiError::internal()
+                ApiError::unavailable("the database cannot be used right now; try again later")
             })?
             .ok_or_else(|| ApiError::unauthorized("the API key is not valid"))?;
         tracing::Span::current().record("api_key", tracing::field::display(record.id));

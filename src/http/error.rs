@@ -54,6 +54,12 @@ impl ApiError {
         }
     }
 
+    /// The database cannot be read or written right now (a full disk, a
+    /// failing volume): nothing was done or returned; try again later.
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
     pub fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -90,7 +96,7 @@ impl From<ScheduleError> for ApiError {
             }
             ScheduleError::Store(error) => {
                 tracing::error!(%error, "storage failure");
-                ApiError::internal()
+                ApiError::unavailable("the database cannot be used right now; try again later")
             }
         }
     }

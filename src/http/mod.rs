@@ -103,17 +103,29 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn health(State(state): State<AppState>) -> Response {
-    match state.scheduler.store().ping().await {
-        Ok(()) => Json(json!({"status": "ok"})).into_response(),
-        Err(error) => {
-            tracing::error!(%error, "health check: database unavailable");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "unavailable", "reason": "database"})),
-            )
-                .into_response()
-        }
+    if let Err(error) = state.scheduler.store().ping().await {
+        tracing::error!(%error, "health check: database unavailable");
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "unavailable", "reason": "database"})),
+        )
+            .into_response();
     }
+    // Sessions cannot be attended while their attendance cannot be written.
+    if let Err(failure) = state.attendance.ledger_health().await {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({
+                "status": "unavailable",
+                "reason": "ledger",
+                "message": failure.to_string(),
+                "since": failure.since,
+                "pending_events": failure.pending,
+            })),
+        )
+            .into_response();
+    }
+    Json(json!({"status": "ok"})).into_response()
 }
 
 /// `GET /metrics` is reserved for the metrics a later release serves

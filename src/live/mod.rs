@@ -6,6 +6,15 @@
 //! the effects: messages to connections, peer connections started or
 //! stopped in the SFU, removals and ends written to the database, room
 //! events logged by id for the attendance ledger.
+//!
+//! Record before tell, also when the ledger cannot be written: what a
+//! person asks for (an arrival, a clinician's action, a `leave`, their own
+//! mute) is carried out only once its events are on disk; otherwise the
+//! room goes back to how it was and the person gets `error` `unavailable`
+//! and may try again. What simply happens (media connected, a lost
+//! connection, the clock) cannot be refused: it is carried out, and the
+//! ledger keeps its events in order, with their own times, until the disk
+//! takes them ([`Ledger::record`]).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,11 +27,11 @@ use tokio::sync::{broadcast, mpsc};
 use uuid::Uuid;
 
 use crate::attendance::event::{EventKind, Modality, NewEvent, Reason};
-use crate::attendance::ledger::Ledger;
+use crate::attendance::ledger::{Ledger, LedgerError};
 use crate::room::state::{Effect, Input, Room, RoomEvent};
 use crate::schedule::{Notice, RosterEntry, Scheduler, Session};
 use crate::sfu::{Command, ConnId, PeerEvent, Sfu};
-use tandem_protocol::{Attestation, DenialCode, IceServer, ServerMessage};
+use tandem_protocol::{Attestation, DenialCode, ErrorCode, IceServer, ServerMessage};
 
 /// How often a room's timers are checked.
 const TICK: Duration = Duration::from_secs(1);
@@ -35,6 +44,9 @@ pub enum Outgoing {
     Close(ServerMessage),
     /// The departure the client asked for is recorded: close the socket.
     Release,
+    /// What the client asked for was not done (`error` `unavailable`): send
+    /// the message; the connection stays.
+    Refused(ServerMessage),
 }
 
 /// How a room reaches one connection.
@@ -54,7 +66,10 @@ enum RoomMessage {
         attestation: Option<Attestation>,
         handle: ConnHandle,
     },
-    Input(Input),
+    /// What a connection asked for: refused when it cannot be recorded.
+    Request(Input),
+    /// What happened: carried out, recorded as soon as the ledger can.
+    Fact(Input),
 }
 
 pub struct Rooms {
@@ -145,10 +160,22 @@ impl Rooms {
         format!("{}-{conn}", self.boot)
     }
 
-    /// Passes `input` to the live room of `session`, if there is one.
+    /// Passes what happened (`input`) to the live room of `session`, if
+    /// there is one.
     pub fn input(&self, session: Uuid, input: Input) {
         if let Some(sender) = self.live.lock().expect("rooms lock").get(&session) {
-            let _ = sender.send(RoomMessage::Input(input));
+            let _ = sender.send(RoomMessage::Fact(input));
+        }
+    }
+
+    /// Passes what a connection asked for (a clinician's action, its own
+    /// mute, a `leave`) to the live room of `session`; false when there is
+    /// no room to take it. When it cannot be recorded, the connection gets
+    /// [`Outgoing::Refused`].
+    pub fn request(&self, session: Uuid, input: Input) -> bool {
+        match self.live.lock().expect("rooms lock").get(&session) {
+            Some(sender) => sender.send(RoomMessage::Request(input)).is_ok(),
+            None => false,
         }
     }
 
@@ -197,7 +224,7 @@ async fn run(
     let mut heartbeat = tokio::time::interval(rooms.heartbeat);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     recorder
-        .record(vec![recorder.session_event(
+        .fact(vec![recorder.session_event(
             EventKind::SessionOpened,
             None,
             Utc::now(),
@@ -205,17 +232,22 @@ async fn run(
         .await;
     tracing::info!(session = %id, "room opened");
     while !room.is_finished() {
-        let input = tokio::select! {
+        // Who asked, when the input is a request that may be refused.
+        let (input, asked) = tokio::select! {
             message = messages.recv() => match message {
                 Some(RoomMessage::Arrive { conn, person, attestation, handle }) => {
                     let sign_of_life = handle.sign_of_life.clone();
                     conns.insert(conn, handle);
-                    Input::Arrive { conn, person, attestation, sign_of_life }
+                    (Input::Arrive { conn, person, attestation, sign_of_life }, Some(Asked::Arrival(conn)))
                 }
-                Some(RoomMessage::Input(input)) => input,
+                Some(RoomMessage::Request(input)) => {
+                    let asked = requester(&input).map(Asked::Request);
+                    (input, asked)
+                }
+                Some(RoomMessage::Fact(input)) => (input, None),
                 None => break,
             },
-            _ = tick.tick() => Input::Tick,
+            _ = tick.tick() => (Input::Tick, None),
             _ = heartbeat.tick() => {
                 // Each live connection's last sign of life, never the time
                 // of writing: recovery must not count a silent stretch.
@@ -224,7 +256,11 @@ async fn run(
                     .into_iter()
                     .map(|(c, at)| (rooms.connection_id(c), at.timestamp_millis()))
                     .collect();
-                if let Err(error) = rooms.scheduler.store().heartbeat(&beats).await {
+                let written = rooms.scheduler.store().heartbeat(&beats).await;
+                if !beats.is_empty() {
+                    rooms.ledger.note_write(&written);
+                }
+                if let Err(error) = written {
                     tracing::error!(session = %id, %error, "presence heartbeat not written");
                 }
                 continue;
@@ -235,6 +271,7 @@ async fn run(
             Input::Leave { conn, .. } => Some(*conn),
             _ => None,
         };
+        let before = asked.map(|_| room.clone());
         let effects = room.handle(input, now);
         // Durable first, then told: the events of this decision are on disk
         // before any message announcing it leaves.
@@ -245,7 +282,18 @@ async fn run(
                 _ => None,
             })
             .collect();
-        recorder.record(events).await;
+        match (asked, before) {
+            (Some(asked), Some(before)) => {
+                if let Err(error) = recorder.request(events).await {
+                    // Not carried out: as if it had not been asked.
+                    tracing::warn!(session = %id, %error, "a request was refused: it cannot be recorded");
+                    room = before;
+                    refuse(asked, &mut conns);
+                    continue;
+                }
+            }
+            _ => recorder.fact(events).await,
+        }
         for effect in effects {
             carry_out(&rooms, id, effect, &mut conns).await;
         }
@@ -280,6 +328,51 @@ async fn run(
     tracing::info!(session = %id, "room closed");
 }
 
+/// Who asked for an input that may be refused.
+#[derive(Debug, Clone, Copy)]
+enum Asked {
+    /// A connection arriving: refused, it is closed (it may reconnect).
+    Arrival(ConnId),
+    /// A connection in the room or waiting: refused, it stays.
+    Request(ConnId),
+}
+
+/// The connection a request came from.
+fn requester(input: &Input) -> Option<ConnId> {
+    match input {
+        Input::Clinician { conn, .. } | Input::Media { conn, .. } | Input::Leave { conn, .. } => {
+            Some(*conn)
+        }
+        _ => None,
+    }
+}
+
+/// Tells whoever asked that it was not done.
+fn refuse(asked: Asked, conns: &mut HashMap<ConnId, ConnHandle>) {
+    let unavailable = |what: &str| {
+        ServerMessage::error(
+            ErrorCode::Unavailable,
+            format!(
+                "Attendance cannot be recorded right now, so {what}. Please try again in a moment."
+            ),
+        )
+    };
+    match asked {
+        Asked::Arrival(conn) => {
+            if let Some(handle) = conns.remove(&conn) {
+                let message = unavailable("you cannot enter yet");
+                let _ = handle.out.send(Outgoing::Close(message));
+            }
+        }
+        Asked::Request(conn) => {
+            if let Some(handle) = conns.get(&conn) {
+                let message = unavailable("this was not done");
+                let _ = handle.out.send(Outgoing::Refused(message));
+            }
+        }
+    }
+}
+
 /// Turns room events into ledger events.
 struct Recorder<'a> {
     rooms: &'a Rooms,
@@ -288,8 +381,14 @@ struct Recorder<'a> {
 }
 
 impl Recorder<'_> {
-    async fn record(&self, events: Vec<NewEvent>) {
-        if let Err(error) = self.rooms.ledger.append(events).await {
+    /// Records the events of a request: an error when they are not on disk.
+    async fn request(&self, events: Vec<NewEvent>) -> Result<(), LedgerError> {
+        self.rooms.ledger.append(events).await.map(|_| ())
+    }
+
+    /// Records facts: on disk now, or kept by the ledger until they can be.
+    async fn fact(&self, events: Vec<NewEvent>) {
+        if let Err(error) = self.rooms.ledger.record(events).await {
             tracing::error!(session = %self.session, %error, "attendance events not recorded");
         }
     }

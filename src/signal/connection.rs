@@ -46,6 +46,31 @@ const CLOSE_NORMAL: u16 = 1000;
 const CLOSE_POLICY: u16 = 1008;
 const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_RESTART: u16 = 1012;
+/// The server cannot do it now (`error` `unavailable`); try again later.
+const CLOSE_TRY_AGAIN: u16 = 1013;
+
+/// The close code that goes with the last message of a closed socket.
+fn close_code(last: &ServerMessage) -> u16 {
+    match last {
+        ServerMessage::Error {
+            code: ErrorCode::ServerRestart,
+            ..
+        } => CLOSE_RESTART,
+        ServerMessage::Error {
+            code: ErrorCode::Unavailable,
+            ..
+        } => CLOSE_TRY_AGAIN,
+        _ => CLOSE_NORMAL,
+    }
+}
+
+/// The room could not take a request (no room, or its queue is full).
+fn busy() -> ServerMessage {
+    ServerMessage::error(
+        ErrorCode::Unavailable,
+        "The room is busy, so this was not done. Please try again in a moment.",
+    )
+}
 
 type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
 
@@ -150,12 +175,12 @@ pub async fn run(socket: WebSocket, context: Arc<SignalContext>, address: IpAddr
             send(
                 &mut sink,
                 &ServerMessage::error(
-                    ErrorCode::Internal,
+                    ErrorCode::Unavailable,
                     "The server could not check the link; try again.",
                 ),
             )
             .await;
-            close(&mut sink, 1011, "internal error").await;
+            close(&mut sink, CLOSE_TRY_AGAIN, "unavailable").await;
             return;
         }
     };
@@ -243,8 +268,13 @@ impl Connection {
                     }
                     Some(Outgoing::Close(message)) => {
                         send(sink, &message).await;
-                        close(sink, CLOSE_NORMAL, "closed by the server").await;
+                        close(sink, close_code(&message), "closed by the server").await;
                         return None;
+                    }
+                    Some(Outgoing::Refused(message)) => {
+                        if !send(sink, &message).await {
+                            return Some(LeaveReason::Network { last_seen });
+                        }
                     }
                     Some(Outgoing::Release) => {}
                     None => return None,
@@ -266,22 +296,46 @@ impl Connection {
                         Some(Ok(Message::Text(text))) => {
                             if !self.on_message(sink, &text, in_room).await {
                                 // The room records the departure durably,
-                                // then releases the socket (or, if it has
-                                // nothing to record, nothing comes: go anyway).
-                                self.context.rooms.input(
-                                    self.room,
-                                    Input::Leave { conn: self.conn, reason: LeaveReason::Left },
-                                );
-                                let _ = tokio::time::timeout(RELEASE_WAIT, async {
-                                    while let Some(out) = out_rx.recv().await {
-                                        if matches!(out, Outgoing::Release) {
-                                            break;
+                                // then releases the socket; or refuses it
+                                // when it cannot be recorded (the client is
+                                // told and stays). If it has nothing to
+                                // record, nothing comes: go anyway.
+                                let leave = Input::Leave { conn: self.conn, reason: LeaveReason::Left };
+                                if !self.context.rooms.request(self.room, leave) {
+                                    send(sink, &busy()).await;
+                                    continue;
+                                }
+                                let answer = tokio::time::timeout(RELEASE_WAIT, async {
+                                    loop {
+                                        match out_rx.recv().await {
+                                            Some(Outgoing::Release) | None => return None,
+                                            Some(Outgoing::Send(_)) => {}
+                                            Some(last) => return Some(last),
                                         }
                                     }
                                 })
                                 .await;
-                                close(sink, CLOSE_NORMAL, "left").await;
-                                return None;
+                                match answer {
+                                    Ok(Some(Outgoing::Refused(message))) => {
+                                        send(sink, &message).await;
+                                        continue;
+                                    }
+                                    Ok(Some(Outgoing::Close(message))) => {
+                                        send(sink, &message).await;
+                                        close(sink, close_code(&message), "closed by the server").await;
+                                        return None;
+                                    }
+                                    Ok(_) => {
+                                        close(sink, CLOSE_NORMAL, "left").await;
+                                        return None;
+                                    }
+                                    // The room has not answered: the
+                                    // departure follows as what happened.
+                                    Err(_) => {
+                                        close(sink, CLOSE_NORMAL, "left").await;
+                                        return Some(LeaveReason::Left);
+                                    }
+                                }
                             }
                         }
                         Some(Ok(Message::Binary(_))) => {
@@ -357,7 +411,8 @@ impl Connection {
         };
         let (sfu, rooms, conn, room) =
             (&self.context.sfu, &self.context.rooms, self.conn, self.room);
-        let clinician = |action| rooms.input(room, Input::Clinician { conn, action });
+        let mut taken = true;
+        let mut clinician = |action| taken = rooms.request(room, Input::Clinician { conn, action });
         match message {
             ClientMessage::Join { .. } => {
                 send(
@@ -391,7 +446,7 @@ impl Connection {
                 },
             ),
             ClientMessage::Media { audio, video } => {
-                rooms.input(room, Input::Media { conn, audio, video })
+                taken = rooms.request(room, Input::Media { conn, audio, video })
             }
             ClientMessage::Leave => return false,
             ClientMessage::Ping => {
@@ -424,6 +479,9 @@ impl Connection {
             ClientMessage::EndBreakout { household } => {
                 clinician(Action::EndBreakout { household })
             }
+        }
+        if !taken {
+            send(sink, &busy()).await;
         }
         true
     }

@@ -129,6 +129,23 @@ impl Store {
         Ok(())
     }
 
+    /// Writes a row and removes it in one transaction: fails as a real
+    /// write would (a full disk, a read-only file) and changes nothing.
+    pub async fn probe_write(&self) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO presence_heartbeats (connection_id, at) VALUES ('', 0)
+             ON CONFLICT (connection_id) DO UPDATE SET at = excluded.at",
+        )
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM presence_heartbeats WHERE connection_id = ''")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     pub async fn clear_heartbeats(&self) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM presence_heartbeats")
             .execute(&self.pool)

@@ -10,11 +10,20 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
+use common::peer::payload::Kind;
+use common::peer::{PeerOptions, TestPeer};
+use common::signal_client::{type_of, SignalClient};
+use common::{couple_session, TestApp};
+use serde_json::{json, Value};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, Row, SqliteConnection};
 use tandem::attendance::event::{EventKind, NewEvent};
 use tandem::attendance::ledger::{verify, Ledger, Verification};
 use tandem::store::Store;
+
+/// For media (ICE, DTLS) and signaling on a busy two-core machine.
+const WAIT: Duration = Duration::from_secs(15);
 
 // ---------------------------------------------------------------------------
 // A small disk
@@ -179,4 +188,190 @@ async fn a_full_disk_acknowledges_no_event_that_is_not_on_disk_and_writing_resum
         Verification::Ok { events, .. } if events == acknowledged
     ));
     store.close().await;
+}
+
+fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+fn millis(value: &Value) -> i64 {
+    let text = value
+        .as_str()
+        .unwrap_or_else(|| panic!("not a time: {value}"));
+    DateTime::parse_from_rfc3339(text)
+        .unwrap_or_else(|e| panic!("{text:?}: {e}"))
+        .timestamp_millis()
+}
+
+/// GET `path` with the admin key: status and JSON body.
+async fn get(app: &TestApp, path: &str) -> (u16, Value) {
+    let response = app.get(path).send().await.unwrap();
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {path}: {e}: {text}"));
+    (status, body)
+}
+
+/// `/healthz` until it answers `status` (within 10 s); its body.
+async fn health_becomes(app: &TestApp, status: u16) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let response = app.client.get(app.url("/healthz")).send().await.unwrap();
+        let got = response.status().as_u16();
+        let body: Value = response.json().await.unwrap();
+        if got == status {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/healthz still {got} {body} after 10 s (expected {status})"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn row<'a>(report: &'a Value, who: &str) -> &'a Value {
+    report["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["participant_id"] == who)
+        .unwrap_or_else(|| panic!("{who} not in {report:#}"))
+}
+
+/// The reproduction of the hardening issue: a disk filled while a session
+/// runs. Nothing that cannot be recorded is carried out (a join, a
+/// `leave`), the people asking are told `unavailable`, the session running
+/// keeps its media, `/healthz` says why it is unhealthy, no report is
+/// served as complete, and once space is freed everything works again
+/// without a restart, with the presence that ended during the outage
+/// recorded at its own time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_what_it_cannot_record_keeps_media_and_recovers_by_itself() {
+    let Some(disk) = Tmpfs::mount("3m") else {
+        return;
+    };
+    let data = disk.path().join("data");
+    let app = TestApp::spawn_with(|c| {
+        c.data_dir = data.clone();
+        c.attendance.heartbeat_secs = 1;
+    })
+    .await;
+    let mut body = couple_session(-5, 60);
+    body["settings"] = json!({"auto_admit": true});
+    let session = app.create_session(&body).await;
+    let id = session["id"].as_str().unwrap().to_owned();
+    let links = app.invite_tokens(&id).await;
+    let join = |who: &'static str| {
+        let (app, token) = (&app, links[who].clone());
+        async move {
+            TestPeer::join(app, &token, who, PeerOptions::default())
+                .await
+                .unwrap_or_else(|e| panic!("{who}: {e:#}"))
+        }
+    };
+    let clin = join("clin-1").await;
+    let pat = join("pat-1").await;
+    let joined = now_ms();
+    health_becomes(&app, 200).await;
+
+    let filler = disk.fill();
+    let filled = now_ms();
+    println!("disk filled {} ms after the joins", filled - joined);
+    let health = health_becomes(&app, 503).await;
+    assert_eq!(health["reason"], "ledger", "{health}");
+
+    // Nobody enters while entering cannot be recorded: told, then closed
+    // (the client may try again).
+    let mut par = SignalClient::connect(&app).await.unwrap();
+    par.send_json(json!({"type": "join", "token": links["par-1"]}))
+        .await
+        .unwrap();
+    let reply = par
+        .recv_until_any(&["error", "joined", "waiting", "denied"], WAIT)
+        .await
+        .unwrap();
+    assert_eq!(type_of(&reply), "error", "{reply}");
+    assert_eq!(reply["code"], "unavailable", "{reply}");
+    let closed = par.wait_closed(WAIT).await.unwrap();
+    assert_eq!(closed.code, Some(1013), "{closed:?}");
+
+    // The session already running keeps its media.
+    clin.start_sending(50, 0);
+    pat.clear_received();
+    pat.wait_for_packets("clin-1", Kind::Audio, 25, WAIT)
+        .await
+        .expect("media flows on a full disk");
+
+    // A leave that cannot be recorded is not carried out: told, and the
+    // connection stays.
+    pat.leave().await.unwrap();
+    let refused = pat
+        .wait_for_message_where("unavailable", WAIT, |m| {
+            type_of(m) == "error" && m["code"] == "unavailable"
+        })
+        .await
+        .unwrap();
+    println!("leave refused: {refused}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        pat.signal_closed().is_none(),
+        "the socket closed after a refused leave"
+    );
+
+    // The patient closes the page during the outage: that happened, and
+    // is recorded, at its own time, once the disk takes it.
+    pat.close().await;
+    let dropped = now_ms();
+
+    // No report is served as complete meanwhile.
+    for path in [
+        format!("/v1/attendance/sessions/{id}?format=json"),
+        "/v1/attendance/verify".to_owned(),
+    ] {
+        let (status, body) = get(&app, &path).await;
+        assert_eq!(status, 503, "GET {path}: {body}");
+        assert_eq!(body["error"]["code"], "unavailable", "GET {path}: {body}");
+    }
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    std::fs::remove_file(&filler).unwrap();
+    let freed = now_ms();
+    health_becomes(&app, 200).await;
+    println!("healthy {} ms after space was freed", now_ms() - freed);
+
+    // Reads are consistent again and the partner can enter.
+    for _ in 0..10 {
+        let (status, body) = get(&app, &format!("/v1/sessions/{id}")).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    let mut par = SignalClient::connect(&app).await.unwrap();
+    let reply = par.join(&links["par-1"]).await.unwrap();
+    assert_eq!(type_of(&reply), "joined", "{reply}");
+
+    let (status, report) = get(&app, &format!("/v1/attendance/sessions/{id}?format=json")).await;
+    assert_eq!(status, 200, "{report}");
+    let patient = row(&report, "pat-1");
+    let intervals = patient["intervals"].as_array().unwrap();
+    assert_eq!(intervals.len(), 1, "{patient:#}");
+    assert!(millis(&intervals[0]["start"]) < filled, "{patient:#}");
+    let end = millis(&intervals[0]["end"]);
+    assert!(
+        (dropped - 1500..=dropped + 1000).contains(&end) && end < freed,
+        "the patient's presence ended {} ms after the drop ({} ms before space was freed)",
+        end - dropped,
+        freed - end
+    );
+    assert_eq!(intervals[0]["end_reason"], "left", "{patient:#}");
+    assert_eq!(row(&report, "clin-1")["still_present"], true, "{report:#}");
+    let (status, verified) = get(&app, "/v1/attendance/verify").await;
+    assert_eq!(
+        (status, &verified["status"]),
+        (200, &json!("ok")),
+        "{verified}"
+    );
+
+    par.close().await.unwrap();
+    clin.close().await;
+    app.stop().await;
 }

@@ -102,6 +102,9 @@ pub enum ErrorCode {
     Internal,
     /// The server is restarting; reconnect.
     ServerRestart,
+    /// The server cannot record this right now (its attendance ledger
+    /// cannot be written), so it was not done; try again in a moment.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -112,6 +115,7 @@ impl ErrorCode {
             ErrorCode::NotAllowed => "not_allowed",
             ErrorCode::Internal => "internal",
             ErrorCode::ServerRestart => "server_restart",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }
@@ -149,7 +153,14 @@ mod tests {
             );
         }
         use ErrorCode::*;
-        for code in [BadMessage, BadState, NotAllowed, Internal, ServerRestart] {
+        for code in [
+            BadMessage,
+            BadState,
+            NotAllowed,
+            Internal,
+            ServerRestart,
+            Unavailable,
+        ] {
             assert_eq!(
                 serde_json::to_value(code).unwrap(),
                 serde_json::json!(code.as_str())
@@ -160,5 +171,6 @@ mod tests {
             "denied_by_clinician"
         );
         assert_eq!(ErrorCode::ServerRestart.as_str(), "server_restart");
+        assert_eq!(ErrorCode::Unavailable.as_str(), "unavailable");
     }
 }

@@ -291,6 +291,9 @@ fn kind_index(kind: MediaKind) -> usize {
     }
 }
 
+/// Cheap to clone (a roster of at most a few dozen people): a live room
+/// keeps a copy to go back to when a decision cannot be recorded.
+#[derive(Clone)]
 pub struct Room {
     session: SessionInfo,
     kind: SessionKind,
