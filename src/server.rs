@@ -7,10 +7,11 @@
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum_server::tls_rustls::RustlsConfig;
+use chrono::{DateTime, Utc};
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -73,6 +74,9 @@ pub struct Running {
     pub redirect_addr: Option<SocketAddr>,
     scheduler: Scheduler,
     sfu: Arc<Sfu>,
+    rooms: Arc<Rooms>,
+    ledger: Ledger,
+    grace: Duration,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
 }
@@ -132,16 +136,17 @@ pub async fn start_with(
             credential: s.credential.clone(),
         })
         .collect();
+    let rooms = Rooms::new(
+        sfu.clone(),
+        scheduler.clone(),
+        ledger.clone(),
+        Duration::from_secs(config.attendance.heartbeat_secs),
+        ice_servers,
+    );
     let signal = Arc::new(SignalContext {
         scheduler: scheduler.clone(),
         sfu: sfu.clone(),
-        rooms: Rooms::new(
-            sfu.clone(),
-            scheduler.clone(),
-            ledger.clone(),
-            Duration::from_secs(config.attendance.heartbeat_secs),
-            ice_servers,
-        ),
+        rooms: rooms.clone(),
         failed_joins: std::sync::Mutex::new(FailedJoins::new(
             config.sessions.failed_joins_per_minute,
         )),
@@ -204,6 +209,9 @@ pub async fn start_with(
         redirect_addr,
         scheduler,
         sfu,
+        rooms,
+        ledger,
+        grace,
         stop,
         tasks,
     })
@@ -240,26 +248,53 @@ impl Running {
         self.sfu.addresses()
     }
 
-    /// Tells every signaling client, closes every peer connection, lets
-    /// open requests finish (up to the configured grace), then closes the
-    /// database.
+    /// Stops as [`Running::stop`] does, now, and logs what could not be
+    /// recorded.
     pub async fn shutdown(self) {
+        if let Err(error) = self.stop(Utc::now()).await {
+            tracing::error!("{error:#}");
+        }
+    }
+
+    /// Stops the server told to stop at `at`, in this order: nobody enters
+    /// any more and every presence ends at `at` with reason
+    /// `server_restart`, recorded before each signaling client is told
+    /// (`error` `server_restart`, close 1012); then the sockets, open
+    /// requests (up to the configured grace) and peer connections close;
+    /// then the ledger writes what it still holds, and only then the
+    /// database closes. An error when any departure could not be recorded.
+    pub async fn stop(self, at: DateTime<Utc>) -> anyhow::Result<()> {
         tracing::info!("shutting down");
+        let rooms_stopped = self
+            .rooms
+            .shutdown(at, self.grace + Duration::from_secs(5))
+            .await;
         let _ = self.stop.send(true);
         let sfu = self.sfu.clone();
         let _ = tokio::task::spawn_blocking(move || sfu.shutdown()).await;
         for task in self.tasks {
             let _ = task.await;
         }
+        let lost = self.ledger.close(Instant::now() + self.grace).await;
         self.scheduler.store().close().await;
+        if lost > 0 {
+            anyhow::bail!(
+                "{lost} attendance events could not be written before the stop (each is in the log)"
+            );
+        }
+        if !rooms_stopped {
+            anyhow::bail!("some live rooms did not stop in time: departures may be missing");
+        }
         tracing::info!("stopped");
+        Ok(())
     }
 
-    /// Serves until `signals` fires, then shuts down.
+    /// Serves until `signals` fires, then stops: an error when anything
+    /// could not be recorded (the process then exits with status 1).
     pub async fn run_until(self, mut signals: StopSignals) -> anyhow::Result<()> {
         signals.recv().await;
-        self.shutdown().await;
-        Ok(())
+        let at = Utc::now();
+        self.stop(at).await
     }
 }
 

@@ -23,7 +23,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, watch};
+use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::attendance::event::{EventKind, Modality, NewEvent, Reason};
@@ -85,6 +86,10 @@ pub struct Rooms {
     ledger: Ledger,
     heartbeat: Duration,
     ice_servers: Vec<IceServer>,
+    /// The moment the server was told to stop, once it was.
+    stopping: watch::Sender<Option<DateTime<Utc>>>,
+    /// The rooms' tasks, awaited at a stop.
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Rooms {
@@ -105,6 +110,8 @@ impl Rooms {
             ledger,
             heartbeat,
             ice_servers,
+            stopping: watch::Sender::new(None),
+            tasks: Mutex::new(Vec::new()),
         });
         tokio::spawn(relay_notices(Arc::downgrade(&rooms), scheduler.subscribe()));
         rooms
@@ -125,6 +132,10 @@ impl Rooms {
         handle: ConnHandle,
     ) {
         let mut live = self.live.lock().expect("rooms lock");
+        if self.stopping.borrow().is_some() {
+            let _ = handle.out.send(Outgoing::Close(restarting()));
+            return;
+        }
         if self
             .finished
             .lock()
@@ -144,7 +155,9 @@ impl Rooms {
                 .iter()
                 .map(|p| (p.id.clone(), p.role.as_str()))
                 .collect();
-            tokio::spawn(run(self.clone(), room, roles, rx));
+            let mut tasks = self.tasks.lock().expect("rooms lock");
+            tasks.retain(|t| !t.is_finished());
+            tasks.push(tokio::spawn(run(self.clone(), room, roles, rx)));
             tx
         });
         let _ = sender.send(RoomMessage::Arrive {
@@ -179,11 +192,39 @@ impl Rooms {
         }
     }
 
+    /// For a server stop: from now on nobody enters; every live room ends
+    /// everyone's presence at `at` with reason `server_restart`, recorded
+    /// (or kept by the ledger) before their sockets are closed with `error`
+    /// `server_restart`. Waits up to `wait` for the rooms; false when some
+    /// did not finish in time.
+    pub async fn shutdown(&self, at: DateTime<Utc>, wait: Duration) -> bool {
+        self.stopping.send_replace(Some(at));
+        let tasks = std::mem::take(&mut *self.tasks.lock().expect("rooms lock"));
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut all = true;
+        for task in tasks {
+            if tokio::time::timeout_at(deadline, task).await.is_err() {
+                all = false;
+            }
+        }
+        if !all {
+            tracing::error!("live rooms did not stop in time; their departures may be missing");
+        }
+        all
+    }
+
     fn finished(&self, session: Uuid) {
         let mut live = self.live.lock().expect("rooms lock");
         self.finished.lock().expect("rooms lock").insert(session);
         live.remove(&session);
     }
+}
+
+fn restarting() -> ServerMessage {
+    ServerMessage::error(
+        ErrorCode::ServerRestart,
+        "The server is restarting. Please reconnect in a moment.",
+    )
 }
 
 /// Forwards revocations and cancellations from the scheduler (REST, CLI)
@@ -231,7 +272,27 @@ async fn run(
         )])
         .await;
     tracing::info!(session = %id, "room opened");
+    let mut stop = rooms.stopping.subscribe();
+    let mut stopped = false;
     while !room.is_finished() {
+        // A stop comes before anything else still queued.
+        let stop_at = *stop.borrow_and_update();
+        if let Some(at) = stop_at {
+            let effects = room.handle(Input::Stop, at);
+            let events = effects
+                .iter()
+                .filter_map(|e| match e {
+                    Effect::Record(event) => Some(recorder.event(event, at)),
+                    _ => None,
+                })
+                .collect();
+            recorder.fact(events).await;
+            for effect in effects {
+                carry_out(&rooms, id, effect, &mut conns).await;
+            }
+            stopped = true;
+            break;
+        }
         // Who asked, when the input is a request that may be refused.
         let (input, asked) = tokio::select! {
             message = messages.recv() => match message {
@@ -247,6 +308,7 @@ async fn run(
                 Some(RoomMessage::Fact(input)) => (input, None),
                 None => break,
             },
+            _ = stop.changed() => continue,
             _ = tick.tick() => (Input::Tick, None),
             _ = heartbeat.tick() => {
                 // Each live connection's last sign of life, never the time
@@ -300,6 +362,17 @@ async fn run(
         if let Some(conn) = departed {
             conns.remove(&conn);
         }
+    }
+    if stopped {
+        // Anyone who arrived meanwhile hears of the restart.
+        messages.close();
+        while let Ok(message) = messages.try_recv() {
+            if let RoomMessage::Arrive { handle, .. } = message {
+                let _ = handle.out.send(Outgoing::Close(restarting()));
+            }
+        }
+        tracing::info!(session = %id, "room stopped");
+        return;
     }
     rooms.finished(id);
     // Anyone who arrived after the end hears it (whatever else is queued).

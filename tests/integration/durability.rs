@@ -8,13 +8,14 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use common::peer::payload::Kind;
-use common::peer::{PeerOptions, TestPeer};
-use common::signal_client::{type_of, SignalClient};
-use common::{couple_session, TestApp};
+use crate::helpers::peer::payload::Kind;
+use crate::helpers::peer::{PeerOptions, TestPeer};
+use crate::helpers::signal_client::{type_of, SignalClient};
+use crate::helpers::{client_trusting, couple_session, TestApp};
 use serde_json::{json, Value};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, Row, SqliteConnection};
@@ -24,6 +25,7 @@ use tandem::store::Store;
 
 /// For media (ICE, DTLS) and signaling on a busy two-core machine.
 const WAIT: Duration = Duration::from_secs(15);
+const TANDEM: &str = env!("CARGO_BIN_EXE_tandem");
 
 // ---------------------------------------------------------------------------
 // A small disk
@@ -103,6 +105,23 @@ async fn events_on_disk(db: &Path) -> i64 {
     count
 }
 
+/// A connection held open for the whole test, as a backup or an operator's
+/// `sqlite3` would be: without one, once the server had closed each of its
+/// connections after their failed writes, the last to close would fold the
+/// WAL into the database and delete it, handing its space back and making
+/// the disk "less full" at random.
+async fn hold_open(db: &Path) -> SqliteConnection {
+    let mut conn = SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(db))
+        .await
+        .unwrap();
+    // A first read opens the WAL (and holds it open).
+    sqlx::query("SELECT count(*) FROM attendance_events")
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+    conn
+}
+
 fn event(at: i64, connection: &str) -> NewEvent {
     NewEvent {
         at,
@@ -149,7 +168,7 @@ async fn a_full_disk_acknowledges_no_event_that_is_not_on_disk_and_writing_resum
             "round {round}: 200 events acknowledged on a full disk ({result:?}); on disk: {}",
             events_on_disk(&db).await
         );
-        let heartbeat = store.heartbeat(&["c-1".into()], 1).await;
+        let heartbeat = store.heartbeat(&[("c-1".into(), 1)]).await;
         assert!(
             heartbeat.is_err(),
             "round {round}: a heartbeat on a full disk"
@@ -175,7 +194,7 @@ async fn a_full_disk_acknowledges_no_event_that_is_not_on_disk_and_writing_resum
             "round {round}: an append took {:?} (a connection stuck in a transaction?)",
             started.elapsed()
         );
-        store.heartbeat(&["c-2".into()], 2).await.unwrap();
+        store.heartbeat(&[("c-2".into(), 2)]).await.unwrap();
         assert_eq!(events_on_disk(&db).await, acknowledged, "round {round}");
         assert_eq!(
             store.events_after(0, 10_000).await.unwrap().len() as i64,
@@ -274,6 +293,7 @@ async fn a_full_disk_refuses_what_it_cannot_record_keeps_media_and_recovers_by_i
     let pat = join("pat-1").await;
     let joined = now_ms();
     health_becomes(&app, 200).await;
+    let held = hold_open(&app.config.database_path()).await;
 
     let filler = disk.fill();
     let filled = now_ms();
@@ -374,4 +394,295 @@ async fn a_full_disk_refuses_what_it_cannot_record_keeps_media_and_recovers_by_i
     par.close().await.unwrap();
     clin.close().await;
     app.stop().await;
+    held.close().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// 2. A graceful stop of the real binary
+// ---------------------------------------------------------------------------
+
+/// A `tandem serve` child process (killed if dropped while running) and an
+/// in-process [`TestApp`] pointed at it: TestPeer and SignalClient take a
+/// `&TestApp` for its CA, address and URL, and tests/common has no
+/// constructor for a server in another process.
+struct Serve {
+    child: Option<std::process::Child>,
+    log: PathBuf,
+    app: TestApp,
+}
+
+impl Serve {
+    /// Starts `tandem serve` with its database in `data` and waits until
+    /// `/healthz` answers.
+    async fn start(dir: &Path, data: &Path) -> Serve {
+        let certs =
+            tandem::tls::devcert::generate(&dir.join("certs"), &["localhost".into()]).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let base = format!("https://localhost:{port}");
+        let config = dir.join("tandem.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"public_url = "{base}"
+data_dir = {data:?}
+
+[server]
+listen = "127.0.0.1:{port}"
+shutdown_grace_secs = 2
+
+[tls]
+cert_file = {cert:?}
+key_file = {key:?}
+
+[media]
+bind_ip = "127.0.0.1"
+udp_port = 0
+tcp_port = 0
+
+[attendance]
+heartbeat_secs = 1
+
+[log]
+filter = "info"
+"#,
+                cert = certs.cert,
+                key = certs.key,
+            ),
+        )
+        .unwrap();
+        let output = std::process::Command::new(TANDEM)
+            .args(["apikey", "create", "--role", "admin", "--data-dir"])
+            .arg(data)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let admin_key = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+
+        let log = dir.join("serve.log");
+        let child = std::process::Command::new(TANDEM)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("tandem serve starts");
+        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let mut app = TestApp::spawn().await;
+        app.https_addr = addr;
+        app.base = base;
+        app.client = client_trusting(&[&certs.ca_cert], addr).build().unwrap();
+        app.admin_key = admin_key;
+        app.certs = certs;
+        let serve = Serve {
+            child: Some(child),
+            log,
+            app,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = serve.app.client.get(serve.app.url("/healthz")).send().await {
+                if r.status() == 200 {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tandem serve did not come up: {}",
+                serve.log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        serve
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits (up to 30 s) for the process to exit.
+    async fn sigterm(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let pid = child.id().to_string();
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "SIGTERM did not stop tandem serve"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Every stored event: (participant, connection, kind, reason, at).
+type Row5 = (Option<String>, Option<String>, String, Option<String>, i64);
+
+async fn stored(db: &Path) -> Vec<Row5> {
+    let mut conn = SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(db))
+        .await
+        .unwrap();
+    let rows = sqlx::query_as(
+        "SELECT participant_id, connection_id, kind, reason, at FROM attendance_events ORDER BY seq",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    rows
+}
+
+/// SIGTERM with people in a session: every departure is recorded with
+/// reason `server_restart` at the moment of the stop (not `network` at
+/// their last frame, and not lost to a pool closed first), every client is
+/// told before its socket closes, the database is closed after the ledger
+/// was flushed, and the exit status is 0. Nothing is left for the next
+/// start to recover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_records_every_leave_at_the_moment_of_the_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut serve = Serve::start(dir.path(), &data).await;
+    let app = &serve.app;
+    let mut body = couple_session(-5, 60);
+    body["settings"] = json!({"auto_admit": true});
+    let session = app.create_session(&body).await;
+    let id = session["id"].as_str().unwrap().to_owned();
+    let links = app.invite_tokens(&id).await;
+    let clin = TestPeer::join(app, &links["clin-1"], "clin-1", PeerOptions::default())
+        .await
+        .unwrap();
+    let pat = TestPeer::join(app, &links["pat-1"], "pat-1", PeerOptions::default())
+        .await
+        .unwrap();
+    let mut par = SignalClient::connect(app).await.unwrap();
+    par.send_json(json!({"type": "join", "token": links["par-1"],
+        "attestation": {"state": "NY", "at_home": true, "private": true}}))
+        .await
+        .unwrap();
+    par.recv_until("joined", WAIT).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let stopped = now_ms();
+    let status = serve.sigterm().await;
+    let log = serve.log_text();
+    println!("tandem serve's log:\n{log}");
+    assert!(status.success(), "exit status {status}");
+    assert!(
+        !log.contains("closed pool"),
+        "the pool closed before a write"
+    );
+
+    for peer in [&clin, &pat] {
+        let closed = peer.wait_signal_closed(WAIT).await.unwrap();
+        assert_eq!(closed.code, Some(1012), "{}: {closed:?}", peer.id());
+        assert!(
+            peer.messages()
+                .iter()
+                .any(|m| type_of(m) == "error" && m["code"] == "server_restart"),
+            "{}",
+            peer.id()
+        );
+    }
+    let closed = par.wait_closed(WAIT).await.unwrap();
+    assert_eq!(closed.code, Some(1012), "{closed:?}");
+
+    let events = stored(&data.join("tandem.db")).await;
+    for who in ["clin-1", "pat-1", "par-1"] {
+        let last = events
+            .iter()
+            .rev()
+            .find(|e| e.0.as_deref() == Some(who))
+            .unwrap_or_else(|| panic!("no event of {who}: {events:#?}"));
+        assert_eq!(
+            (last.2.as_str(), last.3.as_deref()),
+            ("left", Some("server_restart")),
+            "{who}: {last:?}"
+        );
+        assert!(
+            (stopped - 50..=stopped + 1000).contains(&last.4),
+            "{who}: left {} ms after the SIGTERM",
+            last.4 - stopped
+        );
+    }
+    let output = std::process::Command::new(TANDEM)
+        .args(["attendance", "verify", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // Nothing was left open for the next start to close.
+    drop(serve);
+    let mut again = Serve::start(dir.path(), &data).await;
+    assert_eq!(stored(&data.join("tandem.db")).await, events);
+    assert!(again.sigterm().await.success());
+    clin.close().await;
+    pat.close().await;
+}
+
+/// A stop that cannot record the departures (the disk is full) waits for
+/// the disk as long as the grace allows, names what is lost in its log,
+/// and exits with status 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_that_cannot_record_the_departures_exits_non_zero() {
+    let Some(disk) = Tmpfs::mount("3m") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let data = disk.path().join("data");
+    let mut serve = Serve::start(dir.path(), &data).await;
+    let app = &serve.app;
+    let session = app.create_session(&couple_session(-5, 60)).await;
+    let id = session["id"].as_str().unwrap().to_owned();
+    let links = app.invite_tokens(&id).await;
+    let mut clin = SignalClient::connect(app).await.unwrap();
+    assert_eq!(
+        type_of(&clin.join(&links["clin-1"]).await.unwrap()),
+        "joined"
+    );
+
+    let held = hold_open(&data.join("tandem.db")).await;
+    let _filler = disk.fill();
+    let status = serve.sigterm().await;
+    held.close().await.unwrap();
+    let log = serve.log_text();
+    println!("tandem serve's log:\n{log}");
+    assert_eq!(status.code(), Some(1), "exit status {status}");
+    assert!(
+        log.lines().any(|l| l.contains("attendance event lost")
+            && l.contains("clin-1")
+            && l.contains("server_restart")),
+        "the lost departure is not in the log"
+    );
+    assert_eq!(clin.wait_closed(WAIT).await.unwrap().code, Some(1012));
 }

@@ -129,6 +129,10 @@ pub enum Input {
     },
     /// The session was cancelled (REST): everyone out.
     Cancelled,
+    /// The server is stopping: everyone's presence ends now (at their last
+    /// sign of life, `server_restart`); they may come back once it is up
+    /// again, and the session goes on.
+    Stop,
     /// Time passes (about once a second).
     Tick,
 }
@@ -456,6 +460,7 @@ impl Room {
                 }
             }
             Input::Cancelled => self.finish(Reason::SessionCancelled, now, &mut out),
+            Input::Stop => self.stop(&mut out),
             Input::Tick => self.tick(now, &mut out),
         }
         out

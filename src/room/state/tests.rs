@@ -880,3 +880,50 @@ fn revocation_and_cancellation_take_people_out() {
         "a cancellation is already stored"
     );
 }
+
+#[test]
+fn a_stop_ends_everyones_presence_with_server_restart_and_not_the_session() {
+    let mut s = Script::new(SessionKind::Couple, false);
+    s.arrive(1, "c", 0);
+    s.arrive(2, "p", 1);
+    s.act(1, Action::Admit("p".into()), 2);
+    s.arrive(3, "q", 3);
+    for conn in [1, 2, 3] {
+        s.alive(conn, 3_900);
+    }
+    let e = s.room.handle(Input::Stop, Script::at(4));
+    for conn in [1, 2, 3] {
+        assert_eq!(to(&e, conn), ["close:error(server_restart)"], "{conn}");
+    }
+    let left: Vec<(&str, ConnId, Reason, Option<DateTime<Utc>>)> = e
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Record(RoomEvent::Left {
+                participant,
+                conn,
+                reason,
+                at,
+            }) => Some((participant.as_str(), *conn, *reason, *at)),
+            _ => None,
+        })
+        .collect();
+    // Each presence ends at its connection's last sign of life.
+    let last = Some(Script::at(0) + Duration::milliseconds(3_900));
+    assert_eq!(
+        left,
+        [
+            ("c", 1, Reason::ServerRestart, last),
+            ("p", 2, Reason::ServerRestart, last),
+            ("q", 3, Reason::ServerRestart, last),
+        ]
+    );
+    assert_eq!(
+        media(&e),
+        [Effect::StopMedia { conn: 1 }, Effect::StopMedia { conn: 2 }]
+    );
+    assert!(!e.iter().any(|e| matches!(
+        e,
+        Effect::Finished | Effect::PersistEnd | Effect::Record(RoomEvent::SessionEnded { .. })
+    )));
+    assert!(!s.room.is_finished());
+}

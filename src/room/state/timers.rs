@@ -59,6 +59,28 @@ impl Room {
         }
     }
 
+    /// Everyone out for a server stop; the session goes on after it.
+    pub(super) fn stop(&mut self, out: &mut Vec<Effect>) {
+        for m in std::mem::take(&mut self.members) {
+            if m.place == Place::InRoom {
+                out.push(Effect::StopMedia { conn: m.conn });
+            }
+            out.push(Effect::Close {
+                conn: m.conn,
+                message: ServerMessage::error(
+                    ErrorCode::ServerRestart,
+                    "The server is restarting. Please reconnect in a moment.",
+                ),
+            });
+            out.push(Effect::Record(RoomEvent::Left {
+                participant: m.person.id,
+                conn: m.conn,
+                reason: Reason::ServerRestart,
+                at: None,
+            }));
+        }
+    }
+
     /// Ends the session for everyone.
     pub(super) fn finish(&mut self, reason: Reason, _now: DateTime<Utc>, out: &mut Vec<Effect>) {
         // Stored before anyone is told, so no join can slip in after `ended`.
