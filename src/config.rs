@@ -108,6 +108,12 @@ pub struct SessionsSection {
     pub max_participants: u32,
     /// Failed joins allowed per source address per minute; 0: no limit.
     pub failed_joins_per_minute: u32,
+    /// Messages a signaling connection may send per second on average;
+    /// more closes it (1008). 0: no limit.
+    pub messages_per_second: u32,
+    /// Messages a signaling connection may send at once (a join's
+    /// candidates, a renegotiation) before the average applies.
+    pub message_burst: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -233,6 +239,8 @@ impl Default for Config {
                 clinician_grace_minutes: 5,
                 max_participants: 20,
                 failed_joins_per_minute: 10,
+                messages_per_second: 20,
+                message_burst: 100,
             },
             media: MediaSection {
                 bind_ip: None,
@@ -368,6 +376,15 @@ impl Config {
                 format!(
                     "must be between 2 and 50, not {}",
                     self.sessions.max_participants
+                ),
+            );
+        }
+        if !(1..=10_000).contains(&self.sessions.message_burst) {
+            bad(
+                "sessions.message_burst",
+                format!(
+                    "must be between 1 and 10000, not {}",
+                    self.sessions.message_burst
                 ),
             );
         }

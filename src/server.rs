@@ -23,7 +23,7 @@ use crate::config::{Config, ServerSection};
 use crate::http::listener::{self, Limits, Slots};
 use crate::http::{self, AppState};
 use crate::live::Rooms;
-use crate::room::rate_limit::FailedJoins;
+use crate::room::rate_limit::{FailedJoins, MessageRate};
 use crate::schedule::Scheduler;
 use crate::sfu::Sfu;
 use crate::signal::SignalContext;
@@ -150,6 +150,10 @@ pub async fn start_with(
         failed_joins: std::sync::Mutex::new(FailedJoins::new(
             config.sessions.failed_joins_per_minute,
         )),
+        message_rate: MessageRate::new(
+            config.sessions.messages_per_second,
+            config.sessions.message_burst,
+        ),
         origin: public_url.origin().ascii_serialization(),
         shutdown: stopped.clone(),
     });

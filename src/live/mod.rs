@@ -37,6 +37,20 @@ use tandem_protocol::{Attestation, DenialCode, ErrorCode, IceServer, ServerMessa
 /// How often a room's timers are checked.
 const TICK: Duration = Duration::from_secs(1);
 
+/// Messages a room's queue holds. A full queue refuses a request or an
+/// arrival (`error` `unavailable`: the room is busy); what happened
+/// (a departure) waits for room in its own task. Other rooms are never
+/// affected: each has its own queue and task.
+pub const ROOM_QUEUE: usize = 256;
+
+/// The room could not take a request (its queue is full, or it is gone).
+pub fn busy() -> ServerMessage {
+    ServerMessage::error(
+        ErrorCode::Unavailable,
+        "The room is busy, so this was not done. Please try again in a moment.",
+    )
+}
+
 /// What a connection's writer is asked to do.
 #[derive(Debug, Clone)]
 pub enum Outgoing {
@@ -74,7 +88,7 @@ enum RoomMessage {
 }
 
 pub struct Rooms {
-    live: Mutex<HashMap<Uuid, mpsc::UnboundedSender<RoomMessage>>>,
+    live: Mutex<HashMap<Uuid, mpsc::Sender<RoomMessage>>>,
     /// Sessions whose room has finished in this run: a join racing the end
     /// is refused rather than opening a new room.
     finished: Mutex<std::collections::HashSet<Uuid>>,
@@ -148,7 +162,7 @@ impl Rooms {
             return;
         }
         let sender = live.entry(session.id).or_insert_with(|| {
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = mpsc::channel(ROOM_QUEUE);
             let room = Room::new(session, self.ice_servers.clone());
             let roles = session
                 .roster
@@ -160,12 +174,20 @@ impl Rooms {
             tasks.push(tokio::spawn(run(self.clone(), room, roles, rx)));
             tx
         });
-        let _ = sender.send(RoomMessage::Arrive {
+        let arrival = RoomMessage::Arrive {
             conn,
             person,
             attestation,
             handle,
-        });
+        };
+        if let Err(error) = sender.try_send(arrival) {
+            let (mpsc::error::TrySendError::Full(RoomMessage::Arrive { handle, .. })
+            | mpsc::error::TrySendError::Closed(RoomMessage::Arrive { handle, .. })) = error
+            else {
+                unreachable!("an arrival was sent");
+            };
+            let _ = handle.out.send(Outgoing::Close(busy()));
+        }
     }
 
     /// The ledger's id of connection `conn`.
@@ -177,7 +199,16 @@ impl Rooms {
     /// there is one.
     pub fn input(&self, session: Uuid, input: Input) {
         if let Some(sender) = self.live.lock().expect("rooms lock").get(&session) {
-            let _ = sender.send(RoomMessage::Fact(input));
+            if let Err(mpsc::error::TrySendError::Full(fact)) =
+                sender.try_send(RoomMessage::Fact(input))
+            {
+                // It happened: it waits for room, without holding up
+                // whoever noticed it.
+                let sender = sender.clone();
+                tokio::spawn(async move {
+                    let _ = sender.send(fact).await;
+                });
+            }
         }
     }
 
@@ -187,7 +218,7 @@ impl Rooms {
     /// [`Outgoing::Refused`].
     pub fn request(&self, session: Uuid, input: Input) -> bool {
         match self.live.lock().expect("rooms lock").get(&session) {
-            Some(sender) => sender.send(RoomMessage::Request(input)).is_ok(),
+            Some(sender) => sender.try_send(RoomMessage::Request(input)).is_ok(),
             None => false,
         }
     }
@@ -251,7 +282,7 @@ async fn run(
     rooms: Arc<Rooms>,
     mut room: Room,
     roles: HashMap<String, &'static str>,
-    mut messages: mpsc::UnboundedReceiver<RoomMessage>,
+    mut messages: mpsc::Receiver<RoomMessage>,
 ) {
     let id = room.id();
     let recorder = Recorder {
@@ -660,7 +691,42 @@ async fn carry_out(
                 tracing::error!(session = %room, %error, "cannot persist the end of a session");
             }
         }
-        Effect::Record(event) => tracing::info!(session = %room, ?event, "room event"),
+        // Ids and kinds only: never an attestation's or a note's contents.
+        Effect::Record(event) => {
+            let (kind, participant, conn) = logged(&event);
+            tracing::info!(session = %room, kind, participant, conn, "room event");
+        }
         Effect::Finished => {}
+    }
+}
+
+/// What a room event may say in the log: its kind, whom and which
+/// connection it is about.
+fn logged(event: &RoomEvent) -> (&'static str, &str, ConnId) {
+    match event {
+        RoomEvent::Waiting { participant, conn } => ("waiting", participant, *conn),
+        RoomEvent::Joined {
+            participant, conn, ..
+        } => ("joined", participant, *conn),
+        RoomEvent::Attestation {
+            participant, conn, ..
+        } => ("attestation", participant, *conn),
+        RoomEvent::Admitted {
+            participant, conn, ..
+        } => ("admitted", participant, *conn),
+        RoomEvent::Denied {
+            participant, conn, ..
+        } => ("denied", participant, *conn),
+        RoomEvent::Removed { participant, .. } => ("removed", participant, 0),
+        RoomEvent::Replaced {
+            participant, old, ..
+        } => ("replaced", participant, *old),
+        RoomEvent::Left {
+            participant, conn, ..
+        } => ("left", participant, *conn),
+        RoomEvent::MediaChanged {
+            participant, conn, ..
+        } => ("media_changed", participant, *conn),
+        RoomEvent::SessionEnded { .. } => ("session_closed", "-", 0),
     }
 }

@@ -1,6 +1,7 @@
 //! Failed joins per source address: a guessing or flooding client is slowed
 //! down without touching anyone already in a session (only failures count,
-//! and only for the address that fails).
+//! and only for the address that fails). And messages per connection
+//! ([`MessageRate`]): a socket that floods is closed.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -55,9 +56,76 @@ impl FailedJoins {
     }
 }
 
+/// Messages of one connection: a token bucket holding `burst` messages,
+/// refilled at `per_second`. A connection that empties it is over the limit.
+#[derive(Debug, Clone)]
+pub struct MessageRate {
+    per_second: u32,
+    burst: u32,
+    tokens: f64,
+    last: Option<Instant>,
+}
+
+impl MessageRate {
+    /// `per_second` on average, `burst` at once; `per_second` 0: no limit.
+    pub fn new(per_second: u32, burst: u32) -> MessageRate {
+        let burst = burst.max(1);
+        MessageRate {
+            per_second,
+            burst,
+            tokens: f64::from(burst),
+            last: None,
+        }
+    }
+
+    /// Counts one message at `now`: false when it is over the limit.
+    pub fn allow(&mut self, now: Instant) -> bool {
+        if self.per_second == 0 {
+            return true;
+        }
+        if let Some(last) = self.last {
+            let refill =
+                now.saturating_duration_since(last).as_secs_f64() * f64::from(self.per_second);
+            self.tokens = (self.tokens + refill).min(f64::from(self.burst));
+        }
+        self.last = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_burst_then_the_rate_and_a_flood_is_over_the_limit() {
+        let t0 = Instant::now();
+        let mut rate = MessageRate::new(10, 50);
+        for i in 0..50 {
+            assert!(rate.allow(t0), "message {i} of the burst");
+        }
+        assert!(!rate.allow(t0), "the 51st at once");
+        // A tenth of a second later, one more.
+        assert!(rate.allow(t0 + Duration::from_millis(100)));
+        assert!(!rate.allow(t0 + Duration::from_millis(100)));
+        // Ten a second, for a minute, never runs out.
+        let mut rate = MessageRate::new(10, 50);
+        for i in 0..600 {
+            assert!(rate.allow(t0 + Duration::from_millis(100 * i)), "{i}");
+        }
+        // A flood of 10,000 gets the burst and what refills meanwhile.
+        let mut rate = MessageRate::new(10, 50);
+        let allowed = (0..10_000)
+            .filter(|i| rate.allow(t0 + Duration::from_micros(*i)))
+            .count();
+        assert_eq!(allowed, 50);
+        assert!(MessageRate::new(0, 0).allow(t0), "0 is no limit");
+    }
 
     #[test]
     fn the_eleventh_failure_in_a_minute_is_blocked_and_the_window_slides() {

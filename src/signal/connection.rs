@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::SignalContext;
-use crate::live::{ConnHandle, Outgoing};
+use crate::live::{busy, ConnHandle, Outgoing};
 use crate::room::admission::{self, Refusal};
 use crate::room::state::{Action, Input, LeaveReason};
 use crate::schedule::RosterEntry;
@@ -40,6 +40,10 @@ const SILENCE_LIMIT: Duration = Duration::from_secs(30);
 
 /// How long a leaving client waits for the room to record its departure.
 const RELEASE_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a socket closed for flooding is read (and ignored) before it
+/// is dropped.
+const FLOOD_DRAIN: Duration = Duration::from_secs(1);
 
 /// WebSocket close codes we use.
 const CLOSE_NORMAL: u16 = 1000;
@@ -62,14 +66,6 @@ fn close_code(last: &ServerMessage) -> u16 {
         } => CLOSE_TRY_AGAIN,
         _ => CLOSE_NORMAL,
     }
-}
-
-/// The room could not take a request (no room, or its queue is full).
-fn busy() -> ServerMessage {
-    ServerMessage::error(
-        ErrorCode::Unavailable,
-        "The room is busy, so this was not done. Please try again in a moment.",
-    )
 }
 
 type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
@@ -142,6 +138,15 @@ pub async fn run(socket: WebSocket, context: Arc<SignalContext>, address: IpAddr
     let token = match first {
         Message::Text(text) => match message::parse(&text) {
             Ok(ClientMessage::Join { token, attestation }) => Some((token, attestation)),
+            Err(explanation) if is_join(&text) => {
+                // A join whose fields are out of bounds: say which.
+                send(
+                    &mut sink,
+                    &ServerMessage::error(ErrorCode::BadMessage, explanation),
+                )
+                .await;
+                None
+            }
             _ => None,
         },
         _ => None,
@@ -222,6 +227,12 @@ pub async fn run(socket: WebSocket, context: Arc<SignalContext>, address: IpAddr
     tracing::info!(session = %connection.room, participant = %connection.member.id, conn = connection.conn, "disconnected");
 }
 
+/// Whether `text` is meant as a `join` (a JSON object of that type).
+fn is_join(text: &str) -> bool {
+    serde_json::from_str::<serde_json::Value>(text)
+        .is_ok_and(|v| v.get("type").and_then(|t| t.as_str()) == Some("join"))
+}
+
 /// A participant whose link was accepted.
 struct Connection {
     context: Arc<SignalContext>,
@@ -243,6 +254,7 @@ impl Connection {
         peer_rx: &mut mpsc::UnboundedReceiver<PeerEvent>,
     ) -> Option<LeaveReason> {
         let mut shutdown = self.context.shutdown.clone();
+        let mut rate = self.context.message_rate.clone();
         // In the room (peer connections exist), rather than waiting.
         let mut in_room = false;
         // The last frame from the client (pongs included): a silent network
@@ -291,6 +303,28 @@ impl Connection {
                     if matches!(frame, Some(Ok(_))) {
                         last_seen = Utc::now();
                         self.sign_of_life.seen(last_seen);
+                    }
+                    if matches!(frame, Some(Ok(ref m)) if !matches!(m, Message::Close(_)))
+                        && !rate.allow(Instant::now())
+                    {
+                        tracing::warn!(session = %self.room, conn = self.conn, "signaling socket over its message limit; closed");
+                        send(sink, &ServerMessage::error(
+                            ErrorCode::RateLimited,
+                            "Too many messages; this connection is closed.",
+                        )).await;
+                        close(sink, CLOSE_POLICY, "too many messages").await;
+                        // Read what it still sends for a moment: a socket
+                        // closed with unread data is reset, and the reset
+                        // would destroy the close frame on its way.
+                        let _ = tokio::time::timeout(FLOOD_DRAIN, async {
+                            while let Some(Ok(frame)) = stream.next().await {
+                                if matches!(frame, Message::Close(_)) {
+                                    break;
+                                }
+                            }
+                        })
+                        .await;
+                        return Some(LeaveReason::Network { last_seen });
                     }
                     match frame {
                         Some(Ok(Message::Text(text))) => {

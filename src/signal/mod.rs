@@ -14,7 +14,7 @@ use std::sync::Arc;
 use tokio::sync::watch;
 
 use crate::live::Rooms;
-use crate::room::rate_limit::FailedJoins;
+use crate::room::rate_limit::{FailedJoins, MessageRate};
 use crate::schedule::Scheduler;
 use crate::sfu::Sfu;
 
@@ -34,6 +34,8 @@ pub struct SignalContext {
     pub rooms: Arc<Rooms>,
     /// Failed joins per source address.
     pub failed_joins: std::sync::Mutex<FailedJoins>,
+    /// Each connection's message limit, as it starts.
+    pub message_rate: MessageRate,
     /// The only browser origin allowed to open the socket.
     pub origin: String,
     /// Turns true when the server shuts down.

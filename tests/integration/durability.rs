@@ -686,3 +686,57 @@ async fn a_stop_that_cannot_record_the_departures_exits_non_zero() {
     );
     assert_eq!(clin.wait_closed(WAIT).await.unwrap().code, Some(1012));
 }
+
+/// docs/security.md: no body is ever logged. Room events are logged by
+/// kind and ids; an attestation's contents (state, at home, private) never
+/// reach the log, however many events a session has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn room_events_are_logged_by_kind_and_ids_never_an_attestation() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut serve = Serve::start(dir.path(), &data).await;
+    let app = &serve.app;
+    let mut body = couple_session(-5, 60);
+    body["settings"] = json!({"auto_admit": true});
+    let session = app.create_session(&body).await;
+    let id = session["id"].as_str().unwrap().to_owned();
+    let links = app.invite_tokens(&id).await;
+    let mut clin = SignalClient::connect(app).await.unwrap();
+    assert_eq!(
+        type_of(&clin.join(&links["clin-1"]).await.unwrap()),
+        "joined"
+    );
+    for who in ["pat-1", "par-1"] {
+        let mut client = SignalClient::connect(app).await.unwrap();
+        client
+            .send_json(json!({"type": "join", "token": links[who],
+                "attestation": {"state": "WY", "at_home": false, "private": true}}))
+            .await
+            .unwrap();
+        client.recv_until("joined", WAIT).await.unwrap();
+        client
+            .send_json(json!({"type": "media", "audio": false, "video": true}))
+            .await
+            .unwrap();
+        client.send_json(json!({"type": "leave"})).await.unwrap();
+        client.wait_closed(WAIT).await.unwrap();
+    }
+    assert!(serve.sigterm().await.success());
+    let log = serve.log_text();
+    let room_events: Vec<&str> = log.lines().filter(|l| l.contains("room event")).collect();
+    println!("{}", room_events.join("\n"));
+    assert!(
+        room_events.iter().any(|l| l.contains("attestation")),
+        "the attestation events are not logged at all"
+    );
+    for secret in ["WY", "at_home", "private: "] {
+        assert!(
+            !log.contains(secret),
+            "{secret:?} is in the log:\n{}",
+            log.lines()
+                .filter(|l| l.contains(secret))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use sqlx::Connection;
 
 use crate::helpers::signal_client::{invite_token, SignalClient};
 use crate::helpers::{couple_session, TestApp};
@@ -345,4 +346,207 @@ async fn shutdown_tells_connected_clients() {
         "server_restart",
         "{messages:?}"
     );
+}
+
+/// Every client string is bounded by what the protocol needs (a US state's
+/// two letters, a participant id, an SDP, a candidate line...): past it,
+/// `bad_message` naming the field, and the connection stays; a `join` out
+/// of bounds is refused.
+#[tokio::test]
+async fn client_strings_are_bounded_with_bad_message_naming_the_field() {
+    let app = TestApp::spawn().await;
+    let (_, links) = session_with_links(&app).await;
+    let mut clinician = SignalClient::connect(&app).await.unwrap();
+    assert_eq!(
+        clinician.join(token(&links, "clin-1")).await.unwrap()["type"],
+        "joined"
+    );
+
+    let mut patient = SignalClient::connect(&app).await.unwrap();
+    patient
+        .send_json(json!({"type": "join", "token": token(&links, "pat-1"),
+            "attestation": {"state": "New York", "at_home": true, "private": true}}))
+        .await
+        .unwrap();
+    let error = patient.recv_until("error", WAIT).await.unwrap();
+    assert_eq!(error["code"], "bad_message", "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("attestation.state"),
+        "{error}"
+    );
+    let denied = patient.recv_until("denied", WAIT).await.unwrap();
+    assert_eq!(denied["code"], "join_required", "{denied}");
+    assert_eq!(patient.wait_closed(WAIT).await.unwrap().code, Some(1008));
+
+    let mut patient = SignalClient::connect(&app).await.unwrap();
+    patient
+        .send_json(json!({"type": "join", "token": token(&links, "pat-1"),
+            "attestation": {"state": "NY", "at_home": true, "private": true}}))
+        .await
+        .unwrap();
+    patient.recv_until("joined", WAIT).await.unwrap();
+
+    let long = |n: usize| "a".repeat(n);
+    let cases = [
+        (
+            json!({"type": "admit", "participant": long(65)}),
+            "participant",
+        ),
+        (
+            json!({"type": "remove", "participant": "pat 1"}),
+            "participant",
+        ),
+        (
+            json!({"type": "mute", "participant": "pat-1\n", "kind": "audio"}),
+            "participant",
+        ),
+        (
+            json!({"type": "breakout", "household": long(65)}),
+            "household",
+        ),
+        (
+            json!({"type": "offer", "pc": "pub", "sdp": format!("v=0\r\n{}", long(130 * 1024))}),
+            "sdp",
+        ),
+        (
+            json!({"type": "candidate", "pc": "pub", "candidate": {"candidate": long(2000), "sdpMid": "0"}}),
+            "candidate",
+        ),
+    ];
+    for (message, field) in cases {
+        clinician.send_json(message.clone()).await.unwrap();
+        let reply = clinician.recv_until("error", WAIT).await.unwrap();
+        assert_eq!(reply["code"], "bad_message", "{message}: {reply}");
+        assert!(
+            reply["message"].as_str().unwrap().contains(field),
+            "{field}: {reply}"
+        );
+    }
+    clinician.send_json(json!({"type": "ping"})).await.unwrap();
+    clinician.recv_until("pong", WAIT).await.unwrap();
+    assert!(clinician.closed().is_none());
+    app.stop().await;
+}
+
+/// The reproduction of the hardening issue: a partner still in the waiting
+/// room sends 10,000 `media` messages. None becomes a ledger event (none
+/// changes anything), the socket is closed for flooding (1008, `error`
+/// `rate_limited`), and a clinician admitting someone in another room
+/// meanwhile is not slowed down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flooding_socket_is_closed_records_nothing_and_slows_no_other_room() {
+    let app = TestApp::spawn().await;
+    let schedule = || async {
+        let session = app.create_session(&couple_session(-5, 60)).await;
+        let id = session["id"].as_str().unwrap().to_owned();
+        let links = app.invite_tokens(&id).await;
+        (id, links)
+    };
+    let (flooded, a) = schedule().await;
+    let (_, b) = schedule().await;
+    let events = |app: &TestApp| {
+        let request = app.get("/v1/attendance/verify");
+        async move {
+            let body: Value = request.send().await.unwrap().json().await.unwrap();
+            body["events"].as_i64().unwrap()
+        }
+    };
+
+    let mut clinician_a = SignalClient::connect(&app).await.unwrap();
+    assert_eq!(
+        clinician_a.join(&a["clin-1"]).await.unwrap()["type"],
+        "joined"
+    );
+    let mut partner = SignalClient::connect(&app).await.unwrap();
+    partner
+        .send_json(json!({"type": "join", "token": a["par-1"]}))
+        .await
+        .unwrap();
+    partner.recv_until("waiting", WAIT).await.unwrap();
+    let mut clinician_b = SignalClient::connect(&app).await.unwrap();
+    assert_eq!(
+        clinician_b.join(&b["clin-1"]).await.unwrap()["type"],
+        "joined"
+    );
+    let before = events(&app).await;
+
+    let flood = partner.sender();
+    let flooding = tokio::spawn(async move {
+        let media = json!({"type": "media", "audio": true, "video": true}).to_string();
+        let mut sent = 0;
+        for _ in 0..10_000 {
+            if flood.send_text(media.clone()).await.is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        sent
+    });
+
+    // Meanwhile, in the other room: a patient knocks and is let in.
+    let mut patient_b = SignalClient::connect(&app).await.unwrap();
+    patient_b
+        .send_json(json!({"type": "join", "token": b["pat-1"]}))
+        .await
+        .unwrap();
+    patient_b.recv_until("waiting", WAIT).await.unwrap();
+    let asked = std::time::Instant::now();
+    clinician_b
+        .send_json(json!({"type": "admit", "participant": "pat-1"}))
+        .await
+        .unwrap();
+    patient_b.recv_until("joined", WAIT).await.unwrap();
+    let admission = asked.elapsed();
+
+    let closed = partner.wait_closed(Duration::from_secs(15)).await.unwrap();
+    let sent = flooding.await.unwrap();
+    println!(
+        "flood: {sent} sent; closed {closed:?}; admission in the other room took {admission:?}"
+    );
+    assert_eq!(closed.code, Some(1008), "{closed:?}");
+    assert_eq!(closed.reason, "too many messages");
+    assert!(
+        partner
+            .messages()
+            .iter()
+            .any(|m| m["type"] == "error" && m["code"] == "rate_limited"),
+        "{:?}",
+        partner.messages()
+    );
+    assert!(
+        admission < Duration::from_secs(1),
+        "admission took {admission:?}"
+    );
+
+    let mut db = sqlx::SqliteConnection::connect_with(
+        &sqlx::sqlite::SqliteConnectOptions::new().filename(app.config.database_path()),
+    )
+    .await
+    .unwrap();
+    let media_events: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM attendance_events WHERE session_id = ? AND kind = 'media_changed'",
+    )
+    .bind(&flooded)
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(
+        media_events, 0,
+        "a media message that changes nothing is an event"
+    );
+    let added = events(&app).await - before;
+    assert!(
+        added <= 10,
+        "{added} events for one admission and one flood"
+    );
+
+    clinician_a
+        .send_json(json!({"type": "ping"}))
+        .await
+        .unwrap();
+    clinician_a.recv_until("pong", WAIT).await.unwrap();
+    app.stop().await;
 }

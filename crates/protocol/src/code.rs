@@ -105,6 +105,8 @@ pub enum ErrorCode {
     /// The server cannot record this right now (its attendance ledger
     /// cannot be written), so it was not done; try again in a moment.
     Unavailable,
+    /// The connection sent more messages than allowed; it is closed.
+    RateLimited,
 }
 
 impl ErrorCode {
@@ -116,6 +118,7 @@ impl ErrorCode {
             ErrorCode::Internal => "internal",
             ErrorCode::ServerRestart => "server_restart",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::RateLimited => "rate_limited",
         }
     }
 }
@@ -145,7 +148,7 @@ mod tests {
             DeniedByClinician,
             SessionCancelled,
             SessionEnded,
-            RateLimited,
+            DenialCode::RateLimited,
         ] {
             assert_eq!(
                 serde_json::to_value(code).unwrap(),
@@ -160,6 +163,7 @@ mod tests {
             Internal,
             ServerRestart,
             Unavailable,
+            ErrorCode::RateLimited,
         ] {
             assert_eq!(
                 serde_json::to_value(code).unwrap(),
@@ -172,5 +176,6 @@ mod tests {
         );
         assert_eq!(ErrorCode::ServerRestart.as_str(), "server_restart");
         assert_eq!(ErrorCode::Unavailable.as_str(), "unavailable");
+        assert_eq!(ErrorCode::RateLimited.as_str(), "rate_limited");
     }
 }

@@ -286,7 +286,124 @@ impl ServerMessage {
 }
 
 /// Parses one client frame; the error is a sentence for a `bad_message`.
+/// The longest invite token accepted in `join` (a link's token is about
+/// 400 bytes).
+pub const MAX_TOKEN: usize = 4096;
+/// The longest SDP accepted in `offer` and `answer`: a `sub` answer in the
+/// largest group room (50 people, two m-lines each) is well under it.
+pub const MAX_SDP: usize = 128 * 1024;
+/// The longest `candidate` line (RFC 8839 lines are about 100 bytes).
+pub const MAX_CANDIDATE: usize = 1024;
+/// The longest `sdpMid` and `usernameFragment` (RFC 8839: a ufrag is at
+/// most 256 characters).
+pub const MAX_ICE_FIELD: usize = 256;
+/// Participant ids are the clinic's ids (docs/api.md): 1 to 64 letters,
+/// digits, `-`, `_`, `.` or `:`. Household ids: 1 to 64 characters.
+pub const MAX_ID: usize = 64;
+/// `attestation.state`'s value for someone outside the United States (the
+/// browser client offers it beside the two-letter codes).
+pub const OUTSIDE_US: &str = "OUTSIDE_US";
+
+impl ClientMessage {
+    /// Whether every string is within what the protocol needs: a sentence
+    /// naming the first field that is not.
+    pub fn check(&self) -> Result<(), String> {
+        let at_most = |field: &str, value: &str, max: usize| {
+            if value.len() > max {
+                Err(format!("{field}: longer than {max} bytes"))
+            } else {
+                Ok(())
+            }
+        };
+        let id = |field: &str, value: &str| {
+            let ok = (1..=MAX_ID).contains(&value.len())
+                && value
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+            if ok {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{field}: not a participant id (1 to {MAX_ID} letters, digits, '-', '_', '.' or ':')"
+                ))
+            }
+        };
+        let household = |value: &str| {
+            if (1..=MAX_ID).contains(&value.chars().count()) && !value.chars().any(char::is_control)
+            {
+                Ok(())
+            } else {
+                Err(format!(
+                    "household: not a household id (1 to {MAX_ID} characters)"
+                ))
+            }
+        };
+        match self {
+            ClientMessage::Join { token, attestation } => {
+                at_most("token", token, MAX_TOKEN)?;
+                if let Some(a) = attestation {
+                    let two_letters =
+                        a.state.len() == 2 && a.state.bytes().all(|b| b.is_ascii_uppercase());
+                    if !two_letters && a.state != OUTSIDE_US {
+                        return Err(format!(
+                            "attestation.state: not a US state's two-letter code (like \"NY\") or {OUTSIDE_US:?}"
+                        ));
+                    }
+                }
+                Ok(())
+            }
+            ClientMessage::Offer { sdp, .. } | ClientMessage::Answer { sdp, .. } => {
+                at_most("sdp", sdp, MAX_SDP)
+            }
+            ClientMessage::Candidate {
+                candidate: Some(c), ..
+            } => {
+                at_most("candidate.candidate", &c.candidate, MAX_CANDIDATE)?;
+                at_most(
+                    "candidate.sdpMid",
+                    c.sdp_mid.as_deref().unwrap_or(""),
+                    MAX_ICE_FIELD,
+                )?;
+                at_most(
+                    "candidate.usernameFragment",
+                    c.username_fragment.as_deref().unwrap_or(""),
+                    MAX_ICE_FIELD,
+                )
+            }
+            ClientMessage::Admit { participant }
+            | ClientMessage::Deny { participant }
+            | ClientMessage::Remove { participant }
+            | ClientMessage::Mute { participant, .. }
+            | ClientMessage::AllowUnmute { participant, .. } => id("participant", participant),
+            ClientMessage::Breakout { household: h, .. }
+            | ClientMessage::EndBreakout { household: h } => household(h),
+            ClientMessage::Candidate {
+                candidate: None, ..
+            }
+            | ClientMessage::Media { .. }
+            | ClientMessage::Leave
+            | ClientMessage::Ping
+            | ClientMessage::AdmitAll
+            | ClientMessage::End => Ok(()),
+        }
+    }
+}
+
+/// Reads one client frame: a protocol message whose strings are within
+/// [`ClientMessage::check`]'s limits, or a sentence saying what is wrong.
 pub fn parse(text: &str) -> Result<ClientMessage, String> {
+    let message = parse_unchecked(text)?;
+    message.check().map_err(|problem| {
+        let kind = serde_json::to_value(&message)
+            .ok()
+            .and_then(|v| v.get("type").and_then(|t| t.as_str()).map(str::to_owned))
+            .unwrap_or_default();
+        format!("cannot accept the {kind:?} message: {problem}")
+    })?;
+    Ok(message)
+}
+
+fn parse_unchecked(text: &str) -> Result<ClientMessage, String> {
     serde_json::from_str(text).map_err(|e| {
         let known = serde_json::from_str::<serde_json::Value>(text)
             .ok()
@@ -424,6 +541,93 @@ mod tests {
         assert!(parse(r#"{"type": "join"}"#)
             .unwrap_err()
             .contains("\"join\""));
+    }
+
+    #[test]
+    fn strings_are_limited_to_what_the_protocol_needs() {
+        let attest = |state: &str| {
+            json!({"type": "join", "token": "t", "attestation": {"state": state, "at_home": true, "private": true}})
+                .to_string()
+        };
+        for state in ["NY", "DC", "PR", OUTSIDE_US] {
+            assert!(parse(&attest(state)).is_ok(), "{state}");
+        }
+        for state in [
+            "",
+            "N",
+            "ny",
+            "New York",
+            "NYC",
+            "N1",
+            "ÉÉ",
+            &"A".repeat(10_000),
+        ] {
+            let problem = parse(&attest(state)).unwrap_err();
+            assert!(
+                problem.contains("attestation.state"),
+                "{state:?}: {problem}"
+            );
+        }
+        let long = |n: usize| "a".repeat(n);
+        let cases = [
+            (
+                json!({"type": "join", "token": long(MAX_TOKEN + 1)}),
+                "token",
+            ),
+            (
+                json!({"type": "offer", "pc": "pub", "sdp": long(MAX_SDP + 1)}),
+                "sdp",
+            ),
+            (
+                json!({"type": "answer", "pc": "sub", "sdp": long(MAX_SDP + 1)}),
+                "sdp",
+            ),
+            (
+                json!({"type": "candidate", "pc": "pub", "candidate": {"candidate": long(MAX_CANDIDATE + 1)}}),
+                "candidate.candidate",
+            ),
+            (
+                json!({"type": "candidate", "pc": "pub", "candidate": {"candidate": "c", "sdpMid": long(257)}}),
+                "candidate.sdpMid",
+            ),
+            (
+                json!({"type": "admit", "participant": long(MAX_ID + 1)}),
+                "participant",
+            ),
+            (json!({"type": "deny", "participant": ""}), "participant"),
+            (
+                json!({"type": "remove", "participant": "pat 1"}),
+                "participant",
+            ),
+            (
+                json!({"type": "mute", "participant": "x<y", "kind": "audio"}),
+                "participant",
+            ),
+            (
+                json!({"type": "allow_unmute", "participant": long(65), "kind": "audio"}),
+                "participant",
+            ),
+            (
+                json!({"type": "breakout", "household": long(MAX_ID + 1)}),
+                "household",
+            ),
+            (
+                json!({"type": "end_breakout", "household": ""}),
+                "household",
+            ),
+        ];
+        for (message, field) in cases {
+            let problem = parse(&message.to_string()).unwrap_err();
+            assert!(problem.contains(field), "{field}: {problem}");
+        }
+        for ok in [
+            json!({"type": "join", "token": long(MAX_TOKEN)}),
+            json!({"type": "offer", "pc": "pub", "sdp": long(MAX_SDP)}),
+            json!({"type": "admit", "participant": "clin-7.a:b_c"}),
+            json!({"type": "breakout", "household": "Morgan household"}),
+        ] {
+            assert!(parse(&ok.to_string()).is_ok(), "{ok}");
+        }
     }
 
     #[test]

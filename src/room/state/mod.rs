@@ -603,8 +603,13 @@ impl Room {
                 }
             }
         }
+        let before = (member.audio, member.video);
         member.audio = audio && !member.locked[0];
         member.video = video && !member.locked[1];
+        if (member.audio, member.video) == before {
+            // Nothing changed: nothing to record or tell.
+            return;
+        }
         let (participant, a, v, place) = (
             member.person.id.clone(),
             member.audio,

@@ -927,3 +927,46 @@ fn a_stop_ends_everyones_presence_with_server_restart_and_not_the_session() {
     )));
     assert!(!s.room.is_finished());
 }
+
+#[test]
+fn a_media_message_that_changes_nothing_is_neither_recorded_nor_told() {
+    let mut s = Script::new(SessionKind::Couple, false);
+    s.arrive(1, "c", 0);
+    s.arrive(2, "p", 1);
+    s.act(1, Action::Admit("p".into()), 2);
+    s.arrive(3, "q", 3);
+    let media = |audio, video| Input::Media {
+        conn: 3,
+        audio,
+        video,
+    };
+    // The waiting partner repeats its state: nothing, however often.
+    for i in 0..1000 {
+        assert_eq!(s.room.handle(media(true, true), Script::at(4)), [], "{i}");
+    }
+    let e = s.room.handle(media(false, true), Script::at(5));
+    assert!(matches!(
+        e.as_slice(),
+        [Effect::Record(RoomEvent::MediaChanged { audio: false, .. })]
+    ));
+    assert_eq!(s.room.handle(media(false, true), Script::at(6)), []);
+    // In the room, a change is told once.
+    let e = s.room.handle(
+        Input::Media {
+            conn: 2,
+            audio: true,
+            video: false,
+        },
+        Script::at(7),
+    );
+    assert_eq!(to(&e, 1), ["media"]);
+    let e = s.room.handle(
+        Input::Media {
+            conn: 2,
+            audio: true,
+            video: false,
+        },
+        Script::at(8),
+    );
+    assert_eq!(e, []);
+}

@@ -235,6 +235,11 @@ impl SignalClient {
         }
     }
 
+    /// A handle for sending from elsewhere (another task).
+    pub fn sender(&self) -> SignalSender {
+        self.sender.clone()
+    }
+
     /// A handle on the log of everything received.
     pub fn log(&self) -> MessageLog {
         self.log.clone()
