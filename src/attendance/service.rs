@@ -13,6 +13,7 @@ use super::export;
 use super::ledger::{verify, Ledger, LedgerError, LedgerFailure, Verification};
 use super::report::session_report;
 use super::weekly::{parse_week, week_bounds, weekly_report};
+use crate::auth::RosterRole;
 use crate::config::AttendanceSection;
 use crate::schedule::{Session, SessionStatus};
 use crate::store::{ExportRecord, Store, StoreError};
@@ -60,6 +61,10 @@ pub struct Export {
 pub enum AttendanceError {
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// The caller may not act on this (a clinician not on the session's
+    /// roster).
+    #[error("{0}")]
+    Forbidden(&'static str),
     #[error("{field}: {message}")]
     Invalid {
         field: &'static str,
@@ -283,16 +288,30 @@ impl Attendance {
     }
 
     /// A clinician's note on a participant's attendance: a new event; no
-    /// number changes.
+    /// number changes. `clinician`: the roster id of the clinician writing
+    /// it, who must be the session's clinician (`None`: an admin, any
+    /// session).
     pub async fn annotate(
         &self,
         session: Uuid,
         participant: &str,
         text: &str,
         by: &str,
+        clinician: Option<&str>,
         now: DateTime<Utc>,
     ) -> Result<i64, AttendanceError> {
         let s = self.session(session).await?;
+        if let Some(clinician) = clinician {
+            let on_roster = s
+                .roster
+                .iter()
+                .any(|p| p.id == clinician && p.role == RosterRole::Clinician);
+            if !on_roster {
+                return Err(AttendanceError::Forbidden(
+                    "a clinician may annotate only sessions where they are the clinician on the roster",
+                ));
+            }
+        }
         let member = s
             .member(participant)
             .ok_or(AttendanceError::NotFound("participant"))?;

@@ -26,6 +26,7 @@ impl From<AttendanceError> for ApiError {
     fn from(e: AttendanceError) -> Self {
         match e {
             AttendanceError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
+            AttendanceError::Forbidden(why) => ApiError::forbidden(why),
             AttendanceError::Invalid { field, message } => ApiError::invalid(vec![FieldError {
                 field: field.into(),
                 message,
@@ -185,6 +186,14 @@ pub async fn annotate(
     body: Result<Json<AnnotationRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     caller.require(ANNOTATORS)?;
+    // A clinician's staff token is about the clinic's staff id: only the
+    // sessions with that clinician on the roster (admins: any).
+    let clinician = match caller.role {
+        ApiRole::Admin => None,
+        _ => Some(caller.actor.strip_prefix("staff:").ok_or_else(|| {
+            ApiError::forbidden("only a clinician's staff token or an admin may annotate")
+        })?),
+    };
     let id: Uuid = id
         .parse()
         .map_err(|_| ApiError::not_found("session not found"))?;
@@ -196,6 +205,7 @@ pub async fn annotate(
             &request.participant_id,
             &request.text,
             &caller.actor,
+            clinician,
             Utc::now(),
         )
         .await?;

@@ -1273,7 +1273,8 @@ async fn only_compliance_exports_and_every_export_is_audited_with_its_hash() {
     );
 
     let data_dir = app.config.data_dir.clone();
-    let clinician = staff_token(&data_dir, "clinician", "clin-7").await;
+    // The session's own clinician (a clinician may annotate only those).
+    let clinician = staff_token(&data_dir, "clinician", "clin-1").await;
     let compliance = staff_token(&data_dir, "compliance", "cm-1").await;
     let from = (Utc::now() - chrono::Duration::hours(1))
         .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -1860,5 +1861,52 @@ async fn a_leave_is_on_disk_before_the_socket_closes() {
             "the left event was not durable when the socket closed"
         );
     }
+    app.stop().await;
+}
+
+/// A clinician's staff token annotates only sessions where that clinician
+/// is on the roster: a note is permanent (it is in the hash chain), so
+/// another clinician's session is refused (403) and nothing is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clinician_annotates_only_their_own_sessions() {
+    let app = TestApp::spawn().await;
+    let (mine, _) = schedule(&app, json!({})).await;
+    let mut body = couple_session(-5, 60);
+    body["clinician"] = json!({"id": "clin-2", "name": "Dr Okafor"});
+    let (theirs, _) = schedule_body(&app, &body).await;
+    let data_dir = app.config.data_dir.clone();
+    let clin_1 = staff_token(&data_dir, "clinician", "clin-1").await;
+    let clin_2 = staff_token(&data_dir, "clinician", "clin-2").await;
+    let events = || async { get_json(&app, "/v1/attendance/verify").await["events"].clone() };
+    let annotate = |session: &str, token: &str| {
+        let request = app
+            .client
+            .post(app.url(&format!("/v1/attendance/sessions/{session}/annotations")))
+            .bearer_auth(token)
+            .json(&json!({"participant_id": "pat-1", "text": "arrived upset"}));
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+
+    let before = events().await;
+    for (session, token, who) in [(&mine, &clin_2, "clin-2"), (&theirs, &clin_1, "clin-1")] {
+        let (status, body) = annotate(session, token).await;
+        assert_eq!(status, 403, "{who} on another clinician's session: {body}");
+        assert_eq!(body["error"]["code"], "forbidden", "{body}");
+    }
+    assert_eq!(events().await, before, "a refused note wrote nothing");
+
+    for (session, token, who) in [
+        (&mine, &clin_1, "clin-1"),
+        (&theirs, &clin_2, "clin-2"),
+        (&theirs, &app.admin_key, "admin"),
+    ] {
+        let (status, body) = annotate(session, token).await;
+        assert_eq!(status, 201, "{who}: {body}");
+    }
+    assert_eq!(events().await, before.as_i64().unwrap() + 3);
     app.stop().await;
 }
