@@ -1,6 +1,8 @@
 //! Failed joins per source address: a guessing or flooding client is slowed
 //! down without touching anyone already in a session (only failures count,
-//! and only for the address that fails). And messages per connection
+//! and only for the address that fails). Attempts still being checked count
+//! too, so that many attempts sent at once are not all checked before the
+//! first failure is known. And messages per connection
 //! ([`MessageRate`]): a socket that floods is closed.
 
 use std::collections::{HashMap, VecDeque};
@@ -16,6 +18,8 @@ const SWEEP_AT: usize = 10_000;
 pub struct FailedJoins {
     per_minute: u32,
     by_address: HashMap<IpAddr, VecDeque<Instant>>,
+    /// Attempts begun and not yet finished, per address.
+    in_flight: HashMap<IpAddr, u32>,
 }
 
 impl FailedJoins {
@@ -24,6 +28,7 @@ impl FailedJoins {
         FailedJoins {
             per_minute,
             by_address: HashMap::new(),
+            in_flight: HashMap::new(),
         }
     }
 
@@ -42,6 +47,34 @@ impl FailedJoins {
     pub fn is_blocked(&mut self, address: IpAddr, now: Instant) -> bool {
         let limit = self.per_minute as usize;
         limit > 0 && self.recent(address, now).len() >= limit
+    }
+
+    /// Starts a join attempt from `address` at `now`. False, and nothing
+    /// counted, when the address's failures in the last minute and its
+    /// attempts in flight already reach the limit; otherwise the attempt is
+    /// in flight until [`FailedJoins::finish`].
+    pub fn begin(&mut self, address: IpAddr, now: Instant) -> bool {
+        let limit = self.per_minute as usize;
+        let in_flight = self.in_flight.get(&address).copied().unwrap_or(0) as usize;
+        if limit > 0 && self.recent(address, now).len() + in_flight >= limit {
+            return false;
+        }
+        *self.in_flight.entry(address).or_default() += 1;
+        true
+    }
+
+    /// Ends an attempt started with [`FailedJoins::begin`]; a failed one
+    /// counts for the next minute.
+    pub fn finish(&mut self, address: IpAddr, now: Instant, failed: bool) {
+        if let Some(n) = self.in_flight.get_mut(&address) {
+            *n -= 1;
+            if *n == 0 {
+                self.in_flight.remove(&address);
+            }
+        }
+        if failed {
+            self.record_failure(address, now);
+        }
     }
 
     pub fn record_failure(&mut self, address: IpAddr, now: Instant) {
@@ -150,6 +183,33 @@ mod tests {
     }
 
     #[test]
+    fn attempts_in_flight_count_against_the_limit() {
+        let mut limiter = FailedJoins::new(10);
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let t0 = Instant::now();
+        // 40 at once: 10 are checked, 30 refused before being read.
+        let begun = (0..40).filter(|_| limiter.begin(a, t0)).count();
+        assert_eq!(begun, 10);
+        assert!(limiter.begin(b, t0), "another address is not affected");
+        limiter.finish(b, t0, false);
+        // The 10 fail: the address is blocked for a minute.
+        for _ in 0..10 {
+            limiter.finish(a, t0, true);
+        }
+        assert!(!limiter.begin(a, t0 + Duration::from_secs(59)));
+        assert!(limiter.begin(a, t0 + Duration::from_secs(60)));
+        // Attempts that succeed free their place at once and count nothing.
+        let mut limiter = FailedJoins::new(2);
+        assert!(limiter.begin(a, t0) && limiter.begin(a, t0));
+        assert!(!limiter.begin(a, t0), "two in flight");
+        limiter.finish(a, t0, false);
+        assert!(limiter.begin(a, t0), "one finished well");
+        limiter.finish(a, t0, false);
+        limiter.finish(a, t0, false);
+        assert!(limiter.in_flight.is_empty() && limiter.recent(a, t0).is_empty());
+    }
+
+    #[test]
     fn zero_means_no_limit() {
         let mut limiter = FailedJoins::new(0);
         let a: IpAddr = "10.0.0.1".parse().unwrap();
@@ -158,5 +218,6 @@ mod tests {
             limiter.record_failure(a, t0);
         }
         assert!(!limiter.is_blocked(a, t0));
+        assert!((0..100).all(|_| limiter.begin(a, t0)));
     }
 }

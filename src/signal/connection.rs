@@ -92,30 +92,46 @@ async fn deny(sink: &mut Sink, denial: ServerMessage) {
     close(sink, CLOSE_POLICY, "denied").await;
 }
 
-pub async fn run(socket: WebSocket, context: Arc<SignalContext>, address: IpAddr) {
-    let (mut sink, mut stream) = socket.split();
-    let fail = |context: &SignalContext| {
-        context
+/// A join attempt, counted in flight against its address from the socket's
+/// start until it is decided (when dropped): a failure only when marked.
+struct Attempt<'a> {
+    context: &'a SignalContext,
+    address: IpAddr,
+    failed: bool,
+}
+
+impl Drop for Attempt<'_> {
+    fn drop(&mut self) {
+        self.context
             .failed_joins
             .lock()
             .expect("limiter lock")
-            .record_failure(address, Instant::now());
-    };
-    if context
+            .finish(self.address, Instant::now(), self.failed);
+    }
+}
+
+pub async fn run(socket: WebSocket, context: Arc<SignalContext>, address: IpAddr) {
+    let (mut sink, mut stream) = socket.split();
+    if !context
         .failed_joins
         .lock()
         .expect("limiter lock")
-        .is_blocked(address, Instant::now())
+        .begin(address, Instant::now())
     {
         tracing::info!(code = %DenialCode::RateLimited, "join denied");
         deny(&mut sink, ServerMessage::denied(DenialCode::RateLimited)).await;
         return;
     }
+    let mut attempt = Attempt {
+        context: &context,
+        address,
+        failed: false,
+    };
 
     // The first frame: a join, in time.
     let first = match tokio::time::timeout(JOIN_TIMEOUT, stream.next()).await {
         Err(_) => {
-            fail(&context);
+            attempt.failed = true;
             let late = ServerMessage::Denied {
                 code: DenialCode::JoinRequired,
                 message: "No join message was received in time.".into(),
@@ -152,7 +168,7 @@ pub async fn run(socket: WebSocket, context: Arc<SignalContext>, address: IpAddr
         _ => None,
     };
     let Some((token, attestation)) = token else {
-        fail(&context);
+        attempt.failed = true;
         deny(&mut sink, ServerMessage::denied(DenialCode::JoinRequired)).await;
         return;
     };
@@ -170,7 +186,7 @@ pub async fn run(socket: WebSocket, context: Arc<SignalContext>, address: IpAddr
     let (session, member) = match admitted {
         Ok(Ok(admitted)) => admitted,
         Ok(Err(refusal)) => {
-            fail(&context);
+            attempt.failed = true;
             tracing::info!(code = %refusal.code(), "join denied");
             deny(&mut sink, refusal.message()).await;
             return;
@@ -190,6 +206,7 @@ pub async fn run(socket: WebSocket, context: Arc<SignalContext>, address: IpAddr
         }
     };
 
+    drop(attempt);
     let connection = Connection {
         conn: context.rooms.next_conn(),
         room: session.id,

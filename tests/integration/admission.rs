@@ -1342,3 +1342,54 @@ async fn a_room_without_its_clinician_returns_to_the_waiting_room() {
     assert_eq!(ids(joined["participants"].as_array().unwrap()), ["clin-1"]);
     app.stop().await;
 }
+
+/// The reproduction of the hardening issue: 40 bad joins sent at once from
+/// one address were all checked, because only failures already made were
+/// counted. Attempts in flight count too: at most the limit is checked,
+/// the rest are refused `rate_limited` before their token is read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_bad_joins_cannot_bypass_the_failed_join_limit() {
+    let app = TestApp::spawn().await;
+    let limit = app.config.sessions.failed_joins_per_minute as usize;
+    let (_, links) = schedule(&app, &couple_session(-5, 60)).await;
+
+    // 40 sockets open first, then each sends its bad join at once.
+    let clients = futures_util::future::join_all(
+        (0..40).map(|_| async { SignalClient::connect(&app).await.unwrap() }),
+    )
+    .await;
+    let replies =
+        futures_util::future::join_all(clients.into_iter().map(|mut client| async move {
+            // Refused already: the send may fail.
+            let _ = client
+                .send_json(json!({"type": "join", "token": "not-a-token"}))
+                .await;
+            let reply = client
+                .recv_until_any(&["joined", "waiting", "denied"], WAIT)
+                .await
+                .unwrap();
+            client.wait_closed(WAIT).await.unwrap();
+            reply["code"].as_str().unwrap_or_default().to_owned()
+        }))
+        .await;
+    let checked = replies.iter().filter(|c| *c == "token_invalid").count();
+    let limited = replies.iter().filter(|c| *c == "rate_limited").count();
+    println!("{checked} checked, {limited} rate limited");
+    assert_eq!(checked + limited, 40, "{replies:?}");
+    assert!(
+        checked <= limit,
+        "{checked} bad joins were checked: {replies:?}"
+    );
+
+    // And the address stays blocked, for a valid link too.
+    let mut client = SignalClient::connect(&app).await.unwrap();
+    let _ = client
+        .send_json(json!({"type": "join", "token": links["pat-1"]}))
+        .await;
+    let reply = client
+        .recv_until_any(&["joined", "waiting", "denied"], WAIT)
+        .await
+        .unwrap();
+    assert_refusal(&client, &reply, "rate_limited", "a valid link after").await;
+    app.stop().await;
+}
