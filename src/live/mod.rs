@@ -180,13 +180,11 @@ impl Rooms {
             attestation,
             handle,
         };
+        // A full queue: the room is busy; the client may come back.
         if let Err(error) = sender.try_send(arrival) {
-            let (mpsc::error::TrySendError::Full(RoomMessage::Arrive { handle, .. })
-            | mpsc::error::TrySendError::Closed(RoomMessage::Arrive { handle, .. })) = error
-            else {
-                unreachable!("an arrival was sent");
-            };
-            let _ = handle.out.send(Outgoing::Close(busy()));
+            if let RoomMessage::Arrive { handle, .. } = error.into_inner() {
+                let _ = handle.out.send(Outgoing::Close(busy()));
+            }
         }
     }
 

@@ -360,7 +360,10 @@ impl Connection {
                                     loop {
                                         match out_rx.recv().await {
                                             Some(Outgoing::Release) | None => return None,
-                                            Some(Outgoing::Send(_)) => {}
+                                            // Still there until it is recorded.
+                                            Some(Outgoing::Send(message)) => {
+                                                send(sink, &message).await;
+                                            }
                                             Some(last) => return Some(last),
                                         }
                                     }
