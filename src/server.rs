@@ -150,6 +150,7 @@ pub async fn start_with(
         failed_joins: std::sync::Mutex::new(FailedJoins::new(
             config.sessions.failed_joins_per_minute,
         )),
+        join_decided: Default::default(),
         message_rate: MessageRate::new(
             config.sessions.messages_per_second,
             config.sessions.message_burst,

@@ -1,8 +1,8 @@
 //! Failed joins per source address: a guessing or flooding client is slowed
 //! down without touching anyone already in a session (only failures count,
 //! and only for the address that fails). Attempts still being checked count
-//! too, so that many attempts sent at once are not all checked before the
-//! first failure is known. And messages per connection
+//! too: of many attempts sent at once, no more than the limit are checked
+//! before their outcome is known, and the others wait their turn. And messages per connection
 //! ([`MessageRate`]): a socket that floods is closed.
 
 use std::collections::{HashMap, VecDeque};
@@ -13,6 +13,19 @@ const WINDOW: Duration = Duration::from_secs(60);
 
 /// Addresses tracked before old entries are swept.
 const SWEEP_AT: usize = 10_000;
+
+/// What a join attempt may do now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Turn {
+    /// Be checked (it is counted in flight until finished).
+    Go,
+    /// Wait until an attempt of the same address finishes, then ask again:
+    /// the failures and the attempts in flight reach the limit, and those
+    /// may fail.
+    Wait,
+    /// Refused: the address used up its failures for the last minute.
+    Refused,
+}
 
 #[derive(Debug)]
 pub struct FailedJoins {
@@ -49,18 +62,23 @@ impl FailedJoins {
         limit > 0 && self.recent(address, now).len() >= limit
     }
 
-    /// Starts a join attempt from `address` at `now`. False, and nothing
-    /// counted, when the address's failures in the last minute and its
-    /// attempts in flight already reach the limit; otherwise the attempt is
-    /// in flight until [`FailedJoins::finish`].
-    pub fn begin(&mut self, address: IpAddr, now: Instant) -> bool {
+    /// Starts a join attempt from `address` at `now`: [`Turn::Go`] counts
+    /// it in flight until [`FailedJoins::finish`]; nothing is counted
+    /// otherwise.
+    pub fn begin(&mut self, address: IpAddr, now: Instant) -> Turn {
         let limit = self.per_minute as usize;
         let in_flight = self.in_flight.get(&address).copied().unwrap_or(0) as usize;
-        if limit > 0 && self.recent(address, now).len() + in_flight >= limit {
-            return false;
+        if limit > 0 {
+            let failures = self.recent(address, now).len();
+            if failures >= limit {
+                return Turn::Refused;
+            }
+            if failures + in_flight >= limit {
+                return Turn::Wait;
+            }
         }
         *self.in_flight.entry(address).or_default() += 1;
-        true
+        Turn::Go
     }
 
     /// Ends an attempt started with [`FailedJoins::begin`]; a failed one
@@ -187,23 +205,35 @@ mod tests {
         let mut limiter = FailedJoins::new(10);
         let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         let t0 = Instant::now();
-        // 40 at once: 10 are checked, 30 refused before being read.
-        let begun = (0..40).filter(|_| limiter.begin(a, t0)).count();
-        assert_eq!(begun, 10);
-        assert!(limiter.begin(b, t0), "another address is not affected");
+        // 40 at once: 10 are checked, 30 wait.
+        let turns: Vec<Turn> = (0..40).map(|_| limiter.begin(a, t0)).collect();
+        assert_eq!(turns.iter().filter(|t| **t == Turn::Go).count(), 10);
+        assert_eq!(turns.iter().filter(|t| **t == Turn::Wait).count(), 30);
+        assert_eq!(limiter.begin(b, t0), Turn::Go, "another address");
         limiter.finish(b, t0, false);
-        // The 10 fail: the address is blocked for a minute.
-        for _ in 0..10 {
+        // One fails: still 9 in flight, and those may fail too.
+        limiter.finish(a, t0, true);
+        assert_eq!(limiter.begin(a, t0), Turn::Wait);
+        // All 10 failed: the waiting ones are refused, for a minute.
+        for _ in 0..9 {
             limiter.finish(a, t0, true);
         }
-        assert!(!limiter.begin(a, t0 + Duration::from_secs(59)));
-        assert!(limiter.begin(a, t0 + Duration::from_secs(60)));
-        // Attempts that succeed free their place at once and count nothing.
+        assert_eq!(limiter.begin(a, t0), Turn::Refused);
+        assert_eq!(
+            limiter.begin(a, t0 + Duration::from_secs(59)),
+            Turn::Refused
+        );
+        assert_eq!(limiter.begin(a, t0 + Duration::from_secs(60)), Turn::Go);
+        // Attempts that succeed free their place at once and count nothing:
+        // many good joins at once only wait their turn.
         let mut limiter = FailedJoins::new(2);
-        assert!(limiter.begin(a, t0) && limiter.begin(a, t0));
-        assert!(!limiter.begin(a, t0), "two in flight");
+        assert_eq!(
+            (limiter.begin(a, t0), limiter.begin(a, t0)),
+            (Turn::Go, Turn::Go)
+        );
+        assert_eq!(limiter.begin(a, t0), Turn::Wait, "two in flight");
         limiter.finish(a, t0, false);
-        assert!(limiter.begin(a, t0), "one finished well");
+        assert_eq!(limiter.begin(a, t0), Turn::Go, "one finished well");
         limiter.finish(a, t0, false);
         limiter.finish(a, t0, false);
         assert!(limiter.in_flight.is_empty() && limiter.recent(a, t0).is_empty());
@@ -218,6 +248,6 @@ mod tests {
             limiter.record_failure(a, t0);
         }
         assert!(!limiter.is_blocked(a, t0));
-        assert!((0..100).all(|_| limiter.begin(a, t0)));
+        assert!((0..100).all(|_| limiter.begin(a, t0) == Turn::Go));
     }
 }

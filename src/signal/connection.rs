@@ -21,6 +21,7 @@ use uuid::Uuid;
 use super::SignalContext;
 use crate::live::{busy, ConnHandle, Outgoing};
 use crate::room::admission::{self, Refusal};
+use crate::room::rate_limit::Turn;
 use crate::room::state::{Action, Input, LeaveReason};
 use crate::schedule::RosterEntry;
 use crate::sfu::{Command, ConnId, PeerEvent};
@@ -107,17 +108,39 @@ impl Drop for Attempt<'_> {
             .lock()
             .expect("limiter lock")
             .finish(self.address, Instant::now(), self.failed);
+        self.context.join_decided.notify_waiters();
+    }
+}
+
+/// Waits for this address's turn to be checked: false when it is refused
+/// (its failures are used up, or its turn did not come within the join
+/// timeout).
+async fn turn(context: &SignalContext, address: IpAddr) -> bool {
+    let deadline = tokio::time::Instant::now() + JOIN_TIMEOUT;
+    loop {
+        let decided = context.join_decided.notified();
+        tokio::pin!(decided);
+        decided.as_mut().enable();
+        let turn = context
+            .failed_joins
+            .lock()
+            .expect("limiter lock")
+            .begin(address, Instant::now());
+        match turn {
+            Turn::Go => return true,
+            Turn::Refused => return false,
+            Turn::Wait => {
+                if tokio::time::timeout_at(deadline, decided).await.is_err() {
+                    return false;
+                }
+            }
+        }
     }
 }
 
 pub async fn run(socket: WebSocket, context: Arc<SignalContext>, address: IpAddr) {
     let (mut sink, mut stream) = socket.split();
-    if !context
-        .failed_joins
-        .lock()
-        .expect("limiter lock")
-        .begin(address, Instant::now())
-    {
+    if !turn(&context, address).await {
         tracing::info!(code = %DenialCode::RateLimited, "join denied");
         deny(&mut sink, ServerMessage::denied(DenialCode::RateLimited)).await;
         return;

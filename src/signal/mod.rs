@@ -34,6 +34,9 @@ pub struct SignalContext {
     pub rooms: Arc<Rooms>,
     /// Failed joins per source address.
     pub failed_joins: std::sync::Mutex<FailedJoins>,
+    /// Notified whenever a join attempt is decided (attempts waiting for
+    /// their turn ask again).
+    pub join_decided: tokio::sync::Notify,
     /// Each connection's message limit, as it starts.
     pub message_rate: MessageRate,
     /// The only browser origin allowed to open the socket.

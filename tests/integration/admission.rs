@@ -1345,13 +1345,30 @@ async fn a_room_without_its_clinician_returns_to_the_waiting_room() {
 
 /// The reproduction of the hardening issue: 40 bad joins sent at once from
 /// one address were all checked, because only failures already made were
-/// counted. Attempts in flight count too: at most the limit is checked,
-/// the rest are refused `rate_limited` before their token is read.
+/// counted. Attempts in flight count too: at most the limit is checked at
+/// a time, the others wait their turn and are refused `rate_limited` once
+/// those failed. Good joins sent at once (a clinic behind one address) only
+/// wait their turn.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_bad_joins_cannot_bypass_the_failed_join_limit() {
     let app = TestApp::spawn().await;
     let limit = app.config.sessions.failed_joins_per_minute as usize;
     let (_, links) = schedule(&app, &couple_session(-5, 60)).await;
+
+    // 15 good joins at once, from one address, in five sessions.
+    let mut tokens = Vec::new();
+    for n in 1..=5 {
+        let (_, links) = schedule(&app, &couple_numbered(n)).await;
+        tokens.extend(links.into_values());
+    }
+    let good = futures_util::future::join_all(tokens.iter().map(|token| knock(&app, token))).await;
+    for (_, reply) in &good {
+        assert!(
+            matches!(type_of(reply), "joined" | "waiting"),
+            "a good join at once: {reply}"
+        );
+    }
+    drop(good);
 
     // 40 sockets open first, then each sends its bad join at once.
     let clients = futures_util::future::join_all(
