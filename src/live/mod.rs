@@ -227,7 +227,12 @@ impl Rooms {
     /// `server_restart`. Waits up to `wait` for the rooms; false when some
     /// did not finish in time.
     pub async fn shutdown(&self, at: DateTime<Utc>, wait: Duration) -> bool {
-        self.stopping.send_replace(Some(at));
+        {
+            // Under the rooms' lock: an arrival either sees the stop or has
+            // registered its room's task, which is awaited below.
+            let _live = self.live.lock().expect("rooms lock");
+            self.stopping.send_replace(Some(at));
+        }
         let tasks = std::mem::take(&mut *self.tasks.lock().expect("rooms lock"));
         let deadline = tokio::time::Instant::now() + wait;
         let mut all = true;
