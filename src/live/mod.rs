@@ -147,7 +147,9 @@ impl Rooms {
     ) {
         let mut live = self.live.lock().expect("rooms lock");
         if self.stopping.borrow().is_some() {
-            let _ = handle.out.send(Outgoing::Close(restarting()));
+            let _ = handle
+                .out
+                .send(Outgoing::Close(ServerMessage::server_restart()));
             return;
         }
         if self
@@ -252,13 +254,6 @@ impl Rooms {
         self.finished.lock().expect("rooms lock").insert(session);
         live.remove(&session);
     }
-}
-
-fn restarting() -> ServerMessage {
-    ServerMessage::error(
-        ErrorCode::ServerRestart,
-        "The server is restarting. Please reconnect in a moment.",
-    )
 }
 
 /// Forwards revocations and cancellations from the scheduler (REST, CLI)
@@ -402,7 +397,9 @@ async fn run(
         messages.close();
         while let Ok(message) = messages.try_recv() {
             if let RoomMessage::Arrive { handle, .. } = message {
-                let _ = handle.out.send(Outgoing::Close(restarting()));
+                let _ = handle
+                    .out
+                    .send(Outgoing::Close(ServerMessage::server_restart()));
             }
         }
         tracing::info!(session = %id, "room stopped");

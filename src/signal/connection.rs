@@ -168,7 +168,7 @@ pub async fn run(socket: WebSocket, context: Arc<SignalContext>, address: IpAddr
         // not a join: refused like a later one, and counted.
         Ok(Some(Err(error))) => {
             tracing::debug!(%error, "first signaling frame refused");
-            fail(&context);
+            attempt.failed = true;
             close(&mut sink, CLOSE_TOO_BIG, "frame refused").await;
             return;
         }
@@ -440,10 +440,7 @@ impl Connection {
                     }
                 }
                 _ = shutdown.changed() => {
-                    send(sink, &ServerMessage::error(
-                        ErrorCode::ServerRestart,
-                        "The server is restarting. Please reconnect in a moment.",
-                    )).await;
+                    send(sink, &ServerMessage::server_restart()).await;
                     close(sink, CLOSE_RESTART, "server restart").await;
                     return Some(LeaveReason::Network { last_seen });
                 }

@@ -259,6 +259,14 @@ impl ServerMessage {
         }
     }
 
+    /// What every client is told when the server stops: come back soon.
+    pub fn server_restart() -> ServerMessage {
+        ServerMessage::error(
+            ErrorCode::ServerRestart,
+            "The server is restarting. Please reconnect in a moment.",
+        )
+    }
+
     /// A refusal with its code's own sentence.
     pub fn denied(code: DenialCode) -> ServerMessage {
         ServerMessage::Denied {

@@ -67,10 +67,7 @@ impl Room {
             }
             out.push(Effect::Close {
                 conn: m.conn,
-                message: ServerMessage::error(
-                    ErrorCode::ServerRestart,
-                    "The server is restarting. Please reconnect in a moment.",
-                ),
+                message: ServerMessage::server_restart(),
             });
             out.push(Effect::Record(RoomEvent::Left {
                 participant: m.person.id,
