@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUSTC_BOOTSTRAP=1
 each="${SECONDS_EACH:-10}"
-for target in signal_message tokens config ledger_export; do
+for target in signal_message tokens config ledger_export ice_tcp_frames shard_datagrams; do
     corpus="fuzz/corpus/$target"
     mkdir -p "$corpus"
     if [ -d "fuzz/seeds/$target" ]; then cp -n "fuzz/seeds/$target"/* "$corpus"/; fi

@@ -13,6 +13,8 @@
 //! everyone else's, renegotiated as people come and go).
 
 mod drain;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 mod keyframe;
 mod layers;
 mod peer;

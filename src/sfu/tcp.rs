@@ -41,7 +41,7 @@ const WRITE_QUEUE: usize = 512;
 /// path reads at most 2 KiB; twice that leaves room. A longer frame ends the
 /// connection. (RFC 4571 allows 64 KiB, which an idle connection would then
 /// be allowed to make the server buffer.)
-const MAX_FRAME: usize = 4 * 1024;
+pub(super) const MAX_FRAME: usize = 4 * 1024;
 
 /// Frames from all connections waiting for the shard. When the shard falls
 /// behind, readers wait, and TCP slows the clients down.
@@ -54,7 +54,7 @@ pub(super) const SWEEP_EVERY: Duration = Duration::from_secs(1);
 /// A cap's warning is logged at most this often.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
-fn codec() -> LengthDelimitedCodec {
+pub(super) fn codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
         .length_field_type::<u16>()
         .max_frame_length(MAX_FRAME)

@@ -18,6 +18,8 @@
 mod core;
 mod forward;
 mod negotiate;
+#[cfg(any(test, fuzzing))]
+pub(crate) mod sim;
 #[cfg(test)]
 mod tests;
 

@@ -1,8 +1,6 @@
 //! The shard core driven by real str0m clients in memory, with a fake
 //! clock: ICE, DTLS, SDP and SRTP all run, no socket is opened.
 
-mod harness;
-
 use std::time::Duration;
 
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid, Rid};
@@ -10,7 +8,7 @@ use str0m::net::Protocol;
 use str0m::Event;
 use uuid::Uuid;
 
-use self::harness::{Side, Sim};
+use super::sim::{Side, Sim};
 use crate::sfu::{Command, Pc, PeerEvent};
 use tandem_protocol::ErrorCode;
 use tandem_protocol::MediaKind as SignalKind;

@@ -1,6 +1,12 @@
 //! A shard core and str0m clients wired together in memory: datagrams are
 //! moved between them by address, signaling events are answered as a
 //! browser would, and time is a fake clock advanced to the next timeout.
+//! The shard's tests use it, and so does the fuzz target that feeds a
+//! connected shard arbitrary datagrams (`sfu::fuzzing`); a normal build
+//! leaves it out.
+
+// The fuzz target uses only the part that connects clients.
+#![cfg_attr(not(test), allow(dead_code))]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
