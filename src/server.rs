@@ -73,6 +73,7 @@ pub struct Running {
     pub https_addr: SocketAddr,
     pub redirect_addr: Option<SocketAddr>,
     scheduler: Scheduler,
+    store: Store,
     sfu: Arc<Sfu>,
     rooms: Arc<Rooms>,
     ledger: Ledger,
@@ -120,7 +121,12 @@ pub async fn start_with(
             return Err(error);
         }
     };
-    let scheduler = Scheduler::new(store, key, config.sessions.clone(), config.public_url());
+    let scheduler = Scheduler::new(
+        store.clone(),
+        key,
+        config.sessions.clone(),
+        config.public_url(),
+    );
 
     let https_addr = listeners.https_addr();
     let redirect_addr = listeners.redirect_addr();
@@ -166,6 +172,7 @@ pub async fn start_with(
 
     let app = http::router(AppState {
         scheduler: scheduler.clone(),
+        store: store.clone(),
         config: Arc::new(config.clone()),
         signal: signal.clone(),
         attendance: Attendance::new(
@@ -213,6 +220,7 @@ pub async fn start_with(
         https_addr,
         redirect_addr,
         scheduler,
+        store,
         sfu,
         rooms,
         ledger,
@@ -248,6 +256,11 @@ impl Running {
         &self.scheduler
     }
 
+    /// The node's database (API keys, for tools and tests).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// The media addresses (UDP, ICE-TCP) of each shard.
     pub fn media_addresses(&self) -> Vec<(SocketAddr, SocketAddr)> {
         self.sfu.addresses()
@@ -281,7 +294,7 @@ impl Running {
             let _ = task.await;
         }
         let lost = self.ledger.close(Instant::now() + self.grace).await;
-        self.scheduler.store().close().await;
+        self.scheduler.close().await;
         if lost > 0 {
             anyhow::bail!(
                 "{lost} attendance events could not be written before the stop (each is in the log)"

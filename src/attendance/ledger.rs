@@ -192,9 +192,19 @@ impl Ledger {
             .map_err(LedgerError::Write)
     }
 
-    /// Notes the outcome of a write to the ledger's tables made elsewhere
-    /// (presence heartbeats).
-    pub fn note_write<E: std::fmt::Display>(&self, outcome: &Result<(), E>) {
+    /// Writes each live connection's last sign of life, `(connection id,
+    /// at in ms)`: what recovery closes presence at after a crash. Its
+    /// outcome counts towards the ledger's health.
+    pub async fn heartbeat(&self, beats: &[(String, i64)]) -> Result<(), StoreError> {
+        let written = self.store.heartbeat(beats).await;
+        if !beats.is_empty() {
+            self.note_write(&written);
+        }
+        written
+    }
+
+    /// Notes the outcome of a write to the ledger's tables made elsewhere.
+    fn note_write<E: std::fmt::Display>(&self, outcome: &Result<(), E>) {
         let error = outcome.as_ref().err().map(ToString::to_string);
         self.health
             .lock()

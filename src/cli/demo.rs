@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use super::admin::create_api_key;
 use super::sessions::print_invites;
-use super::{init_logging, open_scheduler};
+use super::{init_logging, open_store, scheduler_on};
 use crate::auth::ApiRole;
 use crate::config::Config;
 use crate::private_file;
@@ -134,20 +134,20 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
 
     let hosts = ["localhost", "127.0.0.1", "::1"].map(String::from);
     let certs = devcert::ensure(&args.certs_dir, &hosts)?;
-    let scheduler = open_scheduler(&config, args.init).await?;
+    let store = open_store(&config, args.init).await?;
+    let scheduler = scheduler_on(&config, store.clone())?;
 
     let previous = read_state(&args.data_dir);
     let api_key = match &previous {
         Some(state)
-            if scheduler
-                .store()
+            if store
                 .active_api_key(&crate::auth::api_key::hash(&state.api_key))
                 .await?
                 .is_some() =>
         {
             state.api_key.clone()
         }
-        _ => create_api_key(scheduler.store(), ApiRole::Admin, "demo admin").await?,
+        _ => create_api_key(&store, ApiRole::Admin, "demo admin").await?,
     };
     let (session, created) = demo_session(&scheduler, previous.as_ref()).await?;
     let state = DemoState {

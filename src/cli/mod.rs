@@ -112,6 +112,13 @@ impl DbArgs {
 /// The scheduler on `config`'s database; `init` accepts a 0-byte database
 /// file as a new one.
 async fn open_scheduler(config: &Config, init: bool) -> anyhow::Result<Scheduler> {
+    let store = open_store(config, init).await?;
+    scheduler_on(config, store)
+}
+
+/// `config`'s database; `init` accepts a 0-byte database file as a new
+/// one.
+async fn open_store(config: &Config, init: bool) -> anyhow::Result<Store> {
     use anyhow::Context;
     crate::private_file::private_dir(&config.data_dir).with_context(|| {
         format!(
@@ -123,6 +130,11 @@ async fn open_scheduler(config: &Config, init: bool) -> anyhow::Result<Scheduler
     let store = Store::open_with(&path, init)
         .await
         .with_context(|| format!("cannot open the database {}", path.display()))?;
+    Ok(store)
+}
+
+/// The scheduler on `store`, with `config`'s signing key and defaults.
+fn scheduler_on(config: &Config, store: Store) -> anyhow::Result<Scheduler> {
     let key = SigningKey::load_or_generate(&config.signing_key_path())?;
     Ok(Scheduler::new(
         store,

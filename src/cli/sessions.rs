@@ -297,6 +297,6 @@ pub async fn invite(args: InviteArgs) -> anyhow::Result<()> {
     } else {
         print_invites(&session, &invites);
     }
-    scheduler.store().close().await;
+    scheduler.close().await;
     Ok(())
 }

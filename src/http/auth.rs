@@ -67,8 +67,7 @@ impl FromRequestParts<AppState> for Caller {
             });
         }
         let record = state
-            .scheduler
-            .store()
+            .store
             .active_api_key(&api_key::hash(key))
             .await
             .map_err(|error| {

@@ -28,6 +28,7 @@ use url::Url;
 use crate::config::Config;
 use crate::schedule::Scheduler;
 use crate::signal::SignalContext;
+use crate::store::Store;
 
 pub use body::BODY_LIMIT;
 pub use error::ApiError;
@@ -36,6 +37,9 @@ pub use error::ApiError;
 #[derive(Clone)]
 pub struct AppState {
     pub scheduler: Scheduler,
+    /// The database itself, for what is not scheduling: API keys and the
+    /// health check.
+    pub store: Store,
     pub config: Arc<Config>,
     pub signal: Arc<SignalContext>,
     pub attendance: crate::attendance::service::Attendance,
@@ -103,7 +107,7 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn health(State(state): State<AppState>) -> Response {
-    if let Err(error) = state.scheduler.store().ping().await {
+    if let Err(error) = state.store.ping().await {
         tracing::error!(%error, "health check: database unavailable");
         return (
             StatusCode::SERVICE_UNAVAILABLE,

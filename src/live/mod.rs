@@ -32,6 +32,7 @@ use crate::attendance::ledger::{Ledger, LedgerError};
 use crate::room::state::{Effect, Input, Room, RoomEvent};
 use crate::schedule::{Notice, RosterEntry, Scheduler, Session};
 use crate::sfu::{Command, ConnId, PeerEvent, Sfu};
+use crate::store::StoreError;
 use tandem_protocol::{Attestation, DenialCode, ErrorCode, IceServer, ServerMessage};
 
 /// How often a room's timers are checked.
@@ -347,11 +348,7 @@ async fn run(
                     .into_iter()
                     .map(|(c, at)| (rooms.connection_id(c), at.timestamp_millis()))
                     .collect();
-                let written = rooms.scheduler.store().heartbeat(&beats).await;
-                if !beats.is_empty() {
-                    rooms.ledger.note_write(&written);
-                }
-                if let Err(error) = written {
+                if let Err(error) = rooms.ledger.heartbeat(&beats).await {
                     tracing::error!(session = %id, %error, "presence heartbeat not written");
                 }
                 continue;
@@ -375,7 +372,14 @@ async fn run(
             .collect();
         match (asked, before) {
             (Some(asked), Some(before)) => {
-                if let Err(error) = recorder.request(events).await {
+                // A removal or an end is stored before its events are
+                // recorded: what the ledger says happened is also what
+                // the next join (after a restart too) is checked against.
+                let recorded = match persist(&rooms, id, &effects).await {
+                    Ok(()) => recorder.request(events).await.map_err(|e| e.to_string()),
+                    Err(error) => Err(error.to_string()),
+                };
+                if let Err(error) = recorded {
                     // Not carried out: as if it had not been asked.
                     tracing::warn!(session = %id, %error, "a request was refused: it cannot be recorded");
                     room = before;
@@ -383,7 +387,12 @@ async fn run(
                     continue;
                 }
             }
-            _ => recorder.fact(events).await,
+            _ => {
+                if let Err(error) = persist(&rooms, id, &effects).await {
+                    tracing::error!(session = %id, %error, "cannot store a removal or an end");
+                }
+                recorder.fact(events).await
+            }
         }
         for effect in effects {
             carry_out(&rooms, id, effect, &mut conns).await;
@@ -626,6 +635,22 @@ impl Recorder<'_> {
     }
 }
 
+/// Stores the removals and the end among `effects` (the roster and the
+/// session row, which admission reads); the first failure stops it.
+async fn persist(rooms: &Rooms, room: Uuid, effects: &[Effect]) -> Result<(), StoreError> {
+    let now = Utc::now();
+    for effect in effects {
+        match effect {
+            Effect::PersistRemoval { participant } => {
+                rooms.scheduler.remove(room, participant, now).await?
+            }
+            Effect::PersistEnd => rooms.scheduler.end(room, now).await?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 async fn carry_out(
     rooms: &Rooms,
     room: Uuid,
@@ -676,21 +701,8 @@ async fn carry_out(
                 blocked,
             },
         ),
-        Effect::PersistRemoval { participant } => {
-            if let Err(error) = rooms
-                .scheduler
-                .store()
-                .mark_removed(room, &participant, Utc::now())
-                .await
-            {
-                tracing::error!(session = %room, participant, %error, "cannot persist a removal");
-            }
-        }
-        Effect::PersistEnd => {
-            if let Err(error) = rooms.scheduler.store().end_session(room, Utc::now()).await {
-                tracing::error!(session = %room, %error, "cannot persist the end of a session");
-            }
-        }
+        // Stored before anything was told (`persist`).
+        Effect::PersistRemoval { .. } | Effect::PersistEnd => {}
         // Ids and kinds only: never an attestation's or a note's contents.
         Effect::Record(event) => {
             let (kind, participant, conn) = logged(&event);

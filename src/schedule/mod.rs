@@ -104,8 +104,27 @@ impl Scheduler {
         self.notices.subscribe()
     }
 
-    pub fn store(&self) -> &Store {
-        &self.store
+    /// Stores that the clinician removed `participant` from session `id`
+    /// at `at`: from then on their links are refused, across restarts
+    /// (a removed person stays out).
+    pub async fn remove(
+        &self,
+        id: Uuid,
+        participant: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.store.mark_removed(id, participant, at).await
+    }
+
+    /// Stores that the clinician ended session `id` at `at`: nobody joins
+    /// it again.
+    pub async fn end(&self, id: Uuid, at: DateTime<Utc>) -> Result<(), StoreError> {
+        self.store.end_session(id, at).await
+    }
+
+    /// Closes the database once nothing more will be written.
+    pub async fn close(&self) {
+        self.store.close().await
     }
 
     pub async fn create(

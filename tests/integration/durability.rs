@@ -323,6 +323,24 @@ async fn a_full_disk_refuses_what_it_cannot_record_keeps_media_and_recovers_by_i
         .await
         .expect("media flows on a full disk");
 
+    // A removal that cannot be stored is not carried out: the clinician
+    // is told, and the patient stays, media and all.
+    clin.send_json(json!({"type": "remove", "participant": "pat-1"}))
+        .await
+        .unwrap();
+    let refused = clin
+        .wait_for_message_where("unavailable", WAIT, |m| {
+            type_of(m) == "error" && m["code"] == "unavailable"
+        })
+        .await
+        .unwrap();
+    println!("removal refused: {refused}");
+    pat.clear_received();
+    pat.wait_for_packets("clin-1", Kind::Audio, 10, WAIT)
+        .await
+        .expect("the patient is still in the call");
+    assert!(pat.signal_closed().is_none(), "the patient was removed");
+
     // A leave that cannot be recorded is not carried out: told, and the
     // connection stays.
     pat.leave().await.unwrap();

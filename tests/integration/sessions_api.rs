@@ -397,7 +397,7 @@ async fn credentials_are_checked_and_roles_enforced() {
     assert_eq!(created.status(), 201);
 
     // A revoked key stops working at once.
-    let store = app.running().scheduler().store();
+    let store = app.running().store();
     let keys = store.api_keys().await.unwrap();
     let scheduler_id = keys
         .iter()

@@ -69,10 +69,9 @@ impl TestApp {
         let running = server::start(config.clone(), listeners)
             .await
             .expect("server starts");
-        let admin_key =
-            tandem::cli::create_api_key(running.scheduler().store(), ApiRole::Admin, "test admin")
-                .await
-                .unwrap();
+        let admin_key = tandem::cli::create_api_key(running.store(), ApiRole::Admin, "test admin")
+            .await
+            .unwrap();
         let client = client_trusting(&[&certs.ca_cert], https_addr)
             .build()
             .unwrap();
@@ -122,7 +121,7 @@ impl TestApp {
 
     /// A new API key with `role`.
     pub async fn api_key(&self, role: ApiRole) -> String {
-        tandem::cli::create_api_key(self.running().scheduler().store(), role, "test")
+        tandem::cli::create_api_key(self.running().store(), role, "test")
             .await
             .unwrap()
     }
