@@ -138,15 +138,16 @@ impl ShardCore {
         let Some((conn, pc)) = self.route(proto, source, &input) else {
             return;
         };
-        // Any packet from the client's address is a sign of life.
         let wall = self.wall(now);
-        if let Some(peer) = self.peers.get(&conn) {
-            peer.sign_of_life.seen(wall);
-        }
-        if let Some(rtc) = self.rtc_mut(conn, pc) {
-            if let Err(error) = rtc.handle_input(input) {
-                tracing::debug!(conn, ?pc, %error, "packet refused");
-            }
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        // Any packet from the client's address is a sign of life: stamped
+        // in the same lookup that hands the packet on (one relaxed atomic
+        // max per packet).
+        peer.sign_of_life.seen(wall);
+        if let Err(error) = peer.connection(pc).0.handle_input(input) {
+            tracing::debug!(conn, ?pc, %error, "packet refused");
         }
         self.drain(now, conn, pc);
     }
