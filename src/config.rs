@@ -198,7 +198,8 @@ pub enum LogFormat {
 }
 
 /// The 42 CFR Part 2 notice printed on exports by default.
-pub const DEFAULT_NOTICE: &str = "This record is protected by federal confidentiality rules \
+pub(crate) const DEFAULT_NOTICE: &str =
+    "This record is protected by federal confidentiality rules \
 (42 CFR part 2). The federal rules prohibit you from making any further disclosure of \
 information in this record that identifies a patient as having or having had a substance use \
 disorder either directly, by reference to publicly available information, or through \
@@ -526,7 +527,7 @@ impl Config {
     }
 
     /// `public_url` parsed; valid after [`Config::validate`].
-    pub fn public_url(&self) -> Url {
+    pub(crate) fn public_url(&self) -> Url {
         parse_public_url(&self.public_url).expect("validated at load")
     }
 
@@ -544,7 +545,7 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("signing-key.pem"))
     }
 
-    pub fn default_timezone(&self) -> chrono_tz::Tz {
+    pub(crate) fn default_timezone(&self) -> chrono_tz::Tz {
         self.sessions
             .default_timezone
             .parse()

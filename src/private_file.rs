@@ -11,7 +11,7 @@ use std::path::Path;
 
 /// Writes `contents` to a new file at `path` readable only by its owner,
 /// creating parent directories. Replaces an existing file atomically.
-pub fn write(path: &Path, contents: &[u8]) -> io::Result<()> {
+pub(crate) fn write(path: &Path, contents: &[u8]) -> io::Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         fs::create_dir_all(parent)?;
     }
@@ -51,7 +51,7 @@ pub fn private_dir(dir: &Path) -> io::Result<bool> {
 }
 
 /// True when group or others may read the file.
-pub fn is_exposed(path: &Path) -> io::Result<bool> {
+pub(crate) fn is_exposed(path: &Path) -> io::Result<bool> {
     Ok(fs::metadata(path)?.permissions().mode() & 0o077 != 0)
 }
 

@@ -61,7 +61,7 @@ impl Listeners {
             .expect("a bound socket has an address")
     }
 
-    pub fn redirect_addr(&self) -> Option<SocketAddr> {
+    pub(crate) fn redirect_addr(&self) -> Option<SocketAddr> {
         self.redirect
             .as_ref()
             .map(|l| l.local_addr().expect("a bound socket has an address"))
@@ -91,14 +91,14 @@ pub async fn start(config: Config, listeners: Listeners) -> anyhow::Result<Runni
 
 /// How [`start_with`] treats the data it finds.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Options {
+pub(crate) struct Options {
     /// A 0-byte database file becomes a new database (`--init`); without
     /// it, such a file is refused.
     pub init: bool,
 }
 
 /// [`start`], with [`Options`].
-pub async fn start_with(
+pub(crate) async fn start_with(
     config: Config,
     listeners: Listeners,
     options: Options,
@@ -173,7 +173,6 @@ pub async fn start_with(
     let app = http::router(AppState {
         scheduler: scheduler.clone(),
         store: store.clone(),
-        config: Arc::new(config.clone()),
         signal: signal.clone(),
         attendance: Attendance::new(
             ledger.clone(),
@@ -281,7 +280,7 @@ impl Running {
     /// requests (up to the configured grace) and peer connections close;
     /// then the ledger writes what it still holds, and only then the
     /// database closes. An error when any departure could not be recorded.
-    pub async fn stop(self, at: DateTime<Utc>) -> anyhow::Result<()> {
+    pub(crate) async fn stop(self, at: DateTime<Utc>) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         let rooms_stopped = self
             .rooms
@@ -309,7 +308,7 @@ impl Running {
 
     /// Serves until `signals` fires, then stops: an error when anything
     /// could not be recorded (the process then exits with status 1).
-    pub async fn run_until(self, mut signals: StopSignals) -> anyhow::Result<()> {
+    pub(crate) async fn run_until(self, mut signals: StopSignals) -> anyhow::Result<()> {
         signals.recv().await;
         let at = Utc::now();
         self.stop(at).await
@@ -325,7 +324,7 @@ const FD_RESERVE: u64 = 64;
 /// limit: every connection is a file descriptor, and the usual soft limit
 /// of 1,024 would turn away clients long before the configured caps.
 /// Returns the soft limit before and after.
-pub fn raise_open_file_limit() -> std::io::Result<(u64, u64)> {
+pub(crate) fn raise_open_file_limit() -> std::io::Result<(u64, u64)> {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
@@ -380,20 +379,20 @@ fn check_open_file_limit(config: &Config) {
 /// SIGINT (Ctrl-C) and SIGTERM, listened to from the moment this is made:
 /// make it before telling anyone the server is up, so that a signal sent
 /// right after is never lost.
-pub struct StopSignals {
+pub(crate) struct StopSignals {
     interrupt: tokio::signal::unix::Signal,
     terminate: tokio::signal::unix::Signal,
 }
 
 impl StopSignals {
-    pub fn listen() -> std::io::Result<StopSignals> {
+    pub(crate) fn listen() -> std::io::Result<StopSignals> {
         Ok(StopSignals {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
         })
     }
 
-    pub async fn recv(&mut self) {
+    pub(crate) async fn recv(&mut self) {
         tokio::select! {
             _ = self.interrupt.recv() => {}
             _ = self.terminate.recv() => {}

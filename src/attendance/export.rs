@@ -45,7 +45,7 @@ use super::weekly::WeeklyReport;
 /// hold one entry per timed code of the session's kind, `;`-separated, in
 /// the same order in each of them (`90847;90846`, `conjoint;partner_only`,
 /// `10;0`, `26;26`, `false;false`).
-pub const SESSION_CSV_HEADER: [&str; 38] = [
+pub(crate) const SESSION_CSV_HEADER: [&str; 38] = [
     "session_id",
     "title",
     "kind",
@@ -87,7 +87,7 @@ pub const SESSION_CSV_HEADER: [&str; 38] = [
 ];
 
 /// Columns of the weekly CSV, in order.
-pub const WEEKLY_CSV_HEADER: [&str; 18] = [
+pub(crate) const WEEKLY_CSV_HEADER: [&str; 18] = [
     "week",
     "first_date",
     "last_date",
@@ -109,7 +109,7 @@ pub const WEEKLY_CSV_HEADER: [&str; 18] = [
 ];
 
 /// SHA-256 of `bytes`, lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
@@ -120,7 +120,7 @@ pub fn session_json(report: &SessionReport) -> (Vec<u8>, usize) {
 
 /// Several session reports (a date range) as pretty JSON; rows: their
 /// participants, all sessions together.
-pub fn range_json(reports: &[SessionReport], notice: Option<&str>) -> (Vec<u8>, usize) {
+pub(crate) fn range_json(reports: &[SessionReport], notice: Option<&str>) -> (Vec<u8>, usize) {
     #[derive(Serialize)]
     struct Range<'a> {
         notice: Option<&'a str>,
@@ -147,7 +147,7 @@ pub fn session_csv(report: &SessionReport) -> (Vec<u8>, usize) {
 
 /// Several session reports as one CSV: the header, one row per participant
 /// per session, in the order given, then the notice when given.
-pub fn range_csv(reports: &[SessionReport], notice: Option<&str>) -> (Vec<u8>, usize) {
+pub(crate) fn range_csv(reports: &[SessionReport], notice: Option<&str>) -> (Vec<u8>, usize) {
     let mut w = with_header(&SESSION_CSV_HEADER);
     for r in reports {
         let s = &r.session;

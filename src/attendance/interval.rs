@@ -11,36 +11,36 @@
 use std::cmp::{max, min};
 
 /// Milliseconds since the Unix epoch.
-pub type Millis = i64;
+pub(crate) type Millis = i64;
 
 /// `[start, end)`; empty when `end <= start`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Interval {
+pub(crate) struct Interval {
     pub start: Millis,
     pub end: Millis,
 }
 
 impl Interval {
-    pub fn new(start: Millis, end: Millis) -> Interval {
+    pub(crate) fn new(start: Millis, end: Millis) -> Interval {
         Interval { start, end }
     }
 
-    pub fn len(&self) -> Millis {
+    pub(crate) fn len(&self) -> Millis {
         max(0, self.end - self.start)
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.end <= self.start
     }
 }
 
 /// A set of disjoint, non-adjacent, sorted, non-empty intervals.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Intervals(Vec<Interval>);
+pub(crate) struct Intervals(Vec<Interval>);
 
 impl Intervals {
     /// The union of any intervals (overlapping, unsorted, empty ones too).
-    pub fn union_of(parts: impl IntoIterator<Item = Interval>) -> Intervals {
+    pub(crate) fn union_of(parts: impl IntoIterator<Item = Interval>) -> Intervals {
         let mut parts: Vec<Interval> = parts.into_iter().filter(|i| !i.is_empty()).collect();
         parts.sort();
         let mut merged: Vec<Interval> = Vec::with_capacity(parts.len());
@@ -53,24 +53,21 @@ impl Intervals {
         Intervals(merged)
     }
 
-    pub fn as_slice(&self) -> &[Interval] {
+    #[cfg(test)]
+    pub(crate) fn as_slice(&self) -> &[Interval] {
         &self.0
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
     /// Total length in milliseconds.
-    pub fn total(&self) -> Millis {
+    pub(crate) fn total(&self) -> Millis {
         self.0.iter().map(Interval::len).sum()
     }
 
-    pub fn union(&self, other: &Intervals) -> Intervals {
+    pub(crate) fn union(&self, other: &Intervals) -> Intervals {
         Intervals::union_of(self.0.iter().chain(other.0.iter()).copied())
     }
 
-    pub fn intersect(&self, other: &Intervals) -> Intervals {
+    pub(crate) fn intersect(&self, other: &Intervals) -> Intervals {
         let (a, b) = (&self.0, &other.0);
         let (mut i, mut j) = (0, 0);
         let mut out = Vec::new();
@@ -90,7 +87,7 @@ impl Intervals {
     }
 
     /// What of `self` is not in `other`.
-    pub fn subtract(&self, other: &Intervals) -> Intervals {
+    pub(crate) fn subtract(&self, other: &Intervals) -> Intervals {
         let mut out = Vec::new();
         let mut j = 0;
         for &part in &self.0 {
@@ -121,18 +118,18 @@ impl Intervals {
     }
 
     /// The part inside `window`.
-    pub fn clip(&self, window: Interval) -> Intervals {
+    pub(crate) fn clip(&self, window: Interval) -> Intervals {
         self.intersect(&Intervals::union_of([window]))
     }
 }
 
 /// Whole minutes in `millis`, floored: 59.999 s is 0 minutes.
-pub fn floor_minutes(millis: Millis) -> i64 {
+pub(crate) fn floor_minutes(millis: Millis) -> i64 {
     max(0, millis) / 60_000
 }
 
 /// Whole seconds in `millis`, floored.
-pub fn floor_seconds(millis: Millis) -> i64 {
+pub(crate) fn floor_seconds(millis: Millis) -> i64 {
     max(0, millis) / 1000
 }
 

@@ -36,7 +36,7 @@ use crate::store::{Store, StoreError};
 const MAX_BATCH: usize = 1024;
 
 /// How often kept events are retried while the disk refuses them.
-pub const RETRY: Duration = Duration::from_secs(1);
+pub(crate) const RETRY: Duration = Duration::from_secs(1);
 
 /// How old the last write attempt may be before [`Ledger::health`] tries a
 /// write of its own: while healthy, and while failing.
@@ -67,7 +67,7 @@ pub struct LedgerFailure {
 
 /// The outcome of recording facts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Recorded {
+pub(crate) enum Recorded {
     /// On disk; the last event's sequence number.
     Durable(i64),
     /// Kept in memory; written as soon as the disk takes it.
@@ -158,7 +158,7 @@ impl Ledger {
         })
     }
 
-    pub fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Store {
         &self.store
     }
 
@@ -174,7 +174,7 @@ impl Ledger {
 
     /// Records facts: durable now, or kept in memory and written first once
     /// the disk takes them again.
-    pub async fn record(&self, events: Vec<NewEvent>) -> Result<Recorded, LedgerError> {
+    pub(crate) async fn record(&self, events: Vec<NewEvent>) -> Result<Recorded, LedgerError> {
         self.submit(events, true).await
     }
 
@@ -195,7 +195,7 @@ impl Ledger {
     /// Writes each live connection's last sign of life, `(connection id,
     /// at in ms)`: what recovery closes presence at after a crash. Its
     /// outcome counts towards the ledger's health.
-    pub async fn heartbeat(&self, beats: &[(String, i64)]) -> Result<(), StoreError> {
+    pub(crate) async fn heartbeat(&self, beats: &[(String, i64)]) -> Result<(), StoreError> {
         let written = self.store.heartbeat(beats).await;
         if !beats.is_empty() {
             self.note_write(&written);
@@ -215,7 +215,7 @@ impl Ledger {
     /// Whether the ledger can be written now: no kept events and a recent
     /// write that worked. When the last attempt is old, tries a write that
     /// changes nothing.
-    pub async fn health(&self) -> Result<(), LedgerFailure> {
+    pub(crate) async fn health(&self) -> Result<(), LedgerFailure> {
         let stale = {
             let health = self.health.lock().expect("ledger health");
             let age = if health.failing.is_some() {
@@ -235,7 +235,7 @@ impl Ledger {
     /// Writes the events kept in memory, retrying until `deadline`, then
     /// stops the writer. Returns how many events could not be written (each
     /// is logged, by ids and kind: a gap in the ledger).
-    pub async fn close(&self, deadline: Instant) -> usize {
+    pub(crate) async fn close(&self, deadline: Instant) -> usize {
         let (done, result) = oneshot::channel();
         if self.jobs.send(Job::Close { deadline, done }).is_err() {
             return 0;
@@ -395,7 +395,7 @@ fn chain(groups: &[&[NewEvent]], seq: i64, hash: &str) -> (Vec<Event>, Vec<i64>,
 /// at its connection's last durable heartbeat (or at its `joined` when it
 /// never had one) with reason `server_restart`, never at restart time: that
 /// would invent minutes. Returns how many were closed.
-pub async fn recover_presence(ledger: &Ledger) -> Result<usize, LedgerError> {
+pub(crate) async fn recover_presence(ledger: &Ledger) -> Result<usize, LedgerError> {
     let open = ledger.store().open_presence().await?;
     let closing: Vec<NewEvent> = open
         .iter()

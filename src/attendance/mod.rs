@@ -10,7 +10,7 @@
 /// re-exported here, where the rules that read them live.
 pub use crate::store::event;
 pub mod export;
-pub mod interval;
+pub(crate) mod interval;
 pub mod ledger;
 pub mod report;
 pub mod service;

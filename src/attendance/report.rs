@@ -118,23 +118,23 @@ use std::collections::{BTreeMap, HashSet};
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde::Serialize;
 
-pub use super::event::Modality;
+pub(crate) use super::event::Modality;
 use super::event::{reason, Event, EventKind, NewEvent};
 use super::interval::{floor_minutes, floor_seconds, Interval, Intervals, Millis};
 use crate::auth::RosterRole;
 use crate::schedule::{Session, SessionKind, SessionStatus};
 
 /// End reason of an interval still open when the report was made.
-pub const OPEN: &str = "open";
+pub(crate) const OPEN: &str = "open";
 /// End reason of the piece of an interval before a modality change.
-pub const MEDIA_CHANGED: &str = "media_changed";
+pub(crate) const MEDIA_CHANGED: &str = "media_changed";
 
 /// Participant flags (attended participants of finished sessions only).
-pub const FLAG_LATE: &str = "late";
-pub const FLAG_LEFT_EARLY: &str = "left_early";
+pub(crate) const FLAG_LATE: &str = "late";
+pub(crate) const FLAG_LEFT_EARLY: &str = "left_early";
 /// Session flags (finished sessions only).
-pub const FLAG_BELOW_CODE_MINIMUM: &str = "below_code_minimum";
-pub const FLAG_ENDED_EARLY: &str = "ended_early";
+pub(crate) const FLAG_BELOW_CODE_MINIMUM: &str = "below_code_minimum";
+pub(crate) const FLAG_ENDED_EARLY: &str = "ended_early";
 
 /// What a code's minutes are counted on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -149,7 +149,7 @@ pub enum Basis {
 }
 
 impl Basis {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Basis::Conjoint => "conjoint",
             Basis::PartnerOnly => "partner_only",
@@ -163,7 +163,7 @@ impl Basis {
 /// without the patient) are 50-minute codes billable from 26 minutes;
 /// 90832/90834/90837 need 16/38/53 minutes. Group sessions bill 90853, which
 /// is untimed.
-pub fn timed_codes(kind: SessionKind) -> &'static [(&'static str, Basis, i64)] {
+pub(crate) fn timed_codes(kind: SessionKind) -> &'static [(&'static str, Basis, i64)] {
     match kind {
         SessionKind::Couple => &[
             ("90847", Basis::Conjoint, 26),
@@ -297,7 +297,7 @@ pub struct Annotation {
 }
 
 /// RFC 3339, UTC, milliseconds: `2025-03-03T14:00:00.000Z`.
-pub fn rfc3339_ms(ms: Millis) -> String {
+pub(crate) fn rfc3339_ms(ms: Millis) -> String {
     let t = DateTime::from_timestamp_millis(ms).unwrap_or(if ms < 0 {
         DateTime::<Utc>::MIN_UTC
     } else {
@@ -307,7 +307,7 @@ pub fn rfc3339_ms(ms: Millis) -> String {
 }
 
 /// The local date of the session's scheduled start in its time zone.
-pub fn service_date(session: &Session) -> NaiveDate {
+pub(crate) fn service_date(session: &Session) -> NaiveDate {
     session
         .starts_at
         .with_timezone(&session.timezone)
@@ -739,20 +739,20 @@ pub(crate) mod testkit {
     use crate::auth::RosterRole;
     use crate::schedule::{RosterEntry, Session, SessionKind, SessionSettings};
 
-    pub const CLIN: &str = "c1";
+    pub(crate) const CLIN: &str = "c1";
 
-    pub fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
+    pub(crate) fn utc(y: i32, mo: u32, d: u32, h: u32, mi: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(y, mo, d, h, mi, 0).unwrap()
     }
 
     /// Seconds to milliseconds.
-    pub fn s(secs: i64) -> i64 {
+    pub(crate) fn s(secs: i64) -> i64 {
         secs * 1000
     }
 
     /// A session of `minutes` with a 10-minute overrun grace; the roster is
     /// clinician `c1` followed by `others`.
-    pub fn session(
+    pub(crate) fn session(
         n: u128,
         kind: SessionKind,
         starts_at: DateTime<Utc>,
@@ -795,14 +795,14 @@ pub(crate) mod testkit {
     }
 
     /// A scripted ledger; every time is milliseconds after the start.
-    pub struct Ledger {
+    pub(crate) struct Ledger {
         pub session: Session,
         base: i64,
         pub events: Vec<NewEvent>,
     }
 
     impl Ledger {
-        pub fn new(session: &Session) -> Ledger {
+        pub(crate) fn new(session: &Session) -> Ledger {
             Ledger {
                 session: session.clone(),
                 base: session.starts_at.timestamp_millis(),
@@ -835,7 +835,7 @@ pub(crate) mod testkit {
             self
         }
 
-        pub fn join(&mut self, at: i64, who: &str, conn: &str) -> &mut Self {
+        pub(crate) fn join(&mut self, at: i64, who: &str, conn: &str) -> &mut Self {
             let av = Some(modality::AUDIO_VIDEO);
             self.push(
                 at,
@@ -846,7 +846,7 @@ pub(crate) mod testkit {
             )
         }
 
-        pub fn join_audio(&mut self, at: i64, who: &str, conn: &str) -> &mut Self {
+        pub(crate) fn join_audio(&mut self, at: i64, who: &str, conn: &str) -> &mut Self {
             let ao = Some(modality::AUDIO_ONLY);
             self.push(
                 at,
@@ -857,7 +857,7 @@ pub(crate) mod testkit {
             )
         }
 
-        pub fn leave(&mut self, at: i64, who: &str, conn: &str, why: &str) -> &mut Self {
+        pub(crate) fn leave(&mut self, at: i64, who: &str, conn: &str, why: &str) -> &mut Self {
             self.push(
                 at,
                 EventKind::Left,
@@ -867,7 +867,7 @@ pub(crate) mod testkit {
             )
         }
 
-        pub fn media(&mut self, at: i64, who: &str, conn: &str, m: &str) -> &mut Self {
+        pub(crate) fn media(&mut self, at: i64, who: &str, conn: &str, m: &str) -> &mut Self {
             self.push(
                 at,
                 EventKind::MediaChanged,
@@ -877,7 +877,7 @@ pub(crate) mod testkit {
             )
         }
 
-        pub fn removed(&mut self, at: i64, who: &str, conn: &str) -> &mut Self {
+        pub(crate) fn removed(&mut self, at: i64, who: &str, conn: &str) -> &mut Self {
             let r = Some("removed");
             self.push(
                 at,
@@ -888,7 +888,7 @@ pub(crate) mod testkit {
             )
         }
 
-        pub fn replaced(&mut self, at: i64, who: &str, conn: &str) -> &mut Self {
+        pub(crate) fn replaced(&mut self, at: i64, who: &str, conn: &str) -> &mut Self {
             let r = Some("replaced");
             self.push(
                 at,
@@ -899,18 +899,18 @@ pub(crate) mod testkit {
             )
         }
 
-        pub fn closed(&mut self, at: i64) -> &mut Self {
+        pub(crate) fn closed(&mut self, at: i64) -> &mut Self {
             self.closed_for(at, "session_end")
         }
 
         /// `session_closed` with `why` (`ended_by_clinician`,
         /// `session_cancelled`, `session_end`).
-        pub fn closed_for(&mut self, at: i64, why: &str) -> &mut Self {
+        pub(crate) fn closed_for(&mut self, at: i64, why: &str) -> &mut Self {
             let r = Some(why);
             self.push(at, EventKind::SessionClosed, None, None, (r, None, None))
         }
 
-        pub fn waiting(&mut self, at: i64, who: &str, conn: &str) -> &mut Self {
+        pub(crate) fn waiting(&mut self, at: i64, who: &str, conn: &str) -> &mut Self {
             self.push(
                 at,
                 EventKind::Waiting,
@@ -920,30 +920,30 @@ pub(crate) mod testkit {
             )
         }
 
-        pub fn annotate(&mut self, at: i64, who: Option<&str>, text: &str) -> &mut Self {
+        pub(crate) fn annotate(&mut self, at: i64, who: Option<&str>, text: &str) -> &mut Self {
             let d = Some(json!({"text": text, "by": CLIN}));
             self.push(at, EventKind::Annotation, who, None, (None, None, d))
         }
 
-        pub fn attest(&mut self, at: i64, who: &str, state: &str, home: bool) -> &mut Self {
+        pub(crate) fn attest(&mut self, at: i64, who: &str, state: &str, home: bool) -> &mut Self {
             let d = Some(json!({"state": state, "at_home": home, "private": true, "consent": "x"}));
             self.push(at, EventKind::Attestation, Some(who), None, (None, None, d))
         }
 
         /// Clinician `c1` present on connection `c1-a` from `from` to `to`.
-        pub fn clinician(&mut self, from: i64, to: i64) -> &mut Self {
+        pub(crate) fn clinician(&mut self, from: i64, to: i64) -> &mut Self {
             self.join(from, CLIN, "c1-a")
                 .leave(to, CLIN, "c1-a", "left")
         }
 
         /// The stored, hash-chained events, in the order scripted.
-        pub fn events(&self) -> Vec<Event> {
+        pub(crate) fn events(&self) -> Vec<Event> {
             stored(self.events.clone())
         }
     }
 
     /// Stores events in the given order: sequence numbers and hash chain.
-    pub fn stored(events: Vec<NewEvent>) -> Vec<Event> {
+    pub(crate) fn stored(events: Vec<NewEvent>) -> Vec<Event> {
         let mut prev = GENESIS.to_owned();
         events
             .into_iter()

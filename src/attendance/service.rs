@@ -25,7 +25,7 @@ pub enum Format {
 }
 
 impl Format {
-    pub fn parse(s: Option<&str>) -> Result<Format, String> {
+    pub(crate) fn parse(s: Option<&str>) -> Result<Format, String> {
         match s.unwrap_or("json") {
             "json" => Ok(Format::Json),
             "csv" => Ok(Format::Csv),
@@ -40,7 +40,7 @@ impl Format {
         }
     }
 
-    pub fn content_type(self) -> &'static str {
+    pub(crate) fn content_type(self) -> &'static str {
         match self {
             Format::Json => "application/json",
             Format::Csv => "text/csv; charset=utf-8",
@@ -100,7 +100,7 @@ impl Attendance {
     }
 
     /// Whether the ledger can be written now (`/healthz`).
-    pub async fn ledger_health(&self) -> Result<(), LedgerFailure> {
+    pub(crate) async fn ledger_health(&self) -> Result<(), LedgerFailure> {
         self.ledger.health().await
     }
 
@@ -155,7 +155,7 @@ impl Attendance {
     }
 
     /// One session's attendance.
-    pub async fn session_export(
+    pub(crate) async fn session_export(
         &self,
         id: Uuid,
         format: Format,
@@ -182,7 +182,7 @@ impl Attendance {
     }
 
     /// Every session overlapping `[from, to)`.
-    pub async fn range_export(
+    pub(crate) async fn range_export(
         &self,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
@@ -270,7 +270,7 @@ impl Attendance {
     }
 
     /// Recomputes the hash chain (recorded in the audit log too).
-    pub async fn verify(
+    pub(crate) async fn verify(
         &self,
         actor: &str,
         now: DateTime<Utc>,
@@ -291,7 +291,7 @@ impl Attendance {
     /// number changes. `clinician`: the roster id of the clinician writing
     /// it, who must be the session's clinician (`None`: an admin, any
     /// session).
-    pub async fn annotate(
+    pub(crate) async fn annotate(
         &self,
         session: Uuid,
         participant: &str,
@@ -340,7 +340,7 @@ impl Attendance {
         Ok(seq)
     }
 
-    pub async fn audit_log(&self) -> Result<Vec<ExportRecord>, AttendanceError> {
+    pub(crate) async fn audit_log(&self) -> Result<Vec<ExportRecord>, AttendanceError> {
         Ok(self.store.exports().await?)
     }
 }

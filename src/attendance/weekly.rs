@@ -95,11 +95,13 @@ use crate::auth::RosterRole;
 use crate::config::{AttendanceSection, WeekStart};
 use crate::schedule::{Session, SessionKind};
 
-pub use super::report::{FLAG_BELOW_CODE_MINIMUM, FLAG_ENDED_EARLY, FLAG_LATE, FLAG_LEFT_EARLY};
-pub const FLAG_BELOW_WEEKLY_MINIMUM: &str = "below_weekly_minimum";
-pub const FLAG_ABOVE_MAXIMUM_HOURS: &str = "above_maximum_hours";
+pub(crate) use super::report::{
+    FLAG_BELOW_CODE_MINIMUM, FLAG_ENDED_EARLY, FLAG_LATE, FLAG_LEFT_EARLY,
+};
+pub(crate) const FLAG_BELOW_WEEKLY_MINIMUM: &str = "below_weekly_minimum";
+pub(crate) const FLAG_ABOVE_MAXIMUM_HOURS: &str = "above_maximum_hours";
 /// The session was cancelled (its attended time still counts).
-pub const FLAG_CANCELLED: &str = "cancelled";
+pub(crate) const FLAG_CANCELLED: &str = "cancelled";
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WeeklyReport {
@@ -175,7 +177,7 @@ pub struct WeeklySession {
 
 /// Parses `YYYY-Www` (ISO 8601 week: four-digit week-numbering year, `-W`,
 /// two-digit week) and checks that the year has that week (52 or 53).
-pub fn parse_week(s: &str) -> Result<(i32, u32), String> {
+pub(crate) fn parse_week(s: &str) -> Result<(i32, u32), String> {
     let format_error =
         || format!("week must be in the form YYYY-Www (ISO 8601 week, e.g. 2025-W07), got {s:?}");
     let b = s.as_bytes();
@@ -223,7 +225,7 @@ fn start_of_day(date: NaiveDate, tz: Tz) -> DateTime<Utc> {
 /// The week's `[from, to)` in UTC: local midnight of its first day to local
 /// midnight seven days later, in `tz`. `(year, week)` should be one
 /// [`parse_week`] accepted.
-pub fn week_bounds(
+pub(crate) fn week_bounds(
     year: i32,
     week: u32,
     tz: Tz,

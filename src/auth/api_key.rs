@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::ApiRole;
 
-pub const PREFIX: &str = "tdm_";
+pub(crate) const PREFIX: &str = "tdm_";
 
 /// Keys are for the clinic's systems. A person (a clinician) gets a staff
 /// token instead: it names them, expires within hours, and its use is
@@ -21,10 +21,10 @@ pub const PREFIX: &str = "tdm_";
 #[error(
     "API keys are for systems; give clinicians a staff token (tandem token issue --role clinician)"
 )]
-pub struct PeopleUseStaffTokens;
+pub(crate) struct PeopleUseStaffTokens;
 
 /// A new secret key for a system with `role`, to be shown once.
-pub fn issue(role: ApiRole) -> Result<String, PeopleUseStaffTokens> {
+pub(crate) fn issue(role: ApiRole) -> Result<String, PeopleUseStaffTokens> {
     match role {
         ApiRole::Clinician => Err(PeopleUseStaffTokens),
         ApiRole::Admin | ApiRole::Scheduler | ApiRole::Compliance => Ok(generate()),

@@ -21,7 +21,7 @@ use super::RosterRole;
 
 /// The audience that marks a JWT as an invite, so that no other token the
 /// server signs can be used to join a session.
-pub const AUDIENCE: &str = "tandem-invite";
+pub(crate) const AUDIENCE: &str = "tandem-invite";
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InviteClaims {
@@ -64,11 +64,11 @@ impl InviteClaims {
         }
     }
 
-    pub fn opens_at(&self) -> DateTime<Utc> {
+    pub(crate) fn opens_at(&self) -> DateTime<Utc> {
         Utc.timestamp_opt(self.nbf, 0).single().unwrap_or_default()
     }
 
-    pub fn closes_at(&self) -> DateTime<Utc> {
+    pub(crate) fn closes_at(&self) -> DateTime<Utc> {
         Utc.timestamp_opt(self.exp, 0).single().unwrap_or_default()
     }
 }

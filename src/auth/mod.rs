@@ -33,7 +33,7 @@ pub enum ApiRole {
 }
 
 impl ApiRole {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ApiRole::Admin => "admin",
             ApiRole::Scheduler => "scheduler",

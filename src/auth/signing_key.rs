@@ -64,7 +64,7 @@ impl SigningKey {
     }
 
     /// Builds the key from a PKCS#8 PEM Ed25519 private key.
-    pub fn from_pem(pem: &str) -> Result<SigningKey, String> {
+    pub(crate) fn from_pem(pem: &str) -> Result<SigningKey, String> {
         let pair = KeyPair::from_pem(pem).map_err(|e| e.to_string())?;
         if pair.algorithm() != &PKCS_ED25519 {
             return Err("the key is not Ed25519".into());

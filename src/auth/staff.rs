@@ -16,10 +16,10 @@ use uuid::Uuid;
 use super::signing_key::SigningKey;
 use super::ApiRole;
 
-pub const AUDIENCE: &str = "tandem-staff";
+pub(crate) const AUDIENCE: &str = "tandem-staff";
 
 /// The longest a staff token may live.
-pub const MAX_LIFETIME: Duration = Duration::days(7);
+pub(crate) const MAX_LIFETIME: Duration = Duration::days(7);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StaffClaims {
@@ -34,7 +34,7 @@ pub struct StaffClaims {
 
 /// Signs a staff token for `subject` with `role`, valid from `now` for
 /// `lifetime` (capped at [`MAX_LIFETIME`]).
-pub fn issue(
+pub(crate) fn issue(
     key: &SigningKey,
     subject: &str,
     role: ApiRole,

@@ -13,7 +13,7 @@ use crate::store::{ApiKeyRecord, Store};
 use crate::tls;
 
 #[derive(Debug, Subcommand)]
-pub enum ApiKeyCommand {
+pub(crate) enum ApiKeyCommand {
     /// Create a key; it is printed once and stored only as a hash.
     Create {
         /// What the key may do.
@@ -39,7 +39,7 @@ pub enum ApiKeyCommand {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum ConfigCommand {
+pub(crate) enum ConfigCommand {
     /// Validate a configuration file and the files it points to.
     Check {
         #[arg(long, value_name = "FILE")]
@@ -61,7 +61,7 @@ pub async fn create_api_key(store: &Store, role: ApiRole, label: &str) -> anyhow
     Ok(key)
 }
 
-pub async fn api_key(command: ApiKeyCommand) -> anyhow::Result<()> {
+pub(crate) async fn api_key(command: ApiKeyCommand) -> anyhow::Result<()> {
     match command {
         ApiKeyCommand::Create { role, label, db } => {
             let config = db.load()?;
@@ -105,7 +105,7 @@ pub async fn api_key(command: ApiKeyCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn config(command: ConfigCommand) -> anyhow::Result<()> {
+pub(crate) fn config(command: ConfigCommand) -> anyhow::Result<()> {
     let ConfigCommand::Check { config: file } = command;
     let config = Config::load(file.as_deref(), Config::env())?;
     tls::server_config(

@@ -13,7 +13,7 @@ use crate::auth::ApiRole;
 use crate::store::Store;
 
 #[derive(Debug, Subcommand)]
-pub enum AttendanceCommand {
+pub(crate) enum AttendanceCommand {
     /// Recompute the ledger's hash chain: OK with the count and head hash, or
     /// the first event that does not match (exit code 1).
     Verify {
@@ -53,7 +53,7 @@ pub enum AttendanceCommand {
 }
 
 #[derive(Debug, Clone, clap::Args)]
-pub struct Output {
+pub(crate) struct Output {
     /// json or csv.
     #[arg(long, default_value = "json")]
     format: String,
@@ -101,7 +101,7 @@ async fn attendance(db: &DbArgs) -> anyhow::Result<Attendance> {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum TokenCommand {
+pub(crate) enum TokenCommand {
     /// Issue a staff token for a person (compliance staff, a clinician).
     Issue {
         /// What the token may do.
@@ -118,7 +118,7 @@ pub enum TokenCommand {
     },
 }
 
-pub async fn run(command: AttendanceCommand) -> anyhow::Result<()> {
+pub(crate) async fn run(command: AttendanceCommand) -> anyhow::Result<()> {
     let now = Utc::now();
     let format = |out: &Output| {
         Format::parse(Some(&out.format)).map_err(|e| anyhow::anyhow!("--format: {e}"))
@@ -189,7 +189,7 @@ pub async fn run(command: AttendanceCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn token(command: TokenCommand) -> anyhow::Result<()> {
+pub(crate) async fn token(command: TokenCommand) -> anyhow::Result<()> {
     let TokenCommand::Issue {
         role,
         subject,

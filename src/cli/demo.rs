@@ -26,7 +26,7 @@ use crate::server::{self, Listeners};
 use crate::tls::devcert;
 
 #[derive(Debug, Args)]
-pub struct DemoArgs {
+pub(crate) struct DemoArgs {
     /// HTTPS port on 127.0.0.1 (0 picks a free one).
     #[arg(long, default_value_t = 8443)]
     port: u16,
@@ -107,7 +107,7 @@ async fn demo_session(
     Ok((session, true))
 }
 
-pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let listeners = Listeners::bind(&crate::config::ServerSection {
         listen: SocketAddr::from((Ipv4Addr::LOCALHOST, args.port)),
         redirect_listen: None,

@@ -31,7 +31,7 @@ use crate::store::Store;
     version,
     about = "Secure video sessions for virtual IOP programs"
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     command: Command,
 }
@@ -83,7 +83,7 @@ enum Command {
 /// Where a command finds the database: the server's configuration, or just
 /// a data directory.
 #[derive(Debug, Clone, Args)]
-pub struct DbArgs {
+pub(crate) struct DbArgs {
     /// The server's TOML configuration file.
     #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,

@@ -14,7 +14,7 @@ use crate::schedule::{
 };
 
 #[derive(Debug, Subcommand)]
-pub enum SessionsCommand {
+pub(crate) enum SessionsCommand {
     /// Schedule a session, from flags or from a JSON file shaped like the
     /// REST API's request body.
     Create(CreateArgs),
@@ -54,7 +54,7 @@ pub enum SessionsCommand {
 }
 
 #[derive(Debug, Args)]
-pub struct CreateArgs {
+pub(crate) struct CreateArgs {
     /// A JSON file with the request body of POST /v1/sessions.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["title", "kind", "clinician", "participant"])]
     file: Option<PathBuf>,
@@ -92,7 +92,7 @@ pub struct CreateArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct InviteArgs {
+pub(crate) struct InviteArgs {
     session: Uuid,
     /// Print the API's JSON instead of one line per person.
     #[arg(long)]
@@ -207,7 +207,7 @@ fn print_summary(session: &Session, now: DateTime<Utc>) {
 }
 
 /// One line per person: role, name, link.
-pub fn print_invites(session: &Session, invites: &[Invite]) {
+pub(crate) fn print_invites(session: &Session, invites: &[Invite]) {
     let width = session
         .roster
         .iter()
@@ -227,7 +227,7 @@ pub fn print_invites(session: &Session, invites: &[Invite]) {
     }
 }
 
-pub async fn run(command: SessionsCommand) -> anyhow::Result<()> {
+pub(crate) async fn run(command: SessionsCommand) -> anyhow::Result<()> {
     let now = Utc::now();
     match command {
         SessionsCommand::Create(args) => {
@@ -281,7 +281,7 @@ pub async fn run(command: SessionsCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub async fn invite(args: InviteArgs) -> anyhow::Result<()> {
+pub(crate) async fn invite(args: InviteArgs) -> anyhow::Result<()> {
     let now = Utc::now();
     let (_, scheduler) = args.db.open().await?;
     let session = scheduler.get(args.session).await.map_err(explain)?;

@@ -92,11 +92,11 @@ fn file(export: Export, name: &str) -> Response {
 }
 
 #[derive(Debug, Deserialize)]
-pub struct FormatQuery {
+pub(crate) struct FormatQuery {
     format: Option<String>,
 }
 
-pub async fn session(
+pub(crate) async fn session(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -115,13 +115,13 @@ pub async fn session(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct RangeQuery {
+pub(crate) struct RangeQuery {
     from: Option<String>,
     to: Option<String>,
     format: Option<String>,
 }
 
-pub async fn range(
+pub(crate) async fn range(
     State(state): State<AppState>,
     caller: Caller,
     Query(query): Query<RangeQuery>,
@@ -141,12 +141,12 @@ pub async fn range(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct WeekQuery {
+pub(crate) struct WeekQuery {
     week: Option<String>,
     format: Option<String>,
 }
 
-pub async fn weekly(
+pub(crate) async fn weekly(
     State(state): State<AppState>,
     caller: Caller,
     Query(query): Query<WeekQuery>,
@@ -166,7 +166,10 @@ pub async fn weekly(
     Ok(file(export, &format!("iop-weekly-{week}")))
 }
 
-pub async fn verify(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+pub(crate) async fn verify(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
     caller.require(READERS)?;
     let verification = state.attendance.verify(&caller.actor, Utc::now()).await?;
     Ok(Json(verification).into_response())
@@ -174,12 +177,12 @@ pub async fn verify(State(state): State<AppState>, caller: Caller) -> Result<Res
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct AnnotationRequest {
+pub(crate) struct AnnotationRequest {
     participant_id: String,
     text: String,
 }
 
-pub async fn annotate(
+pub(crate) async fn annotate(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -212,7 +215,7 @@ pub async fn annotate(
     Ok((StatusCode::CREATED, Json(json!({ "seq": seq }))).into_response())
 }
 
-pub async fn audit_log(
+pub(crate) async fn audit_log(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Response, ApiError> {

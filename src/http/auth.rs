@@ -14,7 +14,7 @@ use super::AppState;
 use crate::auth::{api_key, ApiRole};
 
 #[derive(Debug, Clone)]
-pub struct Caller {
+pub(crate) struct Caller {
     pub role: ApiRole,
     /// Who, for the export audit log: `api-key:<id>` or `staff:<id>`.
     pub actor: String,
@@ -22,7 +22,7 @@ pub struct Caller {
 
 impl Caller {
     /// Passes when the caller's role is one of `allowed` (admin always is).
-    pub fn require(&self, allowed: &[ApiRole]) -> Result<(), ApiError> {
+    pub(crate) fn require(&self, allowed: &[ApiRole]) -> Result<(), ApiError> {
         if self.role == ApiRole::Admin || allowed.contains(&self.role) {
             Ok(())
         } else {

@@ -31,7 +31,7 @@ use super::ApiError;
 
 /// Request bodies larger than this are refused with 413 (a 20-person
 /// roster is about 4 KiB, an annotation at most a few).
-pub const BODY_LIMIT: usize = 256 * 1024;
+pub(crate) const BODY_LIMIT: usize = 256 * 1024;
 
 /// An error body longer than this is not rewritten (it is not one of the
 /// framework's one-line rejections).
@@ -47,7 +47,7 @@ const DRAIN_LIMIT: usize = 16 * 1024 * 1024;
 /// roster of a few KiB from an EHR takes milliseconds; 256 KiB on a slow
 /// 100 kbit/s link about 20 s. A client that trickles its body slower is
 /// answered 408 and its connection freed.
-pub const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+pub(crate) const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Request bodies held in memory at once, all requests together. Bodies
 /// are read before the key is checked, so without a bound anyone could
@@ -60,7 +60,7 @@ const BODY_BUDGET: usize = 64 * 1024 * 1024;
 static BUFFERED: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(BODY_BUDGET);
 
 /// Reads the body before the request goes on; see the module comment.
-pub async fn read_first(request: Request, next: Next) -> Response {
+pub(crate) async fn read_first(request: Request, next: Next) -> Response {
     let (parts, mut body) = request.into_parts();
     let declared = parts
         .headers
@@ -198,7 +198,7 @@ impl http_body::Body for Holding {
 }
 
 /// Rewrites error responses that are not JSON into the API's error shape.
-pub async fn json_errors(request: Request, next: Next) -> Response {
+pub(crate) async fn json_errors(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {

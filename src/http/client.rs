@@ -32,11 +32,11 @@ fn asset(path: &str) -> Response {
 
 /// `/j/{session}`: the join page. The token stays in the fragment, which
 /// the browser never sends; the page reads it itself.
-pub async fn join_page(Path(_session): Path<String>) -> Response {
+pub(crate) async fn join_page(Path(_session): Path<String>) -> Response {
     asset("index.html")
 }
 
 /// `/client/{path}`: the page's scripts and styles.
-pub async fn file(Path(path): Path<String>) -> Response {
+pub(crate) async fn file(Path(path): Path<String>) -> Response {
     asset(&path)
 }

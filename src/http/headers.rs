@@ -8,19 +8,19 @@
 use axum::http::{header, HeaderName, HeaderValue};
 use tower_http::set_header::SetResponseHeaderLayer;
 
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
+pub(crate) const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
     style-src 'self'; img-src 'self' data: blob:; media-src 'self' blob:; \
     connect-src 'self'; font-src 'self'; manifest-src 'self'; base-uri 'none'; \
     form-action 'self'; frame-ancestors 'none'";
 
-pub const PERMISSIONS_POLICY: &str = "camera=(self), microphone=(self), \
+pub(crate) const PERMISSIONS_POLICY: &str = "camera=(self), microphone=(self), \
     display-capture=(self), speaker-selection=(self), fullscreen=(self), \
     geolocation=(), payment=(), usb=(), interest-cohort=()";
 
-pub const STRICT_TRANSPORT_SECURITY: &str = "max-age=31536000; includeSubDomains";
+pub(crate) const STRICT_TRANSPORT_SECURITY: &str = "max-age=31536000; includeSubDomains";
 
 /// The layers that set the headers; apply them outermost.
-pub fn layers() -> Vec<SetResponseHeaderLayer<HeaderValue>> {
+pub(crate) fn layers() -> Vec<SetResponseHeaderLayer<HeaderValue>> {
     [
         (header::STRICT_TRANSPORT_SECURITY, STRICT_TRANSPORT_SECURITY),
         (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),

@@ -65,7 +65,7 @@ const NO_FD_PAUSE: Duration = Duration::from_millis(100);
 
 /// The listener's limits, from `[server]`.
 #[derive(Debug, Clone)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     pub tls_handshake_timeout: Duration,
@@ -75,7 +75,7 @@ pub struct Limits {
 }
 
 impl Limits {
-    pub fn from_config(server: &ServerSection) -> Limits {
+    pub(crate) fn from_config(server: &ServerSection) -> Limits {
         Limits {
             max_connections: server.max_connections,
             max_connections_per_ip: server.max_connections_per_ip,
@@ -90,7 +90,7 @@ impl Limits {
 /// Serves `app` on `listener` (over TLS when `tls` is given) until `stop`
 /// turns true; then lets requests in progress finish for up to `grace`
 /// and closes what is left. Listeners that share `slots` share its caps.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: std::net::TcpListener,
     tls: Option<RustlsConfig>,
     app: Router,
@@ -415,7 +415,7 @@ impl AsyncWrite for Watched {
 }
 
 /// The connections open, in all and per address.
-pub struct Slots {
+pub(crate) struct Slots {
     max: usize,
     max_per_ip: usize,
     open: Arc<Mutex<Open>>,
@@ -431,7 +431,7 @@ struct Open {
 
 impl Slots {
     /// The caps of `limits`, for the listeners that share them.
-    pub fn shared(limits: &Limits) -> Arc<Slots> {
+    pub(crate) fn shared(limits: &Limits) -> Arc<Slots> {
         Arc::new(Slots::new(
             limits.max_connections,
             limits.max_connections_per_ip,

@@ -6,8 +6,8 @@ mod auth;
 mod body;
 mod client;
 mod error;
-pub mod headers;
-pub mod listener;
+pub(crate) mod headers;
+pub(crate) mod listener;
 mod sessions;
 mod signal;
 
@@ -25,28 +25,26 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use url::Url;
 
-use crate::config::Config;
 use crate::schedule::Scheduler;
 use crate::signal::SignalContext;
 use crate::store::Store;
 
-pub use body::BODY_LIMIT;
-pub use error::ApiError;
+pub(crate) use body::BODY_LIMIT;
+pub(crate) use error::ApiError;
 
 /// What every handler can reach.
 #[derive(Clone)]
-pub struct AppState {
+pub(crate) struct AppState {
     pub scheduler: Scheduler,
     /// The database itself, for what is not scheduling: API keys and the
     /// health check.
     pub store: Store,
-    pub config: Arc<Config>,
     pub signal: Arc<SignalContext>,
     pub attendance: crate::attendance::service::Attendance,
 }
 
 /// The HTTPS application.
-pub fn router(state: AppState) -> Router {
+pub(crate) fn router(state: AppState) -> Router {
     let api = Router::new()
         .route("/sessions", post(sessions::create).get(sessions::list))
         .route(
@@ -150,7 +148,7 @@ async fn not_found() -> ApiError {
 /// The plain-HTTP application: every request, whatever its method or path,
 /// gets a permanent redirect to the same path on `public_url`, and nothing
 /// else is served.
-pub fn redirect_router(public_url: Url) -> Router {
+pub(crate) fn redirect_router(public_url: Url) -> Router {
     let public_url = Arc::new(public_url);
     let mut router = Router::new().fallback(move |uri: Uri| {
         let public_url = public_url.clone();

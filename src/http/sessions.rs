@@ -28,7 +28,7 @@ fn session_id(raw: &str) -> Result<Uuid, ApiError> {
         .map_err(|_| ApiError::not_found("session not found"))
 }
 
-pub async fn create(
+pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Caller,
     body: Result<Json<SessionRequest>, JsonRejection>,
@@ -40,7 +40,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(session.view(now))).into_response())
 }
 
-pub async fn get(
+pub(crate) async fn get(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -51,7 +51,7 @@ pub async fn get(
 }
 
 #[derive(Debug, Deserialize)]
-pub struct ListQuery {
+pub(crate) struct ListQuery {
     from: Option<String>,
     to: Option<String>,
 }
@@ -70,7 +70,7 @@ fn time_param(field: &str, raw: Option<&str>) -> Result<Option<DateTime<Utc>>, A
     .transpose()
 }
 
-pub async fn list(
+pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
@@ -88,7 +88,7 @@ pub async fn list(
     .into_response())
 }
 
-pub async fn cancel(
+pub(crate) async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -98,7 +98,7 @@ pub async fn cancel(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-pub async fn invites(
+pub(crate) async fn invites(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
@@ -111,7 +111,7 @@ pub async fn invites(
     Ok(Json(json!({ "invites": invites })).into_response())
 }
 
-pub async fn revoke(
+pub(crate) async fn revoke(
     State(state): State<AppState>,
     caller: Caller,
     Path((id, participant)): Path<(String, String)>,

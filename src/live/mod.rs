@@ -42,10 +42,10 @@ const TICK: Duration = Duration::from_secs(1);
 /// arrival (`error` `unavailable`: the room is busy); what happened
 /// (a departure) waits for room in its own task. Other rooms are never
 /// affected: each has its own queue and task.
-pub const ROOM_QUEUE: usize = 256;
+pub(crate) const ROOM_QUEUE: usize = 256;
 
 /// The room could not take a request (its queue is full, or it is gone).
-pub fn busy() -> ServerMessage {
+pub(crate) fn busy() -> ServerMessage {
     ServerMessage::error(
         ErrorCode::Unavailable,
         "The room is busy, so this was not done. Please try again in a moment.",
@@ -54,7 +54,7 @@ pub fn busy() -> ServerMessage {
 
 /// What a connection's writer is asked to do.
 #[derive(Debug, Clone)]
-pub enum Outgoing {
+pub(crate) enum Outgoing {
     Send(ServerMessage),
     /// Send the message, then close the socket (replaced, removed, ended).
     Close(ServerMessage),
@@ -67,7 +67,7 @@ pub enum Outgoing {
 
 /// How a room reaches one connection.
 #[derive(Debug, Clone)]
-pub struct ConnHandle {
+pub(crate) struct ConnHandle {
     pub participant: String,
     pub out: mpsc::UnboundedSender<Outgoing>,
     pub peer_events: mpsc::UnboundedSender<PeerEvent>,
@@ -88,7 +88,7 @@ enum RoomMessage {
     Fact(Input),
 }
 
-pub struct Rooms {
+pub(crate) struct Rooms {
     live: Mutex<HashMap<Uuid, mpsc::Sender<RoomMessage>>>,
     /// Sessions whose room has finished in this run: a join racing the end
     /// is refused rather than opening a new room.
@@ -108,7 +108,7 @@ pub struct Rooms {
 }
 
 impl Rooms {
-    pub fn new(
+    pub(crate) fn new(
         sfu: Arc<Sfu>,
         scheduler: Scheduler,
         ledger: Ledger,
@@ -132,13 +132,13 @@ impl Rooms {
         rooms
     }
 
-    pub fn next_conn(&self) -> ConnId {
+    pub(crate) fn next_conn(&self) -> ConnId {
         self.next_conn.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// A connection whose link was accepted arrives in its session's room
     /// (started on the first arrival).
-    pub fn arrive(
+    pub(crate) fn arrive(
         self: &Arc<Self>,
         session: &Session,
         conn: ConnId,
@@ -198,7 +198,7 @@ impl Rooms {
 
     /// Passes what happened (`input`) to the live room of `session`, if
     /// there is one.
-    pub fn input(&self, session: Uuid, input: Input) {
+    pub(crate) fn input(&self, session: Uuid, input: Input) {
         if let Some(sender) = self.live.lock().expect("rooms lock").get(&session) {
             if let Err(mpsc::error::TrySendError::Full(fact)) =
                 sender.try_send(RoomMessage::Fact(input))
@@ -217,7 +217,7 @@ impl Rooms {
     /// mute, a `leave`) to the live room of `session`; false when there is
     /// no room to take it. When it cannot be recorded, the connection gets
     /// [`Outgoing::Refused`].
-    pub fn request(&self, session: Uuid, input: Input) -> bool {
+    pub(crate) fn request(&self, session: Uuid, input: Input) -> bool {
         match self.live.lock().expect("rooms lock").get(&session) {
             Some(sender) => sender.try_send(RoomMessage::Request(input)).is_ok(),
             None => false,
@@ -229,7 +229,7 @@ impl Rooms {
     /// (or kept by the ledger) before their sockets are closed with `error`
     /// `server_restart`. Waits up to `wait` for the rooms; false when some
     /// did not finish in time.
-    pub async fn shutdown(&self, at: DateTime<Utc>, wait: Duration) -> bool {
+    pub(crate) async fn shutdown(&self, at: DateTime<Utc>, wait: Duration) -> bool {
         {
             // Under the rooms' lock: an arrival either sees the stop or has
             // registered its room's task, which is awaited below.

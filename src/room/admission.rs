@@ -27,7 +27,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub fn code(&self) -> DenialCode {
+    pub(crate) fn code(&self) -> DenialCode {
         match self {
             Refusal::TokenInvalid => DenialCode::TokenInvalid,
             Refusal::TokenExpired => DenialCode::TokenExpired,
@@ -41,7 +41,7 @@ impl Refusal {
     }
 
     /// The `denied` message that tells the person.
-    pub fn message(&self) -> ServerMessage {
+    pub(crate) fn message(&self) -> ServerMessage {
         match self {
             Refusal::NotYetOpen { opens_at } => ServerMessage::not_yet_open(*opens_at),
             other => ServerMessage::denied(other.code()),

@@ -8,5 +8,5 @@
 //! [`rate_limit`] slows down addresses that keep failing to join.
 
 pub mod admission;
-pub mod rate_limit;
-pub mod state;
+pub(crate) mod rate_limit;
+pub(crate) mod state;

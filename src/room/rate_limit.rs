@@ -16,7 +16,7 @@ const SWEEP_AT: usize = 10_000;
 
 /// What a join attempt may do now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Turn {
+pub(crate) enum Turn {
     /// Be checked (it is counted in flight until finished).
     Go,
     /// Wait until an attempt of the same address finishes, then ask again:
@@ -28,7 +28,7 @@ pub enum Turn {
 }
 
 #[derive(Debug)]
-pub struct FailedJoins {
+pub(crate) struct FailedJoins {
     per_minute: u32,
     by_address: HashMap<IpAddr, VecDeque<Instant>>,
     /// Attempts begun and not yet finished, per address.
@@ -37,7 +37,7 @@ pub struct FailedJoins {
 
 impl FailedJoins {
     /// Allows `per_minute` failures per address in any 60 s; 0 is no limit.
-    pub fn new(per_minute: u32) -> FailedJoins {
+    pub(crate) fn new(per_minute: u32) -> FailedJoins {
         FailedJoins {
             per_minute,
             by_address: HashMap::new(),
@@ -57,7 +57,8 @@ impl FailedJoins {
     }
 
     /// True when `address` has used up its failures for the last minute.
-    pub fn is_blocked(&mut self, address: IpAddr, now: Instant) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_blocked(&mut self, address: IpAddr, now: Instant) -> bool {
         let limit = self.per_minute as usize;
         limit > 0 && self.recent(address, now).len() >= limit
     }
@@ -65,7 +66,7 @@ impl FailedJoins {
     /// Starts a join attempt from `address` at `now`: [`Turn::Go`] counts
     /// it in flight until [`FailedJoins::finish`]; nothing is counted
     /// otherwise.
-    pub fn begin(&mut self, address: IpAddr, now: Instant) -> Turn {
+    pub(crate) fn begin(&mut self, address: IpAddr, now: Instant) -> Turn {
         let limit = self.per_minute as usize;
         let in_flight = self.in_flight.get(&address).copied().unwrap_or(0) as usize;
         if limit > 0 {
@@ -83,7 +84,7 @@ impl FailedJoins {
 
     /// Ends an attempt started with [`FailedJoins::begin`]; a failed one
     /// counts for the next minute.
-    pub fn finish(&mut self, address: IpAddr, now: Instant, failed: bool) {
+    pub(crate) fn finish(&mut self, address: IpAddr, now: Instant, failed: bool) {
         if let Some(n) = self.in_flight.get_mut(&address) {
             *n -= 1;
             if *n == 0 {
@@ -95,7 +96,7 @@ impl FailedJoins {
         }
     }
 
-    pub fn record_failure(&mut self, address: IpAddr, now: Instant) {
+    pub(crate) fn record_failure(&mut self, address: IpAddr, now: Instant) {
         if self.by_address.len() >= SWEEP_AT {
             self.by_address.retain(|_, times| {
                 times
@@ -110,7 +111,7 @@ impl FailedJoins {
 /// Messages of one connection: a token bucket holding `burst` messages,
 /// refilled at `per_second`. A connection that empties it is over the limit.
 #[derive(Debug, Clone)]
-pub struct MessageRate {
+pub(crate) struct MessageRate {
     per_second: u32,
     burst: u32,
     tokens: f64,
@@ -119,7 +120,7 @@ pub struct MessageRate {
 
 impl MessageRate {
     /// `per_second` on average, `burst` at once; `per_second` 0: no limit.
-    pub fn new(per_second: u32, burst: u32) -> MessageRate {
+    pub(crate) fn new(per_second: u32, burst: u32) -> MessageRate {
         let burst = burst.max(1);
         MessageRate {
             per_second,
@@ -130,7 +131,7 @@ impl MessageRate {
     }
 
     /// Counts one message at `now`: false when it is over the limit.
-    pub fn allow(&mut self, now: Instant) -> bool {
+    pub(crate) fn allow(&mut self, now: Instant) -> bool {
         if self.per_second == 0 {
             return true;
         }

@@ -10,10 +10,10 @@ mod view;
 pub use crate::store::session::{
     RosterEntry, Session, SessionKind, SessionSettings, SessionStatus,
 };
-pub use request::{
+pub(crate) use request::{
     ClinicianRequest, FieldError, ParticipantRequest, SessionRequest, SettingsRequest,
 };
-pub use view::SessionView;
+pub(crate) use view::SessionView;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -28,7 +28,7 @@ use crate::config::SessionsSection;
 use crate::store::{Change, Store, StoreError};
 
 /// The most sessions one listing returns.
-pub const LIST_LIMIT: u32 = 1000;
+pub(crate) const LIST_LIMIT: u32 = 1000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScheduleError {
@@ -44,7 +44,7 @@ pub enum ScheduleError {
 
 /// One participant's link.
 #[derive(Debug, Clone, Serialize)]
-pub struct Invite {
+pub(crate) struct Invite {
     pub participant_id: String,
     pub role: RosterRole,
     pub url: String,
@@ -54,7 +54,7 @@ pub struct Invite {
 
 /// A change that live rooms must act on at once.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Notice {
+pub(crate) enum Notice {
     Revoked { session: Uuid, participant: String },
     Cancelled { session: Uuid },
 }
@@ -69,7 +69,12 @@ pub struct Scheduler {
 }
 
 impl Scheduler {
-    pub fn new(store: Store, key: SigningKey, defaults: SessionsSection, public_url: Url) -> Self {
+    pub(crate) fn new(
+        store: Store,
+        key: SigningKey,
+        defaults: SessionsSection,
+        public_url: Url,
+    ) -> Self {
         Scheduler {
             store,
             key,
@@ -80,7 +85,7 @@ impl Scheduler {
     }
 
     /// The claims of a valid staff token at `now`.
-    pub fn verify_staff(
+    pub(crate) fn verify_staff(
         &self,
         token: &str,
         now: DateTime<Utc>,
@@ -89,7 +94,7 @@ impl Scheduler {
     }
 
     /// Signs a staff token (`tandem token issue`).
-    pub fn issue_staff(
+    pub(crate) fn issue_staff(
         &self,
         subject: &str,
         role: crate::auth::ApiRole,
@@ -100,14 +105,14 @@ impl Scheduler {
     }
 
     /// Revocations and cancellations, for the live rooms.
-    pub fn subscribe(&self) -> broadcast::Receiver<Notice> {
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Notice> {
         self.notices.subscribe()
     }
 
     /// Stores that the clinician removed `participant` from session `id`
     /// at `at`: from then on their links are refused, across restarts
     /// (a removed person stays out).
-    pub async fn remove(
+    pub(crate) async fn remove(
         &self,
         id: Uuid,
         participant: &str,
@@ -118,16 +123,16 @@ impl Scheduler {
 
     /// Stores that the clinician ended session `id` at `at`: nobody joins
     /// it again.
-    pub async fn end(&self, id: Uuid, at: DateTime<Utc>) -> Result<(), StoreError> {
+    pub(crate) async fn end(&self, id: Uuid, at: DateTime<Utc>) -> Result<(), StoreError> {
         self.store.end_session(id, at).await
     }
 
     /// Closes the database once nothing more will be written.
-    pub async fn close(&self) {
+    pub(crate) async fn close(&self) {
         self.store.close().await
     }
 
-    pub async fn create(
+    pub(crate) async fn create(
         &self,
         request: &SessionRequest,
         now: DateTime<Utc>,
@@ -148,7 +153,7 @@ impl Scheduler {
     }
 
     /// Sessions overlapping `[from, to)`.
-    pub async fn list(
+    pub(crate) async fn list(
         &self,
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,
@@ -166,7 +171,7 @@ impl Scheduler {
 
     /// Cancels a session. Cancelling twice is not an error; cancelling one
     /// that has ended is a conflict (its record stands as it was).
-    pub async fn cancel(&self, id: Uuid, now: DateTime<Utc>) -> Result<(), ScheduleError> {
+    pub(crate) async fn cancel(&self, id: Uuid, now: DateTime<Utc>) -> Result<(), ScheduleError> {
         let session = self.get(id).await?;
         if session.status(now) == SessionStatus::Ended {
             return Err(ScheduleError::Conflict(
@@ -186,7 +191,7 @@ impl Scheduler {
 
     /// New links for everyone on the roster who is not revoked, the clinician
     /// included. Links issued earlier keep working.
-    pub async fn invites(
+    pub(crate) async fn invites(
         &self,
         id: Uuid,
         now: DateTime<Utc>,
@@ -235,7 +240,7 @@ impl Scheduler {
     /// (signature and window) and the session it names, if that exists.
     /// Whether it lets its holder in is `room::admission`'s decision; the
     /// error is a storage failure.
-    pub async fn resolve_invite(
+    pub(crate) async fn resolve_invite(
         &self,
         token: &str,
         now: DateTime<Utc>,
@@ -257,7 +262,7 @@ impl Scheduler {
 
     /// Invalidates every link of one participant, now and for the rest of
     /// the session.
-    pub async fn revoke(
+    pub(crate) async fn revoke(
         &self,
         session: Uuid,
         participant: &str,

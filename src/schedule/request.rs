@@ -17,7 +17,7 @@ use crate::store::session::{RosterEntry, Session, SessionKind, SessionSettings};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SessionRequest {
+pub(crate) struct SessionRequest {
     pub title: Option<String>,
     pub kind: Option<String>,
     pub starts_at: Option<String>,
@@ -30,14 +30,14 @@ pub struct SessionRequest {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ClinicianRequest {
+pub(crate) struct ClinicianRequest {
     pub id: Option<String>,
     pub name: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct ParticipantRequest {
+pub(crate) struct ParticipantRequest {
     pub id: Option<String>,
     pub name: Option<String>,
     pub role: Option<String>,
@@ -47,7 +47,7 @@ pub struct ParticipantRequest {
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct SettingsRequest {
+pub(crate) struct SettingsRequest {
     pub auto_admit: Option<bool>,
     pub early_join_minutes: Option<u32>,
     pub overrun_grace_minutes: Option<u32>,
@@ -144,7 +144,7 @@ impl Problems {
 impl SessionRequest {
     /// Validates the request against the configured defaults at `now` and
     /// builds the session it describes, or returns every problem found.
-    pub fn validate(
+    pub(crate) fn validate(
         &self,
         defaults: &SessionsSection,
         now: DateTime<Utc>,

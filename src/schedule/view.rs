@@ -8,7 +8,7 @@ use crate::auth::RosterRole;
 use crate::store::session::{RosterEntry, Session, SessionSettings, SessionStatus};
 
 #[derive(Debug, Serialize)]
-pub struct SessionView<'a> {
+pub(crate) struct SessionView<'a> {
     pub id: String,
     pub title: &'a str,
     pub kind: &'static str,
@@ -29,7 +29,7 @@ pub struct SessionView<'a> {
 }
 
 #[derive(Debug, Serialize)]
-pub struct PersonView<'a> {
+pub(crate) struct PersonView<'a> {
     pub id: &'a str,
     pub name: &'a str,
     pub role: RosterRole,
@@ -60,7 +60,7 @@ impl<'a> From<&'a RosterEntry> for PersonView<'a> {
 
 impl Session {
     /// The session as the API shows it at `now` (its status depends on time).
-    pub fn view(&self, now: DateTime<Utc>) -> SessionView<'_> {
+    pub(crate) fn view(&self, now: DateTime<Utc>) -> SessionView<'_> {
         SessionView {
             id: self.id.to_string(),
             title: &self.title,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 /// request sooner than that would only ask for the keyframe already on its
 /// way. Half a second covers a slow path and still shows a lost picture
 /// again within about half a second.
-pub const REQUEST_INTERVAL: Duration = Duration::from_millis(500);
+pub(crate) const REQUEST_INTERVAL: Duration = Duration::from_millis(500);
 
 /// True when a VP8 RTP payload starts a keyframe (RFC 7741).
 pub fn is_vp8_keyframe(payload: &[u8]) -> bool {
@@ -80,14 +80,14 @@ pub fn is_h264_keyframe(payload: &[u8]) -> bool {
 
 /// Decides whether a keyframe request may go to the publisher now.
 #[derive(Debug, Clone, Default)]
-pub struct Throttle {
+pub(crate) struct Throttle {
     last: Option<Instant>,
 }
 
 impl Throttle {
     /// True (and remembers `now`) when the last request is at least
     /// [`REQUEST_INTERVAL`] old.
-    pub fn allow(&mut self, now: Instant) -> bool {
+    pub(crate) fn allow(&mut self, now: Instant) -> bool {
         match self.last {
             Some(last) if now.saturating_duration_since(last) < REQUEST_INTERVAL => false,
             _ => {

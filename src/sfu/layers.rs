@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 /// for a co-therapist or an interpreter: each then receives at most three
 /// videos, which a home connection carries at the best layer. Group rooms
 /// are larger, and there the budget decides.
-pub const SMALL_ROOM: usize = 4;
+pub(crate) const SMALL_ROOM: usize = 4;
 
 /// A layer's bitrate over the last [`RateMeter::WINDOW`].
 #[derive(Debug, Clone, Default)]
-pub struct RateMeter {
+pub(crate) struct RateMeter {
     window_start: Option<Instant>,
     bytes: u64,
     rate_bps: u64,
@@ -28,9 +28,9 @@ impl RateMeter {
     /// A second holds about 30 frames of a camera, so a keyframe's burst is
     /// averaged with the frames around it: a shorter window would let the
     /// layers change rank at every keyframe and subscribers switch with it.
-    pub const WINDOW: Duration = Duration::from_secs(1);
+    pub(crate) const WINDOW: Duration = Duration::from_secs(1);
 
-    pub fn add(&mut self, now: Instant, bytes: usize) {
+    pub(crate) fn add(&mut self, now: Instant, bytes: usize) {
         let start = *self.window_start.get_or_insert(now);
         let elapsed = now.saturating_duration_since(start);
         if elapsed >= Self::WINDOW {
@@ -42,7 +42,7 @@ impl RateMeter {
     }
 
     /// Bits per second measured over the last full window (0 before one).
-    pub fn rate_bps(&self) -> u64 {
+    pub(crate) fn rate_bps(&self) -> u64 {
         self.rate_bps
     }
 }
@@ -50,7 +50,7 @@ impl RateMeter {
 /// Picks the layer (an index into `rates`, one measured bitrate per layer)
 /// for a subscriber in a room of `room_size` people whose share of its
 /// bandwidth for this video is `budget_bps`. `None` when there are no layers.
-pub fn choose(rates: &[u64], room_size: usize, budget_bps: u64) -> Option<usize> {
+pub(crate) fn choose(rates: &[u64], room_size: usize, budget_bps: u64) -> Option<usize> {
     let best = (0..rates.len()).max_by_key(|&i| (rates[i], std::cmp::Reverse(i)))?;
     if room_size <= SMALL_ROOM {
         return Some(best);

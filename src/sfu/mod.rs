@@ -35,15 +35,15 @@ use tandem_protocol::{ErrorCode, IceCandidate, Pc};
 
 pub use drain::drain;
 pub use keyframe::{is_h264_keyframe, is_vp8_keyframe};
-pub use tandem_protocol::SignOfLife;
+pub(crate) use tandem_protocol::SignOfLife;
 
 /// Identifies one signaling connection (a participant may have several over
 /// time; a replacement is a new connection).
-pub use tandem_protocol::ConnId;
+pub(crate) use tandem_protocol::ConnId;
 
 /// What signaling asks of a shard.
 #[derive(Debug)]
-pub enum Command {
+pub(crate) enum Command {
     /// A participant was admitted: create its peer connections.
     Join {
         conn: ConnId,
@@ -91,7 +91,7 @@ pub enum Command {
 
 /// What a shard tells a connection.
 #[derive(Debug, Clone, PartialEq)]
-pub enum PeerEvent {
+pub(crate) enum PeerEvent {
     Offer {
         pc: Pc,
         sdp: String,
@@ -131,14 +131,14 @@ enum ShardInput {
 }
 
 /// All shards of this node.
-pub struct Sfu {
+pub(crate) struct Sfu {
     shards: Vec<ShardHandle>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl Sfu {
     /// Binds every shard's sockets and starts the shard threads.
-    pub fn start(config: &MediaSection) -> anyhow::Result<Sfu> {
+    pub(crate) fn start(config: &MediaSection) -> anyhow::Result<Sfu> {
         let bind_ip = config.bind_ip.unwrap_or_else(detect_ip);
         let announce_ip = config.public_ip.unwrap_or(bind_ip);
         let count = if config.shards == 0 {
@@ -204,7 +204,7 @@ impl Sfu {
     }
 
     /// Sends `command` to the shard of `room`.
-    pub fn send(&self, room: Uuid, command: Command) {
+    pub(crate) fn send(&self, room: Uuid, command: Command) {
         if self
             .shard(room)
             .commands
@@ -216,12 +216,12 @@ impl Sfu {
     }
 
     /// The media addresses (UDP, ICE-TCP) each shard announces.
-    pub fn addresses(&self) -> Vec<(SocketAddr, SocketAddr)> {
+    pub(crate) fn addresses(&self) -> Vec<(SocketAddr, SocketAddr)> {
         self.shards.iter().map(|s| (s.udp, s.tcp)).collect()
     }
 
     /// Closes every peer connection and waits for the shard threads.
-    pub fn shutdown(&self) {
+    pub(crate) fn shutdown(&self) {
         for shard in &self.shards {
             let _ = shard.commands.send(ShardInput::Shutdown);
         }
@@ -249,7 +249,7 @@ fn detect_ip() -> IpAddr {
 /// line up overflow it while the shard is busy, and those packets are lost.
 /// The kernel caps the request at `net.core.rmem_max` / `wmem_max`
 /// (docs/deployment.md).
-pub const SOCKET_BUFFER_BYTES: usize = 4 << 20;
+pub(crate) const SOCKET_BUFFER_BYTES: usize = 4 << 20;
 
 /// Asks for [`SOCKET_BUFFER_BYTES`] on `socket`; a refusal leaves the
 /// kernel's default, which still works.

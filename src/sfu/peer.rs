@@ -21,7 +21,7 @@ use tandem_protocol::Pc;
 /// most three; one more leaves room for a sender that sends four. A fixed
 /// bound lets forwarding keep per-layer figures in arrays on the stack
 /// (no allocation per packet); layers beyond it are not forwarded.
-pub const MAX_LAYERS: usize = 4;
+pub(crate) const MAX_LAYERS: usize = 4;
 
 /// The bandwidth a subscriber is assumed to have before its estimate comes.
 ///
@@ -31,11 +31,11 @@ pub const MAX_LAYERS: usize = 4;
 /// 2.5 Mbit/s to each person. So the start is generous, and the estimate
 /// falls within a second or two where a subscriber's network is slower
 /// (measured with `tandem load-test`, docs/benchmarks.md).
-pub const INITIAL_ESTIMATE_BPS: u64 = 5_000_000;
+pub(crate) const INITIAL_ESTIMATE_BPS: u64 = 5_000_000;
 
 /// One simulcast layer (or the only encoding) of a published track.
 #[derive(Debug, Default)]
-pub struct Layer {
+pub(crate) struct Layer {
     pub rid: Option<Rid>,
     pub ssrc: Option<Ssrc>,
     pub meter: RateMeter,
@@ -44,7 +44,7 @@ pub struct Layer {
 
 /// A track this participant publishes (an m-line of its `pub` connection).
 #[derive(Debug)]
-pub struct Published {
+pub(crate) struct Published {
     pub mid: Mid,
     pub kind: MediaKind,
     pub layers: Vec<Layer>,
@@ -53,7 +53,7 @@ pub struct Published {
 impl Published {
     /// The layer a packet of `ssrc` (with `rid` from the stream) belongs to,
     /// learning new SSRCs as they appear.
-    pub fn layer_of(&mut self, ssrc: Ssrc, rid: Option<Rid>) -> Option<usize> {
+    pub(crate) fn layer_of(&mut self, ssrc: Ssrc, rid: Option<Rid>) -> Option<usize> {
         if let Some(i) = self.layers.iter().position(|l| l.ssrc == Some(ssrc)) {
             return Some(i);
         }
@@ -77,7 +77,7 @@ impl Published {
     }
 
     /// Measured bitrates of the layers, for [`super::layers::choose`].
-    pub fn rates(&self) -> ([u64; MAX_LAYERS], usize) {
+    pub(crate) fn rates(&self) -> ([u64; MAX_LAYERS], usize) {
         let mut rates = [0; MAX_LAYERS];
         for (i, layer) in self.layers.iter().enumerate() {
             rates[i] = layer.meter.rate_bps();
@@ -89,7 +89,7 @@ impl Published {
 /// Someone else's track as this participant receives it (an m-line of its
 /// `sub` connection).
 #[derive(Debug)]
-pub struct Subscription {
+pub(crate) struct Subscription {
     pub publisher: ConnId,
     pub source: Mid,
     pub mid: Mid,
@@ -105,7 +105,7 @@ pub struct Subscription {
 
 /// A change to the `sub` connection waiting for the next offer.
 #[derive(Debug)]
-pub enum Change {
+pub(crate) enum Change {
     Add {
         publisher: ConnId,
         participant: String,
@@ -117,7 +117,7 @@ pub enum Change {
     },
 }
 
-pub struct Peer {
+pub(crate) struct Peer {
     pub room: Uuid,
     pub participant: String,
     pub events: mpsc::UnboundedSender<PeerEvent>,
@@ -143,7 +143,7 @@ pub struct Peer {
 }
 
 /// A new ICE-lite peer connection in RTP mode with the shard's candidates.
-pub fn new_rtc(now: Instant, candidates: &[Candidate], estimate_bandwidth: bool) -> Rtc {
+pub(crate) fn new_rtc(now: Instant, candidates: &[Candidate], estimate_bandwidth: bool) -> Rtc {
     let mut config = RtcConfig::new()
         .set_ice_lite(true)
         .set_rtp_mode(true)
@@ -162,7 +162,7 @@ pub fn new_rtc(now: Instant, candidates: &[Candidate], estimate_bandwidth: bool)
 }
 
 impl Peer {
-    pub fn new(
+    pub(crate) fn new(
         now: Instant,
         room: Uuid,
         participant: String,
@@ -193,27 +193,27 @@ impl Peer {
     }
 
     /// One of the two peer connections and when it next wants a timeout.
-    pub fn connection(&mut self, pc: Pc) -> (&mut Rtc, &mut Instant) {
+    pub(crate) fn connection(&mut self, pc: Pc) -> (&mut Rtc, &mut Instant) {
         match pc {
             Pc::Pub => (&mut self.publish, &mut self.publish_deadline),
             Pc::Sub => (&mut self.subscribe, &mut self.subscribe_deadline),
         }
     }
 
-    pub fn tell(&self, event: PeerEvent) {
+    pub(crate) fn tell(&self, event: PeerEvent) {
         let _ = self.events.send(event);
     }
 
-    pub fn is_blocked(&self, kind: MediaKind) -> bool {
+    pub(crate) fn is_blocked(&self, kind: MediaKind) -> bool {
         self.blocked[usize::from(kind == MediaKind::Video)]
     }
 
-    pub fn set_blocked(&mut self, kind: MediaKind, blocked: bool) {
+    pub(crate) fn set_blocked(&mut self, kind: MediaKind, blocked: bool) {
         self.blocked[usize::from(kind == MediaKind::Video)] = blocked;
     }
 
     /// Number of videos this participant receives, to share its bandwidth.
-    pub fn video_subscriptions(&self) -> usize {
+    pub(crate) fn video_subscriptions(&self) -> usize {
         self.subscriptions
             .iter()
             .filter(|s| s.kind == MediaKind::Video)

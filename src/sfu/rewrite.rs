@@ -13,14 +13,14 @@
 
 /// What one forwarded packet becomes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rewritten {
+pub(crate) struct Rewritten {
     /// Extended sequence number for the subscriber's stream.
     pub seq: u64,
     pub timestamp: u32,
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct Rewriter {
+pub(crate) struct Rewriter {
     state: Option<State>,
 }
 
@@ -43,7 +43,7 @@ impl Rewriter {
     /// timestamp advance to assume across a source switch (one frame).
     /// Returns `None` for a packet older than the current source's start
     /// (it would map below the subscriber's first sequence number).
-    pub fn rewrite(
+    pub(crate) fn rewrite(
         &mut self,
         source: u32,
         seq: u64,

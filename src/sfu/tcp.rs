@@ -63,7 +63,7 @@ pub(super) fn codec() -> LengthDelimitedCodec {
 
 /// The limits of one shard's ICE-TCP listener (`media.tcp_*`).
 #[derive(Debug, Clone, Copy)]
-pub struct TcpLimits {
+pub(crate) struct TcpLimits {
     pub max_connections: usize,
     pub first_stun: Duration,
     pub idle: Duration,
@@ -104,7 +104,7 @@ pub(super) struct TcpConnections {
 }
 
 impl TcpConnections {
-    pub fn new(limits: TcpLimits) -> TcpConnections {
+    pub(crate) fn new(limits: TcpLimits) -> TcpConnections {
         let (events_tx, events) = mpsc::channel(FRAME_QUEUE);
         TcpConnections {
             limits,
@@ -119,7 +119,7 @@ impl TcpConnections {
 
     /// Takes a new connection, or closes it at once when the shard holds
     /// its cap.
-    pub fn accept(&mut self, stream: TcpStream, remote: SocketAddr, now: Instant) {
+    pub(crate) fn accept(&mut self, stream: TcpStream, remote: SocketAddr, now: Instant) {
         if self.conns.len() >= self.limits.max_connections {
             self.refused += 1;
             if self
@@ -181,7 +181,7 @@ impl TcpConnections {
 
     /// The next frame from any connection: `(remote, frame)`. A connection
     /// that ended is forgotten on the way.
-    pub async fn next(&mut self, now: impl Fn() -> Instant) -> (SocketAddr, BytesMut) {
+    pub(crate) async fn next(&mut self, now: impl Fn() -> Instant) -> (SocketAddr, BytesMut) {
         loop {
             let event = self
                 .events
@@ -205,7 +205,7 @@ impl TcpConnections {
     }
 
     /// Records that a peer connection accepted what `remote` sent.
-    pub fn validated(&mut self, remote: SocketAddr) {
+    pub(crate) fn validated(&mut self, remote: SocketAddr) {
         if let Some(conn) = self.conns.get_mut(&remote) {
             conn.validated = true;
         }
@@ -213,7 +213,7 @@ impl TcpConnections {
 
     /// Closes every connection past its deadline: no accepted STUN within
     /// the first deadline, or nothing received for the idle timeout.
-    pub fn sweep(&mut self, now: Instant) {
+    pub(crate) fn sweep(&mut self, now: Instant) {
         let limits = self.limits;
         self.conns.retain(|_, conn| {
             let keep = if conn.validated {
@@ -231,17 +231,17 @@ impl TcpConnections {
         });
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.conns.len()
     }
 
-    pub fn close_all(&mut self) {
+    pub(crate) fn close_all(&mut self) {
         self.conns.clear();
     }
 
     /// Queues one packet for `remote`; false when there is no such
     /// connection or its queue is full.
-    pub fn send(&self, remote: SocketAddr, packet: &[u8]) -> bool {
+    pub(crate) fn send(&self, remote: SocketAddr, packet: &[u8]) -> bool {
         self.conns
             .get(&remote)
             .is_some_and(|conn| conn.writer.try_send(Bytes::copy_from_slice(packet)).is_ok())

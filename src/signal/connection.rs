@@ -28,11 +28,11 @@ use crate::sfu::{Command, ConnId, PeerEvent};
 use tandem_protocol::{self as message, ClientMessage, DenialCode, ErrorCode, ServerMessage};
 
 /// A connection that has not sent `join` by then is closed.
-pub const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const JOIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Frames larger than this are refused (a group room's SDP reaches tens of
 /// KiB, DESIGN.md).
-pub const MAX_FRAME: usize = 256 * 1024;
+pub(crate) const MAX_FRAME: usize = 256 * 1024;
 
 /// How often the server pings a client, and how long a silent client is
 /// considered connected.
@@ -138,7 +138,7 @@ async fn turn(context: &SignalContext, address: IpAddr) -> bool {
     }
 }
 
-pub async fn run(socket: WebSocket, context: Arc<SignalContext>, address: IpAddr) {
+pub(crate) async fn run(socket: WebSocket, context: Arc<SignalContext>, address: IpAddr) {
     let (mut sink, mut stream) = socket.split();
     if !turn(&context, address).await {
         tracing::info!(code = %DenialCode::RateLimited, "join denied");

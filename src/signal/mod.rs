@@ -18,17 +18,17 @@ use crate::room::rate_limit::{FailedJoins, MessageRate};
 use crate::schedule::Scheduler;
 use crate::sfu::Sfu;
 
-pub use connection::{run, JOIN_TIMEOUT, MAX_FRAME};
+pub(crate) use connection::{run, MAX_FRAME};
 
 /// The read buffer each socket allocates up front. Signaling is a few small
 /// messages a minute (an SDP now and then), so the WebSocket library's
 /// 128 KiB default would be most of a connected participant's memory:
 /// 1,002 connections took 226 MiB with it (docs/benchmarks.md). Larger
 /// messages still arrive whole, up to [`MAX_FRAME`].
-pub const READ_BUFFER: usize = 8 * 1024;
+pub(crate) const READ_BUFFER: usize = 8 * 1024;
 
 /// What every signaling connection shares.
-pub struct SignalContext {
+pub(crate) struct SignalContext {
     pub scheduler: Scheduler,
     pub sfu: Arc<Sfu>,
     pub rooms: Arc<Rooms>,

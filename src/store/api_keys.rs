@@ -17,7 +17,7 @@ pub struct ApiKeyRecord {
 }
 
 impl Store {
-    pub async fn insert_api_key(
+    pub(crate) async fn insert_api_key(
         &self,
         record: &ApiKeyRecord,
         key_hash: &str,
@@ -36,7 +36,10 @@ impl Store {
     }
 
     /// The active (not revoked) key with this hash.
-    pub async fn active_api_key(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+    pub(crate) async fn active_api_key(
+        &self,
+        key_hash: &str,
+    ) -> Result<Option<ApiKeyRecord>, StoreError> {
         let row = sqlx::query(
             "SELECT id, label, role, created_at, revoked_at FROM api_keys
              WHERE key_hash = ? AND revoked_at IS NULL",

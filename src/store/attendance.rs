@@ -9,7 +9,7 @@ use super::{Store, StoreError};
 
 /// One line of the export audit log.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct ExportRecord {
+pub(crate) struct ExportRecord {
     pub id: i64,
     pub at: i64,
     pub actor: String,
@@ -24,7 +24,7 @@ const EVENT_COLUMNS: &str = "seq, at, session_id, participant_id, role, connecti
 
 impl Store {
     /// The last event's sequence number and hash, if any.
-    pub async fn ledger_head(&self) -> Result<Option<(i64, String)>, StoreError> {
+    pub(crate) async fn ledger_head(&self) -> Result<Option<(i64, String)>, StoreError> {
         let row = sqlx::query("SELECT seq, hash FROM attendance_events ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&self.pool)
             .await?;
@@ -33,7 +33,7 @@ impl Store {
 
     /// Appends already-chained events in one transaction: all or none, and
     /// on disk (synchronous=FULL) when this returns.
-    pub async fn append_events(&self, events: &[Event]) -> Result<(), StoreError> {
+    pub(crate) async fn append_events(&self, events: &[Event]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for e in events {
             sqlx::query(
@@ -60,7 +60,7 @@ impl Store {
     }
 
     /// Every event of one session, in ledger order.
-    pub async fn session_events(&self, session: &str) -> Result<Vec<Event>, StoreError> {
+    pub(crate) async fn session_events(&self, session: &str) -> Result<Vec<Event>, StoreError> {
         sqlx::query(&format!(
             "SELECT {EVENT_COLUMNS} FROM attendance_events WHERE session_id = ? ORDER BY seq"
         ))
@@ -89,7 +89,7 @@ impl Store {
     /// `joined` events whose presence was never closed (by a `left`,
     /// `removed` or `replaced` of the same connection, or the session's
     /// `session_closed`), with the connection's last heartbeat.
-    pub async fn open_presence(&self) -> Result<Vec<(Event, Option<i64>)>, StoreError> {
+    pub(crate) async fn open_presence(&self) -> Result<Vec<(Event, Option<i64>)>, StoreError> {
         let rows = sqlx::query(&format!(
             "SELECT {cols}, (SELECT h.at FROM presence_heartbeats h WHERE h.connection_id = j.connection_id) AS heartbeat
              FROM attendance_events j
@@ -131,7 +131,7 @@ impl Store {
 
     /// Writes a row and removes it in one transaction: fails as a real
     /// write would (a full disk, a read-only file) and changes nothing.
-    pub async fn probe_write(&self) -> Result<(), StoreError> {
+    pub(crate) async fn probe_write(&self) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query(
             "INSERT INTO presence_heartbeats (connection_id, at) VALUES ('', 0)
@@ -146,14 +146,14 @@ impl Store {
         Ok(())
     }
 
-    pub async fn clear_heartbeats(&self) -> Result<(), StoreError> {
+    pub(crate) async fn clear_heartbeats(&self) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM presence_heartbeats")
             .execute(&self.pool)
             .await?;
         Ok(())
     }
 
-    pub async fn record_export(&self, record: &ExportRecord) -> Result<(), StoreError> {
+    pub(crate) async fn record_export(&self, record: &ExportRecord) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO export_audit (at, actor, what, filter, format, rows, sha256) VALUES (?, ?, ?, ?, ?, ?, ?)")
             .bind(record.at)
             .bind(&record.actor)
@@ -167,7 +167,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn exports(&self) -> Result<Vec<ExportRecord>, StoreError> {
+    pub(crate) async fn exports(&self) -> Result<Vec<ExportRecord>, StoreError> {
         let rows = sqlx::query("SELECT id, at, actor, what, filter, format, rows, sha256 FROM export_audit ORDER BY id")
             .fetch_all(&self.pool)
             .await?;

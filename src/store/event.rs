@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// The hash the first event chains to.
-pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+pub(crate) const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -71,7 +71,7 @@ impl EventKind {
 /// event's reason is its [`tandem_protocol::DenialCode`].)
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Reason {
+pub(crate) enum Reason {
     /// They left, or closed the page.
     Left,
     /// Their connection was lost; presence ended at its last sign of life.
@@ -96,7 +96,7 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             Reason::Left => "left",
             Reason::Network => "network",
@@ -112,39 +112,16 @@ impl Reason {
     }
 }
 
-impl Reason {
-    const ALL: [Reason; 10] = [
-        Reason::Left,
-        Reason::Network,
-        Reason::Removed,
-        Reason::Replaced,
-        Reason::SessionEnd,
-        Reason::ClinicianAway,
-        Reason::ServerRestart,
-        Reason::Revoked,
-        Reason::EndedByClinician,
-        Reason::SessionCancelled,
-    ];
-
-    /// The reason a stored string names; anything else (a denial code,
-    /// an unknown word from a later version) is none.
-    pub fn parse(stored: &str) -> Option<Reason> {
-        Reason::ALL.into_iter().find(|r| r.as_str() == stored)
-    }
-}
-
 /// The stored strings of [`Reason`], for code that reads raw events.
 pub mod reason {
     use super::Reason;
 
     pub const LEFT: &str = Reason::Left.as_str();
     pub const NETWORK: &str = Reason::Network.as_str();
-    pub const REMOVED: &str = Reason::Removed.as_str();
-    pub const REPLACED: &str = Reason::Replaced.as_str();
-    pub const SESSION_END: &str = Reason::SessionEnd.as_str();
-    pub const CLINICIAN_AWAY: &str = Reason::ClinicianAway.as_str();
-    pub const SERVER_RESTART: &str = Reason::ServerRestart.as_str();
-    pub const REVOKED: &str = Reason::Revoked.as_str();
+    pub(crate) const REMOVED: &str = Reason::Removed.as_str();
+    pub(crate) const REPLACED: &str = Reason::Replaced.as_str();
+    pub(crate) const SESSION_END: &str = Reason::SessionEnd.as_str();
+    pub(crate) const SERVER_RESTART: &str = Reason::ServerRestart.as_str();
 }
 
 /// Whether video was on: the `modality` of `joined` and `media_changed`.
@@ -156,7 +133,7 @@ pub enum Modality {
 }
 
 impl Modality {
-    pub const fn with_video(video: bool) -> Modality {
+    pub(crate) const fn with_video(video: bool) -> Modality {
         if video {
             Modality::AudioVideo
         } else {
@@ -164,7 +141,7 @@ impl Modality {
         }
     }
 
-    pub const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             Modality::AudioVideo => "audio_video",
             Modality::AudioOnly => "audio_only",
@@ -172,7 +149,7 @@ impl Modality {
     }
 
     /// The modality a stored string names; anything else is none.
-    pub fn parse(stored: &str) -> Option<Modality> {
+    pub(crate) fn parse(stored: &str) -> Option<Modality> {
         [Modality::AudioVideo, Modality::AudioOnly]
             .into_iter()
             .find(|m| m.as_str() == stored)
@@ -208,23 +185,18 @@ pub struct NewEvent {
 /// The row itself keeps what was written, whatever a version calls it.
 impl NewEvent {
     /// The `modality` column, when it names one.
-    pub fn media_modality(&self) -> Option<Modality> {
+    pub(crate) fn media_modality(&self) -> Option<Modality> {
         self.modality.as_deref().and_then(Modality::parse)
-    }
-
-    /// The `reason` column, when it names a [`Reason`].
-    pub fn end_reason(&self) -> Option<Reason> {
-        self.reason.as_deref().and_then(Reason::parse)
     }
 
     /// A text field of the `detail` object (an attestation's `state`, an
     /// annotation's `text` and `by`).
-    pub fn detail_text(&self, field: &str) -> Option<&str> {
+    pub(crate) fn detail_text(&self, field: &str) -> Option<&str> {
         self.detail.as_ref()?.get(field)?.as_str()
     }
 
     /// A yes/no field of the `detail` object (an attestation's `at_home`).
-    pub fn detail_flag(&self, field: &str) -> Option<bool> {
+    pub(crate) fn detail_flag(&self, field: &str) -> Option<bool> {
         self.detail.as_ref()?.get(field)?.as_bool()
     }
 }

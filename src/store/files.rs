@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use super::StoreError;
 
 /// The `-wal` and `-shm` files beside `db`.
-pub fn companions(db: &Path) -> [PathBuf; 2] {
+pub(crate) fn companions(db: &Path) -> [PathBuf; 2] {
     ["-wal", "-shm"].map(|suffix| {
         let mut name = db.as_os_str().to_owned();
         name.push(suffix);
@@ -33,7 +33,7 @@ fn non_empty(path: &Path) -> bool {
 
 /// Makes `path` ready for SQLite, or says what is wrong with it. A 0-byte
 /// database is refused unless `init` (then SQLite makes it a new one).
-pub fn prepare(path: &Path, init: bool) -> Result<(), StoreError> {
+pub(crate) fn prepare(path: &Path, init: bool) -> Result<(), StoreError> {
     let shown = path.display().to_string();
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         if !dir.exists() {

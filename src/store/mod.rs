@@ -9,12 +9,12 @@ mod api_keys;
 mod attendance;
 pub mod event;
 mod files;
-pub mod session;
+pub(crate) mod session;
 mod sessions;
 
-pub use api_keys::ApiKeyRecord;
-pub use attendance::ExportRecord;
-pub use sessions::Change;
+pub(crate) use api_keys::ApiKeyRecord;
+pub(crate) use attendance::ExportRecord;
+pub(crate) use sessions::Change;
 
 use std::path::Path;
 use std::str::FromStr;
@@ -70,7 +70,7 @@ impl Store {
     /// [`Store::open`]; with `init`, a 0-byte file becomes a new database
     /// (`--init`). The files are checked and made owner-only first
     /// (`files`).
-    pub async fn open_with(path: &Path, init: bool) -> Result<Store, StoreError> {
+    pub(crate) async fn open_with(path: &Path, init: bool) -> Result<Store, StoreError> {
         files::prepare(path, init)?;
         let options = SqliteConnectOptions::from_str("sqlite://")?
             .filename(path)
@@ -105,7 +105,7 @@ impl Store {
     }
 
     /// A trivial query: answers whether the database is usable.
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    pub(crate) async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }

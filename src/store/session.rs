@@ -20,7 +20,7 @@ pub enum SessionKind {
 }
 
 impl SessionKind {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             SessionKind::Couple => "couple",
             SessionKind::Group => "group",
@@ -28,7 +28,7 @@ impl SessionKind {
         }
     }
 
-    pub fn parse(s: &str) -> Option<SessionKind> {
+    pub(crate) fn parse(s: &str) -> Option<SessionKind> {
         match s {
             "couple" => Some(SessionKind::Couple),
             "group" => Some(SessionKind::Group),
@@ -95,7 +95,7 @@ pub enum SessionStatus {
 }
 
 impl Session {
-    pub fn clinician(&self) -> &RosterEntry {
+    pub(crate) fn clinician(&self) -> &RosterEntry {
         self.roster
             .iter()
             .find(|p| p.role == RosterRole::Clinician)
@@ -103,27 +103,27 @@ impl Session {
     }
 
     /// Everyone but the clinician.
-    pub fn participants(&self) -> impl Iterator<Item = &RosterEntry> {
+    pub(crate) fn participants(&self) -> impl Iterator<Item = &RosterEntry> {
         self.roster
             .iter()
             .filter(|p| p.role != RosterRole::Clinician)
     }
 
-    pub fn member(&self, participant: &str) -> Option<&RosterEntry> {
+    pub(crate) fn member(&self, participant: &str) -> Option<&RosterEntry> {
         self.roster.iter().find(|p| p.id == participant)
     }
 
     /// When invite links start to work: the start minus the early-join window.
-    pub fn opens_at(&self) -> DateTime<Utc> {
+    pub(crate) fn opens_at(&self) -> DateTime<Utc> {
         self.starts_at - Duration::minutes(self.settings.early_join_minutes.into())
     }
 
     /// When invite links stop working: the end plus the overrun grace.
-    pub fn closes_at(&self) -> DateTime<Utc> {
+    pub(crate) fn closes_at(&self) -> DateTime<Utc> {
         self.ends_at + Duration::minutes(self.settings.overrun_grace_minutes.into())
     }
 
-    pub fn status(&self, now: DateTime<Utc>) -> SessionStatus {
+    pub(crate) fn status(&self, now: DateTime<Utc>) -> SessionStatus {
         if self.cancelled_at.is_some() {
             SessionStatus::Cancelled
         } else if self.ended_at.is_some_and(|t| t <= now) || now >= self.closes_at() {

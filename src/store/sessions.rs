@@ -12,7 +12,7 @@ use super::{from_millis, to_millis, Store, StoreError};
 
 /// What happened to a cancel request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
+pub(crate) enum Change {
     Done,
     /// It was already so; nothing changed.
     AlreadyDone,
@@ -59,7 +59,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn session(&self, id: Uuid) -> Result<Option<Session>, StoreError> {
+    pub(crate) async fn session(&self, id: Uuid) -> Result<Option<Session>, StoreError> {
         let Some(row) = sqlx::query(&format!(
             "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?"
         ))
@@ -81,7 +81,7 @@ impl Store {
 
     /// Sessions that overlap `[from, to)`, by start time. Either bound may be
     /// open. At most `limit` sessions.
-    pub async fn sessions_between(
+    pub(crate) async fn sessions_between(
         &self,
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,
@@ -122,7 +122,11 @@ impl Store {
             .collect()
     }
 
-    pub async fn cancel_session(&self, id: Uuid, at: DateTime<Utc>) -> Result<Change, StoreError> {
+    pub(crate) async fn cancel_session(
+        &self,
+        id: Uuid,
+        at: DateTime<Utc>,
+    ) -> Result<Change, StoreError> {
         let done = sqlx::query(
             "UPDATE sessions SET cancelled_at = ? WHERE id = ? AND cancelled_at IS NULL",
         )
@@ -136,7 +140,7 @@ impl Store {
         self.exists(id).await
     }
 
-    pub async fn revoke_participant(
+    pub(crate) async fn revoke_participant(
         &self,
         session: Uuid,
         participant: &str,
@@ -167,7 +171,7 @@ impl Store {
 
     /// Bans a participant from the rest of the session (a clinician's
     /// removal). Idempotent; the first removal's time stands.
-    pub async fn mark_removed(
+    pub(crate) async fn mark_removed(
         &self,
         session: Uuid,
         participant: &str,
@@ -185,7 +189,7 @@ impl Store {
     }
 
     /// Records that the clinician ended the session. Idempotent.
-    pub async fn end_session(&self, id: Uuid, at: DateTime<Utc>) -> Result<(), StoreError> {
+    pub(crate) async fn end_session(&self, id: Uuid, at: DateTime<Utc>) -> Result<(), StoreError> {
         sqlx::query("UPDATE sessions SET ended_at = ? WHERE id = ? AND ended_at IS NULL")
             .bind(to_millis(at))
             .bind(id.to_string())

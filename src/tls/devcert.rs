@@ -48,7 +48,7 @@ fn paths(dir: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
 
 /// Reuses the certificates in `dir` when they are all there, otherwise
 /// generates a new CA and server certificate for `hosts`.
-pub fn ensure(dir: &Path, hosts: &[String]) -> Result<DevCerts, DevCertError> {
+pub(crate) fn ensure(dir: &Path, hosts: &[String]) -> Result<DevCerts, DevCertError> {
     let (ca_cert, ca_key, cert, key) = paths(dir);
     if [&ca_cert, &ca_key, &cert, &key].iter().all(|p| p.exists()) {
         return Ok(DevCerts {

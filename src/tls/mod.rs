@@ -8,7 +8,7 @@
 //! and the tests.
 
 pub mod devcert;
-pub mod reload;
+pub(crate) mod reload;
 
 use std::fs;
 use std::io;
@@ -20,7 +20,7 @@ use rustls::ServerConfig;
 
 /// Why a certificate could not be put into service.
 #[derive(Debug, thiserror::Error)]
-pub enum TlsError {
+pub(crate) enum TlsError {
     #[error(
         "no TLS certificate at {path} ({key}). Tandem serves HTTPS only: put your PEM \
          certificate chain there (or point {key} at it), or run `tandem demo` to \
@@ -44,13 +44,13 @@ pub enum TlsError {
 }
 
 /// The crypto provider every TLS and signing use in Tandem shares.
-pub fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
 /// Builds the server configuration from PEM files: TLS 1.2 and 1.3 only
 /// (1.3 only when `min_version` is "1.3"), HTTP/2 and HTTP/1.1 by ALPN.
-pub fn server_config(
+pub(crate) fn server_config(
     cert_file: &Path,
     key_file: &Path,
     min_version: &str,

@@ -18,7 +18,7 @@ use super::server_config;
 /// What identifies one version of the certificate files on disk.
 type Fingerprint = Option<(SystemTime, u64, SystemTime, u64)>;
 
-pub struct Reloader {
+pub(crate) struct Reloader {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
     pub min_version: String,
@@ -51,7 +51,7 @@ impl Reloader {
     }
 
     /// Runs until `stop` changes.
-    pub async fn run(self, target: RustlsConfig, mut stop: watch::Receiver<bool>) {
+    pub(crate) async fn run(self, target: RustlsConfig, mut stop: watch::Receiver<bool>) {
         let mut hangup = match signal(SignalKind::hangup()) {
             Ok(s) => Some(s),
             Err(error) => {

@@ -45,8 +45,8 @@ mod presence;
 mod timers;
 
 /// Breakout groups: 0 is the main room.
-pub type Group = u32;
-pub const MAIN_ROOM: Group = 0;
+pub(crate) type Group = u32;
+pub(crate) const MAIN_ROOM: Group = 0;
 
 /// Warnings before the room closes, in seconds.
 const WARNINGS: [i64; 2] = [300, 60];
@@ -56,11 +56,11 @@ const WARNINGS: [i64; 2] = [300, 60];
 /// many times a second and the web client pings every 5 s. When the room
 /// ends the presence of a silent connection, it ends at its last sign of
 /// life as a loss (`network`), and a silent connection gets no heartbeat.
-pub const SILENT_AFTER_MS: i64 = 5_000;
+pub(crate) const SILENT_AFTER_MS: i64 = 5_000;
 
 /// Why someone's presence ended, for the ledger.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LeaveReason {
+pub(crate) enum LeaveReason {
     /// They left, or closed the page.
     Left,
     /// Their connection was lost; presence ends at the last sign of life
@@ -70,7 +70,7 @@ pub enum LeaveReason {
 
 /// What a clinician can do.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     Admit(String),
     Deny(String),
     AdmitAll,
@@ -95,7 +95,7 @@ pub enum Action {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Input {
+pub(crate) enum Input {
     /// An admitted-by-token participant's connection arrives.
     Arrive {
         conn: ConnId,
@@ -139,7 +139,7 @@ pub enum Input {
 
 /// An event the attendance ledger records.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RoomEvent {
+pub(crate) enum RoomEvent {
     Waiting {
         participant: String,
         conn: ConnId,
@@ -198,7 +198,7 @@ pub enum RoomEvent {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub enum Effect {
+pub(crate) enum Effect {
     Send {
         conn: ConnId,
         message: ServerMessage,
@@ -298,7 +298,7 @@ fn kind_index(kind: MediaKind) -> usize {
 /// Cheap to clone (a roster of at most a few dozen people): a live room
 /// keeps a copy to go back to when a decision cannot be recorded.
 #[derive(Clone)]
-pub struct Room {
+pub(crate) struct Room {
     session: SessionInfo,
     kind: SessionKind,
     auto_admit: bool,
@@ -322,7 +322,7 @@ pub struct Room {
 }
 
 impl Room {
-    pub fn new(session: &Session, ice_servers: Vec<IceServer>) -> Room {
+    pub(crate) fn new(session: &Session, ice_servers: Vec<IceServer>) -> Room {
         Room {
             session: SessionInfo {
                 id: session.id.to_string(),
@@ -354,28 +354,19 @@ impl Room {
         }
     }
 
-    pub fn id(&self) -> Uuid {
+    pub(crate) fn id(&self) -> Uuid {
         self.session.id.parse().expect("a session id is a UUID")
     }
 
-    pub fn is_finished(&self) -> bool {
+    pub(crate) fn is_finished(&self) -> bool {
         self.finished
-    }
-
-    /// Connections whose presence is open (for durable heartbeats).
-    pub fn present(&self) -> Vec<ConnId> {
-        self.members
-            .iter()
-            .filter(|m| m.joined)
-            .map(|m| m.conn)
-            .collect()
     }
 
     /// Connections with open presence and a recent sign of life, each with
     /// the time of that sign, for durable heartbeats: crash recovery closes
     /// presence at the last heartbeat, so a heartbeat must never claim more
     /// than the connection showed. A silent connection gets none.
-    pub fn heartbeats(&self, now: DateTime<Utc>) -> Vec<(ConnId, DateTime<Utc>)> {
+    pub(crate) fn heartbeats(&self, now: DateTime<Utc>) -> Vec<(ConnId, DateTime<Utc>)> {
         self.members
             .iter()
             .filter(|m| m.joined)
@@ -386,8 +377,18 @@ impl Room {
             .collect()
     }
 
+    /// Connections whose presence is open.
+    #[cfg(test)]
+    pub(crate) fn present(&self) -> Vec<ConnId> {
+        self.members
+            .iter()
+            .filter(|m| m.joined)
+            .map(|m| m.conn)
+            .collect()
+    }
+
     /// Applies `input` at `now`; returns what must happen, in order.
-    pub fn handle(&mut self, input: Input, now: DateTime<Utc>) -> Vec<Effect> {
+    pub(crate) fn handle(&mut self, input: Input, now: DateTime<Utc>) -> Vec<Effect> {
         let open: Vec<(ConnId, SignOfLife)> = self
             .members
             .iter()

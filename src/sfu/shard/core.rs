@@ -67,7 +67,7 @@ pub(crate) struct ShardCore {
 
 impl ShardCore {
     /// A shard with no peers whose candidates announce `udp` and `tcp`.
-    pub fn new(index: usize, udp: SocketAddr, tcp: SocketAddr, now: Instant) -> ShardCore {
+    pub(crate) fn new(index: usize, udp: SocketAddr, tcp: SocketAddr, now: Instant) -> ShardCore {
         let mut candidates = Vec::new();
         match Candidate::host(udp, "udp") {
             Ok(c) => candidates.push(c),
@@ -98,7 +98,7 @@ impl ShardCore {
 
     /// Tells the core which wall-clock time `now` is. The loop calls it once
     /// per wake, so the core itself never reads a clock.
-    pub fn sync_wall_clock(&mut self, now: Instant, wall: DateTime<Utc>) {
+    pub(crate) fn sync_wall_clock(&mut self, now: Instant, wall: DateTime<Utc>) {
         self.wall_clock = (now, wall);
     }
 
@@ -111,19 +111,19 @@ impl ShardCore {
     }
 
     /// The next datagram to send.
-    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+    pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {
         self.transmits.pop_front()
     }
 
     /// When [`ShardCore::handle_timeout`] is next due.
-    pub fn poll_timeout(&self) -> Instant {
+    pub(crate) fn poll_timeout(&self) -> Instant {
         self.next_wake
     }
 
     /// Feeds one datagram (or ICE-TCP frame) that `source` sent to the
     /// shard's `destination` to the peer connection it belongs to; one that
     /// belongs to none is dropped. Its events wait for [`ShardCore::flush`].
-    pub fn handle_datagram(
+    pub(crate) fn handle_datagram(
         &mut self,
         now: Instant,
         proto: Protocol,
@@ -182,7 +182,7 @@ impl ShardCore {
 
     /// Applies a command from signaling. Its events wait for
     /// [`ShardCore::flush`].
-    pub fn handle_command(&mut self, now: Instant, command: Command) {
+    pub(crate) fn handle_command(&mut self, now: Instant, command: Command) {
         match command {
             Command::Join {
                 conn,
@@ -209,7 +209,7 @@ impl ShardCore {
     }
 
     /// Gives every peer connection whose timeout is due its timeout.
-    pub fn handle_timeout(&mut self, now: Instant) {
+    pub(crate) fn handle_timeout(&mut self, now: Instant) {
         let mut next = now + IDLE;
         for (&conn, peer) in self.peers.iter_mut() {
             for pc in [Pc::Pub, Pc::Sub] {
@@ -228,7 +228,7 @@ impl ShardCore {
     /// media that arrived, answers connection events, then drains every
     /// subscriber that forwarding wrote to, until nothing is left. Call it
     /// after each input or batch of inputs, before taking the transmits.
-    pub fn flush(&mut self, now: Instant) {
+    pub(crate) fn flush(&mut self, now: Instant) {
         loop {
             self.handle_queued(now);
             if self.written.is_empty() {
@@ -289,7 +289,7 @@ impl ShardCore {
 
     /// Closes every peer connection (DTLS close_notify, which goes out with
     /// the transmits) before the shard ends.
-    pub fn close_all(&mut self, now: Instant) {
+    pub(crate) fn close_all(&mut self, now: Instant) {
         let conns: Vec<ConnId> = self.peers.keys().copied().collect();
         for conn in conns {
             if let Some(peer) = self.peers.get_mut(&conn) {

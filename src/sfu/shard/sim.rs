@@ -26,8 +26,8 @@ use crate::sfu::shard::forward::{AUDIO_FRAME_TICKS, VIDEO_FRAME_TICKS};
 use crate::sfu::{Command, ConnId, Pc, PeerEvent};
 
 /// The shard's announced UDP and ICE-TCP addresses.
-pub const SHARD_UDP: &str = "10.0.0.1:3478";
-pub const SHARD_TCP: &str = "10.0.0.1:3479";
+pub(crate) const SHARD_UDP: &str = "10.0.0.1:3478";
+pub(crate) const SHARD_TCP: &str = "10.0.0.1:3479";
 
 /// The fake clock's smallest step, when something is due at once: about
 /// the resolution of the real loop's timer.
@@ -37,7 +37,7 @@ const TICK: Duration = Duration::from_millis(1);
 const MAX_ROUNDS: usize = 200;
 
 /// One peer connection of a client.
-pub struct Side {
+pub(crate) struct Side {
     pub rtc: Rtc,
     pub addr: SocketAddr,
     deadline: Instant,
@@ -62,13 +62,13 @@ impl Side {
         }
     }
 
-    pub fn connected(&self) -> bool {
+    pub(crate) fn connected(&self) -> bool {
         self.events.iter().any(|e| matches!(e, Event::Connected))
     }
 
     /// The media packets received so far (not the padding str0m sends to
     /// probe the bandwidth).
-    pub fn rtp(&self) -> impl Iterator<Item = &RtpPacket> {
+    pub(crate) fn rtp(&self) -> impl Iterator<Item = &RtpPacket> {
         self.events.iter().filter_map(|e| match e {
             Event::RtpPacket(p) if !p.payload.is_empty() => Some(p),
             _ => None,
@@ -76,7 +76,7 @@ impl Side {
     }
 
     /// Keyframe requests received so far (the publisher's side).
-    pub fn keyframe_requests(&self) -> usize {
+    pub(crate) fn keyframe_requests(&self) -> usize {
         self.events
             .iter()
             .filter(|e| matches!(e, Event::KeyframeRequest(_)))
@@ -85,7 +85,7 @@ impl Side {
 }
 
 /// A participant's browser: a `pub` and a `sub` connection.
-pub struct Client {
+pub(crate) struct Client {
     pub conn: ConnId,
     pub publish: Side,
     pub subscribe: Side,
@@ -101,7 +101,7 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn rejected(&self) -> Vec<tandem_protocol::ErrorCode> {
+    pub(crate) fn rejected(&self) -> Vec<tandem_protocol::ErrorCode> {
         self.signals
             .iter()
             .filter_map(|s| match s {
@@ -112,7 +112,7 @@ impl Client {
     }
 
     /// The `sub` offers received so far.
-    pub fn offers(&self) -> Vec<&str> {
+    pub(crate) fn offers(&self) -> Vec<&str> {
         self.signals
             .iter()
             .filter_map(|s| match s {
@@ -124,12 +124,12 @@ impl Client {
 }
 
 /// The tracks a client published.
-pub struct Tracks {
+pub(crate) struct Tracks {
     pub audio: Option<Mid>,
     pub video: Option<Mid>,
 }
 
-pub struct Sim {
+pub(crate) struct Sim {
     pub now: Instant,
     pub core: ShardCore,
     pub clients: Vec<Client>,
@@ -139,7 +139,7 @@ pub struct Sim {
 }
 
 impl Sim {
-    pub fn new() -> Sim {
+    pub(crate) fn new() -> Sim {
         let now = Instant::now();
         let udp = SHARD_UDP.parse().unwrap();
         let tcp = SHARD_TCP.parse().unwrap();
@@ -153,7 +153,7 @@ impl Sim {
     }
 
     /// A participant joins `room`; returns its index in `clients`.
-    pub fn join(&mut self, room: Uuid) -> usize {
+    pub(crate) fn join(&mut self, room: Uuid) -> usize {
         let index = self.clients.len();
         let conn = 100 + index as ConnId;
         let (tx, rx) = mpsc::unbounded_channel();
@@ -179,7 +179,7 @@ impl Sim {
         index
     }
 
-    pub fn command(&mut self, command: Command) {
+    pub(crate) fn command(&mut self, command: Command) {
         self.core.handle_command(self.now, command);
         self.core.flush(self.now);
     }
@@ -187,7 +187,7 @@ impl Sim {
     /// The `pub` offer of client `i` with audio and/or video (simulcast
     /// with `rids` when there are any). The shard's answer is applied when
     /// the client is `auto`.
-    pub fn publish(&mut self, i: usize, audio: bool, video: bool, rids: &[&str]) -> Tracks {
+    pub(crate) fn publish(&mut self, i: usize, audio: bool, video: bool, rids: &[&str]) -> Tracks {
         let client = &mut self.clients[i];
         let mut api = client.publish.rtc.sdp_api();
         let audio =
@@ -216,7 +216,14 @@ impl Sim {
     /// Writes one RTP packet on client `i`'s published track `mid` (layer
     /// `rid`). Video payloads are one-packet VP8 frames: a payload
     /// descriptor, then a key- or interframe header, then `tag`.
-    pub fn send(&mut self, i: usize, mid: Mid, rid: Option<&str>, keyframe: bool, tag: &[u8]) {
+    pub(crate) fn send(
+        &mut self,
+        i: usize,
+        mid: Mid,
+        rid: Option<&str>,
+        keyframe: bool,
+        tag: &[u8],
+    ) {
         let now = self.now;
         let client = &mut self.clients[i];
         let rtc = &mut client.publish.rtc;
@@ -259,7 +266,7 @@ impl Sim {
 
     /// Moves datagrams and signaling until nothing moves, then advances the
     /// clock to the next timeout, until `duration` has passed.
-    pub fn run(&mut self, duration: Duration) {
+    pub(crate) fn run(&mut self, duration: Duration) {
         let end = self.now + duration;
         loop {
             for _ in 0..MAX_ROUNDS {
@@ -350,7 +357,7 @@ impl Sim {
     }
 
     /// Answers the last `sub` offer client `i` received, as a browser would.
-    pub fn answer_last_offer(&mut self, i: usize) {
+    pub(crate) fn answer_last_offer(&mut self, i: usize) {
         let sdp = self.clients[i]
             .offers()
             .last()
