@@ -18,7 +18,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::helpers::browser;
+use crate::helpers::browser::{self, BrowserEnv};
 
 /// The namespace's address for media: a veth pair's end, up, inside the
 /// namespace only.
@@ -50,5 +50,24 @@ fn firefox_esr_runs_the_main_flow() {
         command,
         "web-client/tests/firefox.mjs",
         Duration::from_secs(180),
+    );
+}
+
+#[test]
+fn the_client_names_a_call_that_cannot_work() {
+    let Some(env) = BrowserEnv::or_skip("the_client_names_a_call_that_cannot_work") else {
+        return;
+    };
+    let mut command = Command::new(&env.node);
+    command
+        .arg("reach.mjs")
+        .current_dir(&env.dir)
+        .env("TANDEM_BIN", env!("CARGO_BIN_EXE_tandem"))
+        .env("TANDEM_CHROMIUM", &env.chromium)
+        .env_remove("SCREENSHOTS_DIR");
+    browser::run_script(
+        command,
+        "web-client/tests/reach.mjs",
+        Duration::from_secs(200),
     );
 }
