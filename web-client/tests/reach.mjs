@@ -6,7 +6,9 @@
 // - a browser that cannot create the media connection leaves in words
 //   after admission, never "You joined", and the clinician hears why;
 // - a network that never lets media through is named after two attempts,
-//   not looped through the waiting room, and the clinician hears why.
+//   not looped through the waiting room, and the clinician hears why;
+// - the camera is switched during the call (Chromium's fake cameras) and the
+//   clinician keeps receiving video.
 //
 //   TANDEM_BIN=target/debug/tandem node web-client/tests/reach.mjs
 //
@@ -17,7 +19,10 @@ import { chromium } from 'playwright-core';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { CHROMIUM, SHOTS, chromiumArgs, log, sleep, startServer, stepper, stopServer, watchdog } from './server.mjs';
+import {
+  CHROMIUM, SHOTS, chromiumArgs, decodedInPage, log, observePeerConnections, sleep, startServer, stepper, stopServer,
+  waitDecoding, watchdog,
+} from './server.mjs';
 
 const { step, fail, summary } = stepper();
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'tandem-reach-'));
@@ -67,7 +72,11 @@ function mediaBlocked() {
 try {
   server = await startServer(tmp);
   log(`server on ${server.base}, session ${server.session}`);
-  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: chromiumArgs(server.spki) });
+  // Three fake cameras, for the switch during the call: Chromium's second
+  // fake camera sends 16-bit depth frames (Y16), which no encoder takes;
+  // the third sends MJPEG, as many webcams do.
+  const args = chromiumArgs(server.spki).map((a) => (a === '--use-fake-device-for-media-stream' ? `${a}=device-count=3` : a));
+  browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args });
   log(`Chromium ${browser.version()}`);
 
   const sockets = new Map();
@@ -113,7 +122,7 @@ try {
     await p.context.close();
   });
 
-  const clin = await open('clinician', server.links.clinician.url);
+  const clin = await open('clinician', server.links.clinician.url, observePeerConnections);
   await button(clin.page, 'Join session').click();
   await visible(clin.page.getByText('No one is waiting.'));
   const waitingRow = (name) => clin.page.getByRole('list', { name: /Waiting room/ }).getByRole('listitem').filter({ hasText: name });
@@ -154,6 +163,31 @@ try {
     await p.context.close();
     return `first failure ${firstFailure} ms after Admit, named ${secondFailure} ms after the second Admit`;
   }, { timeout: 70000 });
+
+  await step('devices during the call: the patient switches camera; the clinician still receives video', async () => {
+    const p = await open('switching', server.links.patient.url);
+    await attestAndJoin(p.page);
+    await waitingRow('Alex Morgan').getByRole('button', { name: 'Admit', exact: true }).click();
+    await visible(p.page.getByRole('figure').filter({ hasText: 'Dr Rivera' }));
+    await waitDecoding(() => clin.page.evaluate(decodedInPage), 1, 15000, 'the clinician before the switch');
+    await button(p.page, 'Devices').click();
+    const picker = p.page.locator('#call-devices').getByLabel('Camera', { exact: true });
+    await visible(picker);
+    const options = await picker.locator('option').evaluateAll((os) => os.map((o) => ({ value: o.value, text: o.textContent, selected: o.selected })));
+    if (options.length < 2) throw new Error(`one camera to choose from: ${JSON.stringify(options)}`);
+    const other = options.find((o) => !o.selected && /fake_device_2/.test(o.text)) || options.find((o) => !o.selected);
+    const before = await p.page.evaluate(() => document.querySelector('figure.self video')?.srcObject?.getVideoTracks()[0]?.getSettings().deviceId);
+    await picker.selectOption(other.value);
+    await liveSays(p.page, `Now using ${other.text}.`);
+    const after = await p.page.evaluate(() => document.querySelector('figure.self video')?.srcObject?.getVideoTracks()[0]?.getSettings().deviceId);
+    if (after !== other.value || after === before) throw new Error(`own picture from ${before} to ${after}, wanted ${other.value}`);
+    // The clinician keeps decoding Alex's video, from the new camera.
+    await sleep(500);
+    const r = await waitDecoding(() => clin.page.evaluate(decodedInPage), 1, 10000, 'the clinician after the switch');
+    await button(p.page, 'Hide devices').click();
+    await p.context.close();
+    return `camera ${other.text}; the clinician decodes on (${r.frames.join('+')} frames)`;
+  }, { timeout: 40000 });
 } catch (e) {
   fail(e);
   if (e && e.exit === 2) process.exitCode = 2;
