@@ -47,7 +47,8 @@ export function onCallEvent(type, data) {
         const id = data.left.id;
         app.recentlyLeft.set(id, Date.now());
         // The clinician hears why someone who never got through left.
-        const neverConnected = call.me?.role === 'clinician' && app.inRoomSince.has(id) && !app.heardFrom.has(id);
+        const sends = data.left.audio || data.left.video;
+        const neverConnected = call.me?.role === 'clinician' && sends && app.inRoomSince.has(id) && !app.heardFrom.has(id);
         app.inRoomSince.delete(id);
         announce(neverConnected ? PANEL.couldNotConnect(data.left.name) : CALL.left(data.left.name), { sticky: neverConnected });
       }

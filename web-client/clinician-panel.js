@@ -139,7 +139,10 @@ export function renderQuality() {
     let grade = 'unknown';
     let text = PANEL.measuring;
     const since = app.inRoomSince.get(id);
-    if (!app.heardFrom.has(id) && since && Date.now() - since > NOT_CONNECTED_MS) {
+    // Only someone whose microphone or camera is on is expected to send.
+    const person = app.call?.participants.get(id);
+    const sends = !!person && (person.audio || person.video);
+    if (sends && !app.heardFrom.has(id) && since && Date.now() - since > NOT_CONNECTED_MS) {
       grade = 'poor';
       text = PANEL.notConnected;
     } else if (q) {

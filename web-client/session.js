@@ -528,16 +528,25 @@ export class Call {
     const sub = this.pcs.sub;
     const out = new Map();
     if (!sub) return out;
+    // By mid, or by track id where a browser's stats have no mid (older Safari).
     const midTo = new Map();
+    const trackTo = new Map();
     for (const [pid, entry] of this.remote) {
-      for (const a of entry.audio) midTo.set(a.mid, { pid, kind: 'audio' });
-      entry.video.forEach((v, i) => midTo.set(v.mid, { pid, kind: i === 0 ? 'video' : 'screen' }));
+      for (const a of entry.audio) {
+        midTo.set(a.mid, { pid, kind: 'audio' });
+        trackTo.set(a.track.id, { pid, kind: 'audio' });
+      }
+      entry.video.forEach((v, i) => {
+        const who = { pid, kind: i === 0 ? 'video' : 'screen' };
+        midTo.set(v.mid, who);
+        trackTo.set(v.track.id, who);
+      });
     }
     const report = await sub.getStats();
     const now = performance.now();
     report.forEach((s) => {
       if (s.type !== 'inbound-rtp') return;
-      const who = midTo.get(s.mid);
+      const who = (s.mid != null && midTo.get(s.mid)) || trackTo.get(s.trackIdentifier);
       if (!who) return;
       const o = out.get(who.pid) || { level: 0, lossPct: null, kbps: 0, receiving: false, measured: false };
       const prev = this.prevStats.get(s.id);

@@ -7,6 +7,9 @@
 //!   never uses 127.0.0.1 candidates, so the script runs in a network
 //!   namespace of its own (`unshare -n`) with a veth pair whose address the
 //!   server announces; nothing leaves that namespace.
+//!   With nothing but loopback in the namespace (the demo's default media
+//!   address), the demo warns and Firefox is told the network blocks the
+//!   call after the second admission.
 //! - `node web-client/tests/reach.mjs` (Chromium): a browser without
 //!   WebRTC is refused in words and never joins; a connection that can
 //!   never work is named after two attempts instead of looping through
@@ -49,6 +52,41 @@ fn firefox_esr_runs_the_main_flow() {
     browser::run_script(
         command,
         "web-client/tests/firefox.mjs",
+        Duration::from_secs(180),
+    );
+}
+
+/// The case: on a machine whose only network is loopback, the demo
+/// announces 127.0.0.1, which Firefox never uses. The demo warns about it,
+/// and the Firefox patient is told after the second admission that the
+/// network blocks the call, instead of going back to the waiting room on
+/// every admission.
+#[test]
+fn firefox_on_a_loopback_only_host_is_told_that_the_network_blocks_the_call() {
+    let Some((env, firefox)) = browser::firefox_or_skip(
+        "firefox_on_a_loopback_only_host_is_told_that_the_network_blocks_the_call",
+    ) else {
+        return;
+    };
+    let mut command = Command::new("unshare");
+    command
+        .args([
+            "-n",
+            "--",
+            "sh",
+            "-c",
+            "set -e; ip link set lo up; exec \"$NODE\" firefox.mjs",
+        ])
+        .current_dir(&env.dir)
+        .env("NODE", &env.node)
+        .env("MEDIA_IP", "loopback-only")
+        .env("TANDEM_BIN", env!("CARGO_BIN_EXE_tandem"))
+        .env("TANDEM_CHROMIUM", &env.chromium)
+        .env("TANDEM_FIREFOX", &firefox)
+        .env_remove("SCREENSHOTS_DIR");
+    browser::run_script(
+        command,
+        "web-client/tests/firefox.mjs (loopback only)",
         Duration::from_secs(180),
     );
 }
