@@ -229,12 +229,15 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let signals = server::StopSignals::listen()?;
     let running =
         server::start_with(config, listeners, server::Options { init: args.init }).await?;
-    println!("Listening on https://localhost:{port}  (Ctrl-C to stop)");
+    // Before the "Listening" line, which ends what a script reads (the
+    // pipe may close after it).
     println!("Media on {}", args.media_ip);
     if let Some(warning) = loopback_warning(args.media_ip, has_route_off_loopback()) {
         println!();
         println!("{warning}");
+        println!();
     }
+    println!("Listening on https://localhost:{port}  (Ctrl-C to stop)");
     running.run_until(signals).await
 }
 
