@@ -6,7 +6,8 @@
 // - a browser that cannot create the media connection leaves in words
 //   after admission, never "You joined", and the clinician hears why;
 // - a network that never lets media through is named after two attempts,
-//   not looped through the waiting room, and the clinician hears why;
+//   not looped through the waiting room, and the clinician sees "Not
+//   connected" meanwhile and hears why they left;
 // - the camera is switched during the call (Chromium's fake cameras) and the
 //   clinician keeps receiving video.
 //
@@ -141,6 +142,10 @@ try {
   await step('a network that lets no media through: named after two attempts, not looped; the clinician hears why', async () => {
     const p = await open('media blocked', server.links.partner.url, mediaBlocked);
     await attestAndJoin(p.page);
+    // Meanwhile the clinician's panel says that nothing arrives from them
+    // (after 12 s in the room), rather than "Measuring connection…".
+    const notConnected = clin.page.locator('#people-list').getByText('Not connected: no sound or video has arrived from them')
+      .first().waitFor({ timeout: 45000 }).then(() => true, () => false);
     const t0 = Date.now();
     await waitingRow('Sam Morgan').getByRole('button', { name: 'Admit', exact: true }).click();
     // The first failure is a reconnect, as a short outage would be: back
@@ -154,6 +159,7 @@ try {
     await visible(p.page.locator('#screen-message').getByText('Try another network'));
     await visible(button(p.page, 'Try again'));
     await liveSays(clin.page, 'Sam Morgan left: their sound and video could not connect');
+    if (!(await notConnected)) throw new Error('the clinician\'s panel never said "Not connected"');
     if (SHOTS) {
       // The screen under the status toast (which says the same).
       await p.page.evaluate(() => document.getElementById('live').classList.remove('show'));
