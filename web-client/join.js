@@ -70,9 +70,14 @@ function wire() {
   // keyboard-only person never sends a pointer event). Every gesture until
   // the audio runs, since one may come before anything is playing.
   const resume = () => {
-    const ctx = audioContext();
+    let ctx = null;
+    try {
+      ctx = audioContext();
+    } catch {
+      // No Web Audio (a browser refused at the start): nothing to resume.
+    }
     for (const a of document.querySelectorAll('audio')) if (a.srcObject && a.paused) a.play().catch(() => {});
-    if (ctx.state === 'running') {
+    if (!ctx || ctx.state === 'running') {
       document.removeEventListener('pointerdown', resume);
       document.removeEventListener('keydown', resume);
     }
