@@ -2,14 +2,14 @@
 // playwright-core, against this build's `tandem demo` over real TLS):
 //
 // - a browser without WebRTC is refused in words and never joins;
-// - a camera busy in another app, or blocked, is explained;
+// - a camera busy in another app is explained;
 // - a browser that cannot create the media connection leaves in words
 //   after admission, never "You joined", and the clinician hears why;
 // - a network that never lets media through is named after two attempts,
 //   not looped through the waiting room, and the clinician sees "Not
 //   connected" meanwhile and hears why they left;
-// - the camera is switched during the call (Chromium's fake cameras) and the
-//   clinician keeps receiving video.
+// - the camera and microphone are switched during the call (Chromium's fake
+//   devices) and the clinician keeps receiving them.
 //
 //   TANDEM_BIN=target/debug/tandem node web-client/tests/reach.mjs
 //
@@ -174,7 +174,7 @@ try {
     return `first failure ${firstFailure} ms after Admit, named ${secondFailure} ms after the second Admit`;
   }, { timeout: 70000 });
 
-  await step('devices during the call: the patient switches camera; the clinician still receives video', async () => {
+  await step('devices during the call: the patient switches camera and microphone; the clinician still receives them', async () => {
     const p = await open('switching', server.links.patient.url);
     await attestAndJoin(p.page);
     await waitingRow('Alex Morgan').getByRole('button', { name: 'Admit', exact: true }).click();
@@ -194,9 +194,34 @@ try {
     // The clinician keeps decoding Alex's video, from the new camera.
     await sleep(500);
     const r = await waitDecoding(() => clin.page.evaluate(decodedInPage), 1, 10000, 'the clinician after the switch');
+    // The microphone, where the browser has a second one: the clinician
+    // keeps receiving sound (the only sound they receive is Alex's).
+    let mic = 'one microphone only';
+    const micPicker = p.page.locator('#call-devices').getByLabel('Microphone', { exact: true });
+    const mics = await micPicker.locator('option').evaluateAll((os) => os.map((o) => ({ value: o.value, text: o.textContent, selected: o.selected })));
+    const otherMic = mics.find((o) => !o.selected && o.value);
+    if (otherMic) {
+      const audioBytes = () => clin.page.evaluate(async () => {
+        let n = 0;
+        for (const pc of window.__pcs) {
+          if (pc.connectionState === 'closed') continue;
+          (await pc.getStats()).forEach((x) => { if (x.type === 'inbound-rtp' && x.kind === 'audio') n += x.bytesReceived || 0; });
+        }
+        return n;
+      });
+      await micPicker.selectOption(otherMic.value);
+      await liveSays(p.page, `Now using ${otherMic.text}.`);
+      const inUse = await p.page.evaluate(() => document.getElementById('call-mic').value);
+      if (inUse !== otherMic.value) throw new Error(`the picker shows ${inUse}`);
+      const b0 = await audioBytes();
+      await sleep(1500);
+      const b1 = await audioBytes();
+      if (b1 <= b0) throw new Error(`no sound from Alex after the switch (${b0} -> ${b1} bytes)`);
+      mic = `microphone ${otherMic.text} (${b1 - b0} bytes of sound in 1.5 s)`;
+    }
     await button(p.page, 'Hide devices').click();
     await p.context.close();
-    return `camera ${other.text}; the clinician decodes on (${r.frames.join('+')} frames)`;
+    return `camera ${other.text}; the clinician decodes on (${r.frames.join('+')} frames); ${mic}`;
   }, { timeout: 40000 });
 } catch (e) {
   fail(e);
