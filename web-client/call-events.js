@@ -2,7 +2,7 @@
 // changes (through state.js) and the announcements. The engine knows
 // nothing about the page; this is the one place that listens to it.
 
-import { deniedMessage, CALL, CONN, END } from './messages.js';
+import { deniedMessage, CALL, CANNOT_CONNECT, CONN, END, PANEL } from './messages.js';
 import { app, goTo } from './state.js';
 import { announce, setConn } from './ui.js';
 import { renderTiles } from './call-grid.js';
@@ -30,13 +30,27 @@ export function onCallEvent(type, data) {
       return goTo('message', END.ended, 'ended');
     case 'replaced':
       return goTo('message', END.replaced, 'replaced');
+    case 'blocked':
+    case 'broken':
+      return goTo('message', CANNOT_CONNECT[type], type);
+    case 'trouble':
+      return announce(CALL.trouble, { sticky: true });
     case 'lobby':
       return updateLobby(data);
     case 'participants':
-      if (data.joined) announce(CALL.joined(data.joined.name));
+      if (data.joined) {
+        app.inRoomSince.set(data.joined.id, Date.now());
+        app.heardFrom.delete(data.joined.id);
+        announce(CALL.joined(data.joined.name));
+      }
       if (data.left) {
-        app.recentlyLeft.set(data.left.id, Date.now());
-        announce(CALL.left(data.left.name));
+        const id = data.left.id;
+        app.recentlyLeft.set(id, Date.now());
+        // The clinician hears why someone who never got through left.
+        const sends = data.left.audio || data.left.video;
+        const neverConnected = call.me?.role === 'clinician' && sends && app.inRoomSince.has(id) && !app.heardFrom.has(id);
+        app.inRoomSince.delete(id);
+        announce(neverConnected ? PANEL.couldNotConnect(data.left.name) : CALL.left(data.left.name), { sticky: neverConnected });
       }
       renderTiles();
       renderPeople();

@@ -3,8 +3,8 @@
 // screen share, leave). The tiles are call-grid.js; the clinician's side
 // panel is clinician-panel.js.
 
-import { openCamera, watchLevel } from './precheck.js';
-import { explainMediaError, CALL, CONN, END } from './messages.js';
+import { openCamera, openMic, listDevices, fillSelect, watchLevel } from './precheck.js';
+import { explainMediaError, CALL, CONN, DEVICES, END } from './messages.js';
 import { app, goTo, showScreen } from './state.js';
 import { $, announce, setConn } from './ui.js';
 import { renderTiles, refreshParticipantBadges, setBadges } from './call-grid.js';
@@ -17,6 +17,7 @@ export function enterCall({ reconnected }) {
   app.stopMeter();
   app.stopMeter = watchLevel(call.audioTrack, (l) => { app.localLevel = l; });
   if (!app.joinedAt) app.joinedAt = Date.now();
+  for (const id of call.participants.keys()) if (!app.inRoomSince.has(id)) app.inRoomSince.set(id, Date.now());
   app.wasInCall = true;
   $('session-title').textContent = call.session.title;
   document.title = CALL.pageTitle(call.session.title);
@@ -54,6 +55,7 @@ async function pollStats() {
   const self = app.tiles.get('self');
   if (self) setBadges(self, { audio: call.audioOn, video: call.videoOn, speaking: call.audioOn && app.localLevel > 0.45 });
   app.quality = stats;
+  for (const [id, q] of stats) if (q.kbps > 0) app.heardFrom.add(id);
   if (call.me.role === 'clinician') renderQuality();
 }
 
@@ -115,7 +117,9 @@ async function toggleShare() {
   try {
     const stream = await navigator.mediaDevices.getDisplayMedia({ video: { frameRate: { ideal: 15 } }, audio: false });
     const track = stream.getVideoTracks()[0];
-    track.contentHint = 'detail';
+    // Text and detail over motion, where the browser knows the hint
+    // (Firefox has no contentHint).
+    if ('contentHint' in track) track.contentHint = 'detail';
     track.addEventListener('ended', async () => {
       if (call.screenTrack === track) {
         await call.stopScreen();
@@ -138,7 +142,93 @@ export function leave() {
   goTo('message', END.left, 'left');
 }
 
+// ---------------------------------------------------------------- devices during the call
+
+const canPickSpeaker = () => 'setSinkId' in HTMLMediaElement.prototype;
+const chosenName = (select) => select.selectedOptions[0]?.textContent || '';
+
+/** Fills the call's device pickers with what is plugged in now. */
+async function refreshCallDevices() {
+  const call = app.call;
+  if (!call) return;
+  try {
+    const { cameras, mics, speakers } = await listDevices();
+    const camId = call.videoTrack?.getSettings().deviceId || app.cameraId;
+    const micId = call.audioTrack?.getSettings().deviceId || app.micId;
+    fillSelect($('call-camera'), cameras, DEVICES.camera, camId);
+    fillSelect($('call-mic'), mics, DEVICES.mic, micId);
+    const speakerOk = canPickSpeaker() && speakers.length > 0;
+    $('call-speaker').hidden = !speakerOk;
+    $('call-speaker-label').hidden = !speakerOk;
+    if (speakerOk) fillSelect($('call-speaker'), speakers, DEVICES.speaker, app.speakerId);
+  } catch {
+    // enumerateDevices is best effort
+  }
+}
+
+async function toggleDevices() {
+  const button = $('btn-devices');
+  const open = button.getAttribute('aria-expanded') !== 'true';
+  button.setAttribute('aria-expanded', String(open));
+  button.textContent = open ? CALL.hideDevices : CALL.devices;
+  $('call-devices').hidden = !open;
+  if (open) {
+    await refreshCallDevices();
+    $('call-camera').focus();
+  }
+}
+
+async function switchCamera(e) {
+  const call = app.call;
+  const select = e.target;
+  app.cameraId = select.value;
+  // Camera off: the choice is used when it is turned on again.
+  if (!call.videoOn) return;
+  try {
+    const track = await openCamera(app.cameraId);
+    await call.setCamera(track);
+    announce(CALL.cameraSwitched(chosenName(select)));
+  } catch (err) {
+    announce(explainMediaError(err), { sticky: true });
+    await refreshCallDevices();
+  }
+  updateOwnControls();
+}
+
+async function switchMic(e) {
+  const call = app.call;
+  const select = e.target;
+  app.micId = select.value;
+  try {
+    const track = await openMic(app.micId);
+    await call.setMicTrack(track);
+    app.stopMeter();
+    app.stopMeter = watchLevel(track, (l) => { app.localLevel = l; });
+    announce(CALL.micSwitched(chosenName(select)));
+  } catch (err) {
+    announce(explainMediaError(err), { sticky: true });
+    await refreshCallDevices();
+  }
+}
+
+async function switchSpeaker(e) {
+  app.speakerId = e.target.value;
+  await Promise.all([...app.tiles.values()].map((t) => t.audio?.setSinkId?.(app.speakerId).catch(() => {})));
+  announce(CALL.speakerSwitched(chosenName(e.target)));
+}
+
 export function wireCall() {
+  $('btn-devices').textContent = CALL.devices;
+  $('call-camera-label').textContent = CALL.pickCamera;
+  $('call-mic-label').textContent = CALL.pickMic;
+  $('call-speaker-label').textContent = CALL.pickSpeaker;
+  $('btn-devices').addEventListener('click', toggleDevices);
+  $('call-camera').addEventListener('change', switchCamera);
+  $('call-mic').addEventListener('change', switchMic);
+  $('call-speaker').addEventListener('change', switchSpeaker);
+  navigator.mediaDevices?.addEventListener?.('devicechange', () => {
+    if (!$('call-devices').hidden) refreshCallDevices();
+  });
   $('btn-mic').addEventListener('click', toggleMic);
   $('btn-cam').addEventListener('click', toggleCamera);
   $('btn-share').addEventListener('click', toggleShare);

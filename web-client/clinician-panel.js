@@ -126,14 +126,26 @@ export function renderPeople() {
   renderQuality();
 }
 
+// How long someone may be in the room with nothing arriving from them
+// before the panel says they are not connected (instead of "Measuring").
+const NOT_CONNECTED_MS = 12000;
+
 export function renderQuality() {
   for (const li of $('people-list').children) {
-    const q = app.quality.get(li.dataset.id);
+    const id = li.dataset.id;
+    const q = app.quality.get(id);
     const box = li.querySelector('.quality');
     if (!box) continue;
     let grade = 'unknown';
     let text = PANEL.measuring;
-    if (q) {
+    const since = app.inRoomSince.get(id);
+    // Only someone whose microphone or camera is on is expected to send.
+    const person = app.call?.participants.get(id);
+    const sends = !!person && (person.audio || person.video);
+    if (sends && !app.heardFrom.has(id) && since && Date.now() - since > NOT_CONNECTED_MS) {
+      grade = 'poor';
+      text = PANEL.notConnected;
+    } else if (q) {
       const rate = PANEL.bitrate(q.kbps);
       if (!q.measured) {
         text = PANEL.measuring;

@@ -7,7 +7,7 @@
 // messages.js. ES modules, no framework, no inline script or style (the
 // server's CSP).
 
-import { audioContext } from './precheck.js';
+import { audioContext, missingForCalls } from './precheck.js';
 import { START } from './messages.js';
 import { app, defineScreens, goTo } from './state.js';
 import { $ } from './ui.js';
@@ -66,8 +66,24 @@ function wire() {
   wireCall();
   wirePanel();
   wireEnd();
-  // Browsers start audio only after a gesture.
-  document.addEventListener('pointerdown', () => audioContext(), { once: true });
+  // Browsers start audio only after a gesture: a pointer or a key (a
+  // keyboard-only person never sends a pointer event). Every gesture until
+  // the audio runs, since one may come before anything is playing.
+  const resume = () => {
+    let ctx = null;
+    try {
+      ctx = audioContext();
+    } catch {
+      // No Web Audio (a browser refused at the start): nothing to resume.
+    }
+    for (const a of document.querySelectorAll('audio')) if (a.srcObject && a.paused) a.play().catch(() => {});
+    if (!ctx || ctx.state === 'running') {
+      document.removeEventListener('pointerdown', resume);
+      document.removeEventListener('keydown', resume);
+    }
+  };
+  document.addEventListener('pointerdown', resume);
+  document.addEventListener('keydown', resume);
 }
 
 function start() {
@@ -79,9 +95,15 @@ function start() {
     $('status').textContent = START.incomplete.text;
     return;
   }
-  if (!window.isSecureContext || !navigator.mediaDevices) {
+  // A browser that cannot make calls is told so here, before anything is
+  // asked of the person, and never joins.
+  const missing = missingForCalls();
+  if (missing) {
+    document.body.dataset.unsupported = missing;
     $('screen-start').querySelector('h1').textContent = START.unsupported.title;
     $('status').textContent = START.unsupported.text;
+    $('status-why').textContent = START.lacks[missing];
+    $('status-why').hidden = false;
     return;
   }
   app.token = link.token;

@@ -75,7 +75,17 @@ export const END = {
 /** The first screen, while the link is read. */
 export const START = {
   incomplete: { title: 'This link is incomplete', text: 'Please open the full link your clinic sent you. Everything after the # is needed.' },
-  unsupported: { title: "This browser can't join video sessions", text: 'Please open the link in a current version of Chrome, Edge, Firefox or Safari.' },
+  unsupported: {
+    title: "This browser can't join video sessions",
+    text: 'Please open your link in a current version of Chrome, Edge or Firefox on a computer or Android device, or in Safari on an iPhone, iPad or Mac.',
+  },
+  /** Why (shown under the text): what the browser lacks, in plain words. */
+  lacks: {
+    insecure: 'This page was not opened over a secure connection.',
+    webrtc: 'This browser has no video calling (WebRTC), or it is turned off.',
+    camera: 'This browser cannot use a camera or microphone on web pages.',
+    codecs: 'This browser cannot send or play the sound and video formats the session uses.',
+  },
   complete: 'Your personal link is complete.',
 };
 
@@ -101,12 +111,15 @@ export function explainMediaError(e) {
   if (!e) return '';
   switch (e.name) {
     case 'NotAllowedError':
+    case 'SecurityError':
       return 'Your browser is blocking the camera and microphone. Allow them for this site (the icon next to the address), then reload this page.';
     case 'NotFoundError':
+      return "We couldn't find a camera or microphone on this device. Check that one is connected and turned on. You can still join.";
     case 'OverconstrainedError':
-      return "We couldn't find a camera or microphone. You can still join; check that one is plugged in.";
+      return 'The camera or microphone you chose is no longer available. Choose another one.';
     case 'NotReadableError':
-      return 'Another app may be using your camera or microphone. Close it, then reload this page.';
+    case 'AbortError':
+      return 'Your camera or microphone is in use by another app, such as another video call. Close that app, then try again.';
     default:
       return "We couldn't start your camera or microphone. You can still join.";
   }
@@ -181,6 +194,39 @@ export const CALL = {
   shareStarted: 'You are sharing your screen with everyone.',
   shareStopped: 'You stopped sharing your screen.',
   shareFailed: 'Screen sharing did not start.',
+  // Devices during the call
+  devices: 'Devices',
+  hideDevices: 'Hide devices',
+  pickCamera: 'Camera',
+  pickMic: 'Microphone',
+  pickSpeaker: 'Speaker',
+  cameraSwitched: (name) => `Now using ${name}.`,
+  micSwitched: (name) => `Now using ${name}.`,
+  speakerSwitched: (name) => `Sound now plays on ${name}.`,
+  // Something went wrong with the call's connection (not the network)
+  trouble: "Something went wrong with the call's connection. If you can't see or hear the others, leave and rejoin.",
+};
+
+/**
+ * The end screens for a call that cannot work here: the network never lets
+ * media through (ICE failed again and again after admission), or the
+ * browser could not set up a call at all.
+ */
+export const CANNOT_CONNECT = {
+  blocked: {
+    tone: 'warn',
+    title: 'Your network is blocking the video call',
+    text: 'You were let into the session, but your video and sound could not get through, twice. Networks at work, school, hotels and on public Wi-Fi often block video calls.',
+    hint: "Try another network, such as your home Wi-Fi or your phone's mobile data, then choose Try again. If it keeps happening, contact your clinic.",
+    action: 'retry',
+  },
+  broken: {
+    tone: 'warn',
+    title: "This browser couldn't start the video call",
+    text: 'You were let into the session, but this browser could not set up the video and sound, so you have left it again.',
+    hint: 'Please open your link in a current version of Chrome, Edge or Firefox, or in Safari on an iPhone, iPad or Mac.',
+    action: 'retry',
+  },
 };
 
 /** The clinician's panel: waiting list, people, quality, timer, breakouts. */
@@ -214,6 +260,8 @@ export const PANEL = {
   // Connection quality (what arrives from them)
   measuring: 'Measuring connection…',
   noMedia: 'No media yet',
+  notConnected: 'Not connected: no sound or video has arrived from them',
+  couldNotConnect: (name) => `${name} left: their sound and video could not connect. Their network or browser may block video calls.`,
   bitrate: (kbps) => (kbps >= 1000 ? `${(kbps / 1000).toFixed(1)} Mbps` : `${Math.round(kbps)} kbps`),
   audioOnly: (rate) => `Audio only · ${rate}`,
   grades: { good: 'Good', fair: 'Fair', poor: 'Poor' },

@@ -5,6 +5,37 @@
 
 import { CONNECTION } from './messages.js';
 
+/**
+ * What this browser lacks for a call, or null: a secure context,
+ * RTCPeerConnection, getUserMedia, and the codecs the server forwards (Opus
+ * and VP8 or H.264; it never transcodes), asked through
+ * RTCRtpSender.getCapabilities where the browser has it. A key of
+ * messages.js START.lacks.
+ */
+export function missingForCalls() {
+  if (!window.isSecureContext) return 'insecure';
+  if (typeof window.RTCPeerConnection !== 'function') return 'webrtc';
+  if (!navigator.mediaDevices || typeof navigator.mediaDevices.getUserMedia !== 'function') return 'camera';
+  const sender = window.RTCRtpSender;
+  if (sender && typeof sender.getCapabilities === 'function') {
+    const mimes = (kind) => {
+      try {
+        return (sender.getCapabilities(kind)?.codecs || []).map((c) => c.mimeType.toLowerCase());
+      } catch {
+        return null;
+      }
+    };
+    const audio = mimes('audio');
+    const video = mimes('video');
+    if (audio && video) {
+      const opus = audio.includes('audio/opus');
+      const picture = video.includes('video/vp8') || video.includes('video/h264');
+      if (!opus || !picture) return 'codecs';
+    }
+  }
+  return null;
+}
+
 /** Opens the chosen devices; falls back to whatever works. */
 export async function openMedia({ cameraId, micId, wantVideo = true } = {}) {
   const audio = micId ? { deviceId: { exact: micId } } : true;
@@ -24,6 +55,12 @@ export async function openMedia({ cameraId, micId, wantVideo = true } = {}) {
     }
   }
   return { stream: null, error: firstError };
+}
+
+/** A microphone track (the chosen one), for a switch during the call. */
+export async function openMic(micId) {
+  const stream = await navigator.mediaDevices.getUserMedia({ audio: micId ? { deviceId: { exact: micId } } : true });
+  return stream.getAudioTracks()[0];
 }
 
 export async function openCamera(cameraId) {

@@ -6,6 +6,14 @@ const TERMINAL = new Set(['denied', 'removed', 'ended', 'replaced']);
 const BACKOFF_MS = [300, 1000, 2000, 4000, 8000];
 const PING_EVERY_MS = 5000;
 const SILENCE_LIMIT_MS = 12000;
+// A media connection that fails without ever having connected, this many
+// times in a row after admission, can never work here (a network that
+// blocks WebRTC): the call stops and says so, instead of a reconnect that
+// sends the person back to the waiting room every few seconds.
+const MEDIA_FAILURE_LIMIT = 2;
+// A media connection not connected this long after it was made counts as
+// failed (some networks drop the checks silently, and ICE waits long).
+const CONNECT_LIMIT_MS = 15000;
 
 /** The sections of an SDP, one per m-line, with what the client needs. */
 export function parseSdp(sdp) {
@@ -65,6 +73,7 @@ export class Call {
     this.lastHeard = 0;
     this.pingTimer = null;
     this.retryTimer = null;
+    this.mediaFailures = 0; // in a row, of connections that never connected
     this.onOffline = () => this.lost('offline');
     this.onOnline = () => {
       if (this.reconnecting && !this.terminal) {
@@ -109,7 +118,11 @@ export class Call {
       }
       this.chain = this.chain
         .then(() => this.handle(message))
-        .catch((err) => console.warn(`handling ${message.type}:`, err));
+        .catch((err) => {
+          console.warn(`handling ${message.type}:`, err);
+          // A closed connection is a restart on its way, not a failure.
+          if (!this.terminal && err?.message !== 'connection closed') this.emit('trouble', { type: message.type });
+        });
     };
     ws.onclose = () => {
       // After the messages already received: a terminal one (ended,
@@ -255,11 +268,34 @@ export class Call {
     this.iceServers = m.ice_servers || [];
     this.participants = new Map(m.participants.map((p) => [p.id, { ...p }]));
     this.closePcs();
+    // The connection for our media before anything else: a browser that
+    // cannot make one leaves at once and says so, never "joined".
+    try {
+      this.preparePub();
+    } catch (err) {
+      console.warn('cannot create the media connection:', err);
+      this.stop('broken');
+      return;
+    }
     this.everIn = true;
     this.emit('joined', { reconnected: back });
     // Our state survives a reconnect; tell the room if it differs from the default.
     if (!this.audioOn || !this.videoOn) this.sendMedia();
-    await this.startPub();
+    await this.negotiatePub();
+  }
+
+  /** Leaves the room for good and reports why (`blocked`, `broken`). */
+  stop(why) {
+    this.send({ type: 'leave' });
+    this.finish();
+    this.emit(why);
+  }
+
+  /** A media connection failed; restart, or stop when it can never work. */
+  mediaFailed(pc) {
+    if (!pc.everConnected) this.mediaFailures += 1;
+    if (this.mediaFailures >= MEDIA_FAILURE_LIMIT) this.stop('blocked');
+    else this.restart();
   }
 
   sendMedia() {
@@ -278,12 +314,21 @@ export class Call {
       this.send({ type: 'candidate', pc: name, candidate: e.candidate ? e.candidate.toJSON() : null });
     };
     let failTimer = null;
+    pc.everConnected = false;
+    const connectTimer = setTimeout(() => {
+      if (this.pcs[name] === pc && !pc.everConnected) this.mediaFailed(pc);
+    }, CONNECT_LIMIT_MS);
     pc.onconnectionstatechange = () => {
       if (this.pcs[name] !== pc) return;
       clearTimeout(failTimer);
-      if (pc.connectionState === 'failed') this.restart();
+      if (pc.connectionState === 'connected') {
+        pc.everConnected = true;
+        this.mediaFailures = 0;
+        clearTimeout(connectTimer);
+      }
+      if (pc.connectionState === 'failed') this.mediaFailed(pc);
       else if (pc.connectionState === 'disconnected') failTimer = setTimeout(() => {
-        if (this.pcs[name] === pc && pc.connectionState !== 'connected') this.restart();
+        if (this.pcs[name] === pc && pc.connectionState !== 'connected') this.mediaFailed(pc);
       }, 8000);
       this.emit('pc', { name, state: pc.connectionState });
     };
@@ -315,15 +360,15 @@ export class Call {
     return Promise.race([promise, pc.closedSignal.then(() => { throw new Error('connection closed'); })]);
   }
 
-  async startPub() {
+  /** The `pub` connection with our tracks (throws where a browser cannot make one). */
+  preparePub() {
     const pub = this.makePc('pub');
     this.stream = new MediaStream([this.audioTrack, this.videoTrack].filter(Boolean));
-    pub.addTransceiver(this.audioTrack || 'audio', { direction: 'sendonly', streams: [this.stream] });
+    this.audioSender = pub.addTransceiver(this.audioTrack || 'audio', { direction: 'sendonly', streams: [this.stream] }).sender;
     this.videoSender = pub.addTransceiver(this.videoTrack || 'video', { direction: 'sendonly', streams: [this.stream] }).sender;
     if (this.screenTrack) {
       this.screenSender = pub.addTransceiver(this.screenTrack, { direction: 'sendonly', streams: [this.stream] }).sender;
     }
-    await this.negotiatePub();
   }
 
   async negotiatePub() {
@@ -425,6 +470,15 @@ export class Call {
     if (this.videoSender && pub) await this.guard(pub, this.videoSender.replaceTrack(track)).catch(() => {});
   }
 
+  /** Replaces the microphone track (another device) without renegotiating. */
+  async setMicTrack(track) {
+    if (this.audioTrack && this.audioTrack !== track) this.audioTrack.stop();
+    this.audioTrack = track;
+    if (track) track.enabled = this.audioOn;
+    const pub = this.pcs.pub;
+    if (this.audioSender && pub) await this.guard(pub, this.audioSender.replaceTrack(track));
+  }
+
   async cameraChanged() {
     this.sendMedia();
   }
@@ -474,16 +528,25 @@ export class Call {
     const sub = this.pcs.sub;
     const out = new Map();
     if (!sub) return out;
+    // By mid, or by track id where a browser's stats have no mid (older Safari).
     const midTo = new Map();
+    const trackTo = new Map();
     for (const [pid, entry] of this.remote) {
-      for (const a of entry.audio) midTo.set(a.mid, { pid, kind: 'audio' });
-      entry.video.forEach((v, i) => midTo.set(v.mid, { pid, kind: i === 0 ? 'video' : 'screen' }));
+      for (const a of entry.audio) {
+        midTo.set(a.mid, { pid, kind: 'audio' });
+        trackTo.set(a.track.id, { pid, kind: 'audio' });
+      }
+      entry.video.forEach((v, i) => {
+        const who = { pid, kind: i === 0 ? 'video' : 'screen' };
+        midTo.set(v.mid, who);
+        trackTo.set(v.track.id, who);
+      });
     }
     const report = await sub.getStats();
     const now = performance.now();
     report.forEach((s) => {
       if (s.type !== 'inbound-rtp') return;
-      const who = midTo.get(s.mid);
+      const who = (s.mid != null && midTo.get(s.mid)) || trackTo.get(s.trackIdentifier);
       if (!who) return;
       const o = out.get(who.pid) || { level: 0, lossPct: null, kbps: 0, receiving: false, measured: false };
       const prev = this.prevStats.get(s.id);

@@ -15,7 +15,8 @@ export const TRANSITIONS = {
   precheck: ['waiting', 'call', 'message'],
   // Told again (a reconnect), admitted, left, removed, ended.
   waiting: ['waiting', 'call', 'message'],
-  // A reconnect, back to the waiting room (dropped, clinician away), the end.
+  // A reconnect, back to the waiting room (dropped, clinician away), the end
+  // (also a call that cannot connect here: blocked, broken).
   call: ['call', 'waiting', 'message'],
   // Another end (one already on its way when the person left); try again,
   // rejoin, or by itself when a link that was too early opens.
@@ -47,6 +48,8 @@ export const app = {
   joinedAt: null,
   statsTimer: null,
   quality: new Map(), // participant id -> getStats figures, from the last poll
+  inRoomSince: new Map(), // participant id -> when we saw them come into the room
+  heardFrom: new Set(), // participant ids whose sound or video has reached us
 
   // ---- the clinician panel
   lobby: [], // who waits, as the server last said

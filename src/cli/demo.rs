@@ -5,7 +5,7 @@
 //! starting now, an admin API key, and the join links. A second run reuses
 //! all of it, so links already opened in a browser keep working.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 
 use chrono::{Duration, Utc};
@@ -39,6 +39,40 @@ pub(crate) struct DemoArgs {
     /// Accept a database file of 0 bytes and make it a new, empty database.
     #[arg(long)]
     init: bool,
+    /// The address media (UDP and ICE-TCP) binds and announces in ICE
+    /// candidates: one of this machine's own addresses. The default,
+    /// 127.0.0.1, works for Chromium on this machine; Firefox never uses
+    /// 127.0.0.1 candidates, so give it another address of this machine.
+    #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
+    media_ip: IpAddr,
+}
+
+/// Whether this machine has a route off loopback: a UDP socket "connected"
+/// to a documentation address (RFC 5737; nothing is sent) gets a
+/// non-loopback source address only when some interface other than `lo`
+/// can reach beyond the machine.
+fn has_route_off_loopback() -> bool {
+    UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))
+        .and_then(|socket| {
+            socket.connect((Ipv4Addr::new(192, 0, 2, 1), 9))?;
+            socket.local_addr()
+        })
+        .is_ok_and(|local| !local.ip().is_loopback() && !local.ip().is_unspecified())
+}
+
+/// The warning for a demo whose media only 127.0.0.1 can reach on a host
+/// with nothing but loopback, or `None`.
+fn loopback_warning(media_ip: IpAddr, route_off_loopback: bool) -> Option<String> {
+    (media_ip.is_loopback() && !route_off_loopback).then(|| {
+        format!(
+            "Warning: this machine has only a loopback network, and media is announced on \
+             {media_ip}. Firefox cannot connect to {media_ip} (it never uses loopback \
+             candidates): Firefox users are admitted, but their call never connects. \
+             Chromium on this machine works. For Firefox, give this machine \
+             another address (for example a dummy interface) and pass it with \
+             --media-ip ADDRESS."
+        )
+    })
 }
 
 /// What a second run needs from the first: the demo session and the admin
@@ -125,8 +159,9 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     config.tls.cert_file = args.certs_dir.join("cert.pem");
     config.tls.key_file = args.certs_dir.join("key.pem");
     config.log.filter = "warn,tandem=info".into();
-    // Media on loopback, on free ports, so that instances run side by side.
-    config.media.bind_ip = Some(Ipv4Addr::LOCALHOST.into());
+    // Media on loopback (or --media-ip), on free ports, so that instances
+    // run side by side.
+    config.media.bind_ip = Some(args.media_ip);
     config.media.udp_port = 0;
     config.media.tcp_port = 0;
     config.validate()?;
@@ -194,6 +229,32 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let signals = server::StopSignals::listen()?;
     let running =
         server::start_with(config, listeners, server::Options { init: args.init }).await?;
+    // Before the "Listening" line, which ends what a script reads (the
+    // pipe may close after it).
+    println!("Media on {}", args.media_ip);
+    if let Some(warning) = loopback_warning(args.media_ip, has_route_off_loopback()) {
+        println!();
+        println!("{warning}");
+        println!();
+    }
     println!("Listening on https://localhost:{port}  (Ctrl-C to stop)");
     running.run_until(signals).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loopback_only_host_is_warned_about_firefox() {
+        let lo = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let warning = loopback_warning(lo, false).expect("a warning");
+        assert!(
+            warning.contains("Firefox cannot connect to 127.0.0.1"),
+            "{warning}"
+        );
+        assert!(warning.contains("--media-ip"), "{warning}");
+        assert_eq!(loopback_warning(lo, true), None);
+        assert_eq!(loopback_warning("10.1.2.3".parse().unwrap(), false), None);
+    }
 }

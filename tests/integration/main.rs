@@ -23,3 +23,4 @@ mod signaling;
 mod simulcast;
 mod tls;
 mod web_client;
+mod web_client_reach;

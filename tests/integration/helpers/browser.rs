@@ -254,3 +254,97 @@ impl BrowserRun {
         format!("browser log:\n  {}", lines.join("\n  "))
     }
 }
+
+/// What the scripts beyond Chromium's need besides [`BrowserEnv`]:
+/// Firefox ESR and puppeteer-core (firefox.mjs), and a network namespace
+/// of their own (root, `unshare` and `ip`) to give Firefox an address
+/// other than loopback. `None` after saying why the test is skipped;
+/// panics instead when [`REQUIRE_VAR`] is set to 1.
+pub fn firefox_or_skip(test: &str) -> Option<(BrowserEnv, PathBuf)> {
+    let env = BrowserEnv::or_skip(test)?;
+    let firefox = std::env::var_os("TANDEM_FIREFOX")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/usr/bin/firefox-esr"));
+    let mut missing = Vec::new();
+    if !firefox.is_file() {
+        missing.push(format!("no Firefox at {}", firefox.display()));
+    }
+    if !env
+        .dir
+        .join("node_modules/puppeteer-core/package.json")
+        .is_file()
+    {
+        missing.push(format!(
+            "no {}/node_modules/puppeteer-core",
+            env.dir.display()
+        ));
+    }
+    let netns = std::process::Command::new("unshare")
+        .args(["-n", "--", "ip", "link", "show", "lo"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !netns.is_ok_and(|s| s.success()) {
+        missing.push("no network namespace (needs root, `unshare` and `ip`)".to_owned());
+    }
+    if missing.is_empty() {
+        return Some((env, firefox));
+    }
+    let missing = missing.join("; ");
+    if std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1") {
+        panic!("{test}: {REQUIRE_VAR}=1 but the Firefox check cannot run: {missing}");
+    }
+    let _ = writeln!(
+        std::io::stderr(),
+        "{test}: skipped: {missing}. Run .ci/run, or install firefox-esr and run `npm ci` in \
+         web-client/tests (as root); set {REQUIRE_VAR}=1 to make this a failure."
+    );
+    None
+}
+
+/// Runs a browser script (`node SCRIPT` or a wrapper around it) to its end
+/// or `timeout`, and fails the test with its output unless it exits 0.
+/// The scripts have their own watchdogs; the timeout is the last resort.
+pub fn run_script(mut command: std::process::Command, what: &str, timeout: Duration) {
+    use std::io::Read as _;
+    let started = std::time::Instant::now();
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {what}: {e}"));
+    // Drain both pipes on threads so that a chatty run cannot block.
+    let drain = |mut pipe: Box<dyn std::io::Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = pipe.read_to_string(&mut text);
+            text
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
+    let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("waiting for node") {
+            break Some(status);
+        }
+        if started.elapsed() > timeout {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    eprintln!("{stderr}");
+    println!("{stdout}");
+    match status {
+        Some(status) => assert!(
+            status.success(),
+            "{what} failed ({status}) after {:?}:\n{stdout}",
+            started.elapsed()
+        ),
+        None => panic!("{what} did not finish within {timeout:?}:\n{stdout}"),
+    }
+}
