@@ -67,7 +67,11 @@
 //!
 //! - **The ledger is written before anyone is told.** A room waits for its
 //!   events to be durable before it sends the messages that announce them;
-//!   a leave is recorded before its socket closes.
+//!   a leave is recorded before its socket closes. What cannot be recorded
+//!   does not happen: a request whose events (or, for a removal or an end,
+//!   whose roster or session row) cannot be written is refused
+//!   (`unavailable`) and the room goes back to how it was; a graceful stop
+//!   records everyone's departure before the database closes.
 //! - **Time is an input.** `room`, `attendance` and the admission rules take
 //!   `now` as an argument and never read a clock, so every rule has tests
 //!   with plain values.

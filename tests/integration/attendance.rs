@@ -30,10 +30,12 @@ use sqlx::{Connection, Row, SqliteConnection};
 use tandem::attendance::event::{chain_hash, EventKind, NewEvent};
 
 use crate::helpers::peer::{PeerOptions, TestPeer};
+use crate::helpers::serve::{
+    self, free_port_outside_the_ephemeral_range, ServeOptions, ServeProcess, TANDEM,
+};
 use crate::helpers::signal_client::{type_of, SignalClient};
 use crate::helpers::{couple_session, TestApp};
 
-const TANDEM: &str = env!("CARGO_BIN_EXE_tandem");
 /// For media (ICE, DTLS) and signaling on a busy two-core machine.
 const WAIT: Duration = Duration::from_secs(15);
 /// The beginning of the default 42 CFR Part 2 notice.
@@ -995,124 +997,19 @@ async fn verify_names_the_first_edited_deleted_or_swapped_event() {
 // 4. Crash (kill -9) and restart of the real binary
 // ---------------------------------------------------------------------------
 
-/// A `tandem serve` child process, killed when dropped.
-struct Server {
-    child: std::process::Child,
-}
-
-impl Server {
-    fn start(config: &Path, log: &Path) -> Server {
-        let child = std::process::Command::new(TANDEM)
-            .args(["serve", "--config", config.to_str().unwrap()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .expect("tandem serve starts");
-        Server { child }
-    }
-
-    /// SIGKILL: no shutdown of any kind.
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn wait_healthy(client: &reqwest::Client, base: &str, log: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(response) = client.get(format!("{base}/healthz")).send().await {
-            if response.status() == 200 {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "tandem serve did not come up: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// A free port below the kernel's ephemeral range: the restarted server
-/// needs the same port again, seconds later, and no `bind(0)` or outgoing
-/// connection of the tests running in parallel can take it meanwhile.
-fn free_port_outside_the_ephemeral_range() -> u16 {
-    let first_ephemeral: u16 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|r| r.split_whitespace().next()?.parse().ok())
-        .unwrap_or(32768);
-    let low = 20_000.min(first_ephemeral / 2);
-    (0..200)
-        .map(|_| rand::random::<u16>() % (first_ephemeral - low) + low)
-        .find(|&port| std::net::TcpListener::bind(("127.0.0.1", port)).is_ok())
-        .expect("a free port")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_loses_no_event_and_closes_presence_at_the_last_heartbeat() {
     let dir = tempfile::tempdir().unwrap();
-    let certs =
-        tandem::tls::devcert::generate(&dir.path().join("certs"), &["localhost".into()]).unwrap();
-    let port = free_port_outside_the_ephemeral_range();
-    let base = format!("https://localhost:{port}");
     let data = dir.path().join("data");
-    let config = dir.path().join("tandem.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"public_url = "{base}"
-data_dir = {data:?}
-
-[server]
-listen = "127.0.0.1:{port}"
-shutdown_grace_secs = 1
-
-[tls]
-cert_file = {cert:?}
-key_file = {key:?}
-
-[media]
-bind_ip = "127.0.0.1"
-udp_port = 0
-tcp_port = 0
-
-[attendance]
-heartbeat_secs = 1
-
-[log]
-filter = "warn"
-"#,
-            cert = certs.cert,
-            key = certs.key,
-        ),
-    )
-    .unwrap();
-    let output = tandem(&[
-        "apikey",
-        "create",
-        "--role",
-        "admin",
-        "--data-dir",
-        data.to_str().unwrap(),
-    ])
-    .await;
-    assert!(output.status.success(), "{}", text(&output.stderr));
-    let admin_key = text(&output.stdout).trim().to_owned();
+    let options = ServeOptions {
+        shutdown_grace_secs: 1,
+        log_filter: "warn",
+        port: Some(free_port_outside_the_ephemeral_range()),
+    };
+    let (config, app) = serve::prepare(dir.path(), &data, &options);
 
     let first_log = dir.path().join("serve-1.log");
-    let server = Server::start(&config, &first_log);
-    let app = TestApp::attach(&config, certs, admin_key);
-    wait_healthy(&app.client, &base, &first_log).await;
+    let server = ServeProcess::start(&config, &first_log, &app).await;
 
     let (id, links) = schedule(&app, json!({"auto_admit": true})).await;
     let clin = join(&app, &links, "clin-1").await;
@@ -1179,8 +1076,7 @@ filter = "warn"
     tokio::time::sleep(Duration::from_secs(3)).await;
     let second_log = dir.path().join("serve-2.log");
     let restarted = now_ms();
-    let server = Server::start(&config, &second_log);
-    wait_healthy(&app.client, &base, &second_log).await;
+    let server = ServeProcess::start(&config, &second_log, &app).await;
 
     let after = get_json(&app, "/v1/attendance/verify").await;
     assert_eq!(after["status"], "ok", "{after}");
@@ -1250,8 +1146,7 @@ filter = "warn"
     // Recovery is done once: another kill and start close nothing more.
     server.kill();
     let third_log = dir.path().join("serve-3.log");
-    let server = Server::start(&config, &third_log);
-    wait_healthy(&app.client, &base, &third_log).await;
+    let server = ServeProcess::start(&config, &third_log, &app).await;
     let again = get_json(&app, "/v1/attendance/verify").await;
     assert_eq!(again, after, "no event added by a second recovery");
     drop(server);

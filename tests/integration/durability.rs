@@ -8,13 +8,14 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use crate::helpers::peer::payload::Kind;
 use crate::helpers::peer::{PeerOptions, TestPeer};
+use crate::helpers::serve::{self, ServeOptions, ServeProcess, TANDEM};
 use crate::helpers::signal_client::{type_of, SignalClient};
-use crate::helpers::{client_trusting, couple_session, TestApp};
+use crate::helpers::{couple_session, TestApp};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use sqlx::sqlite::SqliteConnectOptions;
@@ -25,7 +26,6 @@ use tandem::store::Store;
 
 /// For media (ICE, DTLS) and signaling on a busy two-core machine.
 const WAIT: Duration = Duration::from_secs(15);
-const TANDEM: &str = env!("CARGO_BIN_EXE_tandem");
 
 // ---------------------------------------------------------------------------
 // A small disk
@@ -419,142 +419,32 @@ async fn a_full_disk_refuses_what_it_cannot_record_keeps_media_and_recovers_by_i
 // 2. A graceful stop of the real binary
 // ---------------------------------------------------------------------------
 
-/// A `tandem serve` child process (killed if dropped while running) and an
-/// in-process [`TestApp`] pointed at it: TestPeer and SignalClient take a
-/// `&TestApp` for its CA, address and URL, and tests/common has no
-/// constructor for a server in another process.
+/// A `tandem serve` child process and the [`TestApp`] that reaches it.
 struct Serve {
-    child: Option<std::process::Child>,
-    log: PathBuf,
+    process: ServeProcess,
     app: TestApp,
 }
 
 impl Serve {
-    /// Starts `tandem serve` with its database in `data` and waits until
-    /// `/healthz` answers.
+    /// Starts `tandem serve` with its database in `data` (2 s of shutdown
+    /// grace, an INFO log) and waits until `/healthz` answers.
     async fn start(dir: &Path, data: &Path) -> Serve {
-        let certs =
-            tandem::tls::devcert::generate(&dir.join("certs"), &["localhost".into()]).unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let base = format!("https://localhost:{port}");
-        let config = dir.join("tandem.toml");
-        std::fs::write(
-            &config,
-            format!(
-                r#"public_url = "{base}"
-data_dir = {data:?}
-
-[server]
-listen = "127.0.0.1:{port}"
-shutdown_grace_secs = 2
-
-[tls]
-cert_file = {cert:?}
-key_file = {key:?}
-
-[media]
-bind_ip = "127.0.0.1"
-udp_port = 0
-tcp_port = 0
-
-[attendance]
-heartbeat_secs = 1
-
-[log]
-filter = "info"
-"#,
-                cert = certs.cert,
-                key = certs.key,
-            ),
-        )
-        .unwrap();
-        let output = std::process::Command::new(TANDEM)
-            .args(["apikey", "create", "--role", "admin", "--data-dir"])
-            .arg(data)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        let admin_key = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-
-        let log = dir.join("serve.log");
-        let child = std::process::Command::new(TANDEM)
-            .args(["serve", "--config"])
-            .arg(&config)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("tandem serve starts");
-        let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let mut app = TestApp::spawn().await;
-        app.https_addr = addr;
-        app.base = base;
-        app.client = client_trusting(&[&certs.ca_cert], addr).build().unwrap();
-        app.admin_key = admin_key;
-        app.certs = certs;
-        let serve = Serve {
-            child: Some(child),
-            log,
-            app,
+        let options = ServeOptions {
+            shutdown_grace_secs: 2,
+            log_filter: "info",
+            port: None,
         };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Ok(r) = serve.app.client.get(serve.app.url("/healthz")).send().await {
-                if r.status() == 200 {
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "tandem serve did not come up: {}",
-                serve.log_text()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        serve
+        let (config, app) = serve::prepare(dir, data, &options);
+        let process = ServeProcess::start(&config, &dir.join("serve.log"), &app).await;
+        Serve { process, app }
     }
 
     fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log_text()
     }
 
-    /// Sends SIGTERM and waits (up to 30 s) for the process to exit.
     async fn sigterm(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("running");
-        let pid = child.id().to_string();
-        let sent = std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap();
-        assert!(sent.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "SIGTERM did not stop tandem serve"
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        if let Some(child) = &mut self.child {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.process.sigterm().await
     }
 }
 

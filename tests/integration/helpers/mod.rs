@@ -9,6 +9,7 @@
 pub mod browser;
 pub mod ivf;
 pub mod peer;
+pub mod serve;
 pub mod signal_client;
 pub mod vp8;
 
