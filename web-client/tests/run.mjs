@@ -26,20 +26,10 @@ import crypto from 'node:crypto';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-const HERE = path.dirname(fileURLToPath(import.meta.url));
-const REPO = path.resolve(HERE, '../..');
-const BIN = path.resolve(process.env.TANDEM_BIN || path.join(REPO, 'target/debug/tandem'));
-const CHROMIUM = process.env.TANDEM_CHROMIUM || '/usr/bin/chromium';
-const SHOTS = process.env.SCREENSHOTS_DIR ? path.resolve(process.env.SCREENSHOTS_DIR) : null;
-const started = Date.now();
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const secs = (ms) => `${(ms / 1000).toFixed(2)} s`;
-
-function log(message) {
-  console.error(`[+${((Date.now() - started) / 1000).toFixed(1)}s] ${message}`);
-}
+import {
+  BIN, CHROMIUM, SHOTS, log, observePeerConnections, sleep, spkiHash, stepper,
+} from './server.mjs';
 
 // ---------------------------------------------------------------- the server
 
@@ -96,11 +86,6 @@ function signInvite(keyPem, claims) {
   return `${input}.${signature.toString('base64url')}`;
 }
 
-function spkiHash(keyPem) {
-  const der = crypto.createPublicKey(fs.readFileSync(keyPem)).export({ type: 'spki', format: 'der' });
-  return crypto.createHash('sha256').update(der).digest('base64');
-}
-
 /** The REST API, over the same pinned TLS (node trusts the demo CA). */
 async function api(server, method, urlPath, body) {
   const { default: https } = await import('node:https');
@@ -126,20 +111,6 @@ async function api(server, method, urlPath, body) {
 }
 
 // ---------------------------------------------------------------- the pages
-
-// Added to every page by the test (not part of the client): keeps the
-// page's peer connections so that the test can read their getStats.
-function observePeerConnections() {
-  const Original = window.RTCPeerConnection;
-  window.__pcs = [];
-  window.RTCPeerConnection = function (...args) {
-    const pc = new Original(...args);
-    window.__pcs.push(pc);
-    return pc;
-  };
-  window.RTCPeerConnection.prototype = Original.prototype;
-  Object.setPrototypeOf(window.RTCPeerConnection, Original);
-}
 
 /** Per inbound video stream of the page's open connections: frames decoded. */
 async function readDecoded(page) {
@@ -173,30 +144,8 @@ async function waitDecoding(page, n, timeoutMs, what) {
 
 // ---------------------------------------------------------------- steps
 
-const results = [];
-let failures = 0;
-async function step(name, fn, { timeout = 30000 } = {}) {
-  const t0 = Date.now();
-  let timer;
-  try {
-    const out = await Promise.race([
-      fn(),
-      new Promise((_, reject) => { timer = setTimeout(() => reject(new Error(`timed out after ${timeout} ms`)), timeout); }),
-    ]);
-    const ms = Date.now() - t0;
-    results.push({ name, ok: true, ms });
-    log(`ok   ${name} (${secs(ms)})${out && typeof out === 'string' ? `: ${out}` : ''}`);
-    return out;
-  } catch (e) {
-    failures += 1;
-    const ms = Date.now() - t0;
-    results.push({ name, ok: false, ms, error: String(e && e.message ? e.message : e) });
-    log(`FAIL ${name} (${secs(ms)}): ${e && e.stack ? e.stack : e}`);
-    return undefined;
-  } finally {
-    clearTimeout(timer);
-  }
-}
+const steps = stepper();
+const { step, fail, summary } = steps;
 
 async function shot(page, name, opts = {}) {
   if (!SHOTS) return;
@@ -650,9 +599,7 @@ try {
     return `Tab order: ${reached.join(' → ')}`;
   });
 } catch (e) {
-  failures += 1;
-  results.push({ name: 'setup', ok: false, ms: 0, error: String(e && e.message ? e.message : e) });
-  log(`FAIL: ${e && e.stack ? e.stack : e}`);
+  fail(e);
   if (e && e.exit === 2) process.exitCode = 2;
 } finally {
   if (browser) await Promise.race([browser.close(), sleep(5000)]).catch(() => {});
@@ -660,12 +607,9 @@ try {
     server.child.removeAllListeners('exit');
     server.child.kill('SIGTERM');
     await Promise.race([new Promise((r) => server.child.once('exit', r)), sleep(5000)]);
-    if (failures) log(`server log (last lines):\n  ${server.serverLog.slice(-40).join('\n  ')}`);
+    if (steps.failures) log(`server log (last lines):\n  ${server.serverLog.slice(-40).join('\n  ')}`);
   }
   if (process.env.KEEP_TMP !== '1') fs.rmSync(tmp, { recursive: true, force: true });
 }
 
-console.log('\nBrowser client checks');
-for (const r of results) console.log(`  ${r.ok ? 'ok  ' : 'FAIL'} ${r.name} (${secs(r.ms)})${r.ok ? '' : `\n       ${r.error.split('\n').join('\n       ')}`}`);
-console.log(`${results.filter((r) => r.ok).length} passed, ${failures} failed, ${secs(Date.now() - started)} in all`);
-process.exit(process.exitCode || (failures ? 1 : 0));
+process.exit(process.exitCode || (summary('Browser client checks') ? 1 : 0));
