@@ -12,12 +12,13 @@
 //! passes, unless REQUIRE_BROWSER_CHECK=1 (CI), as the browser check
 //! ([`super::browser`]).
 
-use std::io::Read;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use crate::helpers::browser::BrowserEnv;
+use crate::helpers::browser::{self, BrowserEnv};
 
+/// run.mjs has its own watchdog (it stops Chromium and the server and
+/// exits) well before this; this is the last resort.
 const TIMEOUT: Duration = Duration::from_secs(240);
 
 #[test]
@@ -25,52 +26,12 @@ fn the_browser_client_runs_a_whole_session() {
     let Some(env) = BrowserEnv::or_skip("the_browser_client_runs_a_whole_session") else {
         return;
     };
-
-    let started = Instant::now();
-    let mut child = Command::new(&env.node)
+    let mut command = Command::new(&env.node);
+    command
         .arg("run.mjs")
         .current_dir(&env.dir)
         .env("TANDEM_BIN", env!("CARGO_BIN_EXE_tandem"))
         .env("TANDEM_CHROMIUM", &env.chromium)
-        .env_remove("SCREENSHOTS_DIR")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting node run.mjs");
-    // Drain both pipes on threads so that a chatty run cannot block.
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            let _ = pipe.read_to_string(&mut text);
-            text
-        })
-    };
-    let stdout = drain(Box::new(child.stdout.take().expect("stdout")));
-    let stderr = drain(Box::new(child.stderr.take().expect("stderr")));
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("waiting for node") {
-            break Some(status);
-        }
-        if started.elapsed() > TIMEOUT {
-            // run.mjs has its own watchdog (it stops Chromium and the
-            // server and exits) well before this; this is the last resort.
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
-    let stdout = stdout.join().unwrap_or_default();
-    let stderr = stderr.join().unwrap_or_default();
-    eprintln!("{stderr}");
-    println!("{stdout}");
-    match status {
-        Some(status) => assert!(
-            status.success(),
-            "web-client/tests/run.mjs failed ({status}) after {:?}:\n{stdout}",
-            started.elapsed()
-        ),
-        None => panic!("web-client/tests/run.mjs did not finish within {TIMEOUT:?}:\n{stdout}"),
-    }
+        .env_remove("SCREENSHOTS_DIR");
+    browser::run_script(command, "web-client/tests/run.mjs", TIMEOUT);
 }
