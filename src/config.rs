@@ -133,6 +133,10 @@ pub struct MediaSection {
     pub tcp_port: u16,
     /// Media event loops; 0 means one per CPU core.
     pub shards: usize,
+    /// Also take ICE-TCP on the HTTPS listener and announce it as a
+    /// candidate on the public HTTPS port, for networks that let out
+    /// nothing but TCP to port 443 (docs/deployment.md).
+    pub tcp_on_https: bool,
     /// ICE-TCP connections one shard holds at once; more are closed as
     /// soon as they are accepted (and logged).
     pub tcp_max_connections: usize,
@@ -249,6 +253,7 @@ impl Default for Config {
                 udp_port: 50000,
                 tcp_port: 50000,
                 shards: 0,
+                tcp_on_https: true,
                 tcp_max_connections: 1024,
                 tcp_first_stun_secs: 10,
                 tcp_idle_secs: 30,

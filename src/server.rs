@@ -111,7 +111,12 @@ pub(crate) async fn start_with(
     )?;
     // The media ports are bound before the database is touched: a port in
     // use fails the start without opening (or creating) anything.
-    let sfu = Arc::new(Sfu::start(&config.media)?);
+    let https_port = config
+        .media
+        .tcp_on_https
+        .then(|| config.public_url().port_or_known_default())
+        .flatten();
+    let sfu = Arc::new(Sfu::start(&config.media, https_port)?);
     let opened = open_data(&config, options).await;
     let (store, key, ledger) = match opened {
         Ok(opened) => opened,
@@ -182,7 +187,10 @@ pub(crate) async fn start_with(
     });
     let https = listener::serve(
         listeners.https,
-        Some(rustls.clone()),
+        Some(listener::Https {
+            tls: rustls.clone(),
+            media: config.media.tcp_on_https.then(|| sfu.clone()),
+        }),
         app,
         limits.clone(),
         slots.clone(),

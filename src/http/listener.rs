@@ -47,6 +47,7 @@ use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
 use crate::config::ServerSection;
+use crate::sfu::Sfu;
 
 /// The longest header list an HTTP/2 request may send: browsers send
 /// 1–2 KiB, a request with a long bearer token about 3 KiB.
@@ -87,12 +88,19 @@ impl Limits {
     }
 }
 
-/// Serves `app` on `listener` (over TLS when `tls` is given) until `stop`
+/// What the HTTPS port speaks besides plain TCP.
+pub(crate) struct Https {
+    pub tls: RustlsConfig,
+    /// Set when the port also takes ICE-TCP (`media.tcp_on_https`).
+    pub media: Option<Arc<Sfu>>,
+}
+
+/// Serves `app` on `listener` (over TLS when `https` is given) until `stop`
 /// turns true; then lets requests in progress finish for up to `grace`
 /// and closes what is left. Listeners that share `slots` share its caps.
 pub(crate) async fn serve(
     listener: std::net::TcpListener,
-    tls: Option<RustlsConfig>,
+    https: Option<Https>,
     app: Router,
     limits: Limits,
     slots: Arc<Slots>,
@@ -116,7 +124,8 @@ pub(crate) async fn serve(
         builder,
         app,
         limits,
-        tls,
+        tls: https.as_ref().map(|h| h.tls.clone()),
+        media: https.and_then(|h| h.media),
     });
     // Closes connections still open when the grace is over.
     let (force, forced) = watch::channel(false);
@@ -179,6 +188,8 @@ struct Shared {
     app: Router,
     limits: Limits,
     tls: Option<RustlsConfig>,
+    /// Set when this port also takes ICE-TCP (`media.tcp_on_https`).
+    media: Option<Arc<Sfu>>,
 }
 
 /// One connection, from TLS to its end.
@@ -191,6 +202,16 @@ async fn connection(
     mut forced: watch::Receiver<bool>,
 ) {
     let _ = tcp.set_nodelay(true);
+    let tcp = match &shared.media {
+        Some(media) => {
+            let within = shared.limits.tls_handshake_timeout;
+            match media.on_https_port(tcp, remote, within).await {
+                Some(tls) => tls,
+                None => return,
+            }
+        }
+        None => tcp,
+    };
     let state = Arc::new(ConnState::default());
     let io = Watched::new(tcp, slot, state.clone(), &shared.limits);
     let Some(tls) = &shared.tls else {

@@ -1,20 +1,18 @@
 //! Simulcast: which layer of a published video each subscriber receives.
 //!
 //! A browser that sends simulcast encodes its camera two or three times at
-//! different sizes. In a small room everyone gets the best layer; above
-//! [`SMALL_ROOM`] people each subscriber gets, per video, the best layer
-//! that fits its share of its own bandwidth estimate, so a group room of
-//! twenty still plays on a home connection. Layers are ranked by their
+//! different sizes. Each subscriber gets, per video, the best layer that
+//! fits its share of its own bandwidth estimate: a group room of twenty
+//! still plays on a home connection, and a patient on a weak link keeps a
+//! smaller picture and their audio rather than a frozen, lossy large one.
+//! The estimate starts generous ([`super::peer::INITIAL_ESTIMATE_BPS`]), so
+//! on a good link everyone gets the best layer from the start. While a
+//! subscriber gets less than the best, the shard asks its bandwidth
+//! estimator to probe for the rate of the best ([`wanted`]), so the better
+//! layer comes back when the link recovers. Layers are ranked by their
 //! measured bitrate, not by their names, which are the sender's choice.
 
 use std::time::{Duration, Instant};
-
-/// Rooms up to this many people always receive the best layer. A joint
-/// session is three (a couple and their clinician), and four leaves room
-/// for a co-therapist or an interpreter: each then receives at most three
-/// videos, which a home connection carries at the best layer. Group rooms
-/// are larger, and there the budget decides.
-pub(crate) const SMALL_ROOM: usize = 4;
 
 /// A layer's bitrate over the last [`RateMeter::WINDOW`].
 #[derive(Debug, Clone, Default)]
@@ -48,13 +46,10 @@ impl RateMeter {
 }
 
 /// Picks the layer (an index into `rates`, one measured bitrate per layer)
-/// for a subscriber in a room of `room_size` people whose share of its
-/// bandwidth for this video is `budget_bps`. `None` when there are no layers.
-pub(crate) fn choose(rates: &[u64], room_size: usize, budget_bps: u64) -> Option<usize> {
+/// for a subscriber whose share of its bandwidth for this video is
+/// `budget_bps`. `None` when there are no layers.
+pub(crate) fn choose(rates: &[u64], budget_bps: u64) -> Option<usize> {
     let best = (0..rates.len()).max_by_key(|&i| (rates[i], std::cmp::Reverse(i)))?;
-    if room_size <= SMALL_ROOM {
-        return Some(best);
-    }
     let fitting = (0..rates.len())
         .filter(|&i| rates[i] > 0 && rates[i] <= budget_bps)
         .max_by_key(|&i| rates[i]);
@@ -64,33 +59,55 @@ pub(crate) fn choose(rates: &[u64], room_size: usize, budget_bps: u64) -> Option
     fitting.or(lowest).or(Some(best))
 }
 
+/// What a subscriber receiving layer `chosen` of a video with layer rates
+/// `rates` would like its bandwidth to be: `(next, best)`, the rate of the
+/// next layer up (the traffic worth sustaining to get there) and the rate
+/// of the best layer (what to probe for). Both are the chosen layer's rate
+/// when it is the best.
+pub(crate) fn wanted(rates: &[u64], chosen: Option<usize>) -> (u64, u64) {
+    let current = chosen.and_then(|i| rates.get(i)).copied().unwrap_or(0);
+    let best = rates.iter().copied().max().unwrap_or(0);
+    let next = rates
+        .iter()
+        .copied()
+        .filter(|&rate| rate > current)
+        .min()
+        .unwrap_or(current);
+    (next, best)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn small_rooms_get_the_best_layer() {
-        assert_eq!(choose(&[150_000, 500_000, 1_500_000], 3, 100_000), Some(2));
-        assert_eq!(choose(&[1_500_000, 150_000], 4, 0), Some(0));
-    }
-
-    #[test]
-    fn large_rooms_get_what_fits_the_budget() {
+    fn each_subscriber_gets_what_fits_its_budget() {
         let rates = [150_000, 500_000, 1_500_000];
-        assert_eq!(choose(&rates, 12, 2_000_000), Some(2));
-        assert_eq!(choose(&rates, 12, 1_000_000), Some(1));
-        assert_eq!(choose(&rates, 12, 300_000), Some(0));
+        assert_eq!(choose(&rates, 5_000_000), Some(2));
+        assert_eq!(choose(&rates, 2_000_000), Some(2));
+        assert_eq!(choose(&rates, 1_000_000), Some(1));
+        assert_eq!(choose(&rates, 300_000), Some(0));
         // Nothing fits: the lowest layer rather than nothing.
-        assert_eq!(choose(&rates, 12, 10_000), Some(0));
+        assert_eq!(choose(&rates, 10_000), Some(0));
         // Layers ranked by rate whatever their order.
-        assert_eq!(choose(&[1_500_000, 150_000, 500_000], 20, 600_000), Some(2));
+        assert_eq!(choose(&[1_500_000, 150_000, 500_000], 600_000), Some(2));
     }
 
     #[test]
     fn unmeasured_layers_fall_back() {
-        assert_eq!(choose(&[], 12, 1_000_000), None);
-        assert_eq!(choose(&[0, 0], 12, 1_000_000), Some(0));
-        assert_eq!(choose(&[0, 400_000], 12, 100_000), Some(1));
+        assert_eq!(choose(&[], 1_000_000), None);
+        assert_eq!(choose(&[0, 0], 1_000_000), Some(0));
+        assert_eq!(choose(&[0, 400_000], 100_000), Some(1));
+    }
+
+    #[test]
+    fn below_the_best_layer_the_next_one_up_and_the_best_are_wanted() {
+        let rates = [150_000, 1_500_000, 500_000];
+        assert_eq!(wanted(&rates, Some(0)), (500_000, 1_500_000));
+        assert_eq!(wanted(&rates, Some(2)), (1_500_000, 1_500_000));
+        assert_eq!(wanted(&rates, Some(1)), (1_500_000, 1_500_000));
+        assert_eq!(wanted(&rates, None), (150_000, 1_500_000));
+        assert_eq!(wanted(&[], None), (0, 0));
     }
 
     #[test]

@@ -15,6 +15,7 @@
 mod drain;
 #[cfg(fuzzing)]
 pub mod fuzzing;
+mod https_port;
 mod keyframe;
 mod layers;
 mod peer;
@@ -127,6 +128,8 @@ struct ShardHandle {
 
 enum ShardInput {
     Command(Command),
+    /// An ICE-TCP connection that arrived on the HTTPS port.
+    IceTcpOnHttps(std::net::TcpStream, SocketAddr),
     Shutdown,
 }
 
@@ -137,10 +140,14 @@ pub(crate) struct Sfu {
 }
 
 impl Sfu {
-    /// Binds every shard's sockets and starts the shard threads.
-    pub(crate) fn start(config: &MediaSection) -> anyhow::Result<Sfu> {
+    /// Binds every shard's sockets and starts the shard threads. With
+    /// `https_port` (the public HTTPS port, when `media.tcp_on_https`),
+    /// every peer connection also announces a passive ICE-TCP candidate on
+    /// it, which the HTTPS listener hands over ([`Sfu::take_ice_tcp`]).
+    pub(crate) fn start(config: &MediaSection, https_port: Option<u16>) -> anyhow::Result<Sfu> {
         let bind_ip = config.bind_ip.unwrap_or_else(detect_ip);
         let announce_ip = config.public_ip.unwrap_or(bind_ip);
+        let https_announce = https_port.map(|port| SocketAddr::new(announce_ip, port));
         let count = if config.shards == 0 {
             std::thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -180,7 +187,14 @@ impl Sfu {
             let thread = std::thread::Builder::new()
                 .name(format!("sfu-shard-{index}"))
                 .spawn(move || {
-                    shard::run(index, udp, tcp, udp_announce, tcp_announce, tcp_limits, rx)
+                    let sockets = shard::Sockets {
+                        udp,
+                        tcp,
+                        udp_addr: udp_announce,
+                        tcp_addr: tcp_announce,
+                        https_addr: https_announce,
+                    };
+                    shard::run(index, sockets, tcp_limits, rx)
                 })?;
             tracing::info!(shard = index, udp = %udp_announce, tcp = %tcp_announce, "media shard started");
             shards.push(ShardHandle {
@@ -212,6 +226,35 @@ impl Sfu {
             .is_err()
         {
             tracing::error!("a media shard has stopped");
+        }
+    }
+
+    /// Looks at the first bytes of a connection to the HTTPS port and gives
+    /// it back when it is TLS. ICE-TCP goes to the shard its first binding
+    /// request names ([`https_port`]); anything else, or nothing within
+    /// `within`, is closed.
+    pub(crate) async fn on_https_port(
+        &self,
+        tcp: tokio::net::TcpStream,
+        remote: SocketAddr,
+        within: std::time::Duration,
+    ) -> Option<tokio::net::TcpStream> {
+        let first = tokio::time::timeout(within, https_port::first_bytes(&tcp)).await;
+        match first {
+            Ok(https_port::FirstBytes::Tls) => Some(tcp),
+            Ok(https_port::FirstBytes::IceTcp { shard }) => {
+                let handle = self.shards.get(shard)?;
+                // The shard runs its own runtime: the socket moves there.
+                let stream = tcp.into_std().ok()?;
+                let _ = handle
+                    .commands
+                    .send(ShardInput::IceTcpOnHttps(stream, remote));
+                None
+            }
+            Ok(_) | Err(_) => {
+                tracing::debug!("a connection to the HTTPS port that is neither TLS nor ICE-TCP");
+                None
+            }
         }
     }
 

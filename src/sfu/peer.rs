@@ -33,6 +33,10 @@ pub(crate) const MAX_LAYERS: usize = 4;
 /// (measured with `tandem load-test`, docs/benchmarks.md).
 pub(crate) const INITIAL_ESTIMATE_BPS: u64 = 5_000_000;
 
+/// What one audio track is assumed to need: Opus for speech runs at 30–50
+/// kbit/s with its headers.
+const AUDIO_ALLOWANCE_BPS: u64 = 64_000;
+
 /// One simulcast layer (or the only encoding) of a published track.
 #[derive(Debug, Default)]
 pub(crate) struct Layer {
@@ -101,6 +105,9 @@ pub(crate) struct Subscription {
     pub layer: Option<usize>,
     /// A layer to switch to at its next keyframe.
     pub target: Option<usize>,
+    /// For simulcast video: the rates of the next layer up and of the best
+    /// ([`super::layers::wanted`]).
+    pub wanted_bps: (u64, u64),
 }
 
 /// A change to the `sub` connection waiting for the next offer.
@@ -131,6 +138,9 @@ pub(crate) struct Peer {
     pub pending: Option<SdpPendingOffer>,
     pub subscribe_connected: bool,
     pub egress_bps: u64,
+    /// What the `sub` connection's estimator was last told to sustain and
+    /// probe for ([`Peer::wanted_bitrate`]).
+    pub bwe_wanted: (u64, u64),
     /// Candidates were trickled to the client for this connection.
     pub trickled_pub: bool,
     pub trickled_sub: bool,
@@ -142,9 +152,17 @@ pub(crate) struct Peer {
     pub sign_of_life: super::SignOfLife,
 }
 
-/// A new ICE-lite peer connection in RTP mode with the shard's candidates.
-pub(crate) fn new_rtc(now: Instant, candidates: &[Candidate], estimate_bandwidth: bool) -> Rtc {
+/// A new ICE-lite peer connection of shard `shard` in RTP mode with the
+/// shard's candidates; its ICE ufrag names the shard (see
+/// [`super::https_port`]).
+pub(crate) fn new_rtc(
+    now: Instant,
+    shard: usize,
+    candidates: &[Candidate],
+    estimate_bandwidth: bool,
+) -> Rtc {
     let mut config = RtcConfig::new()
+        .set_local_ice_credentials(super::https_port::local_credentials(shard))
         .set_ice_lite(true)
         .set_rtp_mode(true)
         .clear_codecs()
@@ -168,14 +186,15 @@ impl Peer {
         participant: String,
         events: mpsc::UnboundedSender<PeerEvent>,
         sign_of_life: super::SignOfLife,
+        shard: usize,
         candidates: &[Candidate],
     ) -> Peer {
         Peer {
             room,
             participant,
             events,
-            publish: new_rtc(now, candidates, false),
-            subscribe: new_rtc(now, candidates, true),
+            publish: new_rtc(now, shard, candidates, false),
+            subscribe: new_rtc(now, shard, candidates, true),
             publish_deadline: now,
             subscribe_deadline: now,
             published: Vec::new(),
@@ -184,6 +203,7 @@ impl Peer {
             pending: None,
             subscribe_connected: false,
             egress_bps: INITIAL_ESTIMATE_BPS,
+            bwe_wanted: (0, 0),
             trickled_pub: false,
             trickled_sub: false,
             group: 0,
@@ -210,6 +230,20 @@ impl Peer {
 
     pub(crate) fn set_blocked(&mut self, kind: MediaKind, blocked: bool) {
         self.blocked[usize::from(kind == MediaKind::Video)] = blocked;
+    }
+
+    /// What this participant's `sub` connection would like to carry:
+    /// `(sustain, probe for)`, summed over what it receives (audio at a
+    /// flat allowance, a single-layer video at what it sends).
+    pub(crate) fn wanted_bitrate(&self) -> (u64, u64) {
+        self.subscriptions
+            .iter()
+            .filter(|s| s.negotiated)
+            .map(|s| match s.kind {
+                MediaKind::Audio => (AUDIO_ALLOWANCE_BPS, AUDIO_ALLOWANCE_BPS),
+                MediaKind::Video => s.wanted_bps,
+            })
+            .fold((0, 0), |(a, b), (c, d)| (a + c, b + d))
     }
 
     /// Number of videos this participant receives, to share its bandwidth.

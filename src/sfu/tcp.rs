@@ -79,6 +79,8 @@ struct Conn {
     id: u64,
     writer: mpsc::Sender<Bytes>,
     reader: JoinHandle<()>,
+    /// The shard's address it reached: the ICE-TCP port or the HTTPS port.
+    local: SocketAddr,
     accepted: Instant,
     last_read: Instant,
     /// A peer connection accepted a STUN binding request from it.
@@ -117,9 +119,15 @@ impl TcpConnections {
         }
     }
 
-    /// Takes a new connection, or closes it at once when the shard holds
-    /// its cap.
-    pub(crate) fn accept(&mut self, stream: TcpStream, remote: SocketAddr, now: Instant) {
+    /// Takes a new connection that reached the shard's `local` address, or
+    /// closes it at once when the shard holds its cap.
+    pub(crate) fn accept(
+        &mut self,
+        stream: TcpStream,
+        remote: SocketAddr,
+        local: SocketAddr,
+        now: Instant,
+    ) {
         if self.conns.len() >= self.limits.max_connections {
             self.refused += 1;
             if self
@@ -172,6 +180,7 @@ impl TcpConnections {
                 id,
                 writer,
                 reader,
+                local,
                 accepted: now,
                 last_read: now,
                 validated: false,
@@ -179,9 +188,12 @@ impl TcpConnections {
         );
     }
 
-    /// The next frame from any connection: `(remote, frame)`. A connection
-    /// that ended is forgotten on the way.
-    pub(crate) async fn next(&mut self, now: impl Fn() -> Instant) -> (SocketAddr, BytesMut) {
+    /// The next frame from any connection: `(remote, local, frame)`. A
+    /// connection that ended is forgotten on the way.
+    pub(crate) async fn next(
+        &mut self,
+        now: impl Fn() -> Instant,
+    ) -> (SocketAddr, SocketAddr, BytesMut) {
         loop {
             let event = self
                 .events
@@ -192,7 +204,7 @@ impl TcpConnections {
                 TcpEvent::Frame(id, remote, frame) => {
                     if let Some(conn) = self.conns.get_mut(&remote).filter(|c| c.id == id) {
                         conn.last_read = now();
-                        return (remote, frame);
+                        return (remote, conn.local, frame);
                     }
                 }
                 TcpEvent::Closed(id, remote) => {
@@ -259,6 +271,11 @@ mod tests {
         idle: Duration::from_millis(600),
     };
 
+    const LOCAL: SocketAddr = SocketAddr::new(
+        std::net::IpAddr::V4(std::net::Ipv4Addr::new(192, 0, 2, 7)),
+        443,
+    );
+
     async fn pair(listener: &tokio::net::TcpListener) -> (TcpStream, TcpStream, SocketAddr) {
         let client = TcpStream::connect(listener.local_addr().unwrap())
             .await
@@ -286,7 +303,7 @@ mod tests {
         let mut clients = Vec::new();
         for _ in 0..4 {
             let (client, server, remote) = pair(&listener).await;
-            conns.accept(server, remote, Instant::now());
+            conns.accept(server, remote, LOCAL, Instant::now());
             clients.push(client);
         }
         assert_eq!(conns.len(), 3);
@@ -298,10 +315,10 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut conns = TcpConnections::new(LIMITS);
         let (mut client, server, remote) = pair(&listener).await;
-        conns.accept(server, remote, Instant::now());
+        conns.accept(server, remote, LOCAL, Instant::now());
         client.write_all(&[0, 3, b'a', b'b', b'c']).await.unwrap();
-        let (from, frame) = conns.next(Instant::now).await;
-        assert_eq!((from, &frame[..]), (remote, &b"abc"[..]));
+        let (from, local, frame) = conns.next(Instant::now).await;
+        assert_eq!((from, local, &frame[..]), (remote, LOCAL, &b"abc"[..]));
         assert!(conns.send(remote, b"xy"));
         let mut reply = [0u8; 4];
         client.read_exact(&mut reply).await.unwrap();
@@ -321,7 +338,7 @@ mod tests {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut conns = TcpConnections::new(LIMITS);
         let (mut client, server, remote) = pair(&listener).await;
-        conns.accept(server, remote, Instant::now());
+        conns.accept(server, remote, LOCAL, Instant::now());
         client.write_all(&[0xff, 0xff, 1, 2, 3]).await.unwrap();
         let _ = tokio::time::timeout(Duration::from_millis(300), conns.next(Instant::now)).await;
         assert_eq!(conns.len(), 0);
@@ -334,9 +351,9 @@ mod tests {
         let mut conns = TcpConnections::new(LIMITS);
         let start = Instant::now();
         let (mut silent, server, remote) = pair(&listener).await;
-        conns.accept(server, remote, start);
+        conns.accept(server, remote, LOCAL, start);
         let (mut valid, server, valid_remote) = pair(&listener).await;
-        conns.accept(server, valid_remote, start);
+        conns.accept(server, valid_remote, LOCAL, start);
         conns.validated(valid_remote);
 
         conns.sweep(start + Duration::from_millis(200));

@@ -1005,6 +1005,7 @@ async fn a_kill_loses_no_event_and_closes_presence_at_the_last_heartbeat() {
         shutdown_grace_secs: 1,
         log_filter: "warn",
         port: Some(free_port_outside_the_ephemeral_range()),
+        ..ServeOptions::default()
     };
     let (config, app) = serve::prepare(dir.path(), &data, &options);
 

@@ -433,6 +433,7 @@ impl Serve {
             shutdown_grace_secs: 2,
             log_filter: "info",
             port: None,
+            ..ServeOptions::default()
         };
         let (config, app) = serve::prepare(dir, data, &options);
         let process = ServeProcess::start(&config, &dir.join("serve.log"), &app).await;

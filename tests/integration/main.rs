@@ -18,6 +18,7 @@ mod durability;
 mod invites;
 mod load_test;
 mod media;
+mod networks;
 mod sessions_api;
 mod signaling;
 mod simulcast;

@@ -20,10 +20,8 @@ const KINDS: [Kind; 2] = [Kind::Audio, Kind::Video];
 /// A running session and its links by participant id. Rostered people are
 /// admitted automatically once the clinician is in (each test's clinician
 /// joins first): the waiting room is tested in [`super::admission`].
-async fn session(app: &TestApp, mut body: serde_json::Value) -> HashMap<String, String> {
-    body["settings"] = json!({"auto_admit": true});
-    let session = app.create_session(&body).await;
-    app.invite_tokens(session["id"].as_str().unwrap()).await
+async fn session(app: &TestApp, body: serde_json::Value) -> HashMap<String, String> {
+    app.auto_admitted_session(body).await
 }
 
 async fn join(

@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use str0m::bwe::BweKind;
+use str0m::bwe::{Bitrate, BweKind};
 use str0m::media::Direction;
 use str0m::net::{Protocol, Receive, TcpType, Transmit};
 use str0m::{Candidate, Event, IceConnectionState, Input, Rtc};
@@ -66,21 +66,30 @@ pub(crate) struct ShardCore {
 }
 
 impl ShardCore {
-    /// A shard with no peers whose candidates announce `udp` and `tcp`.
-    pub(crate) fn new(index: usize, udp: SocketAddr, tcp: SocketAddr, now: Instant) -> ShardCore {
+    /// A shard with no peers whose candidates announce `udp`, `tcp` and,
+    /// when the HTTPS port also takes ICE-TCP, `https`.
+    pub(crate) fn new(
+        index: usize,
+        udp: SocketAddr,
+        tcp: SocketAddr,
+        https: Option<SocketAddr>,
+        now: Instant,
+    ) -> ShardCore {
         let mut candidates = Vec::new();
         match Candidate::host(udp, "udp") {
             Ok(c) => candidates.push(c),
             Err(error) => tracing::error!(%error, addr = %udp, "unusable UDP candidate"),
         }
-        match Candidate::builder()
-            .tcp()
-            .host(tcp)
-            .tcptype(TcpType::Passive)
-            .build()
-        {
-            Ok(c) => candidates.push(c),
-            Err(error) => tracing::error!(%error, addr = %tcp, "unusable TCP candidate"),
+        for tcp in std::iter::once(tcp).chain(https) {
+            match Candidate::builder()
+                .tcp()
+                .host(tcp)
+                .tcptype(TcpType::Passive)
+                .build()
+            {
+                Ok(c) => candidates.push(c),
+                Err(error) => tracing::error!(%error, addr = %tcp, "unusable TCP candidate"),
+            }
         }
         ShardCore {
             index,
@@ -280,6 +289,15 @@ impl ShardCore {
                 ) => {
                     if let Some(peer) = self.peers.get_mut(&conn) {
                         peer.egress_bps = estimate.as_u64();
+                        // Below the best layers, probe for them: the estimate
+                        // grows only with traffic to measure.
+                        let (sustain, best) = peer.wanted_bitrate();
+                        if best > 0 && peer.bwe_wanted != (sustain, best) {
+                            peer.bwe_wanted = (sustain, best);
+                            peer.subscribe
+                                .bwe()
+                                .set_bitrate(Bitrate::bps(sustain), Bitrate::bps(best));
+                        }
                     }
                 }
                 _ => {}

@@ -194,7 +194,6 @@ impl ShardCore {
         let Some(members) = self.rooms.get(&room) else {
             return;
         };
-        let room_size = members.len();
         for &conn in members {
             if conn == publisher {
                 continue;
@@ -216,7 +215,8 @@ impl ShardCore {
             if simulcast {
                 // Switch layers only on a keyframe of the new one; until it
                 // comes, the old layer (if any) goes on.
-                let choice = layers::choose(&rates[..layer_count], room_size, budget);
+                let choice = layers::choose(&rates[..layer_count], budget);
+                sub.wanted_bps = layers::wanted(&rates[..layer_count], choice);
                 sub.target = if choice == sub.layer { None } else { choice };
                 if let Some(target) = sub.target {
                     if target == layer && keyframe {

@@ -63,16 +63,30 @@ async fn resume_accepting(until: Option<tokio::time::Instant>) {
     }
 }
 
+/// A shard's bound sockets and the addresses its candidates announce.
+pub(super) struct Sockets {
+    pub udp: std::net::UdpSocket,
+    pub tcp: std::net::TcpListener,
+    pub udp_addr: SocketAddr,
+    pub tcp_addr: SocketAddr,
+    /// The HTTPS port, when it takes ICE-TCP too.
+    pub https_addr: Option<SocketAddr>,
+}
+
 /// Runs a shard on the current thread until it is told to shut down.
 pub(super) fn run(
     index: usize,
-    udp: std::net::UdpSocket,
-    tcp: std::net::TcpListener,
-    udp_addr: SocketAddr,
-    tcp_addr: SocketAddr,
+    sockets: Sockets,
     tcp_limits: TcpLimits,
     commands: mpsc::UnboundedReceiver<ShardInput>,
 ) {
+    let Sockets {
+        udp,
+        tcp,
+        udp_addr,
+        tcp_addr,
+        https_addr,
+    } = sockets;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -84,8 +98,9 @@ pub(super) fn run(
             tcp_conns: TcpConnections::new(tcp_limits),
             udp_addr,
             tcp_addr,
+            https_addr,
         };
-        let mut core = ShardCore::new(index, udp_addr, tcp_addr, Instant::now());
+        let mut core = ShardCore::new(index, udp_addr, tcp_addr, https_addr, Instant::now());
         net.run(&mut core, commands).await;
     });
 }
@@ -99,13 +114,16 @@ struct Net {
     /// destination of what arrives).
     udp_addr: SocketAddr,
     tcp_addr: SocketAddr,
+    /// The HTTPS port's address, when it takes ICE-TCP too
+    /// ([`super::https_port`]).
+    https_addr: Option<SocketAddr>,
 }
 
 enum Wake {
     Input(Option<ShardInput>),
     Datagram(usize, SocketAddr),
     TcpConnection(tokio::net::TcpStream, SocketAddr),
-    TcpFrame(SocketAddr, bytes::BytesMut),
+    TcpFrame(SocketAddr, SocketAddr, bytes::BytesMut),
     TcpSweep,
     AcceptFailed(std::io::Error),
     Timeout,
@@ -143,8 +161,8 @@ impl Net {
                         accepting = None;
                         Wake::Nothing
                     }
-                    (remote, frame) = self.tcp_conns.next(Instant::now) => {
-                        Wake::TcpFrame(remote, frame)
+                    (remote, local, frame) = self.tcp_conns.next(Instant::now) => {
+                        Wake::TcpFrame(remote, local, frame)
                     }
                     _ = sweep.tick(), if tcp_open => Wake::TcpSweep,
                     () = sleep => Wake::Timeout,
@@ -154,6 +172,17 @@ impl Net {
             match wake {
                 Wake::Input(Some(ShardInput::Command(command))) => {
                     core.handle_command(Instant::now(), command);
+                }
+                Wake::Input(Some(ShardInput::IceTcpOnHttps(stream, remote))) => {
+                    match (self.https_addr, tokio::net::TcpStream::from_std(stream)) {
+                        (Some(local), Ok(stream)) => {
+                            self.tcp_conns.accept(stream, remote, local, Instant::now());
+                        }
+                        (None, _) => {}
+                        (_, Err(error)) => {
+                            tracing::warn!(%error, "cannot take an ICE-TCP connection");
+                        }
+                    }
                 }
                 Wake::Input(Some(ShardInput::Shutdown) | None) => {
                     core.close_all(Instant::now());
@@ -179,10 +208,10 @@ impl Net {
                     }
                 }
                 Wake::TcpConnection(stream, remote) => {
-                    self.tcp_conns.accept(stream, remote, Instant::now());
-                }
-                Wake::TcpFrame(remote, frame) => {
                     let local = self.tcp_addr;
+                    self.tcp_conns.accept(stream, remote, local, Instant::now());
+                }
+                Wake::TcpFrame(remote, local, frame) => {
                     core.handle_datagram(Instant::now(), Protocol::Tcp, remote, local, &frame);
                     // A peer connection took it: the connection is in use,
                     // past its first deadline.

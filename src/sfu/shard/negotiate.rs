@@ -41,6 +41,7 @@ impl ShardCore {
             participant,
             events,
             sign_of_life,
+            self.index,
             &self.candidates,
         );
         let members = self.rooms.entry(room).or_default();
@@ -404,6 +405,7 @@ impl ShardCore {
                         rewriter: Default::default(),
                         layer: None,
                         target: None,
+                        wanted_bps: (0, 0),
                     });
                 }
                 Change::Deactivate { mid } => {

@@ -145,7 +145,7 @@ impl Sim {
         let tcp = SHARD_TCP.parse().unwrap();
         Sim {
             now,
-            core: ShardCore::new(0, udp, tcp, now),
+            core: ShardCore::new(0, udp, tcp, None, now),
             clients: Vec::new(),
             udp,
             sent: Vec::new(),

@@ -8,6 +8,8 @@
 
 pub mod browser;
 pub mod ivf;
+pub mod layers;
+pub mod netns;
 pub mod peer;
 pub mod serve;
 pub mod signal_client;
@@ -161,6 +163,18 @@ impl TestApp {
         assert_eq!(response.status(), 200);
         let body: Value = response.json().await.unwrap();
         body["invites"].as_array().unwrap().clone()
+    }
+
+    /// Creates a session whose rostered people are admitted once the
+    /// clinician is in (`auto_admit`), and returns its links' tokens by
+    /// participant id.
+    pub async fn auto_admitted_session(
+        &self,
+        mut body: Value,
+    ) -> std::collections::HashMap<String, String> {
+        body["settings"] = json!({"auto_admit": true});
+        let session = self.create_session(&body).await;
+        self.invite_tokens(session["id"].as_str().unwrap()).await
     }
 
     /// Issues the session's links and returns their tokens by participant id.

@@ -3,8 +3,9 @@
 //! the same data. Tests reach it through [`TestApp::attach`]; servers that
 //! need none of this are [`TestApp::spawn`]ed in-process.
 
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use super::TestApp;
@@ -18,6 +19,22 @@ pub struct ServeOptions {
     pub log_filter: &'static str,
     /// A port the server keeps across restarts; a free one if `None`.
     pub port: Option<u16>,
+    /// The address HTTPS and media listen on (and media announces).
+    pub ip: IpAddr,
+    /// The ICE-TCP port of `[media]`; 0: any.
+    pub tcp_port: u16,
+}
+
+impl Default for ServeOptions {
+    fn default() -> ServeOptions {
+        ServeOptions {
+            shutdown_grace_secs: 1,
+            log_filter: "warn",
+            port: None,
+            ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            tcp_port: 0,
+        }
+    }
 }
 
 /// A `tandem serve` process, killed when dropped while it runs.
@@ -47,7 +64,7 @@ pub fn prepare(dir: &Path, data: &Path, options: &ServeOptions) -> (PathBuf, Tes
 data_dir = {data:?}
 
 [server]
-listen = "127.0.0.1:{port}"
+listen = "{ip}:{port}"
 shutdown_grace_secs = {grace}
 
 [tls]
@@ -55,9 +72,10 @@ cert_file = {cert:?}
 key_file = {key:?}
 
 [media]
-bind_ip = "127.0.0.1"
+bind_ip = "{ip}"
 udp_port = 0
-tcp_port = 0
+tcp_port = {tcp_port}
+shards = 2
 
 [attendance]
 heartbeat_secs = 1
@@ -65,6 +83,8 @@ heartbeat_secs = 1
 [log]
 filter = "{filter}"
 "#,
+            ip = options.ip,
+            tcp_port = options.tcp_port,
             grace = options.shutdown_grace_secs,
             filter = options.log_filter,
             cert = certs.cert,
@@ -91,7 +111,18 @@ impl ServeProcess {
     /// Starts `tandem serve --config config`, its log in `log`, and waits
     /// (up to 20 s) until `app` gets 200 from `/healthz`.
     pub async fn start(config: &Path, log: &Path, app: &TestApp) -> ServeProcess {
-        let child = std::process::Command::new(TANDEM)
+        Self::start_with(Command::new(TANDEM), config, log, app).await
+    }
+
+    /// [`ServeProcess::start`], through `command` (which runs `tandem`,
+    /// e.g. `ip netns exec NS tandem`).
+    pub async fn start_with(
+        mut command: Command,
+        config: &Path,
+        log: &Path,
+        app: &TestApp,
+    ) -> ServeProcess {
+        let child = command
             .args(["serve", "--config"])
             .arg(config)
             .stdin(Stdio::null())

@@ -100,6 +100,7 @@ const POLL: Duration = Duration::from_millis(20);
 #[derive(Debug, Clone)]
 pub struct PeerOptions {
     tcp_only: bool,
+    local_ip: std::net::IpAddr,
     publish: Publish,
     record_packets: bool,
     reassemble_vp8: bool,
@@ -123,6 +124,7 @@ impl Default for PeerOptions {
     fn default() -> Self {
         PeerOptions {
             tcp_only: false,
+            local_ip: std::net::Ipv4Addr::LOCALHOST.into(),
             publish: Publish::Synthetic,
             record_packets: false,
             reassemble_vp8: false,
@@ -136,6 +138,13 @@ impl PeerOptions {
     /// firewall. The peer dials the server's passive TCP candidate.
     pub fn tcp_only(mut self) -> Self {
         self.tcp_only = true;
+        self
+    }
+
+    /// Binds the peer's sockets to `ip` (a namespace's address) instead of
+    /// 127.0.0.1.
+    pub fn local_ip(mut self, ip: std::net::IpAddr) -> Self {
+        self.local_ip = ip;
         self
     }
 

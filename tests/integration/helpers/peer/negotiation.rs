@@ -271,12 +271,13 @@ impl Driver {
             .with_multicast_dns_mode(rtc::ice::mdns::MulticastDnsMode::Disabled)
             .with_network_types(vec![network])
             .build();
-        // A concrete loopback address: a wildcard would skip loopback.
-        let loopback = || vec!["127.0.0.1:0".to_owned()];
+        // A concrete address (loopback unless told otherwise): a wildcard
+        // would skip loopback.
+        let local = || vec![format!("{}:0", self.shared.options.local_ip)];
         let (udp, tcp) = if tcp_only {
-            (Vec::new(), loopback())
+            (Vec::new(), local())
         } else {
-            (loopback(), Vec::new())
+            (local(), Vec::new())
         };
         let (state_tx, state_rx) = watch::channel(RTCPeerConnectionState::New);
         let handler = Arc::new(Events {

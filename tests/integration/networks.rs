@@ -1,0 +1,389 @@
+//! Calls across networks a patient really has: a home router's NAT, an
+//! office firewall that lets out nothing but TCP to port 443, and a slow,
+//! lossy link. Each test builds its own client, router and server
+//! namespaces ([`Network`]), runs the real `tandem serve` in the server's,
+//! and joins with the webrtc-rs test peer from the client's. The figures
+//! each prints (`FIGURE ...`) are quoted in docs/browsers.md.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Handle;
+
+use crate::helpers::layers::{self, Layer};
+use crate::helpers::netns::{self, Network, Ns, CLIENT_IP, ROUTER_SERVER_SIDE};
+use crate::helpers::peer::RtpRecord;
+use crate::helpers::peer::{Kind, PeerOptions, TestPeer};
+use crate::helpers::serve::{self, ServeOptions, ServeProcess, TANDEM};
+use crate::helpers::{couple_session, TestApp};
+
+/// For ICE, DTLS and signaling on a busy two-core machine.
+const WAIT: Duration = Duration::from_secs(20);
+
+/// The issue's bound: media flows within this long of admission.
+const MEDIA_WITHIN: Duration = Duration::from_secs(5);
+
+/// The ICE-TCP port of `[media]`, which the office firewall blocks.
+const MEDIA_TCP_PORT: u16 = 50_000;
+
+/// Runs `test` on a thread and a runtime inside the client's namespace,
+/// with a `tandem serve` listening on 443 in the server's, once `setup`
+/// has made the network what the test needs (before the first packet, so
+/// that every connection sees the same NAT and firewall).
+///
+/// `test` also gets a handle to a runtime in the router's namespace, for
+/// peers on the unconstrained side.
+fn in_client_namespace<F, Fut>(name: &str, setup: impl FnOnce(&Network), test: F)
+where
+    F: FnOnce(Arc<Network>, TestApp, Handle) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
+    let Some(network) = Network::create(name) else {
+        return;
+    };
+    setup(&network);
+    let network = Arc::new(network);
+    let inside = network.clone();
+    network.on_thread_in(Ns::Client, move || {
+        let runtime = inside.runtime_in(Ns::Client);
+        let router = inside.runtime_in(Ns::Router);
+        let on_router = router.handle().clone();
+        runtime.block_on(async move {
+            let dir = tempfile::tempdir().unwrap();
+            let (serve, app) = start_server(&inside, dir.path()).await;
+            test(inside.clone(), app, on_router).await;
+            let log = serve.log_text();
+            assert!(!log.contains("panicked"), "the server panicked:\n{log}");
+        });
+        router.shutdown_background();
+    });
+}
+
+async fn start_server(network: &Network, dir: &Path) -> (ServeProcess, TestApp) {
+    let options = ServeOptions {
+        port: Some(443),
+        ip: netns::server_ip(),
+        tcp_port: MEDIA_TCP_PORT,
+        log_filter: "info",
+        ..ServeOptions::default()
+    };
+    let (config, app) = serve::prepare(dir, &dir.join("data"), &options);
+    let serve = ServeProcess::start_with(
+        network.exec_in(Ns::Server, TANDEM),
+        &config,
+        &dir.join("serve.log"),
+        &app,
+    )
+    .await;
+    (serve, app)
+}
+
+async fn join(
+    app: &TestApp,
+    links: &HashMap<String, String>,
+    id: &str,
+    options: PeerOptions,
+) -> TestPeer {
+    TestPeer::join(app, &links[id], id, options.local_ip(CLIENT_IP.into()))
+        .await
+        .unwrap_or_else(|e| panic!("{id} could not join: {e:#}"))
+}
+
+/// The clinician joins, then the patient; both send. Returns both and the
+/// time from the patient's join to the first video the patient received.
+async fn call(app: &TestApp, patient_options: PeerOptions) -> (TestPeer, TestPeer, Duration) {
+    let links = app.auto_admitted_session(couple_session(-5, 60)).await;
+    let clinician = join(app, &links, "clin-1", patient_options.clone()).await;
+    clinician.start_sending(50, 30);
+    let admitted = Instant::now();
+    let patient = join(app, &links, "pat-1", patient_options).await;
+    patient.start_sending(50, 30);
+    patient
+        .wait_for_packets("clin-1", Kind::Video, 1, WAIT)
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "no video reached the patient: {e:#}\n{}",
+                patient.describe()
+            )
+        });
+    let to_media = admitted.elapsed();
+    for (receiver, from) in [(&patient, "clin-1"), (&clinician, "pat-1")] {
+        for kind in [Kind::Audio, Kind::Video] {
+            let stats = receiver
+                .wait_for_packets(from, kind, 40, WAIT)
+                .await
+                .unwrap_or_else(|e| panic!("{e:#}\n{}", receiver.describe()));
+            assert_eq!(
+                (stats.foreign, stats.malformed),
+                (0, 0),
+                "{}",
+                receiver.describe()
+            );
+        }
+    }
+    (clinician, patient, to_media)
+}
+
+#[test]
+fn a_patient_behind_a_home_router_gets_media_over_udp() {
+    in_client_namespace(
+        "a_patient_behind_a_home_router_gets_media_over_udp",
+        Network::masquerade,
+        |_, app, _| async move {
+            let (clinician, patient, to_media) = call(&app, PeerOptions::default()).await;
+            eprintln!(
+                "FIGURE time to media behind NAT over UDP: {} ms",
+                to_media.as_millis()
+            );
+            assert!(
+                to_media < MEDIA_WITHIN,
+                "media took {to_media:?} behind NAT"
+            );
+            for peer in [clinician, patient] {
+                peer.close().await;
+            }
+        },
+    );
+}
+
+#[test]
+fn where_only_tcp_443_gets_out_media_flows_through_the_https_port() {
+    in_client_namespace(
+        "where_only_tcp_443_gets_out_media_flows_through_the_https_port",
+        |network| {
+            network.masquerade();
+            // An office network: nothing but TCP to port 443 leaves it, not
+            // even the server's own ICE-TCP port.
+            network.client_firewall(
+                "table inet office {
+                   chain output {
+                     type filter hook output priority filter; policy accept;
+                     oifname \"lo\" accept
+                     tcp dport 443 accept
+                     tcp sport 443 accept
+                     meta l4proto tcp drop
+                     meta l4proto udp drop
+                   }
+                 }",
+            );
+        },
+        |_, app, _| async move {
+            let (clinician, patient, to_media) =
+                call(&app, PeerOptions::default().tcp_only()).await;
+            eprintln!(
+                "FIGURE time to media through TCP 443: {} ms",
+                to_media.as_millis()
+            );
+            assert!(
+                to_media < MEDIA_WITHIN,
+                "media took {to_media:?} through TCP 443"
+            );
+            for peer in [clinician, patient] {
+                peer.close().await;
+            }
+        },
+    );
+}
+
+/// The clinician's camera in three layers: 72, 264 and 1,056 kbit/s at
+/// 30 frames a second. On a 600 kbit/s link only `h` and `q` fit.
+const CAMERA: [Layer; 3] = [
+    Layer {
+        rid: "q",
+        marker: b'Q',
+        size: 300,
+        packets_per_frame: 1,
+    },
+    Layer {
+        rid: "h",
+        marker: b'H',
+        size: 1100,
+        packets_per_frame: 1,
+    },
+    Layer {
+        rid: "f",
+        marker: b'F',
+        size: 1100,
+        packets_per_frame: 4,
+    },
+];
+const FPS: u32 = 30;
+const BEST: u8 = b'F';
+/// The issue's bound for the switch to a lower layer.
+const SWITCH_WITHIN: Duration = Duration::from_secs(10);
+/// How long the recovered link may take to bring the best layer back.
+const RECOVER_WITHIN: Duration = Duration::from_secs(30);
+
+/// The layer that started the frames received in the last `window`, if all
+/// of them were one layer.
+fn steady_layer(rtp: &[RtpRecord], window: Duration) -> Option<u8> {
+    let timeline = layers::layer_timeline(&CAMERA, rtp);
+    let (last_at, _) = *timeline.last()?;
+    if last_at.elapsed() > Duration::from_millis(500) {
+        return None; // nothing arriving
+    }
+    let recent: Vec<u8> = timeline
+        .iter()
+        .filter(|(at, _)| at.elapsed() <= window)
+        .map(|&(_, layer)| layer)
+        .collect();
+    let first = *recent.first()?;
+    (recent.len() >= 5 && recent.iter().all(|&l| l == first)).then_some(first)
+}
+
+/// Audio packets the sender numbered in `from..to` that arrived, and how
+/// many it sent in that range.
+fn audio_received(rtp: &[RtpRecord], from: u32, to: u32) -> (usize, usize) {
+    let got: std::collections::BTreeSet<u32> = rtp
+        .iter()
+        .filter_map(|p| layers::parse_audio(&p.payload))
+        .filter(|seq| (from..to).contains(seq))
+        .collect();
+    (got.len(), (to - from) as usize)
+}
+
+fn latest_audio_seq(rtp: &[RtpRecord]) -> u32 {
+    rtp.iter()
+        .filter_map(|p| layers::parse_audio(&p.payload))
+        .max()
+        .unwrap_or(0)
+}
+
+async fn wait_for_layer(
+    peer: &TestPeer,
+    what: &str,
+    within: Duration,
+    wanted: impl Fn(u8) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let video = peer.tracks_of("clin-1", Kind::Video);
+        let rtp = video.first().map(|t| t.rtp.as_slice()).unwrap_or(&[]);
+        if steady_layer(rtp, Duration::from_secs(1)).is_some_and(&wanted) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < within,
+            "{} did not get {what} within {within:?}; layers of the last 2 s: {:?}",
+            peer.id(),
+            layers::layer_timeline(&CAMERA, rtp)
+                .iter()
+                .filter(|(at, _)| at.elapsed() <= Duration::from_secs(2))
+                .map(|&(_, l)| l as char)
+                .collect::<String>()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[test]
+fn a_patient_on_a_slow_link_gets_a_lower_layer_keeps_audio_and_recovers() {
+    in_client_namespace(
+        "a_patient_on_a_slow_link_gets_a_lower_layer_keeps_audio_and_recovers",
+        |_| {},
+        |network, app, on_router| async move {
+            let app = Arc::new(app);
+            let links = Arc::new(app.auto_admitted_session(couple_session(-5, 60)).await);
+            // The clinician (publishing three layers) and the partner are on
+            // the router's side, whose links stay fast.
+            let rids: Vec<&str> = CAMERA.iter().map(|l| l.rid).collect();
+            let on_fast_side = |id: &'static str, options: PeerOptions| {
+                let (app, links) = (app.clone(), links.clone());
+                on_router.spawn(async move {
+                    TestPeer::join(
+                        &app,
+                        &links[id],
+                        id,
+                        options.local_ip(ROUTER_SERVER_SIDE.into()),
+                    )
+                    .await
+                    .unwrap_or_else(|e| panic!("{id} could not join: {e:#}"))
+                })
+            };
+            let clinician = on_fast_side("clin-1", PeerOptions::default().publish_simulcast(&rids))
+                .await
+                .unwrap();
+            let partner = on_fast_side(
+                "par-1",
+                PeerOptions::default().receive_only().record_packets(),
+            )
+            .await
+            .unwrap();
+            let patient = join(
+                &app,
+                &links,
+                "pat-1",
+                PeerOptions::default().receive_only().record_packets(),
+            )
+            .await;
+            let sending =
+                on_router.spawn(layers::send(clinician.writer(), CAMERA.to_vec(), FPS, 90));
+
+            // Before: both get the best layer.
+            for peer in [&patient, &partner] {
+                wait_for_layer(peer, "the best layer", WAIT, |l| l == BEST).await;
+            }
+
+            // The patient's link turns slow and lossy.
+            network.shape_client_downlink(600, 2);
+            let shaped_at = latest_audio_seq(&patient.tracks_of("clin-1", Kind::Audio)[0].rtp);
+            let switched =
+                wait_for_layer(&patient, "a lower layer", SWITCH_WITHIN, |l| l != BEST).await;
+            eprintln!(
+                "FIGURE switch to a lower layer on 600 kbit/s, 2 % loss: {} ms",
+                switched.as_millis()
+            );
+            let lower_from = latest_audio_seq(&patient.tracks_of("clin-1", Kind::Audio)[0].rtp);
+            tokio::time::sleep(Duration::from_secs(6)).await;
+            // Meanwhile the partner still gets the best layer, whole.
+            wait_for_layer(&partner, "the best layer", Duration::ZERO, |l| l == BEST).await;
+            let audio = patient.tracks_of("clin-1", Kind::Audio)[0].rtp.clone();
+            let lower_to = latest_audio_seq(&audio).saturating_sub(FPS); // a second's margin for the queue
+            let (got, sent) = audio_received(&audio, lower_from, lower_to);
+            let loss = 100.0 * (sent - got) as f64 / sent as f64;
+            let (got_all, sent_all) = audio_received(&audio, shaped_at, lower_to);
+            let loss_all = 100.0 * (sent_all - got_all) as f64 / sent_all as f64;
+            eprintln!(
+                "FIGURE audio loss on the slow link: {loss:.1} % on the lower layer ({got}/{sent}), \
+                 {loss_all:.1} % from the moment the link slowed ({got_all}/{sent_all})"
+            );
+            assert!(
+                sent >= 4 * FPS as usize,
+                "too little audio measured: {sent}"
+            );
+            assert!(
+                loss <= 3.0,
+                "audio loss {loss:.1} % on the slow link ({got}/{sent})"
+            );
+
+            // The link recovers: the best layer comes back.
+            network.unshape_client_downlink();
+            let recovered = wait_for_layer(&patient, "the best layer again", RECOVER_WITHIN, |l| {
+                l == BEST
+            })
+            .await;
+            eprintln!(
+                "FIGURE best layer back after the link recovered: {} ms",
+                recovered.as_millis()
+            );
+
+            let partner_video = partner.tracks_of("clin-1", Kind::Video)[0].rtp.clone();
+            let partner_layers: String = layers::layer_timeline(&CAMERA, &partner_video)
+                .iter()
+                .skip_while(|&&(_, l)| l != BEST)
+                .map(|&(_, l)| l as char)
+                .collect();
+            assert!(
+                partner_layers.chars().all(|l| l == BEST as char),
+                "the partner's layers changed although its link did not: {partner_layers}"
+            );
+            sending.abort();
+            for peer in [clinician, partner, patient] {
+                peer.close().await;
+            }
+        },
+    );
+}
