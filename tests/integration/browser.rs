@@ -73,6 +73,7 @@ async fn chromium_and_a_rust_peer_decode_each_others_video() {
             expect_stream: "clin-1",
             frames: FRAMES as u32,
             timeout: Duration::from_secs(25),
+            resolve: None,
         },
     )
     .unwrap();

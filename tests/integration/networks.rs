@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 
+use crate::helpers::browser::{self, BrowserEnv, BrowserRun, CallArgs};
+use crate::helpers::ivf;
 use crate::helpers::layers::{self, Layer};
 use crate::helpers::netns::{self, Network, Ns, CLIENT_IP, ROUTER_SERVER_SIDE};
 use crate::helpers::peer::RtpRecord;
@@ -25,8 +27,28 @@ const WAIT: Duration = Duration::from_secs(20);
 /// The issue's bound: media flows within this long of admission.
 const MEDIA_WITHIN: Duration = Duration::from_secs(5);
 
+const CLIP: &str = "tests/fixtures/vp8-320x240-30fps.ivf";
+
 /// The ICE-TCP port of `[media]`, which the office firewall blocks.
 const MEDIA_TCP_PORT: u16 = 50_000;
+
+/// An office network behind NAT: nothing but TCP to port 443 leaves it, not
+/// even to the server's own ICE-TCP port.
+fn office_network(network: &Network) {
+    network.masquerade();
+    network.client_firewall(
+        "table inet office {
+           chain output {
+             type filter hook output priority filter; policy accept;
+             oifname \"lo\" accept
+             tcp dport 443 accept
+             tcp sport 443 accept
+             meta l4proto tcp drop
+             meta l4proto udp drop
+           }
+         }",
+    );
+}
 
 /// Runs `test` on a thread and a runtime inside the client's namespace,
 /// with a `tandem serve` listening on 443 in the server's, once `setup`
@@ -153,23 +175,7 @@ fn a_patient_behind_a_home_router_gets_media_over_udp() {
 fn where_only_tcp_443_gets_out_media_flows_through_the_https_port() {
     in_client_namespace(
         "where_only_tcp_443_gets_out_media_flows_through_the_https_port",
-        |network| {
-            network.masquerade();
-            // An office network: nothing but TCP to port 443 leaves it, not
-            // even the server's own ICE-TCP port.
-            network.client_firewall(
-                "table inet office {
-                   chain output {
-                     type filter hook output priority filter; policy accept;
-                     oifname \"lo\" accept
-                     tcp dport 443 accept
-                     tcp sport 443 accept
-                     meta l4proto tcp drop
-                     meta l4proto udp drop
-                   }
-                 }",
-            );
-        },
+        office_network,
         |_, app, _| async move {
             let (clinician, patient, to_media) =
                 call(&app, PeerOptions::default().tcp_only()).await;
@@ -383,6 +389,102 @@ fn a_patient_on_a_slow_link_gets_a_lower_layer_keeps_audio_and_recovers() {
             sending.abort();
             for peer in [clinician, partner, patient] {
                 peer.close().await;
+            }
+        },
+    );
+}
+
+/// Chromium as the patient, in the client's namespace, and a clinician
+/// (webrtc-rs, playing a VP8 clip) on the router's side. Returns what
+/// call.mjs reported once Chromium decoded 30 frames of the clinician.
+async fn chromium_patient(app: Arc<TestApp>, on_router: &Handle) -> serde_json::Value {
+    let env =
+        BrowserEnv::or_skip("chromium in a network namespace").expect("checked by the caller");
+    let clip = ivf::read(&Path::new(env!("CARGO_MANIFEST_DIR")).join(CLIP)).unwrap();
+    let mut body = couple_session(-5, 60);
+    body["settings"] = serde_json::json!({"auto_admit": true});
+    let session = app.create_session(&body).await;
+    let session_id = session["id"].as_str().unwrap().to_owned();
+    let links = app.invite_tokens(&session_id).await;
+    let spki = browser::spki_sha256_base64(&app.certs.key).unwrap();
+    let clinician_link = links["clin-1"].clone();
+    let app_for_router = app.clone();
+    let clinician = on_router
+        .spawn(async move {
+            let options = PeerOptions::default()
+                .publish_clip(clip)
+                .local_ip(ROUTER_SERVER_SIDE.into());
+            TestPeer::join(&app_for_router, &clinician_link, "clin-1", options)
+                .await
+                .unwrap_or_else(|e| panic!("the clinician could not join: {e:#}"))
+        })
+        .await
+        .unwrap();
+    let mut chromium = BrowserRun::start(
+        &env,
+        &CallArgs {
+            url: &app.base,
+            session: &session_id,
+            token: &links["pat-1"],
+            spki: &spki,
+            expect_stream: "clin-1",
+            frames: 30,
+            timeout: Duration::from_secs(30),
+            resolve: Some(netns::server_ip()),
+        },
+    )
+    .unwrap();
+    let result = match chromium.wait_result(Duration::from_secs(40)).await {
+        Ok(result) => result,
+        Err(e) => {
+            chromium.stop().await;
+            panic!("{e:#}\n{}", clinician.describe());
+        }
+    };
+    chromium.finish(Duration::from_secs(10)).await.unwrap();
+    clinician.close().await;
+    result
+}
+
+#[test]
+fn chromium_behind_a_home_router_gets_media_over_udp() {
+    if BrowserEnv::or_skip("chromium_behind_a_home_router_gets_media_over_udp").is_none() {
+        return;
+    }
+    in_client_namespace(
+        "chromium_behind_a_home_router_gets_media_over_udp",
+        Network::masquerade,
+        |_, app, on_router| async move {
+            let result = chromium_patient(Arc::new(app), &on_router).await;
+            eprintln!(
+                "FIGURE Chromium behind NAT: 30 frames decoded {} ms after launch, route {}",
+                result["elapsed_ms"], result["sub_route"]
+            );
+            assert_eq!(result["sub_route"]["protocol"], "udp", "{result}");
+            assert_eq!(result["pub_route"]["protocol"], "udp", "{result}");
+        },
+    );
+}
+
+#[test]
+fn chromium_where_only_tcp_443_gets_out_gets_media_through_the_https_port() {
+    if BrowserEnv::or_skip("chromium_where_only_tcp_443_gets_out_gets_media_through_the_https_port")
+        .is_none()
+    {
+        return;
+    }
+    in_client_namespace(
+        "chromium_where_only_tcp_443_gets_out_gets_media_through_the_https_port",
+        office_network,
+        |_, app, on_router| async move {
+            let result = chromium_patient(Arc::new(app), &on_router).await;
+            eprintln!(
+                "FIGURE Chromium through TCP 443: 30 frames decoded {} ms after launch, route {}",
+                result["elapsed_ms"], result["sub_route"]
+            );
+            for route in ["sub_route", "pub_route"] {
+                assert_eq!(result[route]["protocol"], "tcp", "{result}");
+                assert_eq!(result[route]["remotePort"], 443, "{result}");
             }
         },
     );

@@ -8,6 +8,10 @@
 //
 //   node call.mjs --url https://localhost:PORT --session ID --token JWT \
 //                 --spki BASE64 [--expect-stream ID] [--frames 30] [--timeout-ms 25000]
+//                 [--resolve IP]
+//
+// --resolve: the URL's host name resolves to IP (for a server in a network
+// namespace of the test's own, where `localhost` is not the server).
 //
 // Progress goes to stderr. On success one line `RESULT {json}` goes to
 // stdout; the browser then keeps publishing until stdin closes (the Rust
@@ -35,6 +39,7 @@ const { values: args } = parseArgs({
     frames: { type: 'string', default: '30' },
     'timeout-ms': { type: 'string', default: '25000' },
     'hold-ms': { type: 'string', default: '15000' },
+    resolve: { type: 'string' },
   },
 });
 for (const name of ['url', 'session', 'token', 'spki']) {
@@ -229,7 +234,27 @@ async function readState() {
     if (!pc) continue;
     const stats = await pc.getStats();
     const mime = codecs(stats);
-    const summary = { connectionState: pc.connectionState, inbound: [], outbound: [] };
+    const summary = { connectionState: pc.connectionState, inbound: [], outbound: [], route: null, pairs: [] };
+    // The candidate pair media flows on: which transport, to which port.
+    stats.forEach((s) => {
+      if (s.type !== 'candidate-pair') return;
+      const remote = stats.get(s.remoteCandidateId);
+      summary.pairs.push(`${s.state} ${remote?.protocol} ${remote?.address}:${remote?.port} sent ${s.requestsSent || 0} got ${s.responsesReceived || 0}`);
+    });
+    stats.forEach((s) => {
+      if (s.type !== 'transport' || !s.selectedCandidatePairId) return;
+      const pair = stats.get(s.selectedCandidatePairId);
+      const local = pair && stats.get(pair.localCandidateId);
+      const remote = pair && stats.get(pair.remoteCandidateId);
+      if (local && remote) {
+        summary.route = {
+          protocol: local.protocol,
+          localType: local.candidateType,
+          remoteAddress: remote.address,
+          remotePort: remote.port,
+        };
+      }
+    });
     stats.forEach((s) => {
       if (s.type === 'inbound-rtp') {
         summary.inbound.push({
@@ -305,6 +330,7 @@ try {
     '--no-first-run',
     `--ignore-certificate-errors-spki-list=${args.spki}`,
   ];
+  if (args.resolve) flags.push(`--host-resolver-rules=MAP ${new URL(args.url).hostname} ${args.resolve}`);
   browser = await step('launching Chromium', 15000, chromium.launch({ executablePath: CHROMIUM, headless: true, args: flags }));
   log(`Chromium ${browser.version()} launched`);
   // A TLS error must fail the test, never be clicked through.
@@ -361,6 +387,8 @@ try {
     participant: last.joined,
     remote_video_streams: remote ? remote.streams : [],
     received_video: inbound,
+    sub_route: last.sub?.route || null,
+    pub_route: last.pub?.route || null,
     sent_video: outboundVideo(last),
     sent_audio: last.pub?.outbound.find((s) => s.kind === 'audio') || null,
     sub_offers: last.subOffers,

@@ -123,6 +123,8 @@ pub struct CallArgs<'a> {
     pub expect_stream: &'a str,
     pub frames: u32,
     pub timeout: Duration,
+    /// The address the URL's host name resolves to, when not the usual.
+    pub resolve: Option<std::net::IpAddr>,
 }
 
 /// `node call.mjs …` running: Chromium in a room.
@@ -145,6 +147,7 @@ impl BrowserRun {
             .args(["--expect-stream", args.expect_stream])
             .args(["--frames", &args.frames.to_string()])
             .args(["--timeout-ms", &args.timeout.as_millis().to_string()])
+            .args(args.resolve.map(|ip| format!("--resolve={ip}")))
             .current_dir(&env.dir)
             .env("TANDEM_CHROMIUM", &env.chromium)
             .stdin(Stdio::piped())

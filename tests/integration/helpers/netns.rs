@@ -4,9 +4,15 @@
 //! while the server runs unchanged.
 //!
 //! ```text
-//!   client ns            router ns                      server ns
-//!   10.77.1.2 ---- 10.77.1.1 | 10.77.2.254 ---- 10.77.2.1 (tandem serve)
+//!   client ns            router ns                          server ns
+//!   10.77.1.2 ---- 10.77.1.1 | 203.0.113.254 ---- 203.0.113.10 (tandem serve)
 //! ```
+//!
+//! The server's side uses a public-looking range (TEST-NET-3, RFC 5737):
+//! a clinic's server has a public address, and Chromium refuses ICE-TCP to
+//! a private address on a port below 1024, so a private one would hide
+//! how media through port 443 behaves in the field. The addresses never
+//! leave the test's namespaces.
 //!
 //! The router forwards between its two legs and can masquerade the
 //! client's leg ([`Network::masquerade`]), firewall it
@@ -29,8 +35,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 2);
 pub const ROUTER_CLIENT_SIDE: Ipv4Addr = Ipv4Addr::new(10, 77, 1, 1);
-pub const ROUTER_SERVER_SIDE: Ipv4Addr = Ipv4Addr::new(10, 77, 2, 254);
-pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(10, 77, 2, 1);
+pub const ROUTER_SERVER_SIDE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 254);
+pub const SERVER_IP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 10);
 
 /// One of the three namespaces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
