@@ -319,26 +319,25 @@ pub struct WebKitEnv {
 pub fn webkit_or_skip(test: &str) -> Option<(BrowserEnv, WebKitEnv)> {
     let env = BrowserEnv::or_skip(test)?;
     let mut missing = Vec::new();
-    let driver = std::env::var_os("TANDEM_WEBKITDRIVER")
-        .map(PathBuf::from)
-        .or_else(|| on_path("WebKitWebDriver"));
-    let minibrowser = std::env::var_os("TANDEM_MINIBROWSER")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::fs::read_dir("/usr/lib")
-                .ok()?
-                .flatten()
-                .find_map(|dir| {
-                    let candidate = dir.path().join("webkit2gtk-4.1/MiniBrowser");
-                    candidate.is_file().then_some(candidate)
-                })
-        });
+    let driver = match std::env::var_os("TANDEM_WEBKITDRIVER") {
+        Some(path) => Some(PathBuf::from(path)).filter(|p| p.is_file()),
+        None => on_path("WebKitWebDriver"),
+    };
+    let minibrowser = match std::env::var_os("TANDEM_MINIBROWSER") {
+        Some(path) => Some(PathBuf::from(path)).filter(|p| p.is_file()),
+        None => std::fs::read_dir("/usr/lib").ok().and_then(|dirs| {
+            dirs.flatten().find_map(|dir| {
+                let candidate = dir.path().join("webkit2gtk-4.1/MiniBrowser");
+                candidate.is_file().then_some(candidate)
+            })
+        }),
+    };
     let xvfb_run = on_path("xvfb-run");
     if driver.is_none() {
-        missing.push("no WebKitWebDriver on PATH".to_owned());
+        missing.push("no WebKitWebDriver (PATH or TANDEM_WEBKITDRIVER)".to_owned());
     }
     if minibrowser.is_none() {
-        missing.push("no /usr/lib/*/webkit2gtk-4.1/MiniBrowser".to_owned());
+        missing.push("no MiniBrowser (/usr/lib/*/webkit2gtk-4.1 or TANDEM_MINIBROWSER)".to_owned());
     }
     if xvfb_run.is_none() {
         missing.push("no xvfb-run on PATH".to_owned());
