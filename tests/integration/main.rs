@@ -25,3 +25,4 @@ mod simulcast;
 mod tls;
 mod web_client;
 mod web_client_reach;
+mod web_client_webkit;

@@ -3,7 +3,9 @@
 //! skip policy), the child process `node web-client/tests/call.mjs`
 //! ([`BrowserRun`]) of the browser check ([`crate::browser`]), and the key
 //! pin Chromium is given for the test server's certificate
-//! ([`spki_sha256_base64`]).
+//! ([`spki_sha256_base64`]), what the Firefox and WebKitGTK scripts need
+//! besides ([`firefox_or_skip`], [`webkit_or_skip`]), and running a
+//! script to its end ([`run_script`]).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -293,16 +295,107 @@ pub fn firefox_or_skip(test: &str) -> Option<(BrowserEnv, PathBuf)> {
     if missing.is_empty() {
         return Some((env, firefox));
     }
+    skip_or_fail(
+        test,
+        "the Firefox check",
+        &missing,
+        "install firefox-esr and run `npm ci` in web-client/tests (as root)",
+    );
+    None
+}
+
+/// What webkit.mjs needs besides [`BrowserEnv`] (its clinician is in
+/// Chromium).
+pub struct WebKitEnv {
+    /// WebKitWebDriver (Debian's webkit2gtk-driver).
+    pub driver: PathBuf,
+    /// MiniBrowser, the browser WebKitWebDriver starts
+    /// (libwebkit2gtk-4.1-0 ships it under /usr/lib/<arch>/webkit2gtk-4.1).
+    pub minibrowser: PathBuf,
+    /// xvfb-run: MiniBrowser needs an X display.
+    pub xvfb_run: PathBuf,
+}
+
+/// Debian's WebKitGTK with its WebDriver, an X server to run it in, and
+/// selenium-webdriver (webkit.mjs). `None` after saying why the test is
+/// skipped; panics instead when [`REQUIRE_VAR`] is set to 1.
+pub fn webkit_or_skip(test: &str) -> Option<(BrowserEnv, WebKitEnv)> {
+    let env = BrowserEnv::or_skip(test)?;
+    let mut missing = Vec::new();
+    let driver = match std::env::var_os("TANDEM_WEBKITDRIVER") {
+        Some(path) => Some(PathBuf::from(path)).filter(|p| p.is_file()),
+        None => on_path("WebKitWebDriver"),
+    };
+    let minibrowser = match std::env::var_os("TANDEM_MINIBROWSER") {
+        Some(path) => Some(PathBuf::from(path)).filter(|p| p.is_file()),
+        None => std::fs::read_dir("/usr/lib").ok().and_then(|dirs| {
+            dirs.flatten().find_map(|dir| {
+                let candidate = dir.path().join("webkit2gtk-4.1/MiniBrowser");
+                candidate.is_file().then_some(candidate)
+            })
+        }),
+    };
+    let xvfb_run = on_path("xvfb-run");
+    if driver.is_none() {
+        missing.push("no WebKitWebDriver (PATH or TANDEM_WEBKITDRIVER)".to_owned());
+    }
+    if minibrowser.is_none() {
+        missing.push("no MiniBrowser (/usr/lib/*/webkit2gtk-4.1 or TANDEM_MINIBROWSER)".to_owned());
+    }
+    if xvfb_run.is_none() {
+        missing.push("no xvfb-run on PATH".to_owned());
+    }
+    if !env
+        .dir
+        .join("node_modules/selenium-webdriver/package.json")
+        .is_file()
+    {
+        missing.push(format!(
+            "no {}/node_modules/selenium-webdriver",
+            env.dir.display()
+        ));
+    }
+    if let (Some(driver), Some(minibrowser), Some(xvfb_run)) = (driver, minibrowser, xvfb_run) {
+        if missing.is_empty() {
+            return Some((
+                env,
+                WebKitEnv {
+                    driver,
+                    minibrowser,
+                    xvfb_run,
+                },
+            ));
+        }
+    }
+    skip_or_fail(
+        test,
+        "the WebKitGTK check",
+        &missing,
+        "install webkit2gtk-driver, xvfb and xauth \
+         (apt-get install --no-install-recommends) and run `npm ci` in web-client/tests",
+    );
+    None
+}
+
+/// The first `name` in PATH's directories.
+fn on_path(name: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A check that cannot run: a failure when [`REQUIRE_VAR`] is 1, else a
+/// skip that says why, past the test harness's capture.
+fn skip_or_fail(test: &str, check: &str, missing: &[String], how: &str) {
     let missing = missing.join("; ");
     if std::env::var(REQUIRE_VAR).is_ok_and(|v| v == "1") {
-        panic!("{test}: {REQUIRE_VAR}=1 but the Firefox check cannot run: {missing}");
+        panic!("{test}: {REQUIRE_VAR}=1 but {check} cannot run: {missing}");
     }
     let _ = writeln!(
         std::io::stderr(),
-        "{test}: skipped: {missing}. Run .ci/run, or install firefox-esr and run `npm ci` in \
-         web-client/tests (as root); set {REQUIRE_VAR}=1 to make this a failure."
+        "{test}: skipped: {missing}. Run .ci/run, or {how}; set {REQUIRE_VAR}=1 to make this \
+         a failure."
     );
-    None
 }
 
 /// Runs a browser script (`node SCRIPT` or a wrapper around it) to its end
