@@ -11,6 +11,12 @@ const SILENCE_LIMIT_MS = 12000;
 // blocks WebRTC): the call stops and says so, instead of a reconnect that
 // sends the person back to the waiting room every few seconds.
 const MEDIA_FAILURE_LIMIT = 2;
+// Once media has worked in this call, failures are a network that changed
+// (Wi-Fi to cellular, a dock, a VPN): a connection made in the moment the
+// old address went away fails at once, and the next one works. Only this
+// many in a row, each after a longer pause, mean the new network blocks
+// the call.
+const MEDIA_FAILURE_LIMIT_AFTER_WORKING = 6;
 // A media connection not connected this long after it was made counts as
 // failed (some networks drop the checks silently, and ICE waits long).
 const CONNECT_LIMIT_MS = 15000;
@@ -74,6 +80,7 @@ export class Call {
     this.pingTimer = null;
     this.retryTimer = null;
     this.mediaFailures = 0; // in a row, of connections that never connected
+    this.mediaWorked = false; // a media connection connected in this call
     this.onOffline = () => this.lost('offline');
     this.onOnline = () => {
       if (this.reconnecting && !this.terminal) {
@@ -294,7 +301,8 @@ export class Call {
   /** A media connection failed; restart, or stop when it can never work. */
   mediaFailed(pc) {
     if (!pc.everConnected) this.mediaFailures += 1;
-    if (this.mediaFailures >= MEDIA_FAILURE_LIMIT) this.stop('blocked');
+    const limit = this.mediaWorked ? MEDIA_FAILURE_LIMIT_AFTER_WORKING : MEDIA_FAILURE_LIMIT;
+    if (this.mediaFailures >= limit) this.stop('blocked');
     else this.restart();
   }
 
@@ -323,6 +331,7 @@ export class Call {
       clearTimeout(failTimer);
       if (pc.connectionState === 'connected') {
         pc.everConnected = true;
+        this.mediaWorked = true;
         this.mediaFailures = 0;
         clearTimeout(connectTimer);
       }

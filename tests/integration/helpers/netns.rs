@@ -179,6 +179,32 @@ impl Network {
         );
     }
 
+    /// The client's network gets address `ip` instead of its own, as when
+    /// a phone moves from Wi-Fi to cellular: every socket bound to the old
+    /// address is cut off at once.
+    pub fn move_client(&self, ip: Ipv4Addr) {
+        let c = self.name(Ns::Client);
+        run("ip", &["-n", &c, "addr", "flush", "dev", "c0"]).expect("old address gone");
+        run(
+            "ip",
+            &["-n", &c, "addr", "add", &format!("{ip}/24"), "dev", "c0"],
+        )
+        .expect("new address");
+        run(
+            "ip",
+            &[
+                "-n",
+                &c,
+                "route",
+                "replace",
+                "default",
+                "via",
+                &ROUTER_CLIENT_SIDE.to_string(),
+            ],
+        )
+        .expect("default route");
+    }
+
     /// Loads `rules` (an nftables ruleset) into the client's namespace.
     pub fn client_firewall(&self, rules: &str) {
         self.nft(Ns::Client, rules);
