@@ -350,6 +350,9 @@ fn a_patient_on_a_slow_link_gets_a_lower_layer_keeps_audio_and_recovers() {
                 "FIGURE switch to a lower layer on 600 kbit/s, 2 % loss: {} ms",
                 switched.as_millis()
             );
+            // Audio is measured once the queue the best layer filled has
+            // drained: from 2 s after the switch, for 6 s.
+            tokio::time::sleep(Duration::from_secs(2)).await;
             let lower_from = latest_audio_seq(&patient.tracks_of("clin-1", Kind::Audio)[0].rtp);
             tokio::time::sleep(Duration::from_secs(6)).await;
             let audio = patient.tracks_of("clin-1", Kind::Audio)[0].rtp.clone();
@@ -412,32 +415,48 @@ fn a_patient_on_a_slow_link_gets_a_lower_layer_keeps_audio_and_recovers() {
     );
 }
 
+/// A running couple session that admits rostered people once the
+/// clinician is in: its id and its links' tokens by participant id.
+async fn auto_admitted_couple(app: &TestApp) -> (String, HashMap<String, String>) {
+    let mut body = couple_session(-5, 60);
+    body["settings"] = serde_json::json!({"auto_admit": true});
+    let session = app.create_session(&body).await;
+    let session_id = session["id"].as_str().unwrap().to_owned();
+    let links = app.invite_tokens(&session_id).await;
+    (session_id, links)
+}
+
+/// The clinician, a webrtc-rs peer on the router's (fast) side playing a
+/// VP8 clip that a browser can decode.
+async fn clinician_playing_the_clip(
+    app: &Arc<TestApp>,
+    links: &HashMap<String, String>,
+    on_router: &Handle,
+) -> TestPeer {
+    let clip = ivf::read(&Path::new(env!("CARGO_MANIFEST_DIR")).join(CLIP)).unwrap();
+    let (app, link) = (app.clone(), links["clin-1"].clone());
+    on_router
+        .spawn(async move {
+            let options = PeerOptions::default()
+                .publish_clip(clip)
+                .local_ip(ROUTER_SERVER_SIDE.into());
+            TestPeer::join(&app, &link, "clin-1", options)
+                .await
+                .unwrap_or_else(|e| panic!("the clinician could not join: {e:#}"))
+        })
+        .await
+        .unwrap()
+}
+
 /// Chromium as the patient, in the client's namespace, and a clinician
 /// (webrtc-rs, playing a VP8 clip) on the router's side. Returns what
 /// call.mjs reported once Chromium decoded 30 frames of the clinician.
 async fn chromium_patient(app: Arc<TestApp>, on_router: &Handle) -> serde_json::Value {
     let env =
         BrowserEnv::or_skip("chromium in a network namespace").expect("checked by the caller");
-    let clip = ivf::read(&Path::new(env!("CARGO_MANIFEST_DIR")).join(CLIP)).unwrap();
-    let mut body = couple_session(-5, 60);
-    body["settings"] = serde_json::json!({"auto_admit": true});
-    let session = app.create_session(&body).await;
-    let session_id = session["id"].as_str().unwrap().to_owned();
-    let links = app.invite_tokens(&session_id).await;
+    let (session_id, links) = auto_admitted_couple(&app).await;
     let spki = browser::spki_sha256_base64(&app.certs.key).unwrap();
-    let clinician_link = links["clin-1"].clone();
-    let app_for_router = app.clone();
-    let clinician = on_router
-        .spawn(async move {
-            let options = PeerOptions::default()
-                .publish_clip(clip)
-                .local_ip(ROUTER_SERVER_SIDE.into());
-            TestPeer::join(&app_for_router, &clinician_link, "clin-1", options)
-                .await
-                .unwrap_or_else(|e| panic!("the clinician could not join: {e:#}"))
-        })
-        .await
-        .unwrap();
+    let clinician = clinician_playing_the_clip(&app, &links, on_router).await;
     let mut chromium = BrowserRun::start(
         &env,
         &CallArgs {
@@ -525,11 +544,7 @@ fn a_patient_whose_address_changes_gets_media_back_without_leaving_the_room() {
         move |network, app, on_router| async move {
             use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
             let app = Arc::new(app);
-            let clip = ivf::read(&Path::new(env!("CARGO_MANIFEST_DIR")).join(CLIP)).unwrap();
-            let mut body = couple_session(-5, 60);
-            body["settings"] = serde_json::json!({"auto_admit": true});
-            let session = app.create_session(&body).await;
-            let session_id = session["id"].as_str().unwrap().to_owned();
+            let (session_id, links) = auto_admitted_couple(&app).await;
             let invites = app.invites(&session_id).await;
             let patient_url = invites
                 .iter()
@@ -537,19 +552,7 @@ fn a_patient_whose_address_changes_gets_media_back_without_leaving_the_room() {
                 .and_then(|i| i["url"].as_str())
                 .expect("the patient's link")
                 .to_owned();
-            let links = app.invite_tokens(&session_id).await;
-            let (router_app, clinician_link) = (app.clone(), links["clin-1"].clone());
-            let clinician = on_router
-                .spawn(async move {
-                    let options = PeerOptions::default()
-                        .publish_clip(clip)
-                        .local_ip(ROUTER_SERVER_SIDE.into());
-                    TestPeer::join(&router_app, &clinician_link, "clin-1", options)
-                        .await
-                        .unwrap_or_else(|e| panic!("the clinician could not join: {e:#}"))
-                })
-                .await
-                .unwrap();
+            let clinician = clinician_playing_the_clip(&app, &links, &on_router).await;
 
             let mut node = tokio::process::Command::new(&env.node)
                 .arg("roam.mjs")
