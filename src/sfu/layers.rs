@@ -6,8 +6,13 @@
 //! that fits its share of its own bandwidth estimate, so a group room of
 //! twenty still plays on a home connection. Layers are ranked by their
 //! measured bitrate, not by their names, which are the sender's choice.
+//! A subscriber may say which size it shows each video at (LiveKit's
+//! "adaptive stream"): small tiles then get the low layer and large ones
+//! the high layer ([`choose_preferred`]).
 
 use std::time::{Duration, Instant};
+
+use tandem_protocol::Layer;
 
 /// Rooms up to this many people always receive the best layer. A joint
 /// session is three (a couple and their clinician), and four leaves room
@@ -64,9 +69,57 @@ pub(crate) fn choose(rates: &[u64], room_size: usize, budget_bps: u64) -> Option
     fitting.or(lowest).or(Some(best))
 }
 
+/// The layer for a subscriber that said which size it shows this video
+/// at (`layer_preference`): `high` (a large tile: pinned, spotlighted, the
+/// active speaker) gets the best layer its whole bandwidth estimate
+/// carries, not just a share of it; `low` (a small tile) gets the lowest
+/// measured layer. Without a preference, [`choose`] decides.
+pub(crate) fn choose_preferred(
+    rates: &[u64],
+    room_size: usize,
+    share_bps: u64,
+    estimate_bps: u64,
+    preferred: Option<Layer>,
+) -> Option<usize> {
+    match preferred {
+        None => choose(rates, room_size, share_bps),
+        Some(Layer::High) => choose(rates, room_size, estimate_bps),
+        Some(Layer::Low) => (0..rates.len())
+            .filter(|&i| rates[i] > 0)
+            .min_by_key(|&i| rates[i])
+            .or_else(|| choose(rates, room_size, share_bps)),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_preference_picks_the_layer_for_the_tile() {
+        let rates = [150_000, 500_000, 1_500_000];
+        // Twelve videos on 3 Mbit/s: 250 kbit/s each.
+        let (share, estimate) = (250_000, 3_000_000);
+        assert_eq!(choose_preferred(&rates, 12, share, estimate, None), Some(0));
+        assert_eq!(
+            choose_preferred(&rates, 12, share, estimate, Some(Layer::High)),
+            Some(2)
+        );
+        assert_eq!(
+            choose_preferred(&rates, 12, 2_000_000, estimate, Some(Layer::Low)),
+            Some(0)
+        );
+        // A small room too: a small tile needs no more than the low layer.
+        assert_eq!(
+            choose_preferred(&rates, 3, share, estimate, Some(Layer::Low)),
+            Some(0)
+        );
+        // Nothing measured yet: the usual choice.
+        assert_eq!(
+            choose_preferred(&[0, 0], 12, share, estimate, Some(Layer::Low)),
+            Some(0)
+        );
+    }
 
     #[test]
     fn small_rooms_get_the_best_layer() {

@@ -97,6 +97,8 @@ pub(crate) struct Subscription {
     /// The subscriber has accepted an offer containing this m-line.
     pub negotiated: bool,
     pub rewriter: Rewriter,
+    /// The layer the subscriber asked for (from its tile's size).
+    pub preferred: Option<tandem_protocol::Layer>,
     /// The layer being forwarded now.
     pub layer: Option<usize>,
     /// A layer to switch to at its next keyframe.
@@ -140,6 +142,11 @@ pub(crate) struct Peer {
     pub blocked: [bool; 2],
     /// Raised by every packet either peer connection receives.
     pub sign_of_life: super::SignOfLife,
+    /// The layer this subscriber wants of each publisher's video, by
+    /// participant id (`layer_preference`).
+    pub preferred: std::collections::BTreeMap<String, tandem_protocol::Layer>,
+    /// Whether this publisher is speaking, from its audio levels.
+    pub speech: super::speech::Speech,
 }
 
 /// A new ICE-lite peer connection in RTP mode with the shard's candidates.
@@ -189,6 +196,8 @@ impl Peer {
             group: 0,
             blocked: [false; 2],
             sign_of_life,
+            preferred: Default::default(),
+            speech: Default::default(),
         }
     }
 

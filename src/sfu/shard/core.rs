@@ -205,6 +205,7 @@ impl ShardCore {
                 kind,
                 blocked,
             } => self.on_block(now, conn, kind, blocked),
+            Command::Prefer { conn, layers } => self.on_prefer(conn, layers),
         }
     }
 

@@ -388,6 +388,7 @@ impl ShardCore {
                     // Unique per publishing connection: a participant who
                     // rejoins publishes new tracks, not the old ones again.
                     let track_id = format!("{participant}-{kind_name}-{publisher}-{source}");
+                    let preferred = peer.preferred.get(&participant).copied();
                     let mid = api.add_media(
                         kind,
                         Direction::SendOnly,
@@ -402,6 +403,7 @@ impl ShardCore {
                         kind,
                         negotiated: false,
                         rewriter: Default::default(),
+                        preferred,
                         layer: None,
                         target: None,
                     });
