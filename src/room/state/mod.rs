@@ -305,16 +305,18 @@ impl Member {
         self.person.role == RosterRole::Clinician
     }
 
-    /// How `viewer` sees this member: only clinicians learn households.
+    /// How `viewer` sees this member: clinicians learn everyone's
+    /// household, others only their own (so they can tell their partner).
     fn participant_for(&self, viewer: &Member) -> Participant {
+        let own = viewer.person.household.is_some()
+            && viewer.person.household == self.person.household;
         Participant {
             id: self.person.id.clone(),
             name: self.person.name.clone(),
             role: self.person.role,
             audio: self.audio,
             video: self.video,
-            household: viewer
-                .is_clinician()
+            household: (viewer.is_clinician() || own)
                 .then(|| self.person.household.clone())
                 .flatten(),
         }

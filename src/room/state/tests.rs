@@ -1002,7 +1002,7 @@ fn recorded(effects: &[Effect]) -> Vec<RoomEvent> {
 }
 
 #[test]
-fn only_clinicians_learn_households_and_each_person_their_own() {
+fn only_clinicians_learn_households_and_each_person_their_own_couple() {
     let mut s = Script::new(SessionKind::Group, false);
     s.arrive(1, "c", 0);
     let e = s.arrive(2, "p", 1);
@@ -1017,6 +1017,16 @@ fn only_clinicians_learn_households_and_each_person_their_own() {
     );
     s.arrive(3, "r", 3);
     let e = s.act(1, Action::Admit("r".into()), 4);
+    s.arrive(4, "q", 5);
+    let e2 = s.act(1, Action::Admit("q".into()), 6);
+    // Partners see each other's household: it is their own.
+    assert_eq!(
+        sent(&e2, 2, "participant_joined")[0]["participant"]["household"],
+        "h1"
+    );
+    assert!(sent(&e2, 3, "participant_joined")[0]["participant"]
+        .get("household")
+        .is_none());
     // The patient of another couple sees r without a household, and r
     // sees p without one; the clinician sees both.
     assert!(sent(&e, 2, "participant_joined")[0]["participant"]
