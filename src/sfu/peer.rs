@@ -147,6 +147,8 @@ pub(crate) struct Peer {
     pub preferred: std::collections::BTreeMap<String, tandem_protocol::Layer>,
     /// Whether this publisher is speaking, from its audio levels.
     pub speech: super::speech::Speech,
+    /// Tracks offered on `sub` so far (each offer's track id is unique).
+    pub offered: u32,
 }
 
 /// A new ICE-lite peer connection in RTP mode with the shard's candidates.
@@ -198,6 +200,7 @@ impl Peer {
             sign_of_life,
             preferred: Default::default(),
             speech: Default::default(),
+            offered: 0,
         }
     }
 

@@ -308,8 +308,8 @@ impl Member {
     /// How `viewer` sees this member: clinicians learn everyone's
     /// household, others only their own (so they can tell their partner).
     fn participant_for(&self, viewer: &Member) -> Participant {
-        let own = viewer.person.household.is_some()
-            && viewer.person.household == self.person.household;
+        let own =
+            viewer.person.household.is_some() && viewer.person.household == self.person.household;
         Participant {
             id: self.person.id.clone(),
             name: self.person.name.clone(),

@@ -385,9 +385,16 @@ impl ShardCore {
                     } else {
                         "video"
                     };
-                    // Unique per publishing connection: a participant who
-                    // rejoins publishes new tracks, not the old ones again.
-                    let track_id = format!("{participant}-{kind_name}-{publisher}-{source}");
+                    // Unique per publishing connection (a participant who
+                    // rejoins publishes new tracks, not the old ones again)
+                    // and per offer of it: a track offered again after a
+                    // breakout sits beside its old, inactive m-line, and
+                    // browsers refuse two m-lines with the same msid.
+                    peer.offered += 1;
+                    let track_id = format!(
+                        "{participant}-{kind_name}-{publisher}-{source}-{}",
+                        peer.offered
+                    );
                     let preferred = peer.preferred.get(&participant).copied();
                     let mid = api.add_media(
                         kind,

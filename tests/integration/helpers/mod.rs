@@ -11,6 +11,7 @@ pub mod ivf;
 pub mod peer;
 pub mod serve;
 pub mod signal_client;
+pub mod simulcast;
 pub mod vp8;
 
 use std::net::SocketAddr;
