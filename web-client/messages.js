@@ -286,9 +286,9 @@ export const PANEL = {
   quality: (grade, rate, lossPct) => `${grade} · ${rate} · ${lossPct.toFixed(1)}% loss`,
   // Breakouts
   household: (h) => `Household ${h}`,
-  inBreakout: (b) => `Household ${b.household} is in a private breakout${b.with_clinician ? ' with the clinician' : ''}.`,
-  breakoutStarted: (h) => `A breakout room started for household ${h}.`,
-  breakoutEnded: (h) => `The breakout for household ${h} ended.`,
+  inBreakout: (b) => `Couple ${b.household} is in a private breakout${b.with_clinician ? ' with you' : ''}.`,
+  breakoutStarted: (h) => `Couple ${h} is now in a private breakout.`,
+  breakoutEnded: (h) => `Couple ${h} is back in the group.`,
   withYou: 'With you',
   onTheirOwn: 'On their own',
   endBreakout: 'End breakout',

@@ -12,6 +12,7 @@
 // Commands (one a line):
 //   couples N                 the panel lists N couples of two: their households and names
 //   breakout H MINUTES        Breakout for couple H, on their own, for MINUTES
+//   message TEXT…             Message to breakouts
 //   state H                   couple H's state line in the panel
 //   returned H MS             waits up to MS for couple H to be back in the group by itself
 //   hand NAME                 waits for NAME's raised hand in the panel and its announcement
@@ -124,6 +125,12 @@ const commands = {
     await page.waitForFunction((hh) => document.querySelector(`#people-list li.couple[data-household="${hh}"] .couple-state`)?.textContent.includes('left'), h, { timeout: 10000, polling: 100 });
     return { state: await stateOf(h).textContent() };
   },
+  async message(...words) {
+    await page.getByLabel('Message for the couples in breakouts').fill(words.join(' '));
+    await page.getByRole('button', { name: 'Message to breakouts', exact: true }).click();
+    await page.waitForFunction(() => document.getElementById('breakout-text').value === '', null, { timeout: 5000 });
+    return { sent: words.join(' ') };
+  },
   async state(h) {
     return { state: await stateOf(h).textContent() };
   },
@@ -173,8 +180,19 @@ const commands = {
   async panelshot(name) {
     if (!SHOTS) return { skipped: 'SCREENSHOTS_DIR not set' };
     fs.mkdirSync(SHOTS, { recursive: true });
-    await page.evaluate(() => document.getElementById('live').classList.remove('show'));
+    // The whole panel, not only what its scroll box shows.
+    await page.evaluate(() => {
+      document.getElementById('live').classList.remove('show');
+      const p = document.getElementById('panel');
+      p.style.maxHeight = 'none';
+      p.style.overflow = 'visible';
+    });
     await panel.screenshot({ path: path.join(SHOTS, `${name}.png`), animations: 'disabled' });
+    await page.evaluate(() => {
+      const p = document.getElementById('panel');
+      p.style.maxHeight = '';
+      p.style.overflow = '';
+    });
     return { shot: `${name}.png` };
   },
   async quit() {
