@@ -719,3 +719,36 @@ fn a_couple_back_from_a_breakout_is_seen_and_heard_again_by_everyone() {
         );
     }
 }
+
+#[test]
+fn the_audio_level_in_packets_tells_who_is_speaking() {
+    let mut sim = Sim::new();
+    let room = Uuid::new_v4();
+    let alice = sim.join(room);
+    let _bob = sim.join(room);
+    let a = sim.publish(alice, true, false, &[]);
+    sim.run(CONNECT);
+    let speaking = |sim: &Sim| -> Vec<bool> {
+        sim.clients[alice]
+            .signals
+            .iter()
+            .filter_map(|s| match s {
+                PeerEvent::Speaking { speaking } => Some(*speaking),
+                _ => None,
+            })
+            .collect()
+    };
+    let audio = a.audio.unwrap();
+    sim.send_audio_level(alice, audio, -127, b"quiet");
+    sim.run(DELIVER);
+    assert!(speaking(&sim).is_empty(), "silence is not speech");
+    sim.send_audio_level(alice, audio, -20, b"hello");
+    sim.run(DELIVER);
+    assert_eq!(speaking(&sim), [true]);
+    // Quiet packets for longer than a pause between words: speech is over.
+    for _ in 0..12 {
+        sim.send_audio_level(alice, audio, -100, b"...");
+        sim.run(DELIVER);
+    }
+    assert_eq!(speaking(&sim), [true, false]);
+}
