@@ -142,6 +142,7 @@ export function renderTiles() {
   grid.dataset.count = String(Math.min(shown.length, 20));
   grid.classList.toggle('has-screen', screens.length > 0);
   grid.classList.toggle('has-featured', !screens.length && !!featured && shown.some((t) => t.root.classList.contains('featured')));
+  grid.style.setProperty('--n', String(Math.max(1, shown.length - 1)));
   preferLayers(call, shown, featured);
   const alone = call.participants.size === 0;
   $('alone-note').hidden = !alone;

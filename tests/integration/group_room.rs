@@ -301,6 +301,10 @@ async fn a_clinician_in_chromium_runs_a_group_of_four_couples() {
     // layer for a small tile.
     let spot = chromium.command("spotlight Gus Lin", STEP).await.unwrap();
     assert_eq!(spot["featured"], "Gus Lin", "{spot}");
+    chromium
+        .command("shot group-spotlight 1280 800", STEP)
+        .await
+        .unwrap();
     let told = b1.wait_for_message("spotlight", STEP).await.unwrap();
     assert_eq!(told["participant"], SPOTLIGHT);
     // b1 asks as the web client does for a large and a small tile.
