@@ -126,8 +126,9 @@ export function updateOwnControls() {
   $('mute-note').textContent = notes.join(' ');
   $('btn-share').textContent = call.screenTrack ? CALL.stopShare : CALL.share;
   const hand = $('btn-hand');
+  // Its name says what it does ("Raise hand" / "Lower hand"), so it is
+  // not also a pressed toggle.
   hand.textContent = call.handRaised ? CALL.lowerHand : CALL.raiseHand;
-  hand.setAttribute('aria-pressed', String(call.handRaised));
   renderTiles();
 }
 
