@@ -6,8 +6,8 @@ import { deniedMessage, CALL, CANNOT_CONNECT, CONN, END, PANEL } from './message
 import { app, goTo } from './state.js';
 import { announce, setConn } from './ui.js';
 import { renderTiles } from './call-grid.js';
-import { updateOwnControls } from './call-screen.js';
-import { updateLobby, renderPeople, onBreakout } from './clinician-panel.js';
+import { updateOwnControls, onOwnBreakout, onBreakoutEnding as ownBreakoutEnding, onBreakoutMessage } from './call-screen.js';
+import { updateLobby, renderPeople, renderHands, onBreakout, onBreakoutEnding, onSpeaking } from './clinician-panel.js';
 
 export function onCallEvent(type, data) {
   const call = app.call;
@@ -64,7 +64,22 @@ export function onCallEvent(type, data) {
       announce(CALL.unmuteAllowed(data.kind));
       return updateOwnControls();
     case 'breakout':
-      return onBreakout(data);
+      return call.me?.role === 'clinician' ? onBreakout(data) : onOwnBreakout(data);
+    case 'breakout_ending':
+      return call.me?.role === 'clinician' ? onBreakoutEnding(data) : ownBreakoutEnding(data);
+    case 'breakout_message':
+      return call.me?.role === 'clinician' ? undefined : onBreakoutMessage(data);
+    case 'speaking':
+      return onSpeaking(data);
+    case 'hands':
+      return onHands(data);
+    case 'spotlight': {
+      const p = data && call.participants.get(data);
+      if (data === call.me?.id) announce(CALL.spotlightOn(CALL.you));
+      else announce(p ? CALL.spotlightOn(p.name) : CALL.spotlightOff);
+      renderTiles();
+      return renderPeople();
+    }
     case 'session_ending': {
       const minutes = Math.round(data.seconds_left / 60);
       return announce(CALL.endsIn(minutes));
@@ -75,4 +90,18 @@ export function onCallEvent(type, data) {
     default:
       return undefined;
   }
+}
+
+/** The raised hands changed: each new one is announced (aria-live), oldest first. */
+function onHands(raised) {
+  const call = app.call;
+  const before = new Set(app.handsSeen);
+  app.handsSeen = raised.map((h) => h.id);
+  const names = raised
+    .filter((h) => !before.has(h.id) && h.id !== call.me?.id)
+    .map((h) => call.participants.get(h.id)?.name)
+    .filter(Boolean);
+  if (names.length) announce(names.map(CALL.handRaised).join(' '));
+  renderHands();
+  updateOwnControls();
 }

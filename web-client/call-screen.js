@@ -52,11 +52,60 @@ async function pollStats() {
     return;
   }
   refreshParticipantBadges(stats);
+  renderOwnBreakout();
   const self = app.tiles.get('self');
   if (self) setBadges(self, { audio: call.audioOn, video: call.videoOn, speaking: call.audioOn && app.localLevel > 0.45 });
   app.quality = stats;
   for (const [id, q] of stats) if (q.kbps > 0) app.heardFrom.add(id);
   if (call.me.role === 'clinician') renderQuality();
+}
+
+function toggleHand() {
+  const call = app.call;
+  if (call.handRaised) {
+    call.lowerHand();
+    announce(CALL.youLowered);
+  } else {
+    call.raiseHand();
+    announce(CALL.youRaised);
+  }
+}
+
+// ---------------------------------------------------------------- our own breakout
+
+/** Our couple's breakout started or ended (the clinician's page has its panel instead). */
+export function onOwnBreakout(m) {
+  app.ownBreakout = m.active ? m : null;
+  $('breakout-said').hidden = true;
+  announce(m.active ? CALL.inBreakout(m.with_clinician) : CALL.backInGroup);
+  renderOwnBreakout();
+}
+
+export function onBreakoutEnding() {
+  announce(CALL.breakoutOneMinute, { sticky: true });
+  renderOwnBreakout();
+}
+
+export function onBreakoutMessage(m) {
+  const text = CALL.messageFrom(m.from, m.text);
+  const said = $('breakout-said');
+  said.textContent = text;
+  said.hidden = false;
+  announce(text, { sticky: true });
+}
+
+/** The banner with the countdown, once a second. */
+export function renderOwnBreakout() {
+  const b = app.ownBreakout;
+  $('breakout-note').hidden = !b;
+  if (!b) return;
+  $('breakout-where').textContent = CALL.inBreakout(b.with_clinician);
+  let left = '';
+  if (b.ends_at) {
+    const secs = Math.max(0, Math.ceil((Date.parse(b.ends_at) - Date.now()) / 1000));
+    left = CALL.backIn(`${Math.floor(secs / 60)}:${String(secs % 60).padStart(2, '0')}`);
+  }
+  if ($('breakout-left').textContent !== left) $('breakout-left').textContent = left;
 }
 
 export function updateOwnControls() {
@@ -76,6 +125,10 @@ export function updateOwnControls() {
   $('mute-note').hidden = !notes.length;
   $('mute-note').textContent = notes.join(' ');
   $('btn-share').textContent = call.screenTrack ? CALL.stopShare : CALL.share;
+  const hand = $('btn-hand');
+  // Its name says what it does ("Raise hand" / "Lower hand"), so it is
+  // not also a pressed toggle.
+  hand.textContent = call.handRaised ? CALL.lowerHand : CALL.raiseHand;
   renderTiles();
 }
 
@@ -232,5 +285,6 @@ export function wireCall() {
   $('btn-mic').addEventListener('click', toggleMic);
   $('btn-cam').addEventListener('click', toggleCamera);
   $('btn-share').addEventListener('click', toggleShare);
+  $('btn-hand').addEventListener('click', toggleHand);
   $('btn-leave').addEventListener('click', leave);
 }

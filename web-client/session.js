@@ -60,6 +60,9 @@ export class Call {
     this.me = null;
     this.session = null;
     this.participants = new Map();
+    this.hands = []; // raised hands, oldest first: [{id, since}]
+    this.spotlight = null; // the participant everyone sees large
+    this.sentLayers = '[]';
     this.pcs = { pub: null, sub: null };
     this.remoteSet = { pub: false, sub: false };
     this.buffered = { pub: [], sub: [] };
@@ -252,6 +255,16 @@ export class Call {
         return this.emit('unmute_allowed', m);
       case 'breakout':
         return this.emit('breakout', m);
+      case 'breakout_ending':
+      case 'breakout_message':
+      case 'speaking':
+        return this.emit(m.type, m);
+      case 'hands':
+        this.hands = m.raised || [];
+        return this.emit('hands', this.hands);
+      case 'spotlight':
+        this.spotlight = m.participant || null;
+        return this.emit('spotlight', this.spotlight);
       case 'session_ending':
         return this.emit('session_ending', m);
       case 'offer':
@@ -274,6 +287,10 @@ export class Call {
     this.session = m.session;
     this.iceServers = m.ice_servers || [];
     this.participants = new Map(m.participants.map((p) => [p.id, { ...p }]));
+    // Told again after `joined` when there are any.
+    this.hands = [];
+    this.spotlight = null;
+    this.sentLayers = '[]';
     this.closePcs();
     // The connection for our media before anything else: a browser that
     // cannot make one leaves at once and says so, never "joined".
@@ -526,8 +543,32 @@ export class Call {
   mute(id, kind, allowUnmute) { this.send({ type: 'mute', participant: id, kind, allow_unmute: allowUnmute }); }
   allowUnmute(id, kind) { this.send({ type: 'allow_unmute', participant: id, kind }); }
   end() { this.send({ type: 'end' }); }
-  breakout(household, withClinician) { this.send({ type: 'breakout', household, with_clinician: withClinician }); }
+  breakout(household, withClinician, minutes) {
+    const m = { type: 'breakout', household, with_clinician: withClinician };
+    if (minutes) m.minutes = minutes;
+    this.send(m);
+  }
   endBreakout(household) { this.send({ type: 'end_breakout', household }); }
+  endAllBreakouts() { this.send({ type: 'end_all_breakouts' }); }
+  messageBreakouts(text) { this.send({ type: 'breakout_message', text }); }
+  lowerHandOf(id) { this.send({ type: 'lower_hand', participant: id }); }
+  setSpotlight(id) { this.send({ type: 'spotlight', participant: id }); }
+
+  // ---- everyone ----
+  raiseHand() { this.send({ type: 'raise_hand' }); }
+  lowerHand() { this.send({ type: 'lower_hand' }); }
+  get handRaised() { return !!this.me && this.hands.some((h) => h.id === this.me.id); }
+
+  /**
+   * Which layer we want of each person's video, from the size of their
+   * tile (`{id: 'high'|'low'}`); sent only when it changes.
+   */
+  preferLayers(layers) {
+    const text = JSON.stringify(Object.keys(layers).sort().map((k) => [k, layers[k]]));
+    if (text === this.sentLayers) return;
+    this.sentLayers = text;
+    this.send({ type: 'layer_preference', layers });
+  }
 
   /**
    * Per participant: audio level, and for their video the loss and bitrate

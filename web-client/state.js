@@ -50,12 +50,18 @@ export const app = {
   quality: new Map(), // participant id -> getStats figures, from the last poll
   inRoomSince: new Map(), // participant id -> when we saw them come into the room
   heardFrom: new Set(), // participant ids whose sound or video has reached us
+  pinned: null, // the participant id we pinned for ourselves (shown large)
+  activeSpeaker: null, // { id, at }: the loudest voice lately, from getStats audio levels
+  page: 0, // the page of tiles shown where they do not all fit (360 px)
+  handsSeen: [], // participant ids whose raised hand was announced
+  ownBreakout: null, // the breakout our household is in, as the server said
 
   // ---- the clinician panel
   lobby: [], // who waits, as the server last said
   lockedByMe: new Set(), // muted without self-unmute: they get "Allow unmute"
   recentlyLeft: new Map(), // participant id -> when they left ("Was in the session")
   breakouts: new Map(), // household -> the active breakout
+  breakoutSpeaking: new Set(), // participant ids speaking in a breakout we are not in
   rowKeys: new Map(), // row id -> a short number for element ids
   clockTimer: null,
 

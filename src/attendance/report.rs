@@ -215,6 +215,30 @@ pub struct SessionReport {
     pub flags: Vec<&'static str>,
     /// Extra: whole minutes between an early end and the scheduled end.
     pub minutes_short: i64,
+    /// Extra: time each couple (household) spent in breakouts.
+    pub breakouts: Vec<BreakoutReport>,
+}
+
+/// One household's breakouts in a group session: every interval from the
+/// ledger's `breakout_started` to its `breakout_ended` (or the room's close;
+/// one still running ends at `now` with `open: true`), and their total,
+/// clipped to the session window, floored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BreakoutReport {
+    pub household: String,
+    pub seconds: i64,
+    pub minutes: i64,
+    pub intervals: Vec<BreakoutInterval>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BreakoutInterval {
+    pub start: String,
+    pub end: String,
+    /// The clinician was in the breakout (when it started).
+    pub with_clinician: bool,
+    /// Still running at `generated_at`.
+    pub open: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -488,6 +512,67 @@ fn presence_segments(events: &[&Event], now: Millis) -> Vec<Segment> {
     out
 }
 
+/// Breakout time per household, from the ledger's breakout events
+/// (docs/api.md, the session report's `breakouts`). A `breakout_started`
+/// for a household already in one changes nothing (the clinician changed
+/// its length or joined it); `session_closed` ends every breakout.
+fn breakout_time(events: &[&Event], window: Interval, now: Millis) -> Vec<BreakoutReport> {
+    // household -> (start, with_clinician) of the breakout running.
+    let mut running: BTreeMap<String, (Millis, bool)> = BTreeMap::new();
+    let mut done: BTreeMap<String, Vec<BreakoutInterval>> = BTreeMap::new();
+    let mut spans: BTreeMap<String, Vec<Interval>> = BTreeMap::new();
+    let mut end = |household: String, (start, with): (Millis, bool), at: Millis, open: bool| {
+        let at = at.max(start);
+        spans
+            .entry(household.clone())
+            .or_default()
+            .push(Interval::new(start, at));
+        done.entry(household).or_default().push(BreakoutInterval {
+            start: rfc3339_ms(start),
+            end: rfc3339_ms(at),
+            with_clinician: with,
+            open,
+        });
+    };
+    for e in events {
+        let e = &e.event;
+        let household = e.detail_text("household").map(str::to_owned);
+        match (e.kind, household) {
+            (EventKind::BreakoutStarted, Some(h)) => {
+                let with = e.detail_flag("with_clinician").unwrap_or(false);
+                running.entry(h).or_insert((e.at, with));
+            }
+            (EventKind::BreakoutEnded, Some(h)) => {
+                if let Some(started) = running.remove(&h) {
+                    end(h, started, e.at, false);
+                }
+            }
+            (EventKind::SessionClosed, _) => {
+                for (h, started) in std::mem::take(&mut running) {
+                    end(h, started, e.at, false);
+                }
+            }
+            _ => {}
+        }
+    }
+    for (h, started) in running {
+        end(h, started, now, true);
+    }
+    done.into_iter()
+        .map(|(household, intervals)| {
+            let total = Intervals::union_of(spans.remove(&household).unwrap_or_default())
+                .clip(window)
+                .total();
+            BreakoutReport {
+                household,
+                seconds: floor_seconds(total),
+                minutes: floor_minutes(total),
+                intervals,
+            }
+        })
+        .collect()
+}
+
 fn union_where(segs: &[Segment], keep: impl Fn(&Segment) -> bool) -> Intervals {
     Intervals::union_of(segs.iter().filter(|s| keep(s)).map(Segment::interval))
 }
@@ -723,6 +808,7 @@ pub fn session_report(
         code_minimums,
         flags,
         minutes_short,
+        breakouts: breakout_time(&events, window, now_ms),
     }
 }
 
@@ -908,6 +994,23 @@ pub(crate) mod testkit {
         pub(crate) fn closed_for(&mut self, at: i64, why: &str) -> &mut Self {
             let r = Some(why);
             self.push(at, EventKind::SessionClosed, None, None, (r, None, None))
+        }
+
+        /// A household's breakout starts (`Some(with_clinician)`) or ends.
+        pub(crate) fn breakout(
+            &mut self,
+            at: i64,
+            household: &str,
+            started: Option<bool>,
+        ) -> &mut Self {
+            let (kind, d) = match started {
+                Some(with) => (
+                    EventKind::BreakoutStarted,
+                    json!({"household": household, "with_clinician": with}),
+                ),
+                None => (EventKind::BreakoutEnded, json!({"household": household})),
+            };
+            self.push(at, kind, None, None, (None, None, Some(d)))
         }
 
         pub(crate) fn waiting(&mut self, at: i64, who: &str, conn: &str) -> &mut Self {
@@ -1781,6 +1884,48 @@ mod tests {
             New_York,
             &[("p1", RosterRole::Patient)],
         )
+    }
+
+    #[test]
+    fn breakout_time_is_listed_per_couple() {
+        let session = individual();
+        let mut l = Ledger::new(&session);
+        l.clinician(0, s(3000))
+            .breakout(s(600), "h1", Some(false))
+            // A change of length or company is the same breakout.
+            .breakout(s(700), "h1", Some(true))
+            .breakout(s(900), "h1", None)
+            .breakout(s(1000), "h2", Some(false))
+            .breakout(s(1200), "h1", Some(false))
+            .breakout(s(1290), "h1", None)
+            // An end without a start is nothing.
+            .breakout(s(1300), "h3", None);
+        let r = session_report(
+            &session,
+            &l.events(),
+            None,
+            start() + Duration::seconds(1500),
+        );
+        let v = serde_json::to_value(&r.breakouts).unwrap();
+        assert_eq!(v[0]["household"], "h1");
+        assert_eq!(v[0]["seconds"], 300 + 90);
+        assert_eq!(v[0]["minutes"], 6);
+        assert_eq!(v[0]["intervals"].as_array().unwrap().len(), 2);
+        assert_eq!(v[0]["intervals"][0]["with_clinician"], false);
+        assert_eq!(v[1]["household"], "h2");
+        assert_eq!(v[1]["seconds"], 500, "still running: up to now");
+        assert_eq!(v[1]["intervals"][0]["open"], true);
+        assert_eq!(r.breakouts.len(), 2);
+        // The room's close ends it.
+        l.closed(s(1600));
+        let r = session_report(
+            &session,
+            &l.events(),
+            None,
+            start() + Duration::seconds(4000),
+        );
+        assert_eq!(r.breakouts[1].seconds, 600);
+        assert!(!r.breakouts[1].intervals[0].open);
     }
 
     #[test]

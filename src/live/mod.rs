@@ -453,9 +453,10 @@ enum Asked {
 /// The connection a request came from.
 fn requester(input: &Input) -> Option<ConnId> {
     match input {
-        Input::Clinician { conn, .. } | Input::Media { conn, .. } | Input::Leave { conn, .. } => {
-            Some(*conn)
-        }
+        Input::Clinician { conn, .. }
+        | Input::Media { conn, .. }
+        | Input::Leave { conn, .. }
+        | Input::Hand { conn, .. } => Some(*conn),
         _ => None,
     }
 }
@@ -631,6 +632,22 @@ impl Recorder<'_> {
             RoomEvent::SessionEnded { reason } => {
                 self.session_event(EventKind::SessionClosed, Some(reason.as_str()), now)
             }
+            RoomEvent::BreakoutStarted {
+                household,
+                with_clinician,
+                ends_at,
+            } => NewEvent {
+                detail: Some(json!({
+                    "household": household,
+                    "with_clinician": with_clinician,
+                    "ends_at": ends_at,
+                })),
+                ..self.session_event(EventKind::BreakoutStarted, None, now)
+            },
+            RoomEvent::BreakoutEnded { household } => NewEvent {
+                detail: Some(json!({ "household": household })),
+                ..self.session_event(EventKind::BreakoutEnded, None, now)
+            },
         }
     }
 }
@@ -740,5 +757,9 @@ fn logged(event: &RoomEvent) -> (&'static str, &str, ConnId) {
             participant, conn, ..
         } => ("media_changed", participant, *conn),
         RoomEvent::SessionEnded { .. } => ("session_closed", "-", 0),
+        // A household id is the clinic's id, not a name; still, the log
+        // needs no more than the kind.
+        RoomEvent::BreakoutStarted { .. } => ("breakout_started", "-", 0),
+        RoomEvent::BreakoutEnded { .. } => ("breakout_ended", "-", 0),
     }
 }

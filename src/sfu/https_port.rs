@@ -17,7 +17,7 @@
 //! listener needs no table shared with the shards.
 //!
 //! Everything here is a pure function of the bytes; the listener does the
-//! reading ([`crate::http`]), the shard the rest ([`super::tcp`]).
+//! reading (the HTTPS listener), the shard the rest ([`super::tcp`]).
 
 use std::time::Duration;
 

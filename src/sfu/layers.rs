@@ -11,8 +11,13 @@
 //! estimator to probe for the rate of the best ([`wanted`]), so the better
 //! layer comes back when the link recovers. Layers are ranked by their
 //! measured bitrate, not by their names, which are the sender's choice.
+//! A subscriber may say which size it shows each video at (LiveKit's
+//! "adaptive stream"): small tiles then get the low layer and large ones
+//! the high layer ([`choose_preferred`]).
 
 use std::time::{Duration, Instant};
+
+use tandem_protocol::Layer;
 
 /// A layer's bitrate over the last [`RateMeter::WINDOW`].
 #[derive(Debug, Clone, Default)]
@@ -59,6 +64,27 @@ pub(crate) fn choose(rates: &[u64], budget_bps: u64) -> Option<usize> {
     fitting.or(lowest).or(Some(best))
 }
 
+/// The layer for a subscriber that said which size it shows this video
+/// at (`layer_preference`): `high` (a large tile: pinned, spotlighted, the
+/// active speaker) gets the best layer its whole bandwidth estimate
+/// carries, not just a share of it; `low` (a small tile) gets the lowest
+/// measured layer. Without a preference, [`choose`] decides.
+pub(crate) fn choose_preferred(
+    rates: &[u64],
+    share_bps: u64,
+    estimate_bps: u64,
+    preferred: Option<Layer>,
+) -> Option<usize> {
+    match preferred {
+        None => choose(rates, share_bps),
+        Some(Layer::High) => choose(rates, estimate_bps),
+        Some(Layer::Low) => (0..rates.len())
+            .filter(|&i| rates[i] > 0)
+            .min_by_key(|&i| rates[i])
+            .or_else(|| choose(rates, share_bps)),
+    }
+}
+
 /// What a subscriber receiving layer `chosen` of a video with layer rates
 /// `rates` would like its bandwidth to be: `(next, best)`, the rate of the
 /// next layer up (the traffic worth sustaining to get there) and the rate
@@ -79,6 +105,27 @@ pub(crate) fn wanted(rates: &[u64], chosen: Option<usize>) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_preference_picks_the_layer_for_the_tile() {
+        let rates = [150_000, 500_000, 1_500_000];
+        // Twelve videos on 3 Mbit/s: 250 kbit/s each.
+        let (share, estimate) = (250_000, 3_000_000);
+        assert_eq!(choose_preferred(&rates, share, estimate, None), Some(0));
+        assert_eq!(
+            choose_preferred(&rates, share, estimate, Some(Layer::High)),
+            Some(2)
+        );
+        assert_eq!(
+            choose_preferred(&rates, 2_000_000, estimate, Some(Layer::Low)),
+            Some(0)
+        );
+        // Nothing measured yet: the usual choice.
+        assert_eq!(
+            choose_preferred(&[0, 0], share, estimate, Some(Layer::Low)),
+            Some(0)
+        );
+    }
 
     #[test]
     fn each_subscriber_gets_what_fits_its_budget() {

@@ -21,6 +21,7 @@ mod layers;
 mod peer;
 mod rewrite;
 mod shard;
+mod speech;
 mod tcp;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
@@ -88,6 +89,12 @@ pub(crate) enum Command {
         kind: tandem_protocol::MediaKind,
         blocked: bool,
     },
+    /// The subscriber's layer preference per publisher (participant id),
+    /// from its tile sizes; replaces the previous one.
+    Prefer {
+        conn: ConnId,
+        layers: std::collections::BTreeMap<String, tandem_protocol::Layer>,
+    },
 }
 
 /// What a shard tells a connection.
@@ -112,6 +119,11 @@ pub(crate) enum PeerEvent {
     /// The peer connection lost its network path.
     Disconnected {
         pc: Pc,
+    },
+    /// The participant started or stopped speaking (the audio level in
+    /// their packets' RFC 6464 header extension).
+    Speaking {
+        speaking: bool,
     },
     /// A client message could not be applied (bad SDP, out of order).
     Rejected {

@@ -101,6 +101,8 @@ pub(crate) struct Subscription {
     /// The subscriber has accepted an offer containing this m-line.
     pub negotiated: bool,
     pub rewriter: Rewriter,
+    /// The layer the subscriber asked for (from its tile's size).
+    pub preferred: Option<tandem_protocol::Layer>,
     /// The layer being forwarded now.
     pub layer: Option<usize>,
     /// A layer to switch to at its next keyframe.
@@ -150,6 +152,13 @@ pub(crate) struct Peer {
     pub blocked: [bool; 2],
     /// Raised by every packet either peer connection receives.
     pub sign_of_life: super::SignOfLife,
+    /// The layer this subscriber wants of each publisher's video, by
+    /// participant id (`layer_preference`).
+    pub preferred: std::collections::BTreeMap<String, tandem_protocol::Layer>,
+    /// Whether this publisher is speaking, from its audio levels.
+    pub speech: super::speech::Speech,
+    /// Tracks offered on `sub` so far (each offer's track id is unique).
+    pub offered: u32,
 }
 
 /// A new ICE-lite peer connection of shard `shard` in RTP mode with the
@@ -209,6 +218,9 @@ impl Peer {
             group: 0,
             blocked: [false; 2],
             sign_of_life,
+            preferred: Default::default(),
+            speech: Default::default(),
+            offered: 0,
         }
     }
 

@@ -463,6 +463,16 @@ impl Connection {
                     .input(self.room, Input::Connected { conn: self.conn });
                 None
             }
+            PeerEvent::Speaking { speaking } => {
+                self.context.rooms.input(
+                    self.room,
+                    Input::Speaking {
+                        conn: self.conn,
+                        speaking,
+                    },
+                );
+                None
+            }
             PeerEvent::Disconnected { pc } => {
                 tracing::info!(session = %self.room, conn = self.conn, ?pc, "media disconnected");
                 None
@@ -546,12 +556,35 @@ impl Connection {
             ClientMessage::Breakout {
                 household,
                 with_clinician,
+                minutes,
             } => clinician(Action::Breakout {
                 household,
                 with_clinician,
+                minutes,
             }),
             ClientMessage::EndBreakout { household } => {
                 clinician(Action::EndBreakout { household })
+            }
+            ClientMessage::EndAllBreakouts => clinician(Action::EndAllBreakouts),
+            ClientMessage::BreakoutMessage { text } => clinician(Action::BreakoutMessage(text)),
+            ClientMessage::Spotlight { participant } => clinician(Action::Spotlight(participant)),
+            ClientMessage::LowerHand {
+                participant: Some(participant),
+            } => clinician(Action::LowerHand(participant)),
+            ClientMessage::RaiseHand => {
+                taken = rooms.request(room, Input::Hand { conn, raised: true })
+            }
+            ClientMessage::LowerHand { participant: None } => {
+                taken = rooms.request(
+                    room,
+                    Input::Hand {
+                        conn,
+                        raised: false,
+                    },
+                )
+            }
+            ClientMessage::LayerPreference { layers } => {
+                sfu.send(room, Command::Prefer { conn, layers })
             }
         }
         if !taken {

@@ -45,6 +45,10 @@ pub enum EventKind {
     /// The room opened or closed.
     SessionOpened,
     SessionClosed,
+    /// A household went to a breakout (`detail`: household,
+    /// with_clinician, ends_at) or came back (`detail`: household).
+    BreakoutStarted,
+    BreakoutEnded,
 }
 
 impl EventKind {
@@ -62,6 +66,8 @@ impl EventKind {
             EventKind::Annotation => "annotation",
             EventKind::SessionOpened => "session_opened",
             EventKind::SessionClosed => "session_closed",
+            EventKind::BreakoutStarted => "breakout_started",
+            EventKind::BreakoutEnded => "breakout_ended",
         }
     }
 }

@@ -15,48 +15,18 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
-use crate::helpers::layers::{self, Layer};
 use crate::helpers::peer::{Kind, PeerOptions, RtpRecord, TestPeer, TrackReport};
+use crate::helpers::simulcast::{parse_payload, send_layers, FPS, LAYERS, SDES_RID};
 use crate::helpers::{couple_session, TestApp};
 
 const WAIT: Duration = Duration::from_secs(15);
 
-/// Frames a second on every layer (one RTP packet per frame).
-const FPS: u32 = 30;
-/// A periodic keyframe every this many frames (1.5 s): deliberately not a
-/// multiple of the SFU's 1 s rate window, so the switch to the best layer
-/// needs the keyframe the SFU asks for rather than a periodic one.
-const KEYFRAME_EVERY: u64 = 45;
 /// How long the layers are sent.
 const SEND_FOR: Duration = Duration::from_secs(4);
 /// The switch to the best layer must have happened by then (rates are
 /// measured over the first second, then one PLI round trip).
 const SWITCH_BY: Duration = Duration::from_millis(2500);
-
-/// The rates differ clearly (48, 144 and 264 kbit/s), and `f` is the best.
-const LAYERS: [Layer; 3] = [
-    Layer {
-        rid: "q",
-        marker: b'Q',
-        size: 200,
-        packets_per_frame: 1,
-    },
-    Layer {
-        rid: "h",
-        marker: b'H',
-        size: 600,
-        packets_per_frame: 1,
-    },
-    Layer {
-        rid: "f",
-        marker: b'F',
-        size: 1100,
-        packets_per_frame: 1,
-    },
-];
 const BEST: usize = 2;
-
-const SDES_RID: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_small_room_receives_only_the_best_simulcast_layer_as_one_continuous_track() {
@@ -142,12 +112,7 @@ async fn a_small_room_receives_only_the_best_simulcast_layer_as_one_continuous_t
 
     let sending_from = Instant::now();
     let writer = patient.writer();
-    let sending = tokio::spawn(layers::send(
-        writer.clone(),
-        LAYERS.to_vec(),
-        FPS,
-        KEYFRAME_EVERY,
-    ));
+    let sending = tokio::spawn(send_layers(writer.clone()));
     tokio::time::sleep(SEND_FOR).await;
     sending.abort();
     let _ = sending.await;
@@ -330,7 +295,7 @@ struct Rx {
 
 impl From<&RtpRecord> for Rx {
     fn from(rtp: &RtpRecord) -> Rx {
-        let (layer, layer_seq, keyframe) = layers::parse_video(&LAYERS, &rtp.payload);
+        let (layer, layer_seq, keyframe) = parse_payload(&rtp.payload);
         Rx {
             seq: rtp.seq,
             timestamp: rtp.timestamp,

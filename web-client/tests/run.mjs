@@ -535,7 +535,7 @@ try {
     return `too early: "${text}"`;
   }, { timeout: 60000 });
 
-  await step('group session: the clinician starts and ends a breakout; the room sees it', async () => {
+  await step('group session: the clinician sends a couple to a Breakout from the panel; the couple sees it', async () => {
     const now = new Date();
     const created = await api(server, 'POST', '/v1/sessions', {
       title: 'Group session', kind: 'group',
@@ -558,13 +558,14 @@ try {
     await attest(ga.page, 'NY');
     await role(ga.page, 'Join session').click();
     await expectVisible(tile(ga.page, 'Dr Rivera'), 15000);
-    const block = gc.page.getByRole('region', { name: 'Breakout rooms' });
-    await block.getByLabel('Household').fill('h1');
-    await block.getByRole('button', { name: 'Start breakout', exact: true }).click();
-    await expectVisible(block.getByRole('button', { name: 'End breakout', exact: true }));
-    await expectVisible(ga.page.getByText('Household h1 is in a private breakout'));
-    await block.getByRole('button', { name: 'End breakout', exact: true }).click();
-    await ga.page.getByText('Household h1 is in a private breakout').waitFor({ state: 'hidden', timeout: 10000 });
+    // The panel lists the couple; no household id to type.
+    const couple = gc.page.locator('#people-list li.couple[data-household="h1"]');
+    await expectVisible(couple.getByText('Couple h1'), 15000);
+    await couple.getByRole('button', { name: 'Breakout', exact: true }).click();
+    await expectVisible(couple.getByRole('button', { name: 'End breakout', exact: true }));
+    await expectVisible(ga.page.getByText('You and your partner are in a private breakout'));
+    await couple.getByRole('button', { name: 'End breakout', exact: true }).click();
+    await ga.page.getByText('You and your partner are in a private breakout').waitFor({ state: 'hidden', timeout: 10000 });
     await gc.context.close();
     await ga.context.close();
   }, { timeout: 45000 });

@@ -19,8 +19,8 @@ mod role;
 pub use code::{DenialCode, ErrorCode};
 pub use liveness::SignOfLife;
 pub use message::{
-    parse, Attestation, ClientMessage, IceCandidate, IceServer, MediaKind, Participant, Pc,
-    ServerMessage, SessionInfo, WaitingPerson, WaitingReason, You,
+    parse, Attestation, ClientMessage, IceCandidate, IceServer, Layer, MediaKind, Participant, Pc,
+    RaisedHand, ServerMessage, SessionInfo, WaitingPerson, WaitingReason, You,
 };
 pub use role::RosterRole;
 

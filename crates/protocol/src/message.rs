@@ -113,11 +113,50 @@ pub enum ClientMessage {
         household: String,
         #[serde(default)]
         with_clinician: bool,
+        /// Its length: the couple returns by itself after this many
+        /// minutes (1 to [`MAX_BREAKOUT_MINUTES`]), warned a minute before.
+        /// Without it the breakout lasts until the clinician ends it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        minutes: Option<u32>,
     },
     /// Brings a household back from its breakout.
     EndBreakout {
         household: String,
     },
+    /// "Bring everyone back": ends every breakout at once.
+    EndAllBreakouts,
+    /// "Message to breakouts": shows `text` to everyone in a breakout.
+    BreakoutMessage {
+        text: String,
+    },
+    /// "Raise hand": the sender wants to speak.
+    RaiseHand,
+    /// "Lower hand": the sender's own hand, or (clinician only) the hand of
+    /// `participant`.
+    LowerHand {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        participant: Option<String>,
+    },
+    /// Clinician only: shows one person large to everyone ("Spotlight");
+    /// `null` ends it.
+    Spotlight {
+        participant: Option<String>,
+    },
+    /// Which simulcast layer the sender wants of each person's video, from
+    /// the size of its tile: `high` for a large tile (pinned, spotlighted,
+    /// the active speaker), `low` for a small one. People not named keep
+    /// the server's choice. Replaces the previous preference.
+    LayerPreference {
+        layers: std::collections::BTreeMap<String, Layer>,
+    },
+}
+
+/// A simulcast layer a subscriber asks for (`layer_preference`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Layer {
+    Low,
+    High,
 }
 
 fn yes() -> bool {
@@ -129,6 +168,9 @@ pub struct You {
     pub id: String,
     pub name: String,
     pub role: RosterRole,
+    /// The participant's own household (a couple), if the roster gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub household: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,6 +190,9 @@ pub struct Participant {
     pub role: RosterRole,
     pub audio: bool,
     pub video: bool,
+    /// Their household: only in what clinicians receive.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub household: Option<String>,
 }
 
 /// One entry of `RTCConfiguration.iceServers`.
@@ -165,6 +210,16 @@ pub struct WaitingPerson {
     pub id: String,
     pub name: String,
     pub role: RosterRole,
+    pub since: DateTime<Utc>,
+    /// Their household (`lobby` goes to clinicians only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub household: Option<String>,
+}
+
+/// Someone whose hand is up, in the order hands were raised.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RaisedHand {
+    pub id: String,
     pub since: DateTime<Utc>,
 }
 
@@ -229,6 +284,36 @@ pub enum ServerMessage {
         household: String,
         active: bool,
         with_clinician: bool,
+        /// When a timed breakout returns by itself.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ends_at: Option<DateTime<Utc>>,
+    },
+    /// One minute before a timed breakout ends: to its members and to
+    /// clinicians.
+    BreakoutEnding {
+        household: String,
+        seconds_left: u64,
+    },
+    /// The clinician's "Message to breakouts", to everyone in a breakout
+    /// (and the clinicians, as a receipt).
+    BreakoutMessage {
+        text: String,
+        from: String,
+    },
+    /// Whether someone in a breakout the clinician is not in is speaking
+    /// (from the audio level their packets carry); clinicians only.
+    Speaking {
+        participant: String,
+        speaking: bool,
+    },
+    /// The raised hands, oldest first, to everyone in the room each time
+    /// they change.
+    Hands {
+        raised: Vec<RaisedHand>,
+    },
+    /// The person everyone sees large (`null`: nobody).
+    Spotlight {
+        participant: Option<String>,
     },
     SessionEnding {
         seconds_left: u64,
@@ -311,6 +396,14 @@ pub const MAX_ID: usize = 64;
 /// `attestation.state`'s value for someone outside the United States (the
 /// browser client offers it beside the two-letter codes).
 pub const OUTSIDE_US: &str = "OUTSIDE_US";
+/// The longest breakout a clinician may set, in minutes (a session's
+/// length is about this).
+pub const MAX_BREAKOUT_MINUTES: u32 = 180;
+/// The longest "Message to breakouts", in characters.
+pub const MAX_BREAKOUT_MESSAGE: usize = 500;
+/// The most people one `layer_preference` names (a group room's size
+/// with room to spare).
+pub const MAX_LAYER_PREFERENCES: usize = 64;
 
 impl ClientMessage {
     /// Whether every string is within what the protocol needs: a sentence
@@ -383,8 +476,44 @@ impl ClientMessage {
             | ClientMessage::Remove { participant }
             | ClientMessage::Mute { participant, .. }
             | ClientMessage::AllowUnmute { participant, .. } => id("participant", participant),
-            ClientMessage::Breakout { household: h, .. }
-            | ClientMessage::EndBreakout { household: h } => household(h),
+            ClientMessage::Breakout {
+                household: h,
+                minutes,
+                ..
+            } => {
+                household(h)?;
+                match minutes {
+                    Some(m) if !(1..=MAX_BREAKOUT_MINUTES).contains(m) => {
+                        Err(format!("minutes: from 1 to {MAX_BREAKOUT_MINUTES}"))
+                    }
+                    _ => Ok(()),
+                }
+            }
+            ClientMessage::EndBreakout { household: h } => household(h),
+            ClientMessage::BreakoutMessage { text } => {
+                let length = text.trim().chars().count();
+                if length == 0 || length > MAX_BREAKOUT_MESSAGE {
+                    Err(format!("text: from 1 to {MAX_BREAKOUT_MESSAGE} characters"))
+                } else {
+                    Ok(())
+                }
+            }
+            ClientMessage::LowerHand {
+                participant: Some(p),
+            }
+            | ClientMessage::Spotlight {
+                participant: Some(p),
+            } => id("participant", p),
+            ClientMessage::LayerPreference { layers } => {
+                if layers.len() > MAX_LAYER_PREFERENCES {
+                    return Err(format!("layers: at most {MAX_LAYER_PREFERENCES} people"));
+                }
+                layers.keys().try_for_each(|p| id("layers", p))
+            }
+            ClientMessage::LowerHand { participant: None }
+            | ClientMessage::Spotlight { participant: None }
+            | ClientMessage::EndAllBreakouts
+            | ClientMessage::RaiseHand => Ok(()),
             ClientMessage::Candidate {
                 candidate: None, ..
             }
@@ -519,6 +648,48 @@ mod tests {
                 ClientMessage::Breakout {
                     household: "h1".into(),
                     with_clinician: true,
+                    minutes: None,
+                },
+            ),
+            (
+                json!({"type": "breakout", "household": "h1", "minutes": 10}),
+                ClientMessage::Breakout {
+                    household: "h1".into(),
+                    with_clinician: false,
+                    minutes: Some(10),
+                },
+            ),
+            (
+                json!({"type": "end_all_breakouts"}),
+                ClientMessage::EndAllBreakouts,
+            ),
+            (
+                json!({"type": "breakout_message", "text": "Two minutes left"}),
+                ClientMessage::BreakoutMessage {
+                    text: "Two minutes left".into(),
+                },
+            ),
+            (json!({"type": "raise_hand"}), ClientMessage::RaiseHand),
+            (
+                json!({"type": "lower_hand"}),
+                ClientMessage::LowerHand { participant: None },
+            ),
+            (
+                json!({"type": "lower_hand", "participant": "p1"}),
+                ClientMessage::LowerHand {
+                    participant: Some("p1".into()),
+                },
+            ),
+            (
+                json!({"type": "spotlight", "participant": null}),
+                ClientMessage::Spotlight { participant: None },
+            ),
+            (
+                json!({"type": "layer_preference", "layers": {"p1": "high", "p2": "low"}}),
+                ClientMessage::LayerPreference {
+                    layers: [("p1".into(), Layer::High), ("p2".into(), Layer::Low)]
+                        .into_iter()
+                        .collect(),
                 },
             ),
             (
@@ -623,6 +794,31 @@ mod tests {
                 json!({"type": "end_breakout", "household": ""}),
                 "household",
             ),
+            (
+                json!({"type": "breakout", "household": "h", "minutes": 0}),
+                "minutes",
+            ),
+            (
+                json!({"type": "breakout", "household": "h", "minutes": MAX_BREAKOUT_MINUTES + 1}),
+                "minutes",
+            ),
+            (json!({"type": "breakout_message", "text": "  "}), "text"),
+            (
+                json!({"type": "breakout_message", "text": long(MAX_BREAKOUT_MESSAGE + 1)}),
+                "text",
+            ),
+            (
+                json!({"type": "lower_hand", "participant": "a b"}),
+                "participant",
+            ),
+            (
+                json!({"type": "spotlight", "participant": ""}),
+                "participant",
+            ),
+            (
+                json!({"type": "layer_preference", "layers": {"a b": "high"}}),
+                "layers",
+            ),
         ];
         for (message, field) in cases {
             let problem = parse(&message.to_string()).unwrap_err();
@@ -633,6 +829,7 @@ mod tests {
             json!({"type": "offer", "pc": "pub", "sdp": long(MAX_SDP)}),
             json!({"type": "admit", "participant": "clin-7.a:b_c"}),
             json!({"type": "breakout", "household": "Morgan household"}),
+            json!({"type": "breakout", "household": "h", "minutes": MAX_BREAKOUT_MINUTES}),
         ] {
             assert!(parse(&ok.to_string()).is_ok(), "{ok}");
         }
@@ -665,7 +862,8 @@ mod tests {
                     name: "N".into(),
                     role: RosterRole::Patient,
                     audio: true,
-                    video: false
+                    video: false,
+                    household: None,
                 }
             })
             .unwrap(),

@@ -52,6 +52,7 @@ impl Room {
                         conn,
                         message: joined,
                     });
+                    self.room_state_for(conn, out);
                     self.enter_media(conn, group, blocked, out);
                 }
                 Place::Waiting { .. } => out.push(Effect::Send {
@@ -111,12 +112,13 @@ impl Room {
                 id: me.person.id.clone(),
                 name: me.person.name.clone(),
                 role: me.person.role,
+                household: me.person.household.clone(),
             },
             session: self.session.clone(),
             participants: self
                 .in_room()
                 .filter(|m| m.conn != conn)
-                .map(Member::participant)
+                .map(|m| m.participant_for(me))
                 .collect(),
             ice_servers: self.ice_servers.clone(),
         }
@@ -147,23 +149,22 @@ impl Room {
         let member = &mut self.members[index];
         member.place = Place::InRoom;
         member.group = group;
-        let (conn, blocked) = (member.conn, member.blocked);
-        let participant = member.participant();
+        let (conn, blocked, id) = (member.conn, member.blocked, member.person.id.clone());
         let joined = self.joined_message(conn);
         out.push(Effect::Send {
             conn,
             message: joined,
         });
+        self.room_state_for(conn, out);
         self.enter_media(conn, group, blocked, out);
-        self.tell_room(
-            conn,
-            ServerMessage::ParticipantJoined {
-                participant: participant.clone(),
-            },
+        let member = self.members[index].clone();
+        self.tell_room_about(
+            &member,
+            |participant| ServerMessage::ParticipantJoined { participant },
             out,
         );
         out.push(Effect::Record(RoomEvent::Admitted {
-            participant: participant.id,
+            participant: id,
             conn,
             by,
         }));

@@ -1,6 +1,7 @@
 //! What a clinician may do in the room: admit, deny, remove, mute, end,
-//! and send households to breakouts. Only a clinician in the room may act;
-//! everyone else is told so.
+//! send households to breakouts (breakout.rs), lower hands and spotlight
+//! someone (hands.rs). Only a clinician in the room may act; everyone else
+//! is told so.
 
 use super::*;
 
@@ -154,89 +155,21 @@ impl Room {
             Action::Breakout {
                 household,
                 with_clinician,
-            } => {
-                if self.kind != SessionKind::Group {
-                    out.push(bad_state("breakouts are for group sessions"));
-                    return;
-                }
-                if !self
-                    .roster
-                    .iter()
-                    .any(|p| p.household.as_deref() == Some(household.as_str()))
-                {
-                    out.push(bad_state("no household with that id is on the roster"));
-                    return;
-                }
-                if with_clinician && self.breakouts.iter().any(|b| b.with_clinician) {
-                    out.push(bad_state("the clinician is already in a breakout"));
-                    return;
-                }
-                let group = match self.breakouts.iter_mut().find(|b| b.household == household) {
-                    Some(b) => {
-                        b.with_clinician = with_clinician;
-                        b.group
-                    }
-                    None => {
-                        let group = self.next_group;
-                        self.next_group += 1;
-                        self.breakouts.push(Breakout {
-                            household: household.clone(),
-                            group,
-                            with_clinician,
-                        });
-                        group
-                    }
-                };
-                self.regroup(out);
-                self.tell_breakout(&household, Some(group), with_clinician, out);
-            }
+                minutes,
+            } => self.breakout(conn, household, with_clinician, minutes, now, out),
             Action::EndBreakout { household } => {
-                let before = self.breakouts.len();
-                self.breakouts.retain(|b| b.household != household);
-                if self.breakouts.len() == before {
+                if !self.end_breakout(&household, out) {
                     out.push(bad_state("that household is not in a breakout"));
-                    return;
                 }
-                self.regroup(out);
-                self.tell_breakout(&household, None, false, out);
             }
-        }
-    }
-
-    /// Puts everyone in the room into the group their household belongs to.
-    fn regroup(&mut self, out: &mut Vec<Effect>) {
-        for i in 0..self.members.len() {
-            let group = self.group_of(&self.members[i].person);
-            let m = &mut self.members[i];
-            if m.place == Place::InRoom && m.group != group {
-                m.group = group;
-                out.push(Effect::SetGroup {
-                    conn: m.conn,
-                    group,
-                });
-            } else {
-                m.group = group;
+            Action::EndAllBreakouts => self.end_all_breakouts(out),
+            Action::BreakoutMessage(text) => self.message_breakouts(&by, text, out),
+            Action::LowerHand(participant) => {
+                if !self.lower_hand(&participant, out) {
+                    out.push(bad_state("that person's hand is not raised"));
+                }
             }
-        }
-    }
-
-    fn tell_breakout(
-        &self,
-        household: &str,
-        group: Option<Group>,
-        with_clinician: bool,
-        out: &mut Vec<Effect>,
-    ) {
-        let message = ServerMessage::Breakout {
-            household: household.to_owned(),
-            active: group.is_some(),
-            with_clinician,
-        };
-        for m in self.in_room() {
-            out.push(Effect::Send {
-                conn: m.conn,
-                message: message.clone(),
-            });
+            Action::Spotlight(participant) => self.set_spotlight(conn, participant, out),
         }
     }
 }

@@ -32,15 +32,17 @@ use crate::auth::RosterRole;
 use crate::schedule::{RosterEntry, Session, SessionKind};
 use crate::store::event::Reason;
 use tandem_protocol::{
-    Attestation, DenialCode, ErrorCode, IceServer, MediaKind, Participant, ServerMessage,
-    SessionInfo, WaitingPerson, WaitingReason, You,
+    Attestation, DenialCode, ErrorCode, IceServer, MediaKind, Participant, RaisedHand,
+    ServerMessage, SessionInfo, WaitingPerson, WaitingReason, You,
 };
 use tandem_protocol::{ConnId, SignOfLife};
 
 use presence::end_at_last_sign_of_life;
 
 mod arrival;
+mod breakout;
 mod clinician;
+mod hands;
 mod presence;
 mod timers;
 
@@ -88,10 +90,20 @@ pub(crate) enum Action {
     Breakout {
         household: String,
         with_clinician: bool,
+        /// Returns by itself after this many minutes.
+        minutes: Option<u32>,
     },
     EndBreakout {
         household: String,
     },
+    /// "Bring everyone back".
+    EndAllBreakouts,
+    /// "Message to breakouts".
+    BreakoutMessage(String),
+    /// Lowers someone else's hand.
+    LowerHand(String),
+    /// Shows one person large to everyone, or nobody.
+    Spotlight(Option<String>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -135,6 +147,17 @@ pub(crate) enum Input {
     Stop,
     /// Time passes (about once a second).
     Tick,
+    /// "Raise hand" or "Lower hand" for oneself.
+    Hand {
+        conn: ConnId,
+        raised: bool,
+    },
+    /// Whether the connection's person is speaking, from the audio levels
+    /// the media shard reads in their packets.
+    Speaking {
+        conn: ConnId,
+        speaking: bool,
+    },
 }
 
 /// An event the attendance ledger records.
@@ -194,6 +217,18 @@ pub(crate) enum RoomEvent {
     },
     SessionEnded {
         reason: Reason,
+    },
+    /// A household's breakout started (or changed: with or without the
+    /// clinician, a new length).
+    BreakoutStarted {
+        household: String,
+        with_clinician: bool,
+        ends_at: Option<DateTime<Utc>>,
+    },
+    /// It ended: the clinician brought them back, its time was up, or the
+    /// session ended.
+    BreakoutEnded {
+        household: String,
     },
 }
 
@@ -270,13 +305,20 @@ impl Member {
         self.person.role == RosterRole::Clinician
     }
 
-    fn participant(&self) -> Participant {
+    /// How `viewer` sees this member: clinicians learn everyone's
+    /// household, others only their own (so they can tell their partner).
+    fn participant_for(&self, viewer: &Member) -> Participant {
+        let own =
+            viewer.person.household.is_some() && viewer.person.household == self.person.household;
         Participant {
             id: self.person.id.clone(),
             name: self.person.name.clone(),
             role: self.person.role,
             audio: self.audio,
             video: self.video,
+            household: (viewer.is_clinician() || own)
+                .then(|| self.person.household.clone())
+                .flatten(),
         }
     }
 }
@@ -286,6 +328,10 @@ struct Breakout {
     household: String,
     group: Group,
     with_clinician: bool,
+    /// When a timed breakout returns by itself.
+    ends_at: Option<DateTime<Utc>>,
+    /// The one-minute warning was given.
+    warned: bool,
 }
 
 fn kind_index(kind: MediaKind) -> usize {
@@ -318,6 +364,10 @@ pub(crate) struct Room {
     warned: [bool; 2],
     breakouts: Vec<Breakout>,
     next_group: Group,
+    /// Raised hands, oldest first.
+    hands: Vec<RaisedHand>,
+    /// The person everyone sees large.
+    spotlight: Option<String>,
     finished: bool,
 }
 
@@ -350,6 +400,8 @@ impl Room {
             warned: [false; 2],
             breakouts: Vec::new(),
             next_group: MAIN_ROOM + 1,
+            hands: Vec::new(),
+            spotlight: None,
             finished: false,
         }
     }
@@ -463,6 +515,8 @@ impl Room {
             Input::Cancelled => self.finish(Reason::SessionCancelled, now, &mut out),
             Input::Stop => self.stop(&mut out),
             Input::Tick => self.tick(now, &mut out),
+            Input::Hand { conn, raised } => self.own_hand(conn, raised, now, &mut out),
+            Input::Speaking { conn, speaking } => self.speaking(conn, speaking, &mut out),
         }
         out
     }
@@ -487,6 +541,32 @@ impl Room {
         }
     }
 
+    /// Tells everyone in the room.
+    fn tell_everyone(&self, message: ServerMessage, out: &mut Vec<Effect>) {
+        for m in self.in_room() {
+            out.push(Effect::Send {
+                conn: m.conn,
+                message: message.clone(),
+            });
+        }
+    }
+
+    /// Tells everyone in the room but `except` about `member`, each as they
+    /// may see them.
+    fn tell_room_about(
+        &self,
+        member: &Member,
+        message: impl Fn(Participant) -> ServerMessage,
+        out: &mut Vec<Effect>,
+    ) {
+        for m in self.in_room().filter(|m| m.conn != member.conn) {
+            out.push(Effect::Send {
+                conn: m.conn,
+                message: message(member.participant_for(m)),
+            });
+        }
+    }
+
     /// The waiting list, to every clinician in the room.
     fn lobby(&self, out: &mut Vec<Effect>) {
         let waiting: Vec<WaitingPerson> = self
@@ -498,6 +578,7 @@ impl Room {
                     name: m.person.name.clone(),
                     role: m.person.role,
                     since,
+                    household: m.person.household.clone(),
                 }),
                 Place::InRoom => None,
             })
@@ -529,13 +610,12 @@ impl Room {
         let member = self.members.remove(i);
         if member.place == Place::InRoom {
             out.push(Effect::StopMedia { conn: member.conn });
-            self.tell_room(
-                member.conn,
-                ServerMessage::ParticipantLeft {
-                    participant: member.participant(),
-                },
+            self.tell_room_about(
+                &member,
+                |participant| ServerMessage::ParticipantLeft { participant },
                 out,
             );
+            self.out_of_room(&member.person.id, out);
         }
         member
     }

@@ -459,6 +459,7 @@ fn a_breakout_groups_one_household_and_ends() {
         Action::Breakout {
             household: "h1".into(),
             with_clinician: false,
+            minutes: None,
         },
         4,
     );
@@ -491,6 +492,7 @@ fn a_breakout_groups_one_household_and_ends() {
         Action::Breakout {
             household: "h2".into(),
             with_clinician: true,
+            minutes: None,
         },
         7,
     );
@@ -520,6 +522,7 @@ fn a_breakout_groups_one_household_and_ends() {
         Action::Breakout {
             household: "nope".into(),
             with_clinician: false,
+            minutes: None,
         },
         9,
     );
@@ -659,6 +662,7 @@ fn breakouts_are_for_group_sessions() {
         Action::Breakout {
             household: "h1".into(),
             with_clinician: false,
+            minutes: None,
         },
         1,
     );
@@ -971,4 +975,280 @@ fn a_media_message_that_changes_nothing_is_neither_recorded_nor_told() {
         Script::at(8),
     );
     assert_eq!(e, []);
+}
+
+/// The messages of one type sent to `conn`, as JSON.
+fn sent(effects: &[Effect], conn: ConnId, kind: &str) -> Vec<serde_json::Value> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Send { conn: c, message } if *c == conn => {
+                let v = serde_json::to_value(message).unwrap();
+                (v["type"] == kind).then_some(v)
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn recorded(effects: &[Effect]) -> Vec<RoomEvent> {
+    effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Record(event) => Some(event.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn only_clinicians_learn_households_and_each_person_their_own_couple() {
+    let mut s = Script::new(SessionKind::Group, false);
+    s.arrive(1, "c", 0);
+    let e = s.arrive(2, "p", 1);
+    assert_eq!(sent(&e, 1, "lobby")[0]["waiting"][0]["household"], "h1");
+    let e = s.act(1, Action::AdmitAll, 2);
+    let joined = &sent(&e, 2, "joined")[0];
+    assert_eq!(joined["you"]["household"], "h1");
+    assert!(joined["participants"][0].get("household").is_none());
+    assert_eq!(
+        sent(&e, 1, "participant_joined")[0]["participant"]["household"],
+        "h1"
+    );
+    s.arrive(3, "r", 3);
+    let e = s.act(1, Action::Admit("r".into()), 4);
+    s.arrive(4, "q", 5);
+    let e2 = s.act(1, Action::Admit("q".into()), 6);
+    // Partners see each other's household: it is their own.
+    assert_eq!(
+        sent(&e2, 2, "participant_joined")[0]["participant"]["household"],
+        "h1"
+    );
+    assert!(sent(&e2, 3, "participant_joined")[0]["participant"]
+        .get("household")
+        .is_none());
+    // The patient of another couple sees r without a household, and r
+    // sees p without one; the clinician sees both.
+    assert!(sent(&e, 2, "participant_joined")[0]["participant"]
+        .get("household")
+        .is_none());
+    let joined = &sent(&e, 3, "joined")[0];
+    for p in joined["participants"].as_array().unwrap() {
+        assert!(p.get("household").is_none(), "{p}");
+    }
+}
+
+#[test]
+fn a_timed_breakout_warns_a_minute_before_and_returns_by_itself() {
+    let mut s = four_in_a_group();
+    let e = s.act(1, breakout("h1", false, Some(2)), 10);
+    let ends_at = Script::at(130);
+    for conn in [1, 2, 3] {
+        let b = &sent(&e, conn, "breakout")[0];
+        assert_eq!(b["active"], true);
+        assert_eq!(b["ends_at"], serde_json::to_value(ends_at).unwrap());
+    }
+    assert!(
+        sent(&e, 4, "breakout").is_empty(),
+        "another couple's patient does not learn the household"
+    );
+    assert_eq!(
+        recorded(&e),
+        [RoomEvent::BreakoutStarted {
+            household: "h1".into(),
+            with_clinician: false,
+            ends_at: Some(ends_at),
+        }]
+    );
+    // Quiet until a minute before the end.
+    let e = s.room.handle(Input::Tick, Script::at(69));
+    assert!(sent(&e, 2, "breakout_ending").is_empty());
+    let e = s.room.handle(Input::Tick, Script::at(70));
+    for conn in [1, 2, 3] {
+        assert_eq!(sent(&e, conn, "breakout_ending")[0]["seconds_left"], 60);
+    }
+    assert!(sent(&e, 4, "breakout_ending").is_empty());
+    let e = s.room.handle(Input::Tick, Script::at(71));
+    assert!(sent(&e, 2, "breakout_ending").is_empty(), "warned once");
+    // Back by itself at the end.
+    let e = s.room.handle(Input::Tick, Script::at(130));
+    assert_eq!(
+        media(&e),
+        [
+            Effect::SetGroup { conn: 2, group: 0 },
+            Effect::SetGroup { conn: 3, group: 0 }
+        ]
+    );
+    assert_eq!(sent(&e, 2, "breakout")[0]["active"], false);
+    assert_eq!(
+        recorded(&e),
+        [RoomEvent::BreakoutEnded {
+            household: "h1".into()
+        }]
+    );
+}
+
+#[test]
+fn bring_everyone_back_ends_every_breakout_and_messages_reach_them() {
+    let mut s = four_in_a_group();
+    for household in ["h1", "h2"] {
+        s.act(1, breakout(household, false, None), 5);
+    }
+    let e = s.act(
+        1,
+        Action::BreakoutMessage("  Two minutes, please. ".into()),
+        6,
+    );
+    for conn in [1, 2, 3, 4] {
+        let m = &sent(&e, conn, "breakout_message")[0];
+        assert_eq!(m["text"], "Two minutes, please.");
+        assert_eq!(m["from"], "C");
+    }
+    let e = s.act(1, Action::EndAllBreakouts, 7);
+    assert_eq!(recorded(&e).len(), 2);
+    assert!(media(&e)
+        .iter()
+        .all(|m| matches!(m, Effect::SetGroup { group: 0, .. })));
+    assert_eq!(media(&e).len(), 3);
+    // Nobody in a breakout: a message reaches only the clinician.
+    let e = s.act(1, Action::BreakoutMessage("hello".into()), 8);
+    assert_eq!(to(&e, 2), Vec::<String>::new());
+    // Only a clinician may do it.
+    let e = s.room.handle(
+        Input::Clinician {
+            conn: 2,
+            action: Action::EndAllBreakouts,
+        },
+        Script::at(9),
+    );
+    assert_eq!(to(&e, 2), ["error(not_allowed)"]);
+}
+
+#[test]
+fn the_clinician_sees_who_speaks_in_a_breakout_they_are_not_in() {
+    let mut s = Script::new(SessionKind::Group, true);
+    s.arrive(1, "c", 0);
+    s.arrive(2, "p", 1);
+    s.arrive(4, "r", 3);
+    let speak = |s: &mut Script, conn, secs| {
+        s.room.handle(
+            Input::Speaking {
+                conn,
+                speaking: true,
+            },
+            Script::at(secs),
+        )
+    };
+    // In the main room the clinician hears them: nothing to tell.
+    assert!(to(&speak(&mut s, 2, 4), 1).is_empty());
+    s.act(1, breakout("h1", false, None), 5);
+    let e = speak(&mut s, 2, 6);
+    assert_eq!(
+        sent(&e, 1, "speaking")[0],
+        serde_json::json!({"type": "speaking", "participant": "p", "speaking": true})
+    );
+    assert!(to(&e, 4).is_empty(), "only clinicians");
+    // With the clinician inside, they hear it themselves.
+    s.act(1, breakout("h1", true, None), 7);
+    assert!(to(&speak(&mut s, 2, 8), 1).is_empty());
+}
+
+#[test]
+fn hands_are_raised_in_order_and_lowered_by_their_owner_or_the_clinician() {
+    let mut s = four_in_a_group();
+    let hand = |s: &mut Script, conn, raised, secs| {
+        s.room
+            .handle(Input::Hand { conn, raised }, Script::at(secs))
+    };
+    let ids = |e: &[Effect], conn| -> Vec<String> {
+        sent(e, conn, "hands").last().unwrap()["raised"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| h["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    hand(&mut s, 4, true, 10);
+    let e = hand(&mut s, 2, true, 11);
+    assert_eq!(ids(&e, 1), ["r", "p"], "oldest first");
+    assert_eq!(ids(&e, 3), ["r", "p"], "everyone sees them");
+    assert!(to(&hand(&mut s, 2, true, 12), 1).is_empty(), "already up");
+    // A patient cannot lower someone else's hand.
+    let e = s.act(2, Action::LowerHand("r".into()), 13);
+    assert_eq!(to(&e, 2), ["error(not_allowed)"]);
+    let e = s.act(1, Action::LowerHand("r".into()), 14);
+    assert_eq!(ids(&e, 2), ["p"]);
+    let e = s.act(1, Action::LowerHand("r".into()), 15);
+    assert_eq!(to(&e, 1), ["error(bad_state)"]);
+    // Leaving lowers one's hand; a newcomer learns the hands up.
+    hand(&mut s, 3, true, 16);
+    let e = s.room.handle(
+        Input::Leave {
+            conn: 2,
+            reason: LeaveReason::Left,
+        },
+        Script::at(17),
+    );
+    assert_eq!(ids(&e, 1), ["q"]);
+    let e = s.arrive(5, "p", 18);
+    assert_eq!(ids(&e, 5), ["q"]);
+    let e = hand(&mut s, 3, false, 19);
+    assert!(ids(&e, 1).is_empty());
+    // Hands are not attendance.
+    assert!(recorded(&e).is_empty());
+}
+
+#[test]
+fn the_spotlight_is_shown_to_everyone_and_ends_when_its_person_leaves() {
+    let mut s = Script::new(SessionKind::Group, true);
+    s.arrive(1, "c", 0);
+    s.arrive(2, "p", 1);
+    s.arrive(4, "r", 3);
+    let e = s.act(1, Action::Spotlight(Some("p".into())), 4);
+    for conn in [1, 2, 4] {
+        assert_eq!(sent(&e, conn, "spotlight")[0]["participant"], "p");
+    }
+    let e = s.act(1, Action::Spotlight(Some("q".into())), 5);
+    assert_eq!(to(&e, 1), ["error(bad_state)"], "q is not in the room");
+    let e = s.arrive(5, "q", 6);
+    assert_eq!(sent(&e, 5, "spotlight")[0]["participant"], "p");
+    let e = s.room.handle(
+        Input::Leave {
+            conn: 2,
+            reason: LeaveReason::Left,
+        },
+        Script::at(7),
+    );
+    assert!(sent(&e, 4, "spotlight")[0]["participant"].is_null());
+}
+
+#[test]
+fn breakouts_still_running_are_closed_in_the_ledger_at_the_end() {
+    let mut s = Script::new(SessionKind::Group, true);
+    s.arrive(1, "c", 0);
+    s.arrive(2, "p", 1);
+    s.act(1, breakout("h1", false, Some(30)), 2);
+    let e = s.act(1, Action::End, 3);
+    assert!(recorded(&e).contains(&RoomEvent::BreakoutEnded {
+        household: "h1".into()
+    }));
+}
+
+/// A group session with the clinician (1), the couple h1 (2, 3) and r of
+/// h2 (4) in the room.
+fn four_in_a_group() -> Script {
+    let mut s = Script::new(SessionKind::Group, true);
+    s.arrive(1, "c", 0);
+    s.arrive(2, "p", 1);
+    s.arrive(3, "q", 2);
+    s.arrive(4, "r", 3);
+    s
+}
+
+fn breakout(household: &str, with_clinician: bool, minutes: Option<u32>) -> Action {
+    Action::Breakout {
+        household: household.into(),
+        with_clinician,
+        minutes,
+    }
 }

@@ -9,6 +9,7 @@ impl Room {
             self.finish(Reason::SessionEnd, now, out);
             return;
         }
+        self.breakout_timers(now, out);
         let left = (self.closes_at - now).num_seconds();
         // The smallest threshold crossed wins, so a late start warns once.
         for (i, threshold) in WARNINGS.into_iter().enumerate().rev() {
@@ -29,6 +30,9 @@ impl Room {
             if now - since >= self.clinician_grace && !self.clinician_in_room() {
                 self.clinician_away_since = None;
                 self.readmit.clear();
+                // Nobody is left in the room to see hands or a spotlight.
+                self.hands.clear();
+                self.spotlight = None;
                 let back: Vec<usize> = (0..self.members.len())
                     .filter(|&i| self.members[i].place == Place::InRoom)
                     .collect();
@@ -61,6 +65,7 @@ impl Room {
 
     /// Everyone out for a server stop; the session goes on after it.
     pub(super) fn stop(&mut self, out: &mut Vec<Effect>) {
+        self.close_breakouts(out);
         for m in std::mem::take(&mut self.members) {
             if m.place == Place::InRoom {
                 out.push(Effect::StopMedia { conn: m.conn });
@@ -84,6 +89,7 @@ impl Room {
         if reason == Reason::EndedByClinician {
             out.push(Effect::PersistEnd);
         }
+        self.close_breakouts(out);
         for m in std::mem::take(&mut self.members) {
             if m.place == Place::InRoom {
                 out.push(Effect::StopMedia { conn: m.conn });
@@ -102,5 +108,15 @@ impl Room {
         out.push(Effect::Record(RoomEvent::SessionEnded { reason }));
         out.push(Effect::Finished);
         self.finished = true;
+    }
+
+    /// The ledger closes every breakout still running (the room is ending
+    /// or the server stopping); nobody is told, everyone is leaving.
+    fn close_breakouts(&mut self, out: &mut Vec<Effect>) {
+        for b in std::mem::take(&mut self.breakouts) {
+            out.push(Effect::Record(RoomEvent::BreakoutEnded {
+                household: b.household,
+            }));
+        }
     }
 }

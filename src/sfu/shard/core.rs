@@ -214,6 +214,7 @@ impl ShardCore {
                 kind,
                 blocked,
             } => self.on_block(now, conn, kind, blocked),
+            Command::Prefer { conn, layers } => self.on_prefer(conn, layers),
         }
     }
 
@@ -289,6 +290,7 @@ impl ShardCore {
                 ) => {
                     if let Some(peer) = self.peers.get_mut(&conn) {
                         peer.egress_bps = estimate.as_u64();
+                        tracing::debug!(conn = ?conn, bps = peer.egress_bps, "egress estimate");
                         // Below the best layers, probe for them: the estimate
                         // grows only with traffic to measure.
                         let (sustain, best) = peer.wanted_bitrate();

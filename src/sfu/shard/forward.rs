@@ -7,6 +7,7 @@
 //! subscriber is only marked written; [`ShardCore::flush`] drains it once
 //! per batch.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use str0m::format::Codec;
@@ -18,7 +19,7 @@ use crate::sfu::keyframe::{is_h264_keyframe, is_vp8_keyframe};
 use crate::sfu::layers;
 use crate::sfu::peer::MAX_LAYERS;
 use crate::sfu::{ConnId, Pc, PeerEvent};
-use tandem_protocol::MediaKind as SignalKind;
+use tandem_protocol::{Layer, MediaKind as SignalKind};
 
 /// The RTP timestamp step assumed for one audio frame where a subscriber's
 /// stream changes source: Opus runs a 48 kHz RTP clock (RFC 7587) and
@@ -54,6 +55,30 @@ impl ShardCore {
                 self.request_keyframe(now, conn, mid, None);
             }
         }
+    }
+
+    /// A subscriber's layer preference (`layer_preference`), applied to
+    /// the videos it receives now and kept for those it receives later.
+    pub(super) fn on_prefer(&mut self, conn: ConnId, layers: BTreeMap<String, Layer>) {
+        let Some(peer) = self.peers.get(&conn) else {
+            return;
+        };
+        let wanted: Vec<Option<Layer>> = peer
+            .subscriptions
+            .iter()
+            .map(|s| {
+                self.peers
+                    .get(&s.publisher)
+                    .and_then(|p| layers.get(&p.participant).copied())
+            })
+            .collect();
+        let Some(peer) = self.peers.get_mut(&conn) else {
+            return;
+        };
+        for (sub, preferred) in peer.subscriptions.iter_mut().zip(wanted) {
+            sub.preferred = preferred;
+        }
+        peer.preferred = layers;
     }
 
     pub(super) fn on_connected(&mut self, now: Instant, conn: ConnId, pc: Pc) {
@@ -179,6 +204,13 @@ impl ShardCore {
                 Codec::H264 => is_h264_keyframe(&packet.payload),
                 _ => false,
             };
+        if kind == MediaKind::Audio {
+            if let Some(level) = packet.header.ext_vals.audio_level {
+                if let Some(speaking) = peer.speech.observe(now, level) {
+                    peer.tell(PeerEvent::Speaking { speaking });
+                }
+            }
+        }
         if peer.is_blocked(kind) {
             return;
         }
@@ -204,7 +236,8 @@ impl ShardCore {
             if !subscriber.subscribe_connected || subscriber.group != group {
                 continue;
             }
-            let budget = subscriber.egress_bps / subscriber.video_subscriptions().max(1) as u64;
+            let estimate = subscriber.egress_bps;
+            let budget = estimate / subscriber.video_subscriptions().max(1) as u64;
             let Some(sub) = subscriber
                 .subscriptions
                 .iter_mut()
@@ -215,8 +248,21 @@ impl ShardCore {
             if simulcast {
                 // Switch layers only on a keyframe of the new one; until it
                 // comes, the old layer (if any) goes on.
-                let choice = layers::choose(&rates[..layer_count], budget);
-                sub.wanted_bps = layers::wanted(&rates[..layer_count], choice);
+                let choice = layers::choose_preferred(
+                    &rates[..layer_count],
+                    budget,
+                    estimate,
+                    sub.preferred,
+                );
+                // A small tile wants no more than what it gets: nothing to
+                // probe for.
+                sub.wanted_bps = match sub.preferred {
+                    Some(tandem_protocol::Layer::Low) => {
+                        let current = choice.map_or(0, |i| rates[i]);
+                        (current, current)
+                    }
+                    _ => layers::wanted(&rates[..layer_count], choice),
+                };
                 sub.target = if choice == sub.layer { None } else { choice };
                 if let Some(target) = sub.target {
                     if target == layer && keyframe {

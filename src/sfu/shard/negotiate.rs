@@ -386,9 +386,17 @@ impl ShardCore {
                     } else {
                         "video"
                     };
-                    // Unique per publishing connection: a participant who
-                    // rejoins publishes new tracks, not the old ones again.
-                    let track_id = format!("{participant}-{kind_name}-{publisher}-{source}");
+                    // Unique per publishing connection (a participant who
+                    // rejoins publishes new tracks, not the old ones again)
+                    // and per offer of it: a track offered again after a
+                    // breakout sits beside its old, inactive m-line, and
+                    // browsers refuse two m-lines with the same msid.
+                    peer.offered += 1;
+                    let track_id = format!(
+                        "{participant}-{kind_name}-{publisher}-{source}-{}",
+                        peer.offered
+                    );
+                    let preferred = peer.preferred.get(&participant).copied();
                     let mid = api.add_media(
                         kind,
                         Direction::SendOnly,
@@ -403,6 +411,7 @@ impl ShardCore {
                         kind,
                         negotiated: false,
                         rewriter: Default::default(),
+                        preferred,
                         layer: None,
                         target: None,
                         wanted_bps: (0, 0),

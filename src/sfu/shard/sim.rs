@@ -16,7 +16,7 @@ use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
 use str0m::format::Codec;
 use str0m::media::{Direction, MediaKind, Mid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive, Transmit};
-use str0m::rtp::{RtpPacket, RtpWrite};
+use str0m::rtp::{ExtensionValues, RtpPacket, RtpWrite};
 use str0m::{Candidate, Event, Input, Output, Rtc, RtcConfig};
 use tokio::sync::mpsc;
 use uuid::Uuid;
@@ -224,6 +224,29 @@ impl Sim {
         keyframe: bool,
         tag: &[u8],
     ) {
+        self.send_with(i, mid, rid, keyframe, tag, ExtensionValues::default());
+    }
+
+    /// Writes one audio packet whose RFC 6464 header extension says the
+    /// sender's level is `level` dBov (0 loudest, -127 silence).
+    pub(crate) fn send_audio_level(&mut self, i: usize, mid: Mid, level: i8, tag: &[u8]) {
+        let ext = ExtensionValues {
+            audio_level: Some(level),
+            voice_activity: Some(level > -127),
+            ..Default::default()
+        };
+        self.send_with(i, mid, None, false, tag, ext);
+    }
+
+    fn send_with(
+        &mut self,
+        i: usize,
+        mid: Mid,
+        rid: Option<&str>,
+        keyframe: bool,
+        tag: &[u8],
+        ext: ExtensionValues,
+    ) {
         let now = self.now;
         let client = &mut self.clients[i];
         let rtc = &mut client.publish.rtc;
@@ -261,7 +284,11 @@ impl Sim {
         let tx = api
             .stream_tx_by_mid(mid, rid.map(Into::into))
             .expect("a stream for the track");
-        tx.write_rtp(RtpWrite::new(pt, u64::from(n).into(), n * step, now, payload).marker(true));
+        tx.write_rtp(
+            RtpWrite::new(pt, u64::from(n).into(), n * step, now, payload)
+                .marker(true)
+                .ext_vals(ext),
+        );
     }
 
     /// Moves datagrams and signaling until nothing moves, then advances the

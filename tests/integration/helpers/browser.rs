@@ -140,16 +140,38 @@ pub struct BrowserRun {
 
 impl BrowserRun {
     pub fn start(env: &BrowserEnv, args: &CallArgs<'_>) -> anyhow::Result<BrowserRun> {
-        let mut child = tokio::process::Command::new(&env.node)
-            .arg("call.mjs")
-            .args(["--url", args.url])
-            .args(["--session", args.session])
-            .args(["--token", args.token])
-            .args(["--spki", args.spki])
-            .args(["--expect-stream", args.expect_stream])
-            .args(["--frames", &args.frames.to_string()])
-            .args(["--timeout-ms", &args.timeout.as_millis().to_string()])
-            .args(args.resolve.map(|ip| format!("--resolve={ip}")))
+        let frames = args.frames.to_string();
+        let timeout = args.timeout.as_millis().to_string();
+        let resolve = args.resolve.map(|ip| ip.to_string());
+        let mut named = vec![
+            ("--url", args.url),
+            ("--session", args.session),
+            ("--token", args.token),
+            ("--spki", args.spki),
+            ("--expect-stream", args.expect_stream),
+            ("--frames", &frames),
+            ("--timeout-ms", &timeout),
+        ];
+        if let Some(ip) = &resolve {
+            named.push(("--resolve", ip));
+        }
+        Self::script(env, "call.mjs", &named)
+    }
+
+    /// `node SCRIPT --name value…` in web-client/tests, with its stdin,
+    /// stdout and stderr piped (screenshots go where `SCREENSHOTS_DIR` says,
+    /// if it is set).
+    pub fn script(
+        env: &BrowserEnv,
+        script: &str,
+        args: &[(&str, &str)],
+    ) -> anyhow::Result<BrowserRun> {
+        let mut command = tokio::process::Command::new(&env.node);
+        command.arg(script);
+        for (name, value) in args {
+            command.args([name, value]);
+        }
+        let mut child = command
             .current_dir(&env.dir)
             .env("TANDEM_CHROMIUM", &env.chromium)
             .stdin(Stdio::piped())
@@ -157,7 +179,7 @@ impl BrowserRun {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .context("starting node call.mjs")?;
+            .with_context(|| format!("starting node {script}"))?;
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().context("stdout")?).lines();
         let mut stderr = BufReader::new(child.stderr.take().context("stderr")?).lines();
@@ -209,6 +231,17 @@ impl BrowserRun {
                 self.transcript()
             )),
         }
+    }
+
+    /// Sends one command line to the script and waits for its `RESULT`.
+    pub async fn command(&mut self, line: &str, timeout: Duration) -> anyhow::Result<Value> {
+        use tokio::io::AsyncWriteExt as _;
+        let stdin = self.stdin.as_mut().context("stdin is closed")?;
+        stdin.write_all(format!("{line}\n").as_bytes()).await?;
+        stdin.flush().await?;
+        self.wait_result(timeout)
+            .await
+            .with_context(|| format!("command {line:?}"))
     }
 
     /// Lets the browser go (closes its stdin) and waits for a clean exit;

@@ -37,7 +37,7 @@ const MARKER_AT: usize = 1 + VP8_KEYFRAME.len();
 const AUDIO_TOC: u8 = 0xfc;
 
 const SDES_MID: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
-const SDES_RID: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
+pub const SDES_RID: &str = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id";
 
 /// A payload of `layer`: VP8 descriptor and frame header, marker, the
 /// layer's own sequence number, padding.

@@ -13,6 +13,7 @@ pub mod netns;
 pub mod peer;
 pub mod serve;
 pub mod signal_client;
+pub mod simulcast;
 pub mod vp8;
 
 use std::net::SocketAddr;

@@ -674,3 +674,81 @@ fn dtls_is_taken_only_from_the_address_ice_validated() {
         Event::IceConnectionStateChange(str0m::IceConnectionState::Disconnected)
     )));
 }
+
+#[test]
+fn a_couple_back_from_a_breakout_is_seen_and_heard_again_by_everyone() {
+    let mut sim = Sim::new();
+    let room = Uuid::new_v4();
+    let clinician = sim.join(room);
+    let ana = sim.join(room);
+    let ben = sim.join(room);
+    let cleo = sim.join(room);
+    let a = sim.publish(ana, true, true, &[]);
+    let b = sim.publish(ben, true, true, &[]);
+    sim.run(CONNECT);
+    for group in [1, 0] {
+        for i in [ana, ben] {
+            let conn = sim.clients[i].conn;
+            sim.command(Command::SetGroup { conn, group });
+        }
+        sim.run(CONNECT);
+    }
+    sim.send(ana, a.video.unwrap(), None, false, b"ana-back");
+    sim.send(ben, b.audio.unwrap(), None, false, b"ben-back");
+    sim.run(DELIVER);
+    for i in [clinician, cleo] {
+        let got = received(&sim.clients[i].subscribe);
+        assert!(
+            got.contains(&b"ana-back".to_vec()) && got.contains(&b"ben-back".to_vec()),
+            "{i} gets {got:?}"
+        );
+        // Browsers refuse an offer whose m-lines share an msid: the track
+        // offered again must not take the old, inactive line's.
+        let offer = sim.clients[i]
+            .offers()
+            .last()
+            .copied()
+            .unwrap_or_default()
+            .to_owned();
+        let msids: Vec<&str> = offer.lines().filter(|l| l.starts_with("a=msid:")).collect();
+        let unique: std::collections::HashSet<&&str> = msids.iter().collect();
+        assert_eq!(
+            unique.len(),
+            msids.len(),
+            "{i}: duplicate msid lines in\n{offer}"
+        );
+    }
+}
+
+#[test]
+fn the_audio_level_in_packets_tells_who_is_speaking() {
+    let mut sim = Sim::new();
+    let room = Uuid::new_v4();
+    let alice = sim.join(room);
+    let _bob = sim.join(room);
+    let a = sim.publish(alice, true, false, &[]);
+    sim.run(CONNECT);
+    let speaking = |sim: &Sim| -> Vec<bool> {
+        sim.clients[alice]
+            .signals
+            .iter()
+            .filter_map(|s| match s {
+                PeerEvent::Speaking { speaking } => Some(*speaking),
+                _ => None,
+            })
+            .collect()
+    };
+    let audio = a.audio.unwrap();
+    sim.send_audio_level(alice, audio, -127, b"quiet");
+    sim.run(DELIVER);
+    assert!(speaking(&sim).is_empty(), "silence is not speech");
+    sim.send_audio_level(alice, audio, -20, b"hello");
+    sim.run(DELIVER);
+    assert_eq!(speaking(&sim), [true]);
+    // Quiet packets for longer than a pause between words: speech is over.
+    for _ in 0..12 {
+        sim.send_audio_level(alice, audio, -100, b"...");
+        sim.run(DELIVER);
+    }
+    assert_eq!(speaking(&sim), [true, false]);
+}
