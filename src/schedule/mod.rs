@@ -4,7 +4,10 @@
 //! CLI) become stored sessions and signed links, so both entry points obey
 //! the same rules.
 
+pub(crate) mod availability;
+pub(crate) mod recurrence;
 mod request;
+pub(crate) mod slots;
 mod view;
 
 pub use crate::store::session::{
