@@ -176,6 +176,7 @@ impl CreateArgs {
                 auto_admit: Some(self.auto_admit),
                 ..Default::default()
             }),
+            allow_overlap: None,
         })
     }
 }

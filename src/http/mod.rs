@@ -8,6 +8,7 @@ mod client;
 mod error;
 pub(crate) mod headers;
 pub(crate) mod listener;
+mod scheduling;
 mod sessions;
 mod signal;
 
@@ -49,13 +50,32 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/sessions", post(sessions::create).get(sessions::list))
         .route(
             "/sessions/{id}",
-            get(sessions::get).delete(sessions::cancel),
+            get(sessions::get)
+                .delete(sessions::cancel)
+                .patch(sessions::reschedule),
         )
         .route("/sessions/{id}/invites", post(sessions::invites))
         .route(
             "/sessions/{id}/participants/{participant}/revoke",
             post(sessions::revoke),
         )
+        .route(
+            "/people/{id}",
+            get(scheduling::get_person).put(scheduling::put_person),
+        )
+        .route(
+            "/people/{id}/availability",
+            get(scheduling::get_availability).put(scheduling::put_availability),
+        )
+        .route("/slots/search", post(scheduling::search_slots))
+        .route("/series", post(scheduling::create_series))
+        .route(
+            "/series/{id}",
+            get(scheduling::get_series)
+                .patch(scheduling::patch_series)
+                .delete(scheduling::cancel_series),
+        )
+        .route("/series/{id}/invites", post(scheduling::series_invites))
         .route("/attendance", get(attendance::range))
         .route("/attendance/sessions/{id}", get(attendance::session))
         .route(
@@ -71,6 +91,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
         .route("/j/{session}", get(client::join_page))
+        .route("/cal/{token}", get(scheduling::calendar))
         .route("/client/{*path}", get(client::file))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))

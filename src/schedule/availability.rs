@@ -55,6 +55,9 @@ pub(crate) struct ExceptionRequest {
     pub end: Option<String>,
 }
 
+/// A dated exception: `None` is not available that day.
+type Exception = (NaiveDate, Option<(WallTime, WallTime)>);
+
 /// A validated availability.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Availability {
@@ -62,7 +65,7 @@ pub(crate) struct Availability {
     pub weekly: Vec<(Weekday, WallTime, WallTime)>,
     /// A date listed here replaces that day's weekly windows: `None` is not
     /// available that day, `Some` a window of its own.
-    pub exceptions: Vec<(NaiveDate, Option<(WallTime, WallTime)>)>,
+    pub exceptions: Vec<Exception>,
 }
 
 const DAYS: [(&str, Weekday); 7] = [
@@ -208,7 +211,7 @@ impl AvailabilityRequest {
             }
         }
 
-        let mut exceptions: Vec<(usize, (NaiveDate, Option<(WallTime, WallTime)>))> = Vec::new();
+        let mut exceptions: Vec<(usize, Exception)> = Vec::new();
         for (i, x) in exceptions_in.iter().enumerate() {
             let field = format!("exceptions[{i}]");
             let date = match x.date.as_deref() {

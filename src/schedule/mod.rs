@@ -5,17 +5,26 @@
 //! the same rules.
 
 pub(crate) mod availability;
+mod calendar;
+mod people;
 pub(crate) mod recurrence;
 mod request;
+mod reschedule;
+mod series;
 pub(crate) mod slots;
 mod view;
 
+pub(crate) use crate::schedule::availability::AvailabilityRequest;
+pub(crate) use crate::store::placement::{Clash, Placement};
 pub use crate::store::session::{
     RosterEntry, Session, SessionKind, SessionSettings, SessionStatus,
 };
+pub(crate) use people::{PersonRequest, SlotRequest};
 pub(crate) use request::{
     ClinicianRequest, FieldError, ParticipantRequest, SessionRequest, SettingsRequest,
 };
+pub(crate) use reschedule::MoveRequest;
+pub(crate) use series::{SeriesPatch, SeriesRequest};
 pub(crate) use view::SessionView;
 
 use chrono::{DateTime, Utc};
@@ -41,6 +50,10 @@ pub enum ScheduleError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(String),
+    /// The write would put someone in two sessions at once; nothing was
+    /// written.
+    #[error("double-booked")]
+    DoubleBooked(Vec<Clash>),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -53,6 +66,8 @@ pub(crate) struct Invite {
     pub url: String,
     pub not_before: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// The person's calendar feed (iCalendar), a capability URL.
+    pub calendar_url: String,
 }
 
 /// A change that live rooms must act on at once.
@@ -69,6 +84,9 @@ pub struct Scheduler {
     defaults: SessionsSection,
     public_url: Url,
     notices: broadcast::Sender<Notice>,
+    /// Held while a write that places sessions checks for double-booking
+    /// and writes, so two requests cannot both take the same hour.
+    placing: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Scheduler {
@@ -84,6 +102,7 @@ impl Scheduler {
             defaults,
             public_url,
             notices: broadcast::channel(64).0,
+            placing: Default::default(),
         }
     }
 
@@ -143,9 +162,26 @@ impl Scheduler {
         let session = request
             .validate(&self.defaults, now)
             .map_err(ScheduleError::Invalid)?;
-        self.store.insert_session(&session).await?;
-        tracing::info!(session = %session.id, kind = session.kind.as_str(), roster = session.roster.len(), "session scheduled");
+        let allow_overlap = request.allow_overlap.unwrap_or(false);
+        let _placing = self.placing.lock().await;
+        let clashes = self
+            .store
+            .place_sessions(std::slice::from_ref(&session), None, allow_overlap, now)
+            .await?;
+        if !clashes.is_empty() {
+            return Err(ScheduleError::DoubleBooked(clashes));
+        }
+        tracing::info!(session = %session.id, kind = session.kind.as_str(), roster = session.roster.len(), allow_overlap, "session scheduled");
         Ok(session)
+    }
+
+    /// How each of `ids` was placed: its series, whether it overlaps on
+    /// purpose, when it was last moved.
+    pub(crate) async fn placements(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<std::collections::HashMap<Uuid, Placement>, ScheduleError> {
+        Ok(self.store.placements(ids).await?)
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Session, ScheduleError> {
@@ -222,21 +258,28 @@ impl Scheduler {
                     session.closes_at(),
                     now,
                 );
-                let token = invite::issue(&self.key, &claims);
-                let mut url = self.public_url.clone();
-                url.set_path(&format!("/j/{}", session.id));
-                url.set_fragment(Some(&format!("t={token}")));
                 Invite {
                     participant_id: person.id.clone(),
                     role: person.role,
-                    url: url.to_string(),
+                    url: self.join_url(session.id, &claims),
                     not_before: session.opens_at(),
                     expires_at: session.closes_at(),
+                    calendar_url: self.calendar_url(&person.id, session.id, false, now),
                 }
             })
             .collect();
         tracing::info!(session = %id, "invite links issued");
         Ok(invites)
+    }
+
+    /// `https://HOST/j/ID#t=TOKEN`: the link that carries `claims` (ID is
+    /// the session's, or the series' for a series link).
+    fn join_url(&self, id: Uuid, claims: &InviteClaims) -> String {
+        let token = invite::issue(&self.key, claims);
+        let mut url = self.public_url.clone();
+        url.set_path(&format!("/j/{id}"));
+        url.set_fragment(Some(&format!("t={token}")));
+        url.to_string()
     }
 
     /// Reads an invite token for a join at `now`: its verification
@@ -248,19 +291,28 @@ impl Scheduler {
         token: &str,
         now: DateTime<Utc>,
     ) -> Result<(Result<InviteClaims, TokenError>, Option<Session>), ScheduleError> {
-        let verified = invite::verify(&self.key, token, now);
-        let sid = match &verified {
-            Ok(claims) => Some(claims.sid),
-            Err(TokenError::Expired { claims, .. } | TokenError::NotYetOpen { claims, .. }) => {
-                Some(claims.sid)
-            }
-            Err(TokenError::Invalid) => None,
+        let claims = match invite::decode(&self.key, token) {
+            Ok(claims) => claims,
+            Err(error) => return Ok((Err(error), None)),
         };
-        let session = match sid {
-            Some(sid) => self.store.session(sid).await?,
+        if claims.series {
+            return self.resolve_series_invite(claims, now).await;
+        }
+        let session = self.store.session(claims.sid).await?;
+        // A link issued before its session moved opens at the new time:
+        // the session record's window counts, not the one in the token.
+        let moved = match &session {
+            Some(s) => self.store.placements(&[s.id]).await?.remove(&s.id),
             None => None,
+        }
+        .and_then(|p| p.moved_at);
+        let (opens_at, closes_at) = match (&session, moved) {
+            (Some(s), Some(moved)) if claims.iat <= moved.timestamp() => {
+                (s.opens_at(), s.closes_at())
+            }
+            _ => (claims.opens_at(), claims.closes_at()),
         };
-        Ok((verified, session))
+        Ok((invite::judge(claims, opens_at, closes_at, now), session))
     }
 
     /// Invalidates every link of one participant, now and for the rest of

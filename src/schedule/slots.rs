@@ -136,7 +136,7 @@ mod tests {
     fn a_day_where_a_60_minute_slot_fits_exactly() {
         let q = query("2026-12-07T00:00:00Z", "2026-12-08T00:00:00Z", 60);
         let a = vec![(t("2026-12-07T18:00:00Z"), t("2026-12-07T19:00:00Z"))];
-        assert_eq!(common_slots(&q, &[a.clone()], &[]), a);
+        assert_eq!(common_slots(&q, std::slice::from_ref(&a), &[]), a);
         // One minute less and nothing fits.
         let short = vec![(t("2026-12-07T18:00:00Z"), t("2026-12-07T18:59:00Z"))];
         assert!(common_slots(&q, &[short], &[]).is_empty());

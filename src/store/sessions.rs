@@ -26,6 +26,16 @@ impl Store {
     /// Stores a new session with its roster in one transaction.
     pub async fn insert_session(&self, session: &Session) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        Self::insert_session_in(&mut tx, session).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Writes a session and its roster inside the caller's transaction.
+    pub(super) async fn insert_session_in(
+        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        session: &Session,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO sessions (id, title, kind, starts_at, ends_at, timezone, settings, created_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -38,7 +48,7 @@ impl Store {
         .bind(session.timezone.name())
         .bind(serde_json::to_string(&session.settings).expect("settings serialise"))
         .bind(to_millis(session.created_at))
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
         for (position, person) in session.roster.iter().enumerate() {
             sqlx::query(
@@ -52,10 +62,9 @@ impl Store {
             .bind(person.role.as_str())
             .bind(&person.household)
             .bind(&person.mrn)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 

@@ -18,6 +18,8 @@ mod durability;
 mod invites;
 mod load_test;
 mod media;
+mod scheduling;
+mod series;
 mod sessions_api;
 mod signaling;
 mod simulcast;
