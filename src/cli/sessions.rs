@@ -183,13 +183,19 @@ impl CreateArgs {
 
 /// Turns validation errors into one readable message.
 fn explain(error: ScheduleError) -> anyhow::Error {
+    explain_request("the session", error)
+}
+
+/// Validation errors of `what` as one readable message, a field a line,
+/// with the API's words.
+pub(crate) fn explain_request(what: &str, error: ScheduleError) -> anyhow::Error {
     match error {
         ScheduleError::Invalid(problems) => {
             let lines: Vec<String> = problems
                 .iter()
                 .map(|p| format!("  {}: {}", p.field, p.message))
                 .collect();
-            anyhow::anyhow!("the session is not valid:\n{}", lines.join("\n"))
+            anyhow::anyhow!("{what} is not valid:\n{}", lines.join("\n"))
         }
         other => other.into(),
     }

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::schedule::{Clash, FieldError, ScheduleError};
+use crate::schedule::{describe_clashes, Clash, FieldError, ScheduleError};
 
 #[derive(Debug)]
 pub(crate) struct ApiError {
@@ -105,19 +105,6 @@ impl From<ScheduleError> for ApiError {
 /// 409 `conflict` naming, for each clash, the person and the session that
 /// already holds their time.
 fn double_booked(clashes: &[Clash]) -> ApiError {
-    let mut sentences: Vec<String> = clashes
-        .iter()
-        .map(|c| {
-            format!(
-                "{} is already in session {} at {}",
-                c.participant,
-                c.other,
-                c.starts_at
-                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-            )
-        })
-        .collect();
-    sentences.dedup();
     let list: Vec<_> = clashes
         .iter()
         .map(|c| {
@@ -125,14 +112,7 @@ fn double_booked(clashes: &[Clash]) -> ApiError {
                    "starts_at": c.starts_at})
         })
         .collect();
-    let mut error = ApiError::new(
-        StatusCode::CONFLICT,
-        "conflict",
-        format!(
-            "double-booking: {}. Nothing was scheduled; choose another time, or pass \"allow_overlap\": true",
-            sentences.join("; ")
-        ),
-    );
+    let mut error = ApiError::new(StatusCode::CONFLICT, "conflict", describe_clashes(clashes));
     error.extra = Some(("conflicts", json!(list)));
     error
 }

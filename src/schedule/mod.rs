@@ -24,7 +24,7 @@ pub(crate) use request::{
     ClinicianRequest, FieldError, ParticipantRequest, SessionRequest, SettingsRequest,
 };
 pub(crate) use reschedule::MoveRequest;
-pub(crate) use series::{SeriesPatch, SeriesRequest};
+pub(crate) use series::{Series, SeriesPatch, SeriesRequest};
 pub(crate) use view::SessionView;
 
 use chrono::{DateTime, Utc};
@@ -52,10 +52,32 @@ pub enum ScheduleError {
     Conflict(String),
     /// The write would put someone in two sessions at once; nothing was
     /// written.
-    #[error("double-booked")]
+    #[error("{}", describe_clashes(.0))]
     DoubleBooked(Vec<Clash>),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// The sentence that tells a clinic what a refused write would have
+/// double-booked (the API's 409 message and the CLI's error alike).
+pub(crate) fn describe_clashes(clashes: &[Clash]) -> String {
+    let mut sentences: Vec<String> = clashes
+        .iter()
+        .map(|c| {
+            format!(
+                "{} is already in session {} at {}",
+                c.participant,
+                c.other,
+                c.starts_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )
+        })
+        .collect();
+    sentences.dedup();
+    format!(
+        "double-booking: {}. Nothing was scheduled; choose another time, or pass \"allow_overlap\": true",
+        sentences.join("; ")
+    )
 }
 
 /// One participant's link.
