@@ -117,7 +117,7 @@ impl Scheduler {
         let allow_overlap = request.allow_overlap.unwrap_or(false);
         let clashes = self
             .store
-            .move_sessions(std::slice::from_ref(&moved), allow_overlap, now)
+            .update_sessions(std::slice::from_ref(&moved), false, allow_overlap, now)
             .await?;
         if !clashes.is_empty() {
             return Err(ScheduleError::DoubleBooked(clashes));

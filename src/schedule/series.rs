@@ -18,7 +18,7 @@ use super::request::{
     ClinicianRequest, FieldError, ParticipantRequest, SessionRequest, SettingsRequest,
 };
 use super::view::PersonView;
-use super::{Invite, Notice, ScheduleError, Scheduler, Session, SessionStatus};
+use super::{Invite, Notice, RosterEntry, ScheduleError, Scheduler, Session, SessionStatus};
 use crate::auth::invite::{self, InviteClaims, TokenError};
 use crate::config::SessionsSection;
 use crate::store::placement::SeriesRecord;
@@ -38,14 +38,17 @@ pub(crate) struct SeriesRequest {
     pub allow_overlap: Option<bool>,
 }
 
-/// `PATCH /v1/series/{id}`: a new wall-clock time (and length) for every
-/// occurrence to come.
+/// `PATCH /v1/series/{id}`: a new wall-clock time (and length), and/or a
+/// new roster, for every occurrence to come.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SeriesPatch {
     /// `HH:MM` in the series' time zone.
     pub start_time: Option<String>,
     pub duration_minutes: Option<i64>,
+    /// The new roster: both are given together.
+    pub clinician: Option<ClinicianRequest>,
+    pub participants: Option<Vec<ParticipantRequest>>,
     pub allow_overlap: Option<bool>,
 }
 
@@ -264,6 +267,49 @@ impl Series {
     }
 }
 
+/// `sessions` with the roster of `patch`, validated by the rules of a
+/// session of their kind. A person who stays keeps a revocation or removal
+/// they had on that occurrence (a removed person stays out).
+fn with_roster(
+    defaults: &SessionsSection,
+    sessions: Vec<Session>,
+    patch: &SeriesPatch,
+    now: DateTime<Utc>,
+) -> Result<Vec<Session>, ScheduleError> {
+    let first = &sessions[0];
+    let template = SessionRequest {
+        title: Some(first.title.clone()),
+        kind: Some(first.kind.as_str().into()),
+        starts_at: Some(first.starts_at.to_rfc3339()),
+        ends_at: Some(first.ends_at.to_rfc3339()),
+        timezone: Some(first.timezone.name().into()),
+        clinician: patch.clinician.clone(),
+        participants: patch.participants.clone(),
+        settings: None,
+        allow_overlap: None,
+    }
+    .validate(defaults, now)
+    .map_err(ScheduleError::Invalid)?;
+    Ok(sessions
+        .into_iter()
+        .map(|s| {
+            let roster = template
+                .roster
+                .iter()
+                .map(|p| match s.member(&p.id) {
+                    Some(old) => RosterEntry {
+                        revoked_at: old.revoked_at,
+                        removed_at: old.removed_at,
+                        ..p.clone()
+                    },
+                    None => p.clone(),
+                })
+                .collect();
+            Session { roster, ..s }
+        })
+        .collect())
+}
+
 impl Scheduler {
     /// Creates every occurrence of a series, or none: a double-booking
     /// anywhere refuses the whole series and names each clash.
@@ -314,8 +360,9 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Moves every occurrence still to come to a new wall-clock start (and
-    /// length), all or none.
+    /// Moves every occurrence whose links have not opened to a new
+    /// wall-clock start (and length), and/or gives them a new roster; all
+    /// or none.
     pub(crate) async fn move_series(
         &self,
         id: Uuid,
@@ -341,10 +388,21 @@ impl Scheduler {
                 })
                 .ok(),
         };
-        if patch.start_time.is_none() && patch.duration_minutes.is_none() {
+        let new_roster = patch.clinician.is_some() || patch.participants.is_some();
+        if patch.start_time.is_none() && patch.duration_minutes.is_none() && !new_roster {
             errors.push(problem(
                 "start_time",
-                "give start_time, duration_minutes or both",
+                "give start_time, duration_minutes, or the roster (clinician and participants)",
+            ));
+        }
+        if new_roster && (patch.clinician.is_none() || patch.participants.is_none()) {
+            errors.push(problem(
+                if patch.clinician.is_none() {
+                    "clinician"
+                } else {
+                    "participants"
+                },
+                "a new roster gives both clinician and participants",
             ));
         }
         if !errors.is_empty() {
@@ -383,14 +441,24 @@ impl Scheduler {
                 "would move the next occurrence into the past",
             )]));
         }
+        let moved = if new_roster {
+            with_roster(&self.defaults, moved, patch, now)?
+        } else {
+            moved
+        };
         let clashes = self
             .store
-            .move_sessions(&moved, patch.allow_overlap.unwrap_or(false), now)
+            .update_sessions(
+                &moved,
+                new_roster,
+                patch.allow_overlap.unwrap_or(false),
+                now,
+            )
             .await?;
         if !clashes.is_empty() {
             return Err(ScheduleError::DoubleBooked(clashes));
         }
-        tracing::info!(series = %id, moved = moved.len(), "series moved");
+        tracing::info!(series = %id, changed = moved.len(), new_roster, "series changed");
         drop(_placing);
         self.series(id).await
     }

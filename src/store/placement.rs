@@ -212,25 +212,27 @@ impl Store {
         Ok(Vec::new())
     }
 
-    /// Moves sessions to new times (`moves`: id, start, end), unless one
-    /// would double-book someone and `allow_overlap` is false. All or
-    /// nothing, like [`Store::place_sessions`].
-    pub(crate) async fn move_sessions(
+    /// Writes new times for `changed` sessions (and, with
+    /// `replace_roster`, their new rosters), unless one would double-book
+    /// someone and `allow_overlap` is false. All or nothing, like
+    /// [`Store::place_sessions`].
+    pub(crate) async fn update_sessions(
         &self,
-        moved: &[Session],
+        changed: &[Session],
+        replace_roster: bool,
         allow_overlap: bool,
         now: DateTime<Utc>,
     ) -> Result<Vec<Clash>, StoreError> {
         let mut tx = self.write_transaction().await?;
         if !allow_overlap {
-            let ids: Vec<Uuid> = moved.iter().map(|s| s.id).collect();
-            let found = clashes(&mut tx, moved, &ids, now).await?;
+            let ids: Vec<Uuid> = changed.iter().map(|s| s.id).collect();
+            let found = clashes(&mut tx, changed, &ids, now).await?;
             if !found.is_empty() {
                 tx.rollback().await?;
                 return Ok(found);
             }
         }
-        for session in moved {
+        for session in changed {
             sqlx::query(
                 "UPDATE sessions SET starts_at = ?, ends_at = ?, moved_at = ?,
                  allow_overlap = CASE WHEN ? = 1 THEN 1 ELSE allow_overlap END
@@ -243,6 +245,13 @@ impl Store {
             .bind(session.id.to_string())
             .execute(&mut *tx)
             .await?;
+            if replace_roster {
+                sqlx::query("DELETE FROM roster WHERE session_id = ?")
+                    .bind(session.id.to_string())
+                    .execute(&mut *tx)
+                    .await?;
+                Self::insert_roster_in(&mut tx, session).await?;
+            }
         }
         tx.commit().await?;
         Ok(Vec::new())

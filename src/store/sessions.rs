@@ -50,10 +50,20 @@ impl Store {
         .bind(to_millis(session.created_at))
         .execute(&mut **tx)
         .await?;
+        Self::insert_roster_in(tx, session).await
+    }
+
+    /// Writes a session's roster (with any revocation or removal it
+    /// carries) inside the caller's transaction.
+    pub(super) async fn insert_roster_in(
+        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        session: &Session,
+    ) -> Result<(), StoreError> {
         for (position, person) in session.roster.iter().enumerate() {
             sqlx::query(
-                "INSERT INTO roster (session_id, participant_id, position, name, role, household, mrn)
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO roster (session_id, participant_id, position, name, role, household, mrn,
+                                     revoked_at, removed_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(session.id.to_string())
             .bind(&person.id)
@@ -62,6 +72,8 @@ impl Store {
             .bind(person.role.as_str())
             .bind(&person.household)
             .bind(&person.mrn)
+            .bind(person.revoked_at.map(to_millis))
+            .bind(person.removed_at.map(to_millis))
             .execute(&mut **tx)
             .await?;
         }

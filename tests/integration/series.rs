@@ -75,6 +75,36 @@ async fn a_series_is_created_whole_at_18_00_or_not_at_all() {
         assert!(local_time(&o["starts_at"]).ends_with("19:00"), "{o}");
     }
 
+    // A new roster for what is to come: another partner. A roster that
+    // breaks the couple rule is named and changes nothing.
+    let series_path = format!("/v1/series/{id}");
+    let patch = |body: Value| {
+        let request = app
+            .client
+            .patch(app.url(&series_path))
+            .bearer_auth(&app.admin_key);
+        async move { send(request, &body).await }
+    };
+    let (status, error) = patch(json!({"clinician": {"id": "clin-1", "name": "Dr Rivera"},
+        "participants": [{"id": "pat-1", "name": "Alex Morgan", "role": "patient"}]}))
+    .await;
+    assert_eq!(status, 422, "{error}");
+    assert_eq!(error["error"]["field"], "participants");
+    let (status, changed) = patch(json!({"clinician": {"id": "clin-1", "name": "Dr Rivera"},
+        "participants": [{"id": "pat-1", "name": "Alex Morgan", "role": "patient"},
+                         {"id": "par-7", "name": "Robin Morgan", "role": "partner"}]}))
+    .await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["participants"][1]["id"], "par-7");
+    for sid in sessions {
+        let s = read(&app, &format!("/v1/sessions/{}", sid.as_str().unwrap())).await;
+        assert_eq!(s["participants"][1]["id"], "par-7", "{s}");
+        assert!(
+            local_time(&s["starts_at"]).ends_with("19:00"),
+            "the time stays"
+        );
+    }
+
     // Another clinician already has a session at the third occurrence's
     // time: the series for them is refused whole, naming that session.
     let third: DateTime<Utc> = moved["occurrences"][2]["starts_at"]
