@@ -84,6 +84,10 @@ pub(crate) struct CreateArgs {
     /// Admit rostered people without a click while the clinician is present.
     #[arg(long)]
     auto_admit: bool,
+    /// Schedule it even where it overlaps another session of one of its
+    /// people (recorded on the session).
+    #[arg(long)]
+    allow_overlap: bool,
     /// Print the API's JSON instead of a summary.
     #[arg(long)]
     json: bool,
@@ -176,7 +180,7 @@ impl CreateArgs {
                 auto_admit: Some(self.auto_admit),
                 ..Default::default()
             }),
-            allow_overlap: None,
+            allow_overlap: Some(self.allow_overlap),
         })
     }
 }

@@ -112,7 +112,7 @@ pub(crate) fn router(state: AppState) -> Router {
                     tracing::info_span!(
                         "http",
                         method = %request.method(),
-                        path = %request.uri().path(),
+                        path = %loggable_path(request.uri().path()),
                         api_key = tracing::field::Empty,
                     )
                 })
@@ -123,6 +123,16 @@ pub(crate) fn router(state: AppState) -> Router {
         router = router.layer(layer);
     }
     router
+}
+
+/// The path as logs may show it: a calendar feed's path is its capability
+/// token, which never reaches a log line.
+fn loggable_path(path: &str) -> &str {
+    if path.starts_with("/cal/") {
+        "/cal/{token}"
+    } else {
+        path
+    }
 }
 
 async fn health(State(state): State<AppState>) -> Response {
@@ -187,4 +197,13 @@ pub(crate) fn redirect_router(public_url: Url) -> Router {
         router = router.layer(layer);
     }
     router
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_calendar_token_never_reaches_the_log() {
+        assert_eq!(super::loggable_path("/cal/eyJhbGciOi.x.y"), "/cal/{token}");
+        assert_eq!(super::loggable_path("/v1/sessions"), "/v1/sessions");
+    }
 }
