@@ -74,8 +74,18 @@ pub(crate) fn describe_clashes(clashes: &[Clash]) -> String {
         })
         .collect();
     sentences.dedup();
+    // A whole series against another can clash hundreds of times: the
+    // sentence names the first few, the API's `conflicts` lists them all.
+    const NAMED: usize = 5;
+    let more = sentences.len().saturating_sub(NAMED);
+    sentences.truncate(NAMED);
+    let rest = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
     format!(
-        "double-booking: {}. Nothing was scheduled; choose another time, or pass \"allow_overlap\": true",
+        "double-booking: {}{rest}. Nothing was scheduled; choose another time, or pass \"allow_overlap\": true",
         sentences.join("; ")
     )
 }
@@ -362,5 +372,29 @@ impl Scheduler {
             }
             Change::AlreadyDone => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_list_of_clashes_is_named_in_short() {
+        let clash = |n: u128| Clash {
+            session: Uuid::from_u128(n),
+            starts_at: "2026-12-07T23:00:00Z".parse().unwrap(),
+            participant: format!("p-{n}"),
+            other: Uuid::from_u128(1000 + n),
+        };
+        let one = describe_clashes(&[clash(1)]);
+        assert!(one.starts_with("double-booking: p-1 is already in session 00000000-0000-0000-0000-0000000003e9 at 2026-12-07T23:00:00Z. Nothing"), "{one}");
+        let many: Vec<Clash> = (0..600).map(clash).collect();
+        let text = describe_clashes(&many);
+        assert!(
+            text.contains("p-4 is already") && !text.contains("p-5 is already"),
+            "{text}"
+        );
+        assert!(text.contains(" and 595 more."), "{text}");
     }
 }
