@@ -39,6 +39,11 @@ pub struct InviteClaims {
     /// A unique id for this link.
     pub jti: Uuid,
     pub aud: String,
+    /// A series link: `sid` names a series, and the link admits its holder
+    /// to whichever occurrence's window is open at the join
+    /// (`Scheduler::resolve_invite`). Absent (false) in session links.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub series: bool,
 }
 
 impl InviteClaims {
@@ -61,6 +66,22 @@ impl InviteClaims {
             iat: issued_at.timestamp(),
             jti: Uuid::new_v4(),
             aud: AUDIENCE.to_owned(),
+            series: false,
+        }
+    }
+
+    /// A link to every occurrence of series `series` (see [`InviteClaims::series`]).
+    pub fn for_series(
+        participant: &str,
+        series: Uuid,
+        role: RosterRole,
+        opens_at: DateTime<Utc>,
+        closes_at: DateTime<Utc>,
+        issued_at: DateTime<Utc>,
+    ) -> InviteClaims {
+        InviteClaims {
+            series: true,
+            ..InviteClaims::new(participant, series, role, opens_at, closes_at, issued_at)
         }
     }
 
@@ -102,25 +123,49 @@ pub fn verify(
     token: &str,
     now: DateTime<Utc>,
 ) -> Result<InviteClaims, TokenError> {
+    let claims = decode(key, token)?;
+    let (opens_at, closes_at) = (claims.opens_at(), claims.closes_at());
+    judge(claims, opens_at, closes_at, now)
+}
+
+/// Checks the signature and the audience only: the claims of a link the
+/// server issued, whatever the time. The window is then judged with
+/// [`judge`], against the token's own times or the session record's.
+pub fn decode(key: &SigningKey, token: &str) -> Result<InviteClaims, TokenError> {
     let mut validation = Validation::new(Algorithm::EdDSA);
     validation.validate_exp = false;
     validation.validate_nbf = false;
     validation.leeway = 0;
     validation.set_audience(&[AUDIENCE]);
     validation.set_required_spec_claims(&["sub", "aud", "nbf", "exp"]);
-    let claims = jsonwebtoken::decode::<InviteClaims>(token, &key.decoding, &validation)
-        .map_err(|_| TokenError::Invalid)?
-        .claims;
+    jsonwebtoken::decode::<InviteClaims>(token, &key.decoding, &validation)
+        .map(|data| data.claims)
+        .map_err(|_| TokenError::Invalid)
+}
+
+/// Judges `claims` against the window `opens_at <= now < closes_at`, to
+/// the second (a rescheduled session's link is judged against the
+/// session's current window, not the one it was issued for).
+pub fn judge(
+    claims: InviteClaims,
+    opens_at: DateTime<Utc>,
+    closes_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> Result<InviteClaims, TokenError> {
+    let (nbf, exp) = (
+        opens_at.timestamp(),
+        closes_at.timestamp() + i64::from(closes_at.timestamp_subsec_millis() > 0),
+    );
     let now = now.timestamp();
-    if now < claims.nbf {
+    if now < nbf {
         return Err(TokenError::NotYetOpen {
-            opens_at: claims.opens_at(),
+            opens_at: Utc.timestamp_opt(nbf, 0).single().unwrap_or_default(),
             claims: Box::new(claims),
         });
     }
-    if now >= claims.exp {
+    if now >= exp {
         return Err(TokenError::Expired {
-            expired_at: claims.closes_at(),
+            expired_at: Utc.timestamp_opt(exp, 0).single().unwrap_or_default(),
             claims: Box::new(claims),
         });
     }

@@ -7,6 +7,7 @@
 //! (compliance, clinicians) use short-lived staff tokens ([`staff`]).
 
 pub mod api_key;
+pub(crate) mod calendar;
 pub mod invite;
 pub mod signing_key;
 pub mod staff;

@@ -20,7 +20,8 @@ use crate::auth::ApiRole;
 use crate::config::Config;
 use crate::private_file;
 use crate::schedule::{
-    ClinicianRequest, ParticipantRequest, Scheduler, Session, SessionRequest, SessionStatus,
+    ClinicianRequest, ParticipantRequest, Scheduler, Series, SeriesRequest, Session,
+    SessionRequest, SessionStatus,
 };
 use crate::server::{self, Listeners};
 use crate::tls::devcert;
@@ -81,6 +82,9 @@ fn loopback_warning(media_ip: IpAddr, route_off_loopback: bool) -> Option<String
 struct DemoState {
     session_id: Uuid,
     api_key: String,
+    /// The demo's weekly series (absent in the state of older versions).
+    #[serde(default)]
+    series_id: Option<Uuid>,
 }
 
 fn state_path(data_dir: &Path) -> PathBuf {
@@ -115,6 +119,9 @@ fn demo_request(now: chrono::DateTime<Utc>) -> SessionRequest {
             person("demo-partner", "Sam Morgan", "partner"),
         ]),
         settings: None,
+        // A new demo session may start while the last run's is still in
+        // its overrun grace, with the same demo people.
+        allow_overlap: Some(true),
     }
 }
 
@@ -139,6 +146,55 @@ async fn demo_session(
         .await
         .map_err(|e| anyhow::anyhow!("cannot create the demo session: {e:?}"))?;
     Ok((session, true))
+}
+
+/// The demo's small weekly series: four sessions of the demo couple, a
+/// day after the demo session at the same wall-clock hour, so its one
+/// link per person can be shown (it opens 15 minutes before each).
+fn demo_series_request(now: chrono::DateTime<Utc>, timezone: &str) -> SeriesRequest {
+    let tz: chrono_tz::Tz = timezone.parse().unwrap_or(chrono_tz::UTC);
+    let first = (now + Duration::days(1)).with_timezone(&tz);
+    let request = demo_request(now);
+    SeriesRequest {
+        title: Some("Demo weekly couples group".into()),
+        kind: Some("couple".into()),
+        timezone: Some(tz.name().into()),
+        rrule: Some("FREQ=WEEKLY;COUNT=4".into()),
+        first_starts_at: Some(first.format("%Y-%m-%dT%H:00:00").to_string()),
+        duration_minutes: Some(50),
+        clinician: request.clinician,
+        participants: request.participants,
+        settings: None,
+        // A rerun a day later may place a new series over the last one's.
+        allow_overlap: Some(true),
+    }
+}
+
+/// The series of an earlier run while it has an occurrence to come,
+/// otherwise a new one.
+async fn demo_series(
+    scheduler: &Scheduler,
+    previous: Option<&DemoState>,
+    timezone: &str,
+) -> anyhow::Result<(Series, bool)> {
+    let now = Utc::now();
+    if let Some(id) = previous.and_then(|s| s.series_id) {
+        if let Ok(series) = scheduler.series(id).await {
+            if series.record.cancelled_at.is_none()
+                && series
+                    .sessions
+                    .iter()
+                    .any(|s| s.status(now) == SessionStatus::Scheduled)
+            {
+                return Ok((series, false));
+            }
+        }
+    }
+    let series = scheduler
+        .create_series(&demo_series_request(now, timezone), now)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create the demo series: {e}"))?;
+    Ok((series, true))
 }
 
 pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
@@ -185,9 +241,16 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         _ => create_api_key(&store, ApiRole::Admin, "demo admin").await?,
     };
     let (session, created) = demo_session(&scheduler, previous.as_ref()).await?;
+    let (series, series_created) = demo_series(
+        &scheduler,
+        previous.as_ref(),
+        &config.sessions.default_timezone,
+    )
+    .await?;
     let state = DemoState {
         session_id: session.id,
         api_key: api_key.clone(),
+        series_id: Some(series.record.id),
     };
     private_file::write(
         &state_path(&args.data_dir),
@@ -197,6 +260,10 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         .invites(session.id, Utc::now())
         .await
         .map_err(|e| anyhow::anyhow!("cannot issue the demo links: {e:?}"))?;
+    let series_invites = scheduler
+        .series_invites(series.record.id, Utc::now())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot issue the demo series links: {e}"))?;
 
     let ca = certs.ca_cert.display();
     println!();
@@ -218,6 +285,20 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     println!();
     println!("Join links (one per person; each works only for that person):");
     print_invites(&session, &invites);
+    println!();
+    let first = &series.sessions[0];
+    println!(
+        "Weekly series:   {}  {} sessions from {} UTC, {} ({})",
+        series.record.id,
+        series.sessions.len(),
+        first.starts_at.format("%Y-%m-%d %H:%M"),
+        series.record.rrule,
+        if series_created { "new" } else { "reused" }
+    );
+    println!("Series links (one per person, for every session of the series; each opens 15 min before a session):");
+    for invite in &series_invites {
+        println!("  series {:<10} {}", invite.role.as_str(), invite.url);
+    }
     println!();
     println!("Try the API:");
     println!(

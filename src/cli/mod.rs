@@ -12,6 +12,7 @@ mod attendance;
 pub use admin::create_api_key;
 mod demo;
 mod forward;
+mod scheduling;
 mod sessions;
 
 use std::path::PathBuf;
@@ -57,6 +58,14 @@ enum Command {
     Sessions(sessions::SessionsCommand),
     /// Issue a join link for everyone on a session's roster.
     Invite(sessions::InviteArgs),
+    /// People and their weekly availability.
+    #[command(subcommand)]
+    People(scheduling::PeopleCommand),
+    /// Common free slots of several people.
+    Slots(scheduling::SlotsArgs),
+    /// Recurring series of sessions.
+    #[command(subcommand)]
+    Series(scheduling::SeriesCommand),
     /// Create, list and revoke API keys.
     #[command(subcommand)]
     Apikey(admin::ApiKeyCommand),
@@ -189,6 +198,9 @@ pub fn main() -> ExitCode {
             Command::Demo(args) => demo::run(args).await,
             Command::Sessions(command) => sessions::run(command).await,
             Command::Invite(args) => sessions::invite(args).await,
+            Command::People(command) => scheduling::people(command).await,
+            Command::Slots(args) => scheduling::slots(args).await,
+            Command::Series(command) => scheduling::series(command).await,
             Command::Apikey(command) => admin::api_key(command).await,
             Command::Config(command) => admin::config(command),
             Command::Attendance(command) => attendance::run(command).await,

@@ -84,6 +84,10 @@ pub(crate) struct CreateArgs {
     /// Admit rostered people without a click while the clinician is present.
     #[arg(long)]
     auto_admit: bool,
+    /// Schedule it even where it overlaps another session of one of its
+    /// people (recorded on the session).
+    #[arg(long)]
+    allow_overlap: bool,
     /// Print the API's JSON instead of a summary.
     #[arg(long)]
     json: bool,
@@ -176,19 +180,26 @@ impl CreateArgs {
                 auto_admit: Some(self.auto_admit),
                 ..Default::default()
             }),
+            allow_overlap: Some(self.allow_overlap),
         })
     }
 }
 
 /// Turns validation errors into one readable message.
 fn explain(error: ScheduleError) -> anyhow::Error {
+    explain_request("the session", error)
+}
+
+/// Validation errors of `what` as one readable message, a field a line,
+/// with the API's words.
+pub(crate) fn explain_request(what: &str, error: ScheduleError) -> anyhow::Error {
     match error {
         ScheduleError::Invalid(problems) => {
             let lines: Vec<String> = problems
                 .iter()
                 .map(|p| format!("  {}: {}", p.field, p.message))
                 .collect();
-            anyhow::anyhow!("the session is not valid:\n{}", lines.join("\n"))
+            anyhow::anyhow!("{what} is not valid:\n{}", lines.join("\n"))
         }
         other => other.into(),
     }

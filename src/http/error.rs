@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
-use crate::schedule::{FieldError, ScheduleError};
+use crate::schedule::{describe_clashes, Clash, FieldError, ScheduleError};
 
 #[derive(Debug)]
 pub(crate) struct ApiError {
@@ -16,6 +16,8 @@ pub(crate) struct ApiError {
     code: &'static str,
     message: String,
     details: Vec<FieldError>,
+    /// More members of the error object (`conflicts` on a double-booking).
+    extra: Option<(&'static str, serde_json::Value)>,
 }
 
 impl ApiError {
@@ -25,6 +27,7 @@ impl ApiError {
             code,
             message: message.into(),
             details: Vec::new(),
+            extra: None,
         }
     }
 
@@ -51,6 +54,7 @@ impl ApiError {
             code: "validation_failed",
             message,
             details,
+            extra: None,
         }
     }
 
@@ -67,6 +71,9 @@ impl IntoResponse for ApiError {
         if let Some(first) = self.details.first() {
             error["field"] = json!(first.field);
             error["details"] = json!(self.details);
+        }
+        if let Some((name, value)) = self.extra {
+            error[name] = value;
         }
         let mut response = (self.status, Json(json!({ "error": error }))).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
@@ -86,12 +93,28 @@ impl From<ScheduleError> for ApiError {
             ScheduleError::Conflict(message) => {
                 ApiError::new(StatusCode::CONFLICT, "conflict", message)
             }
+            ScheduleError::DoubleBooked(clashes) => double_booked(&clashes),
             ScheduleError::Store(error) => {
                 tracing::error!(%error, "storage failure");
                 ApiError::unavailable("the database cannot be used right now; try again later")
             }
         }
     }
+}
+
+/// 409 `conflict` naming, for each clash, the person and the session that
+/// already holds their time.
+fn double_booked(clashes: &[Clash]) -> ApiError {
+    let list: Vec<_> = clashes
+        .iter()
+        .map(|c| {
+            json!({"participant_id": c.participant, "session_id": c.other.to_string(),
+                   "starts_at": c.starts_at})
+        })
+        .collect();
+    let mut error = ApiError::new(StatusCode::CONFLICT, "conflict", describe_clashes(clashes));
+    error.extra = Some(("conflicts", json!(list)));
+    error
 }
 
 impl From<JsonRejection> for ApiError {

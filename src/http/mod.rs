@@ -8,6 +8,7 @@ mod client;
 mod error;
 pub(crate) mod headers;
 pub(crate) mod listener;
+mod scheduling;
 mod sessions;
 mod signal;
 
@@ -49,13 +50,32 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/sessions", post(sessions::create).get(sessions::list))
         .route(
             "/sessions/{id}",
-            get(sessions::get).delete(sessions::cancel),
+            get(sessions::get)
+                .delete(sessions::cancel)
+                .patch(sessions::reschedule),
         )
         .route("/sessions/{id}/invites", post(sessions::invites))
         .route(
             "/sessions/{id}/participants/{participant}/revoke",
             post(sessions::revoke),
         )
+        .route(
+            "/people/{id}",
+            get(scheduling::get_person).put(scheduling::put_person),
+        )
+        .route(
+            "/people/{id}/availability",
+            get(scheduling::get_availability).put(scheduling::put_availability),
+        )
+        .route("/slots/search", post(scheduling::search_slots))
+        .route("/series", post(scheduling::create_series))
+        .route(
+            "/series/{id}",
+            get(scheduling::get_series)
+                .patch(scheduling::patch_series)
+                .delete(scheduling::cancel_series),
+        )
+        .route("/series/{id}/invites", post(scheduling::series_invites))
         .route("/attendance", get(attendance::range))
         .route("/attendance/sessions/{id}", get(attendance::session))
         .route(
@@ -71,6 +91,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
         .route("/j/{session}", get(client::join_page))
+        .route("/cal/{token}", get(scheduling::calendar))
         .route("/client/{*path}", get(client::file))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -91,7 +112,7 @@ pub(crate) fn router(state: AppState) -> Router {
                     tracing::info_span!(
                         "http",
                         method = %request.method(),
-                        path = %request.uri().path(),
+                        path = %loggable_path(request.uri().path()),
                         api_key = tracing::field::Empty,
                     )
                 })
@@ -102,6 +123,16 @@ pub(crate) fn router(state: AppState) -> Router {
         router = router.layer(layer);
     }
     router
+}
+
+/// The path as logs may show it: a calendar feed's path is its capability
+/// token, which never reaches a log line.
+fn loggable_path(path: &str) -> &str {
+    if path.starts_with("/cal/") {
+        "/cal/{token}"
+    } else {
+        path
+    }
 }
 
 async fn health(State(state): State<AppState>) -> Response {
@@ -166,4 +197,13 @@ pub(crate) fn redirect_router(public_url: Url) -> Router {
         router = router.layer(layer);
     }
     router
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_calendar_token_never_reaches_the_log() {
+        assert_eq!(super::loggable_path("/cal/eyJhbGciOi.x.y"), "/cal/{token}");
+        assert_eq!(super::loggable_path("/v1/sessions"), "/v1/sessions");
+    }
 }

@@ -14,7 +14,7 @@ use super::auth::Caller;
 use super::error::ApiError;
 use super::AppState;
 use crate::auth::ApiRole;
-use crate::schedule::{FieldError, SessionRequest, SessionView};
+use crate::schedule::{FieldError, MoveRequest, Placement, SessionRequest, SessionView};
 
 const SCHEDULERS: &[ApiRole] = &[ApiRole::Scheduler];
 
@@ -37,7 +37,15 @@ pub(crate) async fn create(
     let Json(request) = body?;
     let now = Utc::now();
     let session = state.scheduler.create(&request, now).await?;
-    Ok((StatusCode::CREATED, Json(session.view(now))).into_response())
+    let placement = Placement {
+        allow_overlap: request.allow_overlap.unwrap_or(false),
+        ..Placement::default()
+    };
+    Ok((
+        StatusCode::CREATED,
+        Json(session.view(now).placed(Some(&placement))),
+    )
+        .into_response())
 }
 
 pub(crate) async fn get(
@@ -47,7 +55,27 @@ pub(crate) async fn get(
 ) -> Result<Response, ApiError> {
     caller.require(SCHEDULERS)?;
     let session = state.scheduler.get(session_id(&id)?).await?;
-    Ok(Json(session.view(Utc::now())).into_response())
+    let placements = state.scheduler.placements(&[session.id]).await?;
+    Ok(Json(session.view(Utc::now()).placed(placements.get(&session.id))).into_response())
+}
+
+/// `PATCH /v1/sessions/{id}`: moves the session; links already sent open
+/// at the new time.
+pub(crate) async fn reschedule(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    body: Result<Json<MoveRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    caller.require(SCHEDULERS)?;
+    let Json(request) = body?;
+    let now = Utc::now();
+    let session = state
+        .scheduler
+        .reschedule(session_id(&id)?, &request, now)
+        .await?;
+    let placements = state.scheduler.placements(&[session.id]).await?;
+    Ok(Json(session.view(now).placed(placements.get(&session.id))).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,9 +109,14 @@ pub(crate) async fn list(
     let from = time_param("from", query.from.as_deref())?;
     let to = time_param("to", query.to.as_deref())?;
     let sessions = state.scheduler.list(from, to).await?;
+    let ids: Vec<Uuid> = sessions.iter().map(|s| s.id).collect();
+    let placements = state.scheduler.placements(&ids).await?;
     let now = Utc::now();
     Ok(Json(SessionList {
-        sessions: sessions.iter().map(|s| s.view(now)).collect(),
+        sessions: sessions
+            .iter()
+            .map(|s| s.view(now).placed(placements.get(&s.id)))
+            .collect(),
     })
     .into_response())
 }

@@ -4,15 +4,27 @@
 //! CLI) become stored sessions and signed links, so both entry points obey
 //! the same rules.
 
+pub(crate) mod availability;
+mod calendar;
+mod people;
+pub(crate) mod recurrence;
 mod request;
+mod reschedule;
+mod series;
+pub(crate) mod slots;
 mod view;
 
+pub(crate) use crate::schedule::availability::AvailabilityRequest;
+pub(crate) use crate::store::placement::{Clash, Placement};
 pub use crate::store::session::{
     RosterEntry, Session, SessionKind, SessionSettings, SessionStatus,
 };
+pub(crate) use people::{PersonRequest, SlotRequest};
 pub(crate) use request::{
     ClinicianRequest, FieldError, ParticipantRequest, SessionRequest, SettingsRequest,
 };
+pub(crate) use reschedule::MoveRequest;
+pub(crate) use series::{Series, SeriesPatch, SeriesRequest};
 pub(crate) use view::SessionView;
 
 use chrono::{DateTime, Utc};
@@ -38,8 +50,44 @@ pub enum ScheduleError {
     NotFound(&'static str),
     #[error("{0}")]
     Conflict(String),
+    /// The write would put someone in two sessions at once; nothing was
+    /// written.
+    #[error("{}", describe_clashes(.0))]
+    DoubleBooked(Vec<Clash>),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// The sentence that tells a clinic what a refused write would have
+/// double-booked (the API's 409 message and the CLI's error alike).
+pub(crate) fn describe_clashes(clashes: &[Clash]) -> String {
+    let mut sentences: Vec<String> = clashes
+        .iter()
+        .map(|c| {
+            format!(
+                "{} is already in session {} at {}",
+                c.participant,
+                c.other,
+                c.starts_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            )
+        })
+        .collect();
+    sentences.dedup();
+    // A whole series against another can clash hundreds of times: the
+    // sentence names the first few, the API's `conflicts` lists them all.
+    const NAMED: usize = 5;
+    let more = sentences.len().saturating_sub(NAMED);
+    sentences.truncate(NAMED);
+    let rest = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    format!(
+        "double-booking: {}{rest}. Nothing was scheduled; choose another time, or pass \"allow_overlap\": true",
+        sentences.join("; ")
+    )
 }
 
 /// One participant's link.
@@ -50,6 +98,8 @@ pub(crate) struct Invite {
     pub url: String,
     pub not_before: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// The person's calendar feed (iCalendar), a capability URL.
+    pub calendar_url: String,
 }
 
 /// A change that live rooms must act on at once.
@@ -66,6 +116,9 @@ pub struct Scheduler {
     defaults: SessionsSection,
     public_url: Url,
     notices: broadcast::Sender<Notice>,
+    /// Held while a write that places sessions checks for double-booking
+    /// and writes, so two requests cannot both take the same hour.
+    placing: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Scheduler {
@@ -81,6 +134,7 @@ impl Scheduler {
             defaults,
             public_url,
             notices: broadcast::channel(64).0,
+            placing: Default::default(),
         }
     }
 
@@ -140,9 +194,26 @@ impl Scheduler {
         let session = request
             .validate(&self.defaults, now)
             .map_err(ScheduleError::Invalid)?;
-        self.store.insert_session(&session).await?;
-        tracing::info!(session = %session.id, kind = session.kind.as_str(), roster = session.roster.len(), "session scheduled");
+        let allow_overlap = request.allow_overlap.unwrap_or(false);
+        let _placing = self.placing.lock().await;
+        let clashes = self
+            .store
+            .place_sessions(std::slice::from_ref(&session), None, allow_overlap, now)
+            .await?;
+        if !clashes.is_empty() {
+            return Err(ScheduleError::DoubleBooked(clashes));
+        }
+        tracing::info!(session = %session.id, kind = session.kind.as_str(), roster = session.roster.len(), allow_overlap, "session scheduled");
         Ok(session)
+    }
+
+    /// How each of `ids` was placed: its series, whether it overlaps on
+    /// purpose, when it was last moved.
+    pub(crate) async fn placements(
+        &self,
+        ids: &[Uuid],
+    ) -> Result<std::collections::HashMap<Uuid, Placement>, ScheduleError> {
+        Ok(self.store.placements(ids).await?)
     }
 
     pub async fn get(&self, id: Uuid) -> Result<Session, ScheduleError> {
@@ -219,21 +290,28 @@ impl Scheduler {
                     session.closes_at(),
                     now,
                 );
-                let token = invite::issue(&self.key, &claims);
-                let mut url = self.public_url.clone();
-                url.set_path(&format!("/j/{}", session.id));
-                url.set_fragment(Some(&format!("t={token}")));
                 Invite {
                     participant_id: person.id.clone(),
                     role: person.role,
-                    url: url.to_string(),
+                    url: self.join_url(session.id, &claims),
                     not_before: session.opens_at(),
                     expires_at: session.closes_at(),
+                    calendar_url: self.calendar_url(&person.id, session.id, false, now),
                 }
             })
             .collect();
         tracing::info!(session = %id, "invite links issued");
         Ok(invites)
+    }
+
+    /// `https://HOST/j/ID#t=TOKEN`: the link that carries `claims` (ID is
+    /// the session's, or the series' for a series link).
+    fn join_url(&self, id: Uuid, claims: &InviteClaims) -> String {
+        let token = invite::issue(&self.key, claims);
+        let mut url = self.public_url.clone();
+        url.set_path(&format!("/j/{id}"));
+        url.set_fragment(Some(&format!("t={token}")));
+        url.to_string()
     }
 
     /// Reads an invite token for a join at `now`: its verification
@@ -245,19 +323,28 @@ impl Scheduler {
         token: &str,
         now: DateTime<Utc>,
     ) -> Result<(Result<InviteClaims, TokenError>, Option<Session>), ScheduleError> {
-        let verified = invite::verify(&self.key, token, now);
-        let sid = match &verified {
-            Ok(claims) => Some(claims.sid),
-            Err(TokenError::Expired { claims, .. } | TokenError::NotYetOpen { claims, .. }) => {
-                Some(claims.sid)
-            }
-            Err(TokenError::Invalid) => None,
+        let claims = match invite::decode(&self.key, token) {
+            Ok(claims) => claims,
+            Err(error) => return Ok((Err(error), None)),
         };
-        let session = match sid {
-            Some(sid) => self.store.session(sid).await?,
+        if claims.series {
+            return self.resolve_series_invite(claims, now).await;
+        }
+        let session = self.store.session(claims.sid).await?;
+        // A link issued before its session moved opens at the new time:
+        // the session record's window counts, not the one in the token.
+        let moved = match &session {
+            Some(s) => self.store.placements(&[s.id]).await?.remove(&s.id),
             None => None,
+        }
+        .and_then(|p| p.moved_at);
+        let (opens_at, closes_at) = match (&session, moved) {
+            (Some(s), Some(moved)) if claims.iat <= moved.timestamp() => {
+                (s.opens_at(), s.closes_at())
+            }
+            _ => (claims.opens_at(), claims.closes_at()),
         };
-        Ok((verified, session))
+        Ok((invite::judge(claims, opens_at, closes_at, now), session))
     }
 
     /// Invalidates every link of one participant, now and for the rest of
@@ -285,5 +372,29 @@ impl Scheduler {
             }
             Change::AlreadyDone => Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_list_of_clashes_is_named_in_short() {
+        let clash = |n: u128| Clash {
+            session: Uuid::from_u128(n),
+            starts_at: "2026-12-07T23:00:00Z".parse().unwrap(),
+            participant: format!("p-{n}"),
+            other: Uuid::from_u128(1000 + n),
+        };
+        let one = describe_clashes(&[clash(1)]);
+        assert!(one.starts_with("double-booking: p-1 is already in session 00000000-0000-0000-0000-0000000003e9 at 2026-12-07T23:00:00Z. Nothing"), "{one}");
+        let many: Vec<Clash> = (0..600).map(clash).collect();
+        let text = describe_clashes(&many);
+        assert!(
+            text.contains("p-4 is already") && !text.contains("p-5 is already"),
+            "{text}"
+        );
+        assert!(text.contains(" and 595 more."), "{text}");
     }
 }

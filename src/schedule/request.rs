@@ -26,6 +26,9 @@ pub(crate) struct SessionRequest {
     pub clinician: Option<ClinicianRequest>,
     pub participants: Option<Vec<ParticipantRequest>>,
     pub settings: Option<SettingsRequest>,
+    /// Place the session even where it overlaps another session of one of
+    /// its people (recorded on the session).
+    pub allow_overlap: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

@@ -5,6 +5,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::auth::RosterRole;
+use crate::store::placement::Placement;
 use crate::store::session::{RosterEntry, Session, SessionSettings, SessionStatus};
 
 #[derive(Debug, Serialize)]
@@ -26,6 +27,22 @@ pub(crate) struct SessionView<'a> {
     pub cancelled_at: Option<DateTime<Utc>>,
     /// When the clinician ended the session, if they did.
     pub ended_at: Option<DateTime<Utc>>,
+    /// The series this session is an occurrence of.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub series_id: Option<String>,
+    /// Placed over another session of one of its people on purpose.
+    pub allow_overlap: bool,
+}
+
+impl SessionView<'_> {
+    /// The view with how the session was placed (its series, overlap).
+    pub(crate) fn placed(mut self, placement: Option<&Placement>) -> Self {
+        if let Some(p) = placement {
+            self.series_id = p.series_id.map(|id| id.to_string());
+            self.allow_overlap = p.allow_overlap;
+        }
+        self
+    }
 }
 
 #[derive(Debug, Serialize)]
@@ -77,6 +94,8 @@ impl Session {
             created_at: self.created_at,
             cancelled_at: self.cancelled_at,
             ended_at: self.ended_at,
+            series_id: None,
+            allow_overlap: false,
         }
     }
 }

@@ -9,6 +9,8 @@ mod api_keys;
 mod attendance;
 pub mod event;
 mod files;
+pub(crate) mod people;
+pub(crate) mod placement;
 pub(crate) mod session;
 mod sessions;
 

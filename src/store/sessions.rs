@@ -26,6 +26,16 @@ impl Store {
     /// Stores a new session with its roster in one transaction.
     pub async fn insert_session(&self, session: &Session) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
+        Self::insert_session_in(&mut tx, session).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Writes a session and its roster inside the caller's transaction.
+    pub(super) async fn insert_session_in(
+        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        session: &Session,
+    ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO sessions (id, title, kind, starts_at, ends_at, timezone, settings, created_at)
              VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -38,12 +48,22 @@ impl Store {
         .bind(session.timezone.name())
         .bind(serde_json::to_string(&session.settings).expect("settings serialise"))
         .bind(to_millis(session.created_at))
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
+        Self::insert_roster_in(tx, session).await
+    }
+
+    /// Writes a session's roster (with any revocation or removal it
+    /// carries) inside the caller's transaction.
+    pub(super) async fn insert_roster_in(
+        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        session: &Session,
+    ) -> Result<(), StoreError> {
         for (position, person) in session.roster.iter().enumerate() {
             sqlx::query(
-                "INSERT INTO roster (session_id, participant_id, position, name, role, household, mrn)
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO roster (session_id, participant_id, position, name, role, household, mrn,
+                                     revoked_at, removed_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(session.id.to_string())
             .bind(&person.id)
@@ -52,10 +72,11 @@ impl Store {
             .bind(person.role.as_str())
             .bind(&person.household)
             .bind(&person.mrn)
-            .execute(&mut *tx)
+            .bind(person.revoked_at.map(to_millis))
+            .bind(person.removed_at.map(to_millis))
+            .execute(&mut **tx)
             .await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 

@@ -117,6 +117,19 @@ async fn the_demo_prints_links_serves_and_reuses_what_exists() {
             "{line}"
         );
     }
+    // The weekly series, with one series link per person.
+    let series = line_with(&lines, "Weekly series:")
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .to_owned();
+    for role in ["clinician", "patient", "partner"] {
+        let line = line_with(&lines, &format!("series {role}"));
+        assert!(
+            line.contains(&format!("https://localhost:{port}/j/{series}#t=")),
+            "{line}"
+        );
+    }
     assert!(line_with(&lines, "Development CA:").contains("c/dev-ca.pem"));
     let key = line_with(&lines, "Admin API key:")
         .split_whitespace()
@@ -162,7 +175,146 @@ async fn the_demo_prints_links_serves_and_reuses_what_exists() {
     assert!(line_with(&again, "Session:").contains(&session));
     assert!(line_with(&again, "Session:").contains("reused"));
     assert!(line_with(&again, "Admin API key:").contains(&key));
+    assert!(line_with(&again, "Weekly series:").contains(&series));
+    assert!(line_with(&again, "Weekly series:").contains("reused"));
     interrupt_and_wait(child);
+}
+
+#[test]
+fn people_slots_and_series_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let db = ["--data-dir", "data"];
+    for (id, role) in [("pat-1", "patient"), ("clin-1", "clinician")] {
+        let out = ok(
+            d,
+            &[
+                &["people", "put", id, "--name", "N", "--role", role],
+                &["--timezone", "America/New_York"][..],
+                &db[..],
+            ]
+            .concat(),
+        );
+        assert_eq!(out.trim(), format!("created person {id}"));
+    }
+    std::fs::write(
+        d.join("avail.json"),
+        r#"{"timezone": "America/New_York", "weekly": [{"day": "mon", "start": "18:00", "end": "19:00"}]}"#,
+    )
+    .unwrap();
+    for id in ["pat-1", "clin-1"] {
+        ok(
+            d,
+            &[
+                &["people", "availability", id, "--file", "avail.json"],
+                &db[..],
+            ]
+            .concat(),
+        );
+    }
+    // The API's words for a bad document.
+    std::fs::write(
+        d.join("bad.json"),
+        r#"{"timezone": "Mars/Olympus", "weekly": [{"day": "mon", "start": "19:00", "end": "18:00"}]}"#,
+    )
+    .unwrap();
+    let bad = tandem(
+        d,
+        &[
+            &["people", "availability", "pat-1", "--file", "bad.json"],
+            &db[..],
+        ]
+        .concat(),
+    );
+    assert!(!bad.status.success());
+    let text = stderr(&bad);
+    assert!(
+        text.contains("timezone: unknown time zone \"Mars/Olympus\""),
+        "{text}"
+    );
+    assert!(
+        text.contains("weekly[0].end: must be after start"),
+        "{text}"
+    );
+
+    let monday = crate::scheduling::monday_ahead();
+    let (from, to) = (
+        format!("{monday}T00:00:00-05:00"),
+        format!("{monday}T23:59:00-05:00"),
+    );
+    let slots_on_monday = || {
+        ok(
+            d,
+            &[
+                &["slots", "--people", "pat-1,clin-1", "--minutes", "60"][..],
+                &["--from", &from, "--to", &to],
+                &db[..],
+            ]
+            .concat(),
+        )
+    };
+    let out = slots_on_monday();
+    assert_eq!(out.lines().count(), 1, "{out}");
+    assert!(out.starts_with(&format!("{monday}T23:00:00Z")), "{out}");
+    let missing = tandem(
+        d,
+        &[
+            &["slots", "--people", "pat-1,par-9", "--minutes", "60"][..],
+            &[
+                "--from",
+                "2027-01-04T00:00:00Z",
+                "--to",
+                "2027-01-05T00:00:00Z",
+            ],
+            &db[..],
+        ]
+        .concat(),
+    );
+    assert!(
+        stderr(&missing).contains("no availability on file for par-9"),
+        "{}",
+        stderr(&missing)
+    );
+
+    std::fs::write(
+        d.join("series.json"),
+        serde_json::json!({"title": "IOP", "kind": "individual", "timezone": "America/New_York",
+            "rrule": "FREQ=WEEKLY;COUNT=3", "first_starts_at": format!("{monday}T18:00:00"),
+            "duration_minutes": 60, "clinician": {"id": "clin-1", "name": "Dr Rivera"},
+            "participants": [{"id": "pat-1", "name": "Alex", "role": "patient"}]})
+        .to_string(),
+    )
+    .unwrap();
+    let out = ok(
+        d,
+        &[&["series", "create", "--file", "series.json"], &db[..]].concat(),
+    );
+    let id = out
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_owned();
+    assert!(out.contains("3 sessions"), "{out}");
+    assert!(out.contains(&format!("/j/{id}#t=")), "{out}");
+    // The same series again double-books both people: refused, named.
+    let again = tandem(
+        d,
+        &[&["series", "create", "--file", "series.json"], &db[..]].concat(),
+    );
+    assert!(
+        stderr(&again).contains("double-booking: clin-1 is already in session"),
+        "{}",
+        stderr(&again)
+    );
+    let shown: serde_json::Value =
+        serde_json::from_str(&ok(d, &[&["series", "show", &id], &db[..]].concat())).unwrap();
+    assert_eq!(shown["sessions"].as_array().unwrap().len(), 3);
+    // Now there is no common slot that Monday.
+    let none = slots_on_monday();
+    assert_eq!(none.trim(), "no common slot in that range");
+    let out = ok(d, &[&["series", "cancel", &id], &db[..]].concat());
+    assert!(out.contains("cancelled"), "{out}");
 }
 
 #[test]

@@ -20,6 +20,8 @@ mod invites;
 mod load_test;
 mod media;
 mod networks;
+mod scheduling;
+mod series;
 mod sessions_api;
 mod signaling;
 mod simulcast;

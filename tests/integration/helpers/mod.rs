@@ -218,6 +218,9 @@ pub fn client_trusting(cas: &[&PathBuf], addr: SocketAddr) -> reqwest::ClientBui
 }
 
 /// A couple session starting `start_minutes` from now and lasting `minutes`.
+/// Tests schedule several of these for the same three people at once, so
+/// the body says they overlap on purpose (`allow_overlap`); the rule that
+/// refuses double-booking is tested in `scheduling`.
 pub fn couple_session(start_minutes: i64, minutes: i64) -> Value {
     let start = chrono::Utc::now() + chrono::Duration::minutes(start_minutes);
     let end = start + chrono::Duration::minutes(minutes);
@@ -231,7 +234,8 @@ pub fn couple_session(start_minutes: i64, minutes: i64) -> Value {
         "participants": [
             {"id": "pat-1", "name": "Alex Morgan", "role": "patient"},
             {"id": "par-1", "name": "Sam Morgan", "role": "partner"}
-        ]
+        ],
+        "allow_overlap": true
     })
 }
 
