@@ -1,12 +1,17 @@
 //! Simulcast: which layer of a published video each subscriber receives.
 //!
 //! A browser that sends simulcast encodes its camera two or three times at
-//! different sizes. Each subscriber gets, per video, the best layer that
-//! fits its share of its own bandwidth estimate: a group room of twenty
-//! still plays on a home connection, and a patient on a weak link keeps a
+//! different sizes. In a group room each subscriber gets, per video, the
+//! best layer that fits its share of its own bandwidth estimate, so a room
+//! of twenty still plays on a home connection. In a small room (a joint
+//! session) everyone gets the best layer, unless their link is congested:
+//! then the estimate decides too, and a patient on a weak link keeps a
 //! smaller picture and their audio rather than a frozen, lossy large one.
-//! The estimate starts generous ([`super::peer::INITIAL_ESTIMATE_BPS`]), so
-//! on a good link everyone gets the best layer from the start. While a
+//! Congested means the subscriber's receiver reports show loss
+//! ([`CONGESTED_LOSS`]), and it lasts until the estimate carries the best
+//! layers again: str0m's estimate alone dips for a few seconds now and then
+//! on a healthy link (seen on a two-core machine under load), and a joint
+//! session should not drop to a small picture for that. While a
 //! subscriber gets less than the best, the shard asks its bandwidth
 //! estimator to probe for the rate of the best ([`wanted`]), so the better
 //! layer comes back when the link recovers. Layers are ranked by their
@@ -18,6 +23,38 @@
 use std::time::{Duration, Instant};
 
 use tandem_protocol::Layer;
+
+/// Rooms up to this many people receive the best layer unless congested. A
+/// joint session is three (a couple and their clinician), and four leaves
+/// room for a co-therapist or an interpreter.
+pub(crate) const SMALL_ROOM: usize = 4;
+
+/// The fraction of packets a receiver reports lost over a second from which
+/// its link counts as congested. A healthy link loses well under 1 %.
+pub(crate) const CONGESTED_LOSS: f32 = 0.02;
+
+/// How long a report of loss keeps a link congested, at least: random
+/// loss comes and goes from one report to the next, and a picture that
+/// switches size every second is worse than a small one.
+pub(crate) const CONGESTION_MEMORY: Duration = Duration::from_secs(10);
+
+/// Whether a link that last reported loss at `at` still counts as
+/// congested at `now`: for [`CONGESTION_MEMORY`], and then until its
+/// `share` of the estimate carries the best layer (`best_bps`) again.
+pub(crate) fn still_congested(now: Instant, at: Instant, share: u64, best_bps: u64) -> bool {
+    now.saturating_duration_since(at) < CONGESTION_MEMORY || share < best_bps
+}
+
+/// The bandwidth a subscriber's layer choice may use for one video: its
+/// `share` of the estimate in a group room or when its link is congested,
+/// no limit in a small room on a healthy link.
+pub(crate) fn budget(room_size: usize, congested: bool, share: u64) -> u64 {
+    if room_size <= SMALL_ROOM && !congested {
+        u64::MAX
+    } else {
+        share
+    }
+}
 
 /// A layer's bitrate over the last [`RateMeter::WINDOW`].
 #[derive(Debug, Clone, Default)]
@@ -105,6 +142,23 @@ pub(crate) fn wanted(rates: &[u64], chosen: Option<usize>) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn congestion_lasts_its_memory_then_until_the_estimate_carries_the_best() {
+        let at = Instant::now();
+        let later = |s| at + Duration::from_secs(s);
+        assert!(still_congested(later(5), at, 5_000_000, 1_500_000));
+        assert!(still_congested(later(11), at, 1_000_000, 1_500_000));
+        assert!(!still_congested(later(11), at, 1_500_000, 1_500_000));
+    }
+
+    #[test]
+    fn small_rooms_get_the_best_layer_unless_congested() {
+        let rates = [150_000, 500_000, 1_500_000];
+        assert_eq!(choose(&rates, budget(3, false, 400_000)), Some(2));
+        assert_eq!(choose(&rates, budget(3, true, 400_000)), Some(0));
+        assert_eq!(choose(&rates, budget(12, false, 400_000)), Some(0));
+    }
 
     #[test]
     fn a_preference_picks_the_layer_for_the_tile() {

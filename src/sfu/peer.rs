@@ -143,6 +143,10 @@ pub(crate) struct Peer {
     /// What the `sub` connection's estimator was last told to sustain and
     /// probe for ([`Peer::wanted_bitrate`]).
     pub bwe_wanted: (u64, u64),
+    /// When the subscriber last reported loss on `sub`
+    /// ([`super::layers::CONGESTED_LOSS`]); cleared by
+    /// [`super::layers::still_congested`].
+    pub congested_at: Option<Instant>,
     /// Candidates were trickled to the client for this connection.
     pub trickled_pub: bool,
     pub trickled_sub: bool,
@@ -179,7 +183,11 @@ pub(crate) fn new_rtc(
         .enable_vp8(true)
         .enable_h264(true);
     if estimate_bandwidth {
-        config = config.enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE_BPS)));
+        // Receiver reports' loss, once a second: what tells a congested
+        // link from a momentary dip of the estimate (see super::layers).
+        config = config
+            .enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE_BPS)))
+            .set_stats_interval(Some(std::time::Duration::from_secs(1)));
     }
     let mut rtc = config.build(now);
     for candidate in candidates {
@@ -213,6 +221,7 @@ impl Peer {
             subscribe_connected: false,
             egress_bps: INITIAL_ESTIMATE_BPS,
             bwe_wanted: (0, 0),
+            congested_at: None,
             trickled_pub: false,
             trickled_sub: false,
             group: 0,

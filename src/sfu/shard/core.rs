@@ -26,6 +26,7 @@ use str0m::net::{Protocol, Receive, TcpType, Transmit};
 use str0m::{Candidate, Event, IceConnectionState, Input, Rtc};
 use uuid::Uuid;
 
+use crate::sfu::layers;
 use crate::sfu::peer::Peer;
 use crate::sfu::{Command, ConnId, Pc, PeerEvent};
 
@@ -281,6 +282,12 @@ impl ShardCore {
                 }
                 (Pc::Sub, Event::KeyframeRequest(request)) => {
                     self.on_keyframe_request(now, conn, request.mid);
+                }
+                (Pc::Sub, Event::MediaEgressStats(stats)) => {
+                    let lossy = stats.loss.is_some_and(|l| l >= layers::CONGESTED_LOSS);
+                    if let (true, Some(peer)) = (lossy, self.peers.get_mut(&conn)) {
+                        peer.congested_at = Some(now);
+                    }
                 }
                 (
                     Pc::Sub,

@@ -226,6 +226,7 @@ impl ShardCore {
         let Some(members) = self.rooms.get(&room) else {
             return;
         };
+        let room_size = members.len();
         for &conn in members {
             if conn == publisher {
                 continue;
@@ -237,7 +238,12 @@ impl ShardCore {
                 continue;
             }
             let estimate = subscriber.egress_bps;
-            let budget = estimate / subscriber.video_subscriptions().max(1) as u64;
+            let share = estimate / subscriber.video_subscriptions().max(1) as u64;
+            let best_rate = rates[..layer_count].iter().copied().max().unwrap_or(0);
+            subscriber.congested_at = subscriber
+                .congested_at
+                .filter(|&at| layers::still_congested(now, at, share, best_rate));
+            let budget = layers::budget(room_size, subscriber.congested_at.is_some(), share);
             let Some(sub) = subscriber
                 .subscriptions
                 .iter_mut()
