@@ -11,7 +11,7 @@
 //! ([`CONGESTED_LOSS`]), and it lasts until the estimate carries the best
 //! layers again: str0m's estimate alone dips for a few seconds now and then
 //! on a healthy link (seen on a two-core machine under load), and a joint
-//! session should not drop to a small picture for that. While a
+//! session should not drop to a small picture for that. While a congested
 //! subscriber gets less than the best, the shard asks its bandwidth
 //! estimator to probe for the rate of the best ([`wanted`]), so the better
 //! layer comes back when the link recovers. Layers are ranked by their

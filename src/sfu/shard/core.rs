@@ -298,10 +298,17 @@ impl ShardCore {
                     if let Some(peer) = self.peers.get_mut(&conn) {
                         peer.egress_bps = estimate.as_u64();
                         tracing::debug!(conn = ?conn, bps = peer.egress_bps, "egress estimate");
-                        // Below the best layers, probe for them: the estimate
-                        // grows only with traffic to measure.
-                        let (sustain, best) = peer.wanted_bitrate();
-                        if best > 0 && peer.bwe_wanted != (sustain, best) {
+                        // A congested link below its best layers probes for
+                        // them: the estimate grows only with traffic to
+                        // measure. Nobody else pads: a group room's small
+                        // tiles are small by choice, not for want of
+                        // bandwidth.
+                        let (sustain, best) = if peer.congested_at.is_some() {
+                            peer.wanted_bitrate()
+                        } else {
+                            (0, 0)
+                        };
+                        if peer.bwe_wanted != (sustain, best) {
                             peer.bwe_wanted = (sustain, best);
                             peer.subscribe
                                 .bwe()
