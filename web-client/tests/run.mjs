@@ -563,9 +563,12 @@ try {
     await expectVisible(couple.getByText('Couple h1'), 15000);
     await couple.getByRole('button', { name: 'Breakout', exact: true }).click();
     await expectVisible(couple.getByRole('button', { name: 'End breakout', exact: true }));
-    await expectVisible(ga.page.getByText('You and your partner are in a private breakout'));
+    // The breakout banner, not the live region, which may say the same
+    // words at the same moment.
+    const banner = ga.page.locator('#breakout-where', { hasText: 'You and your partner are in a private breakout' });
+    await expectVisible(banner);
     await couple.getByRole('button', { name: 'End breakout', exact: true }).click();
-    await ga.page.getByText('You and your partner are in a private breakout').waitFor({ state: 'hidden', timeout: 10000 });
+    await banner.waitFor({ state: 'hidden', timeout: 10000 });
     await gc.context.close();
     await ga.context.close();
   }, { timeout: 45000 });
