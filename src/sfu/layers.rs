@@ -126,9 +126,13 @@ pub(crate) fn choose_preferred(
 /// `rates` would like its bandwidth to be: `(next, best)`, the rate of the
 /// next layer up (the traffic worth sustaining to get there) and the rate
 /// of the best layer (what to probe for). Both are the chosen layer's rate
-/// when it is the best.
-pub(crate) fn wanted(rates: &[u64], chosen: Option<usize>) -> (u64, u64) {
+/// when it is the best, or when the subscriber shows the video in a small
+/// tile (`low`): it wants no more than it gets.
+pub(crate) fn wanted(rates: &[u64], chosen: Option<usize>, preferred: Option<Layer>) -> (u64, u64) {
     let current = chosen.and_then(|i| rates.get(i)).copied().unwrap_or(0);
+    if preferred == Some(Layer::Low) {
+        return (current, current);
+    }
     let best = rates.iter().copied().max().unwrap_or(0);
     let next = rates
         .iter()
@@ -204,11 +208,16 @@ mod tests {
     #[test]
     fn below_the_best_layer_the_next_one_up_and_the_best_are_wanted() {
         let rates = [150_000, 1_500_000, 500_000];
-        assert_eq!(wanted(&rates, Some(0)), (500_000, 1_500_000));
-        assert_eq!(wanted(&rates, Some(2)), (1_500_000, 1_500_000));
-        assert_eq!(wanted(&rates, Some(1)), (1_500_000, 1_500_000));
-        assert_eq!(wanted(&rates, None), (150_000, 1_500_000));
-        assert_eq!(wanted(&[], None), (0, 0));
+        assert_eq!(wanted(&rates, Some(0), None), (500_000, 1_500_000));
+        assert_eq!(wanted(&rates, Some(2), None), (1_500_000, 1_500_000));
+        assert_eq!(wanted(&rates, Some(1), None), (1_500_000, 1_500_000));
+        assert_eq!(wanted(&rates, None, None), (150_000, 1_500_000));
+        assert_eq!(wanted(&[], None, None), (0, 0));
+        // A small tile wants what it gets.
+        assert_eq!(
+            wanted(&rates, Some(0), Some(Layer::Low)),
+            (150_000, 150_000)
+        );
     }
 
     #[test]

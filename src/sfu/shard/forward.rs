@@ -237,13 +237,23 @@ impl ShardCore {
             if !subscriber.subscribe_connected || subscriber.group != group {
                 continue;
             }
-            let estimate = subscriber.egress_bps;
-            let share = estimate / subscriber.video_subscriptions().max(1) as u64;
-            let best_rate = rates[..layer_count].iter().copied().max().unwrap_or(0);
-            subscriber.congested_at = subscriber
-                .congested_at
-                .filter(|&at| layers::still_congested(now, at, share, best_rate));
-            let budget = layers::budget(room_size, subscriber.congested_at.is_some(), share);
+            // What the layer choice needs of the subscriber (simulcast only):
+            // its estimate, its budget for this video, and whether its
+            // link is congested (which may end here).
+            let bandwidth = simulcast.then(|| {
+                let estimate = subscriber.egress_bps;
+                let share = estimate / subscriber.video_subscriptions().max(1) as u64;
+                let best_rate = rates[..layer_count].iter().copied().max().unwrap_or(0);
+                subscriber.congested_at = subscriber
+                    .congested_at
+                    .filter(|&at| layers::still_congested(now, at, share, best_rate));
+                let congested = subscriber.congested_at.is_some();
+                (
+                    estimate,
+                    layers::budget(room_size, congested, share),
+                    congested,
+                )
+            });
             let Some(sub) = subscriber
                 .subscriptions
                 .iter_mut()
@@ -251,23 +261,17 @@ impl ShardCore {
             else {
                 continue;
             };
-            if simulcast {
+            if let Some((estimate, budget, congested)) = bandwidth {
                 // Switch layers only on a keyframe of the new one; until it
                 // comes, the old layer (if any) goes on.
-                let choice = layers::choose_preferred(
-                    &rates[..layer_count],
-                    budget,
-                    estimate,
-                    sub.preferred,
-                );
-                // A small tile wants no more than what it gets: nothing to
-                // probe for.
-                sub.wanted_bps = match sub.preferred {
-                    Some(tandem_protocol::Layer::Low) => {
-                        let current = choice.map_or(0, |i| rates[i]);
-                        (current, current)
-                    }
-                    _ => layers::wanted(&rates[..layer_count], choice),
+                let rates = &rates[..layer_count];
+                let choice = layers::choose_preferred(rates, budget, estimate, sub.preferred);
+                // Only a congested link probes (core.rs), so only its
+                // subscriptions need to say what they would like.
+                sub.wanted_bps = if congested {
+                    layers::wanted(rates, choice, sub.preferred)
+                } else {
+                    (0, 0)
                 };
                 sub.target = if choice == sub.layer { None } else { choice };
                 if let Some(target) = sub.target {
