@@ -250,22 +250,35 @@ fn steady_layer(rtp: &[RtpRecord], window: Duration) -> Option<u8> {
     (recent.len() >= 5 && recent.iter().all(|&l| l == first)).then_some(first)
 }
 
-/// Audio packets the sender numbered in `from..to` that arrived, and how
-/// many it sent in that range.
-fn audio_received(rtp: &[RtpRecord], from: u32, to: u32) -> (usize, usize) {
-    let got: std::collections::BTreeSet<u32> = rtp
-        .iter()
-        .filter_map(|p| layers::parse_audio(&p.payload))
-        .filter(|seq| (from..to).contains(seq))
-        .collect();
-    (got.len(), (to - from) as usize)
+/// The RTP sequence numbers of received audio, extended past their 16-bit
+/// wrap in arrival order. The SFU rewrites audio sequence numbers by a
+/// fixed offset per subscriber, so a gap is a packet lost on the way.
+fn audio_seqs(rtp: &[RtpRecord]) -> Vec<i64> {
+    let mut out = Vec::with_capacity(rtp.len());
+    let mut last: Option<(u16, i64)> = None;
+    for p in rtp {
+        let ext = match last {
+            Some((seq, ext)) => ext + i64::from(p.seq.wrapping_sub(seq) as i16),
+            None => i64::from(p.seq),
+        };
+        last = Some((p.seq, ext));
+        out.push(ext);
+    }
+    out
 }
 
-fn latest_audio_seq(rtp: &[RtpRecord]) -> u32 {
-    rtp.iter()
-        .filter_map(|p| layers::parse_audio(&p.payload))
-        .max()
-        .unwrap_or(0)
+/// Audio packets numbered in `from..to` that arrived, and how many were
+/// sent in that range.
+fn audio_received(rtp: &[RtpRecord], from: i64, to: i64) -> (usize, usize) {
+    let got: std::collections::BTreeSet<i64> = audio_seqs(rtp)
+        .into_iter()
+        .filter(|seq| (from..to).contains(seq))
+        .collect();
+    (got.len(), (to - from).max(0) as usize)
+}
+
+fn latest_audio_seq(rtp: &[RtpRecord]) -> i64 {
+    audio_seqs(rtp).into_iter().max().unwrap_or(0)
 }
 
 async fn wait_for_layer(
@@ -359,7 +372,7 @@ fn a_patient_on_a_slow_link_gets_a_lower_layer_keeps_audio_and_recovers() {
             let lower_from = latest_audio_seq(&patient.tracks_of("clin-1", Kind::Audio)[0].rtp);
             tokio::time::sleep(Duration::from_secs(10)).await;
             let audio = patient.tracks_of("clin-1", Kind::Audio)[0].rtp.clone();
-            let lower_to = latest_audio_seq(&audio).saturating_sub(FPS); // a second's margin for the queue
+            let lower_to = latest_audio_seq(&audio) - i64::from(FPS); // a second's margin for the queue
             let (got, sent) = audio_received(&audio, lower_from, lower_to);
             let loss = 100.0 * (sent - got) as f64 / sent as f64;
             let (got_all, sent_all) = audio_received(&audio, shaped_at, lower_to);

@@ -1,8 +1,8 @@
 //! Simulcast the test writes itself: a publisher's layers (rids), each a
 //! stream of VP8-looking frames of a chosen size, with the mid and rid
 //! header extensions negotiated for the sender, plus Opus-sized audio. Each
-//! payload carries a marker naming its layer and a sequence number of the
-//! layer's own, so that a subscriber can tell which layer reached it and
+//! video payload carries a marker naming its layer and a sequence number of
+//! the layer's own, so that a subscriber can tell which layer reached it and
 //! what was lost, whatever the SFU rewrote in the RTP header.
 
 use std::time::{Duration, Instant};
@@ -32,8 +32,7 @@ const VP8_KEYFRAME: [u8; 10] = [0x10, 0x00, 0x00, 0x9d, 0x01, 0x2a, 0x40, 0x01, 
 const VP8_INTERFRAME: [u8; 10] = [0x11, 0, 0, 0, 0, 0, 0, 0, 0, 0];
 /// Where the layer marker and the layer's own u32 sequence number start.
 const MARKER_AT: usize = 1 + VP8_KEYFRAME.len();
-/// The first byte of every audio payload (an Opus TOC byte), then a u32
-/// sequence number of the sender's own.
+/// Every byte of an audio payload (an Opus TOC byte, repeated).
 const AUDIO_TOC: u8 = 0xfc;
 
 const SDES_MID: &str = "urn:ietf:params:rtp-hdrext:sdes:mid";
@@ -67,14 +66,6 @@ pub fn parse_video(layers: &[Layer], payload: &[u8]) -> (Option<u8>, u32, bool) 
             keyframe,
         ),
         _ => (None, 0, keyframe),
-    }
-}
-
-/// The sender's sequence number of a received audio payload.
-pub fn parse_audio(payload: &[u8]) -> Option<u32> {
-    match payload {
-        [AUDIO_TOC, a, b, c, d, ..] => Some(u32::from_be_bytes([*a, *b, *c, *d])),
-        _ => None,
     }
 }
 
@@ -130,9 +121,9 @@ pub async fn send(writer: MediaWriter, layers: Vec<Layer>, fps: u32, keyframe_ev
                 layer_seqs[i] += 1;
             }
         }
-        let mut payload = vec![AUDIO_TOC];
-        payload.extend_from_slice(&(frame as u32).to_be_bytes());
-        payload.resize(80, 0);
+        // The same bytes every time: a browser decodes them to a level that
+        // makes no synthetic publisher the active speaker.
+        let payload = vec![AUDIO_TOC; 80];
         let packet = rtc::rtp::Packet {
             header: rtc::rtp::header::Header {
                 version: 2,
