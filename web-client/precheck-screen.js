@@ -20,7 +20,20 @@ function setMeter(level) {
   if (level > 0.35) $('mic-hint').textContent = PRECHECK.hearYou;
 }
 
-async function startPreview() {
+/**
+ * The preview being opened (or the last one). Join waits for it: a person
+ * who clicks "Join session" while the camera and microphone are still
+ * starting (a slow machine, a fast click) must not join without them, as
+ * nothing would add them to the call afterwards.
+ */
+let previewing = Promise.resolve();
+
+function startPreview() {
+  previewing = openPreview();
+  return previewing;
+}
+
+async function openPreview() {
   $('preview-off').hidden = false;
   $('preview-off').textContent = PRECHECK.allowPrompt;
   app.stopMeter();
@@ -134,7 +147,7 @@ export async function showPrecheck() {
 }
 
 /** Join: the attestation if asked for, then the Call (session.js) starts. */
-export function join() {
+export async function join() {
   let attestation = null;
   if (!$('attest').hidden) {
     attestation = readAttestation();
@@ -144,6 +157,7 @@ export function join() {
   audioContext(); // a user gesture: let audio play
   $('join').disabled = true;
   $('join').textContent = PRECHECK.joining;
+  await previewing.catch(() => {});
   const stream = app.stream || new MediaStream();
   app.call = new Call({ token: app.token, attestation, emit: onCallEvent });
   app.call.setLocal({ audio: stream.getAudioTracks()[0], video: stream.getVideoTracks()[0] });

@@ -27,15 +27,11 @@ use crate::helpers::browser::{self, BrowserEnv};
 /// namespace only.
 const MEDIA_IP: &str = "10.203.0.1";
 
-/// Intermittent: in about one run in four (seen on 2026-11-30, alone and
-/// under load) Firefox has media connected but no inbound video at all
-/// (its getStats has no inbound-rtp video entry) 15 s after admission, so
-/// the clinician's video never reaches it. Until that is understood it
-/// would make CI fail at random, so it runs only when asked:
-/// `cargo test --test integration -- --ignored firefox_esr_runs_the_main_flow`.
-/// The loopback-only Firefox run below stays in CI.
+/// The Firefox patient's whole flow with a Chromium clinician. (It once
+/// failed in about one run in four: the clinician clicked "Join session"
+/// before Chromium's camera had started, and joined sending nothing;
+/// `reach.mjs` now checks that case on its own.)
 #[test]
-#[ignore = "intermittent: Firefox sometimes gets no inbound video (see the doc comment)"]
 fn firefox_esr_runs_the_main_flow() {
     let Some((env, firefox)) = browser::firefox_or_skip("firefox_esr_runs_the_main_flow") else {
         return;

@@ -30,7 +30,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import {
-  CHROMIUM, SHOTS, chromiumArgs, decodedInPage, log, observePeerConnections, sleep, startServer,
+  CHROMIUM, SHOTS, chromiumArgs, decodedInPage, log, mediaSummaryInPage, observePeerConnections, sleep, startServer,
   stepper, stopServer, waitDecoding, watchdog,
 } from './server.mjs';
 
@@ -143,7 +143,9 @@ try {
       const row = clin.getByRole('list', { name: /Waiting room/ }).getByRole('listitem').filter({ hasText: 'Alex Morgan' });
       await row.getByRole('button', { name: 'Admit', exact: true }).click();
       admitted = Date.now();
-      const ff = await waitDecoding(() => pat.evaluate(decodedInPage), 1, 15000, 'Firefox');
+      const ff = await waitDecoding(() => pat.evaluate(decodedInPage), 1, 15000, 'Firefox').catch(async (e) => {
+        throw new Error(`${e.message}\n  Firefox: ${await pat.evaluate(mediaSummaryInPage)}\n  Chromium: ${await clin.evaluate(mediaSummaryInPage)}`);
+      });
       const firstFrame = Date.now() - admitted;
       const ch = await waitDecoding(() => clin.evaluate(decodedInPage), 1, 15000, 'Chromium');
       // What the person sees: the clinician's tile with a picture.

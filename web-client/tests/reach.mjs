@@ -9,7 +9,9 @@
 //   not looped through the waiting room, and the clinician sees "Not
 //   connected" meanwhile and hears why they left;
 // - the camera and microphone are switched during the call (Chromium's fake
-//   devices) and the clinician keeps receiving them.
+//   devices) and the clinician keeps receiving them;
+// - a person who clicks "Join session" while the camera is still starting
+//   joins with it, not without.
 //
 //   TANDEM_BIN=target/debug/tandem node web-client/tests/reach.mjs
 //
@@ -55,6 +57,12 @@ function peerConnectionRefused() {
   window.RTCPeerConnection = function RTCPeerConnection() {
     throw new DOMException('RTCPeerConnection is disabled', 'NotSupportedError');
   };
+}
+
+/** A camera and microphone that take seconds to start (a slow machine, a permission prompt). */
+function slowCamera() {
+  const original = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  navigator.mediaDevices.getUserMedia = (constraints) => new Promise((resolve) => setTimeout(resolve, 4000)).then(() => original(constraints));
 }
 
 /**
@@ -222,6 +230,20 @@ try {
     await button(p.page, 'Hide devices').click();
     await p.context.close();
     return `camera ${other.text}; the clinician decodes on (${r.frames.join('+')} frames); ${mic}`;
+  }, { timeout: 40000 });
+
+  await step('joining while the camera is still starting: the person joins with it and the clinician sees them', async () => {
+    const p = await open('fast click', server.links.patient.url, slowCamera);
+    await p.page.getByLabel('Which state are you in right now?').selectOption('NY');
+    await p.page.getByLabel('At home').check();
+    await p.page.getByLabel("Yes, it's private").check();
+    if (await p.page.locator('#preview').evaluate((v) => !!v.srcObject)) throw new Error('the camera started before the click; the test proves nothing');
+    await button(p.page, 'Join session').click();
+    await visible(heading(p.page, "You're in the waiting room"), 15000);
+    await waitingRow('Alex Morgan').getByRole('button', { name: 'Admit', exact: true }).click();
+    const r = await waitDecoding(() => clin.page.evaluate(decodedInPage), 1, 15000, "the clinician, Alex's video");
+    await p.context.close();
+    return `the clinician decodes Alex's video (${r.frames.join('+')} frames)`;
   }, { timeout: 40000 });
 } catch (e) {
   fail(e);

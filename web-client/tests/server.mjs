@@ -126,6 +126,30 @@ export async function decodedInPage() {
   return out;
 }
 
+/**
+ * Runs in the page: one line per peer connection, its state and the RTP
+ * packets of each stream, for a failure message that says which side
+ * stopped (a sender that sends nothing, a receiver that gets nothing).
+ */
+export async function mediaSummaryInPage() {
+  const lines = [];
+  for (const [i, pc] of (window.__pcs || []).entries()) {
+    const streams = [];
+    try {
+      if (pc.connectionState !== 'closed') {
+        (await pc.getStats()).forEach((s) => {
+          if (s.type === 'outbound-rtp') streams.push(`sent ${s.kind} ${s.packetsSent}`);
+          if (s.type === 'inbound-rtp') streams.push(`received ${s.kind} ${s.packetsReceived} (${s.framesDecoded ?? '-'} decoded)`);
+        });
+      }
+    } catch (e) {
+      streams.push(String(e));
+    }
+    lines.push(`pc ${i} ${pc.connectionState}: ${streams.join(', ') || 'no RTP'}`);
+  }
+  return lines.join('; ');
+}
+
 /** Waits until `n` inbound videos are decoding (framesDecoded grows); `read()` gives the counts. */
 export async function waitDecoding(read, n, timeoutMs, what) {
   const deadline = Date.now() + timeoutMs;
