@@ -95,3 +95,4 @@ pub mod sfu;
 pub mod signal;
 pub mod store;
 pub mod tls;
+mod webhooks;
