@@ -450,3 +450,128 @@ fn delivery(r: &SqliteRow) -> Result<DeliveryRecord, StoreError> {
         delivered_at: r.try_get("delivered_at")?,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::attendance::event::{chain_hash, Event, EventKind, NewEvent, GENESIS};
+
+    async fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("tandem.db")).await.unwrap();
+        (dir, store)
+    }
+
+    fn endpoint(events: &[&str]) -> EndpointRecord {
+        EndpointRecord {
+            id: Uuid::new_v4().to_string(),
+            url: "https://ehr.example/hook".into(),
+            description: String::new(),
+            events: events.iter().map(|e| (*e).to_owned()).collect(),
+            secret: crate::webhooks::signing::new_secret(),
+            created_at: 0,
+            updated_at: 0,
+            failing_since: None,
+        }
+    }
+
+    fn knock(session: &str) -> Event {
+        let event = NewEvent {
+            at: 1_000,
+            session: session.into(),
+            participant: Some("pat-1".into()),
+            role: Some("patient".into()),
+            connection: Some("b-1".into()),
+            kind: EventKind::Waiting,
+            reason: None,
+            modality: None,
+            detail: None,
+        };
+        Event {
+            seq: 1,
+            hash: chain_hash(GENESIS, 1, &event),
+            prev_hash: GENESIS.into(),
+            event,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_ledger_event_and_its_webhook_are_written_together_or_not_at_all() {
+        let (_dir, store) = store().await;
+        let hook = endpoint(&["participant.waiting"]);
+        store.insert_webhook_endpoint(&hook).await.unwrap();
+        store
+            .insert_webhook_endpoint(&endpoint(&["session.ended"]))
+            .await
+            .unwrap();
+        store.append_events(&[knock("s-1")]).await.unwrap();
+        let due = store.due_webhook_deliveries(i64::MAX, 10).await.unwrap();
+        assert_eq!(due.len(), 1, "only the subscribed endpoint gets it");
+        assert_eq!(due[0].endpoint_id, hook.id);
+        assert_eq!(due[0].event_type, "participant.waiting");
+
+        // The outbox cannot be written: the ledger event is not either.
+        sqlx::query("DROP TABLE webhook_deliveries")
+            .execute(&store.pool)
+            .await
+            .unwrap();
+        let mut second = knock("s-2");
+        second.seq = 2;
+        assert!(store.append_events(&[second]).await.is_err());
+        assert_eq!(store.events_after(0, 10).await.unwrap().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn events_nobody_subscribed_to_are_not_kept() {
+        let (_dir, store) = store().await;
+        store.append_events(&[knock("s-1")]).await.unwrap();
+        let kept: i64 = sqlx::query("SELECT COUNT(*) FROM webhook_events")
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(kept, 0);
+    }
+
+    #[tokio::test]
+    async fn a_session_s_later_event_waits_for_its_earlier_one() {
+        let (_dir, store) = store().await;
+        let hook = endpoint(&["participant.waiting"]);
+        store.insert_webhook_endpoint(&hook).await.unwrap();
+        let mut events = vec![knock("s-1"), knock("s-1"), knock("s-2")];
+        let mut prev = GENESIS.to_owned();
+        for (i, e) in events.iter_mut().enumerate() {
+            e.seq = i as i64 + 1;
+            e.prev_hash = prev.clone();
+            e.hash = chain_hash(&prev, e.seq, &e.event);
+            prev = e.hash.clone();
+        }
+        store.append_events(&events).await.unwrap();
+        let due = store.due_webhook_deliveries(i64::MAX, 10).await.unwrap();
+        let sessions: Vec<_> = due.iter().map(|d| d.session_id.clone().unwrap()).collect();
+        assert_eq!(sessions, ["s-1", "s-2"], "one per session, the first");
+        let first = &due[0];
+        let later = chrono::Utc::now().timestamp_millis() + 60_000;
+        let retry = Attempted::Retry {
+            at: later,
+            error: "HTTP 500".into(),
+        };
+        store
+            .finish_webhook_attempt(first.id, &hook.id, &retry, Some(500), 1_000)
+            .await
+            .unwrap();
+        let now = chrono::Utc::now().timestamp_millis();
+        let due = store.due_webhook_deliveries(now, 10).await.unwrap();
+        let sessions: Vec<_> = due.iter().map(|d| d.session_id.clone().unwrap()).collect();
+        assert_eq!(sessions, ["s-2"], "the retry still holds s-1 back");
+        let due = store.due_webhook_deliveries(later, 10).await.unwrap();
+        assert_eq!(due[0].id, first.id);
+        store
+            .finish_webhook_attempt(first.id, &hook.id, &Attempted::Delivered, Some(200), 6_000)
+            .await
+            .unwrap();
+        let due = store.due_webhook_deliveries(i64::MAX, 10).await.unwrap();
+        assert_eq!(due.len(), 2);
+        assert_ne!(due[0].id, first.id, "then the next event of s-1 goes");
+    }
+}
