@@ -289,7 +289,7 @@ impl Attendance {
                 problem,
                 "the attendance ledger failed verification"
             );
-            let failed = crate::webhooks::event::verify_failed(*seq, *expected_seq, problem, now);
+            let failed = crate::store::outbox::verify_failed(*seq, *expected_seq, problem, now);
             self.store
                 .record_webhook_events(&[failed], now.timestamp_millis())
                 .await?;

@@ -57,10 +57,7 @@ impl Store {
             .await?;
         }
         // The webhooks these events report, durable with them or not at all.
-        let outgoing: Vec<_> = events
-            .iter()
-            .flat_map(crate::webhooks::event::from_ledger)
-            .collect();
+        let outgoing: Vec<_> = events.iter().flat_map(super::outbox::from_ledger).collect();
         super::webhooks::insert_events_in(
             &mut tx,
             &outgoing,

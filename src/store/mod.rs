@@ -9,6 +9,7 @@ mod api_keys;
 mod attendance;
 pub mod event;
 mod files;
+pub(crate) mod outbox;
 pub(crate) mod people;
 pub(crate) mod placement;
 pub(crate) mod session;

@@ -13,10 +13,10 @@ use chrono::{DateTime, Duration, Utc};
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use uuid::Uuid;
 
+use super::outbox::{self as event, EventType};
 use super::session::{Session, SessionSettings};
 use super::webhooks;
 use super::{from_millis, to_millis, Store, StoreError};
-use crate::webhooks::{event, EventType};
 
 /// One person's time in a scheduled session.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -157,7 +157,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 1 {
-            let cancelled = crate::webhooks::event::session_cancelled(&id.to_string(), at);
+            let cancelled = super::outbox::session_cancelled(&id.to_string(), at);
             super::webhooks::insert_events_in(&mut tx, &[cancelled], to_millis(at)).await?;
             tx.commit().await?;
             return Ok(Change::Done);

@@ -11,8 +11,8 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
+use super::outbox::{self, Outgoing};
 use super::{Store, StoreError};
-use crate::webhooks::event::Outgoing;
 
 /// A receiver, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,7 +106,7 @@ pub(super) async fn insert_events_in(
         .bind(
             e.data
                 .as_ref()
-                .map(|d| crate::webhooks::event::body(&id, e.kind, e.at, d).to_string()),
+                .map(|d| outbox::body(&id, e.kind, e.at, d).to_string()),
         )
         .bind(&pattern)
         .execute(&mut **tx)
@@ -454,7 +454,7 @@ fn delivery(r: &SqliteRow) -> Result<DeliveryRecord, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::attendance::event::{chain_hash, Event, EventKind, NewEvent, GENESIS};
+    use crate::store::event::{chain_hash, Event, EventKind, NewEvent, GENESIS};
 
     async fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
@@ -468,7 +468,7 @@ mod tests {
             url: "https://ehr.example/hook".into(),
             description: String::new(),
             events: events.iter().map(|e| (*e).to_owned()).collect(),
-            secret: crate::webhooks::signing::new_secret(),
+            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
             created_at: 0,
             updated_at: 0,
             failing_since: None,

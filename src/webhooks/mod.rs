@@ -9,9 +9,9 @@
 //! worker is the only part that does I/O.
 
 pub(crate) mod endpoint;
-pub(crate) mod event;
+mod finalized;
 pub(crate) mod retry;
 pub(crate) mod signing;
 pub(crate) mod worker;
 
-pub(crate) use event::EventType;
+pub(crate) use crate::store::outbox::EventType;

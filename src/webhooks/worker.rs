@@ -23,11 +23,13 @@ use chrono::Utc;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use super::event::{self, EventType};
+use super::finalized::attendance_finalized;
 use super::retry::Schedule;
 use super::signing;
+use super::EventType;
 use crate::attendance::report::session_report;
 use crate::config::WebhooksSection;
+use crate::store::outbox;
 use crate::store::webhooks::{Attempted, DueDelivery};
 use crate::store::Store;
 
@@ -273,11 +275,11 @@ impl Worker {
             Some(s) => {
                 let events = self.store.session_events(session).await?;
                 let at = chrono::DateTime::from_timestamp_millis(d.at).unwrap_or_else(Utc::now);
-                event::attendance_finalized(&session_report(&s, &events, None, at))
+                attendance_finalized(&session_report(&s, &events, None, at))
             }
             None => serde_json::json!({ "session_id": session, "participants": [] }),
         };
-        let body = event::body(&d.event_id, EventType::AttendanceFinalized, d.at, &data);
+        let body = outbox::body(&d.event_id, EventType::AttendanceFinalized, d.at, &data);
         Ok(self
             .store
             .set_webhook_payload(d.event_position, &body.to_string())

@@ -1,4 +1,9 @@
-//! The events a receiver can subscribe to, and their payloads.
+//! Webhook events: the types a receiver can subscribe to, and the
+//! payloads of the facts the store records.
+//!
+//! They live in the store because the store writes them, in the same
+//! transaction as the fact each reports (`webhooks`); delivering them is
+//! the `webhooks` module's.
 //!
 //! A payload carries ids, roles and times, never names, titles or
 //! attestations: it leaves the clinic's server for another system, and
@@ -9,9 +14,8 @@ use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use crate::attendance::report::SessionReport;
-use crate::store::event::{Event, EventKind};
-use crate::store::session::Session;
+use super::event::{Event, EventKind};
+use super::session::Session;
 
 /// What happened. The names are the public `type` strings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -81,7 +85,7 @@ pub(crate) struct Outgoing {
     pub data: Option<Value>,
 }
 
-fn time(ms: i64) -> String {
+pub(crate) fn time(ms: i64) -> String {
     Utc.timestamp_millis_opt(ms)
         .single()
         .unwrap_or_default()
@@ -194,29 +198,6 @@ pub(crate) fn verify_failed(
             "detected_at": time(now.timestamp_millis()),
         })),
     }
-}
-
-/// The `data` of `attendance.finalized`: each participant's figures from
-/// the session's report (no attestations, no names).
-pub(crate) fn attendance_finalized(report: &SessionReport) -> Value {
-    json!({
-        "session_id": report.session.id,
-        "starts_at": report.session.starts_at,
-        "ends_at": report.session.ends_at,
-        "ended_at": report.session.ended_at,
-        "participants": report.participants.iter().map(|p| json!({
-            "participant_id": p.participant_id,
-            "role": p.role,
-            "attended_seconds": p.attended_seconds,
-            "present_seconds": p.present_seconds,
-            "audio_only_seconds": p.audio_only_seconds,
-            "first_join": p.first_join,
-            "last_leave": p.last_leave,
-            "late_seconds": p.late_seconds,
-            "early_leave_seconds": p.early_leave_seconds,
-            "disconnects": p.disconnects,
-        })).collect::<Vec<_>>(),
-    })
 }
 
 #[cfg(test)]
