@@ -306,6 +306,26 @@ async fn get_json(app: &TestApp, path: &str) -> Value {
     app.get(path).send().await.unwrap().json().await.unwrap()
 }
 
+#[tokio::test]
+async fn a_redirect_is_not_followed() {
+    let receiver = Receiver::start().await;
+    let app = app_for(&receiver, 1).await;
+    let hook = subscribe(&app, &receiver.url, &["session.scheduled"]).await;
+    receiver.otherwise(Some(Reply::Status(308)));
+    app.create_session(&couple_session(60, 50)).await;
+    let failed = newest_delivery_when(&app, hook["id"].as_str().unwrap(), "failed").await;
+    assert_eq!(failed["last_status"], 308, "{failed}");
+    assert!(
+        failed["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("redirects are not followed"),
+        "{failed}"
+    );
+    assert_eq!(receiver.received().len(), 1, "one request, not followed");
+    app.stop().await;
+}
+
 /// The newest delivery of `hook` once its status is `status`.
 async fn newest_delivery_when(app: &TestApp, hook: &str, status: &str) -> Value {
     let path = format!("/v1/webhooks/{hook}/deliveries?limit=1");
