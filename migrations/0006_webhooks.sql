@@ -50,4 +50,6 @@ CREATE TABLE webhook_deliveries (
 
 CREATE INDEX webhook_deliveries_due ON webhook_deliveries (status, next_try_at);
 CREATE INDEX webhook_deliveries_by_endpoint ON webhook_deliveries (endpoint_id, id);
+-- The first pending delivery of an endpoint and session (delivery order).
+CREATE INDEX webhook_deliveries_pending ON webhook_deliveries (endpoint_id, status, event);
 CREATE INDEX webhook_events_by_session ON webhook_events (session_id, position);
