@@ -35,6 +35,7 @@ pub struct Config {
     pub media: MediaSection,
     pub attendance: AttendanceSection,
     pub log: LogSection,
+    pub webhooks: WebhooksSection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -178,6 +179,22 @@ pub struct AttendanceSection {
     pub heartbeat_secs: u64,
 }
 
+/// Webhook delivery (docs/webhooks.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhooksSection {
+    /// A PEM file of CA certificates trusted for receivers, besides the
+    /// system's roots (a clinic's private CA).
+    pub ca_file: Option<PathBuf>,
+    /// The first retry's nominal wait in seconds; each next one doubles.
+    pub retry_base_seconds: f64,
+    /// Attempts per delivery, the first included, before it fails and the
+    /// endpoint is marked failing (15 with a 5 s base: about 23 hours).
+    pub max_attempts: u32,
+    /// Seconds a receiver has to answer one delivery (connect: at most 5).
+    pub timeout_seconds: f64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum WeekStart {
@@ -271,6 +288,12 @@ impl Default for Config {
             log: LogSection {
                 filter: "info".into(),
                 format: LogFormat::Text,
+            },
+            webhooks: WebhooksSection {
+                ca_file: None,
+                retry_base_seconds: 5.0,
+                max_attempts: 15,
+                timeout_seconds: 10.0,
             },
         }
     }
@@ -517,6 +540,41 @@ impl Config {
                 "attendance.weekly_minimum_minutes",
                 "is more than a week".into(),
             );
+        }
+        if !(0.01..=3600.0).contains(&self.webhooks.retry_base_seconds) {
+            bad(
+                "webhooks.retry_base_seconds",
+                format!(
+                    "must be between 0.01 and 3600, not {}",
+                    self.webhooks.retry_base_seconds
+                ),
+            );
+        }
+        if !(1..=30).contains(&self.webhooks.max_attempts) {
+            bad(
+                "webhooks.max_attempts",
+                format!(
+                    "must be between 1 and 30, not {}",
+                    self.webhooks.max_attempts
+                ),
+            );
+        }
+        if !(0.1..=60.0).contains(&self.webhooks.timeout_seconds) {
+            bad(
+                "webhooks.timeout_seconds",
+                format!(
+                    "must be between 0.1 and 60, not {}",
+                    self.webhooks.timeout_seconds
+                ),
+            );
+        }
+        if let Some(ca) = &self.webhooks.ca_file {
+            if !ca.is_file() {
+                bad(
+                    "webhooks.ca_file",
+                    format!("{} is not a readable file", ca.display()),
+                );
+            }
         }
         if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
             bad(

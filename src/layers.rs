@@ -17,6 +17,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
     ("schedule", &["auth", "store"]),
     ("attendance", &["auth", "store", "schedule"]),
     ("room", &["auth", "store", "schedule"]),
+    ("webhooks", &["auth", "store", "schedule", "attendance"]),
     ("sfu", &[]),
     (
         "live",
@@ -45,6 +46,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
             "sfu",
             "live",
             "signal",
+            "webhooks",
         ],
     ),
     (
@@ -59,6 +61,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
             "sfu",
             "live",
             "signal",
+            "webhooks",
             "http",
         ],
     ),
@@ -74,6 +77,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
             "sfu",
             "live",
             "signal",
+            "webhooks",
             "http",
             "server",
         ],

@@ -23,6 +23,7 @@
 //! | [`sfu`] | media: shards on str0m that route, negotiate and forward |
 //! | [`live`] | one task per live session: runs its `room`, records to the ledger, drives the `sfu` |
 //! | [`signal`] | one signaling WebSocket, from `join` to close |
+//! | `webhooks` | signed webhook delivery from the durable outbox (its events are written by `store`), endpoint rules, retries |
 //! | [`http`] | the REST API, the signaling upgrade, the browser client, health |
 //! | [`server`] | starts and stops everything above |
 //! | `cli` | the `tandem` command |
@@ -36,6 +37,7 @@
 //! ```text
 //! protocol ← auth ← store ← schedule ← attendance ← room ← live ← signal ← http ← server ← cli
 //!                                                           ↖ sfu (protocol and config only)
+//!                               attendance ← webhooks ← http
 //! ```
 //!
 //! A module uses only modules to its left (and `config`, `tls` and
@@ -95,3 +97,4 @@ pub mod sfu;
 pub mod signal;
 pub mod store;
 pub mod tls;
+mod webhooks;

@@ -117,8 +117,11 @@ pub(crate) async fn start_with(
         .then(|| config.public_url().port_or_known_default())
         .flatten();
     let sfu = Arc::new(Sfu::start(&config.media, https_port)?);
-    let opened = open_data(&config, options).await;
-    let (store, key, ledger) = match opened {
+    let opened = open_data(&config, options).await.and_then(|opened| {
+        let webhooks = crate::webhooks::worker::Worker::new(opened.0.clone(), &config.webhooks)?;
+        Ok((opened, webhooks))
+    });
+    let ((store, key, ledger), webhooks) = match opened {
         Ok(opened) => opened,
         Err(error) => {
             let sfu = sfu.clone();
@@ -174,6 +177,8 @@ pub(crate) async fn start_with(
     let slots = Slots::shared(&limits);
     let grace = Duration::from_secs(config.server.shutdown_grace_secs);
     let mut tasks = Vec::new();
+    // Webhook deliveries: their own task, reading the outbox.
+    tasks.push(tokio::spawn(webhooks.run(stopped.clone())));
 
     let app = http::router(AppState {
         scheduler: scheduler.clone(),

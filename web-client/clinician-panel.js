@@ -10,6 +10,7 @@ import { PANEL, roleName } from './messages.js';
 import { app } from './state.js';
 import { $, el, announce, confirmAction } from './ui.js';
 import { renderTiles } from './call-grid.js';
+import { onWaitingChanged, waitingTitle, wireWaitingAlert } from './waiting-alert.js';
 
 function personRow(key, person, buttons, extra, tag = 'li') {
   const nameId = `n-${key}`;
@@ -60,6 +61,7 @@ export function updateLobby(waiting) {
   app.lobby = waiting;
   const arrivals = waiting.filter((w) => !before.has(w.id));
   if (arrivals.length) announce(PANEL.waiting(arrivals.map((w) => w.name)));
+  onWaitingChanged(waiting.length, arrivals.length);
   renderLobby();
 }
 
@@ -77,7 +79,7 @@ function renderLobby() {
   $('waiting-count').textContent = String(app.lobby.length);
   $('waiting-empty').hidden = app.lobby.length > 0;
   $('btn-admit-all').disabled = app.lobby.length === 0;
-  document.title = PANEL.pageTitle(app.lobby.length, app.call?.session?.title);
+  document.title = waitingTitle(PANEL.pageTitle(app.lobby.length, app.call?.session?.title));
 }
 
 async function denyPerson(w) {
@@ -354,6 +356,7 @@ export function renderHands() {
 export function wirePanel() {
   $('btn-end').addEventListener('click', endSession);
   $('btn-admit-all').addEventListener('click', () => { app.call.admitAll(); announce(PANEL.admittingAll); });
+  wireWaitingAlert($('btn-notify'), () => PANEL.pageTitle(app.lobby.length, app.call?.session?.title));
   $('btn-bring-back').addEventListener('click', () => app.call.endAllBreakouts());
   $('breakout-message-form').addEventListener('submit', (e) => {
     e.preventDefault();

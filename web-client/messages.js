@@ -250,6 +250,12 @@ export const CANNOT_CONNECT = {
 /** The clinician's panel: waiting list, people, quality, timer, breakouts. */
 export const PANEL = {
   pageTitle: (waiting, title) => `${waiting ? `(${waiting} waiting) ` : ''}${title || 'Tandem'} – Tandem`,
+  // The alert while the clinician's tab is hidden (waiting-alert.js)
+  alertTitle: (waiting) => `(${waiting}) waiting — Tandem`,
+  alertNotification: {
+    title: 'Someone is waiting to join',
+    body: (waiting) => (waiting === 1 ? '1 person is in your waiting room.' : `${waiting} people are in your waiting room.`),
+  },
   // The session
   endConfirm: { title: 'End the session for everyone?', text: 'Everyone will be disconnected and no one can rejoin this session.', ok: 'End session' },
   untilStart: (at) => `until the scheduled start (${clockTime(at)})`,

@@ -277,6 +277,23 @@ impl Attendance {
     ) -> Result<Verification, AttendanceError> {
         self.complete().await?;
         let verification = verify(&self.store).await?;
+        if let Verification::Broken {
+            seq,
+            expected_seq,
+            problem,
+        } = &verification
+        {
+            tracing::error!(
+                seq,
+                expected_seq,
+                problem,
+                "the attendance ledger failed verification"
+            );
+            let failed = crate::store::outbox::verify_failed(*seq, *expected_seq, problem, now);
+            self.store
+                .record_webhook_events(&[failed], now.timestamp_millis())
+                .await?;
+        }
         let body = serde_json::to_vec(&verification).expect("serialisable");
         let rows = match &verification {
             Verification::Ok { events, .. } => *events as usize,

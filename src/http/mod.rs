@@ -11,6 +11,7 @@ pub(crate) mod listener;
 mod scheduling;
 mod sessions;
 mod signal;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -84,7 +85,23 @@ pub(crate) fn router(state: AppState) -> Router {
         )
         .route("/attendance/weekly", get(attendance::weekly))
         .route("/attendance/verify", get(attendance::verify))
-        .route("/audit/exports", get(attendance::audit_log));
+        .route("/audit/exports", get(attendance::audit_log))
+        .route("/webhooks", post(webhooks::create).get(webhooks::list))
+        .route(
+            "/webhooks/{id}",
+            get(webhooks::get)
+                .patch(webhooks::patch)
+                .delete(webhooks::delete),
+        )
+        .route(
+            "/webhooks/{id}/rotate_secret",
+            post(webhooks::rotate_secret),
+        )
+        .route("/webhooks/{id}/deliveries", get(webhooks::deliveries))
+        .route(
+            "/webhooks/{id}/deliveries/{delivery_id}/replay",
+            post(webhooks::replay),
+        );
     let mut router = Router::new()
         .nest("/v1", api)
         .route("/v1/signal", get(signal::upgrade))

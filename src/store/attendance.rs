@@ -31,8 +31,9 @@ impl Store {
         Ok(row.map(|r| (r.get(0), r.get(1))))
     }
 
-    /// Appends already-chained events in one transaction: all or none, and
-    /// on disk (synchronous=FULL) when this returns.
+    /// Appends already-chained events in one transaction, with the webhook
+    /// events they report: all or none, and on disk (synchronous=FULL) when
+    /// this returns.
     pub(crate) async fn append_events(&self, events: &[Event]) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
         for e in events {
@@ -55,6 +56,14 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
+        // The webhooks these events report, durable with them or not at all.
+        let outgoing: Vec<_> = events.iter().flat_map(super::outbox::from_ledger).collect();
+        super::webhooks::insert_events_in(
+            &mut tx,
+            &outgoing,
+            chrono::Utc::now().timestamp_millis(),
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }

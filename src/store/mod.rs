@@ -9,10 +9,12 @@ mod api_keys;
 mod attendance;
 pub mod event;
 mod files;
+pub(crate) mod outbox;
 pub(crate) mod people;
 pub(crate) mod placement;
 pub(crate) mod session;
 mod sessions;
+pub(crate) mod webhooks;
 
 pub(crate) use api_keys::ApiKeyRecord;
 pub(crate) use attendance::ExportRecord;

@@ -13,7 +13,9 @@ use chrono::{DateTime, Duration, Utc};
 use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
 use uuid::Uuid;
 
+use super::outbox::{self as event, EventType};
 use super::session::{Session, SessionSettings};
+use super::webhooks;
 use super::{from_millis, to_millis, Store, StoreError};
 
 /// One person's time in a scheduled session.
@@ -208,6 +210,11 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
+        let scheduled: Vec<_> = sessions
+            .iter()
+            .map(|s| event::session_event(EventType::SessionScheduled, s, now))
+            .collect();
+        webhooks::insert_events_in(&mut tx, &scheduled, to_millis(now)).await?;
         tx.commit().await?;
         Ok(Vec::new())
     }
@@ -253,6 +260,11 @@ impl Store {
                 Self::insert_roster_in(&mut tx, session).await?;
             }
         }
+        let updated: Vec<_> = changed
+            .iter()
+            .map(|s| event::session_event(EventType::SessionUpdated, s, now))
+            .collect();
+        webhooks::insert_events_in(&mut tx, &updated, to_millis(now)).await?;
         tx.commit().await?;
         Ok(Vec::new())
     }
@@ -368,6 +380,11 @@ impl Store {
             .bind(id.to_string())
             .execute(&mut *tx)
             .await?;
+        let cancelled: Vec<_> = ids
+            .iter()
+            .map(|s| event::session_cancelled(s, now))
+            .collect();
+        webhooks::insert_events_in(&mut tx, &cancelled, to_millis(now)).await?;
         tx.commit().await?;
         ids.iter()
             .map(|s| {

@@ -148,16 +148,21 @@ impl Store {
         id: Uuid,
         at: DateTime<Utc>,
     ) -> Result<Change, StoreError> {
+        let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
             "UPDATE sessions SET cancelled_at = ? WHERE id = ? AND cancelled_at IS NULL",
         )
         .bind(to_millis(at))
         .bind(id.to_string())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 1 {
+            let cancelled = super::outbox::session_cancelled(&id.to_string(), at);
+            super::webhooks::insert_events_in(&mut tx, &[cancelled], to_millis(at)).await?;
+            tx.commit().await?;
             return Ok(Change::Done);
         }
+        tx.rollback().await?;
         self.exists(id).await
     }
 

@@ -29,3 +29,4 @@ mod tls;
 mod web_client;
 mod web_client_reach;
 mod web_client_webkit;
+mod webhooks;

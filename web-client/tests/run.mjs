@@ -252,6 +252,35 @@ try {
     await expectVisible(clin.page.getByText('No one is waiting.'));
   });
 
+  await step('clinician: "Notify me" asks for permission on a click; the tab goes to the background', async () => {
+    const notify = role(clin.page, 'Notify me when someone is waiting');
+    await expectVisible(notify);
+    // Granting replaces the page's permissions: camera and microphone stay.
+    await clin.context.grantPermissions(['notifications', 'camera', 'microphone'], { origin: new URL(server.base).origin });
+    await notify.click();
+    await notify.waitFor({ state: 'hidden', timeout: 5000 });
+    // Record every Notification and every tone; then hide the tab as a
+    // switch to another tab or window would.
+    await clin.page.evaluate(() => {
+      window.alerts = { notifications: [], tones: 0 };
+      const Real = window.Notification;
+      window.Notification = class extends Real {
+        constructor(title, options) {
+          window.alerts.notifications.push({ title, body: options && options.body });
+          super(title, options);
+        }
+      };
+      const start = OscillatorNode.prototype.start;
+      OscillatorNode.prototype.start = function (...args) { window.alerts.tones += 1; return start.apply(this, args); };
+      window.setVisibility = (state) => {
+        Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => state });
+        Object.defineProperty(document, 'hidden', { configurable: true, get: () => state === 'hidden' });
+        document.dispatchEvent(new Event('visibilitychange'));
+      };
+      window.setVisibility('hidden');
+    });
+  });
+
   await step('patient: pre-call check (camera preview, level meter, pickers, connection verdict), attestation, waiting room', async () => {
     pat = await open('patient', server.links.patient.url);
     await expectVisible(pat.page.getByText('Your connection looks good'), 15000);
@@ -285,6 +314,20 @@ try {
     await role(par.page, 'Join session').click();
     await expectVisible(par.page.getByRole('heading', { name: "You're in the waiting room" }));
     await shot(par.page, 'waiting-room-360', { wait: 600 });
+  });
+
+  await step('clinician, tab hidden: each arrival chimes and notifies (no names); the title counts; back on the tab it clears', async () => {
+    await clin.page.waitForFunction(() => document.title === '(2) waiting — Tandem', null, { timeout: 10000, polling: 100 })
+      .catch(async () => { throw new Error(`title: ${await clin.page.title()}`); });
+    const alerts = await clin.page.evaluate(() => window.alerts);
+    if (alerts.notifications.length !== 2) throw new Error(`notifications: ${JSON.stringify(alerts)}`);
+    if (alerts.tones < 2) throw new Error(`no tone played: ${JSON.stringify(alerts)}`);
+    const last = alerts.notifications[1];
+    if (last.title !== 'Someone is waiting to join' || last.body !== '2 people are in your waiting room.') throw new Error(`notification: ${JSON.stringify(last)}`);
+    if (/Alex|Sam|Morgan/.test(JSON.stringify(alerts))) throw new Error(`a name in a notification: ${JSON.stringify(alerts)}`);
+    await clin.page.evaluate(() => window.setVisibility('visible'));
+    const title = await clin.page.title();
+    if (title.includes('(2) waiting —') || !title.startsWith('(2 waiting) ')) throw new Error(`title once visible: ${title}`);
   });
 
   await step('clinician: both wait in the lobby; Admit one (keyboard), Admit all', async () => {
