@@ -35,6 +35,7 @@ pub struct Config {
     pub media: MediaSection,
     pub attendance: AttendanceSection,
     pub log: LogSection,
+    pub console: ConsoleSection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -158,6 +159,17 @@ pub struct IceServerConfig {
     pub credential: Option<String>,
 }
 
+/// The staff console (`/console/`): docs/console.md.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSection {
+    /// Ask for a TOTP code after the password (turn off only for a demo).
+    pub require_totp: bool,
+    /// Minutes without activity after which a console session ends (a
+    /// fraction is allowed; the page warns a minute before).
+    pub idle_timeout_minutes: f64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AttendanceSection {
@@ -272,6 +284,10 @@ impl Default for Config {
                 filter: "info".into(),
                 format: LogFormat::Text,
             },
+            console: ConsoleSection {
+                require_totp: true,
+                idle_timeout_minutes: 15.0,
+            },
         }
     }
 }
@@ -334,6 +350,13 @@ impl Config {
         };
         if let Err(message) = parse_public_url(&self.public_url) {
             bad("public_url", message);
+        }
+        let idle = self.console.idle_timeout_minutes;
+        if !(idle > 0.0 && idle <= 720.0) {
+            bad(
+                "console.idle_timeout_minutes",
+                format!("must be more than 0 and at most 720 (12 h), not {idle}"),
+            );
         }
         if self.tls.min_version != "1.2" && self.tls.min_version != "1.3" {
             bad(

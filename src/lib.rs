@@ -83,6 +83,7 @@ pub mod attendance;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod http;
 #[cfg(test)]
 mod layers;
