@@ -49,6 +49,16 @@ pub(crate) enum ConfigCommand {
 
 /// Creates a key with `role` in `store`, returning the secret.
 pub async fn create_api_key(store: &Store, role: ApiRole, label: &str) -> anyhow::Result<String> {
+    Ok(create_api_key_record(store, role, label).await?.1)
+}
+
+/// Creates a key with `role` in `store`: its record and the secret (the
+/// console shows both).
+pub(crate) async fn create_api_key_record(
+    store: &Store,
+    role: ApiRole,
+    label: &str,
+) -> anyhow::Result<(ApiKeyRecord, String)> {
     let key = api_key::issue(role)?;
     let record = ApiKeyRecord {
         id: Uuid::new_v4(),
@@ -58,7 +68,7 @@ pub async fn create_api_key(store: &Store, role: ApiRole, label: &str) -> anyhow
         revoked_at: None,
     };
     store.insert_api_key(&record, &api_key::hash(&key)).await?;
-    Ok(key)
+    Ok((record, key))
 }
 
 pub(crate) async fn api_key(command: ApiKeyCommand) -> anyhow::Result<()> {
