@@ -14,6 +14,7 @@ mod admission;
 mod attendance;
 mod browser;
 mod cli;
+mod console;
 mod durability;
 mod group_room;
 mod invites;
