@@ -15,6 +15,7 @@ mod attendance;
 mod browser;
 mod cli;
 mod console;
+mod console_api;
 mod durability;
 mod group_room;
 mod invites;
