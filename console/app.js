@@ -109,7 +109,7 @@ function signedOut(reason) {
   signedOutReason = reason || 'You are signed out. Please sign in again.';
   showSignIn();
 }
-whenSignedOut(() => signedOut(Date.now() >= idleDeadline
+whenSignedOut(() => me && signedOut(Date.now() >= idleDeadline
   ? `You were signed out after ${minutes(me?.idle_timeout_seconds)} without activity.`
   : 'Your session has ended. Please sign in again.'));
 
@@ -144,7 +144,7 @@ function showSignIn() {
     } catch (e) { error.textContent = describe(e); }
   });
   const reason = signedOutReason ? h('p', { class: 'notice', role: 'status' }, signedOutReason) : null;
-  main.replaceChildren(h('h1', {}, 'Sign in'), reason, form);
+  main.replaceChildren(...[h('h1', {}, 'Sign in'), reason, form].filter(Boolean));
   email.focus();
 }
 

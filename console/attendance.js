@@ -60,7 +60,7 @@ export function attendancePage(main, me) {
       current = { url, name };
       csv.disabled = false;
       json.disabled = false;
-      out.replaceChildren(...render(report));
+      out.replaceChildren(...render(report).filter(Boolean));
     } catch (e) { error.textContent = describe(e); }
   }
 

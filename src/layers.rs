@@ -13,7 +13,8 @@ const MAY_USE: &[(&str, &[&str])] = &[
     ("private_file", &[]),
     ("tls", &["config", "private_file"]),
     ("auth", &["config", "private_file"]),
-    ("store", &["auth"]),
+    ("console", &["auth"]),
+    ("store", &["auth", "console"]),
     ("schedule", &["auth", "store"]),
     ("attendance", &["auth", "store", "schedule"]),
     ("room", &["auth", "store", "schedule"]),
@@ -38,6 +39,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
         "http",
         &[
             "auth",
+            "console",
             "store",
             "schedule",
             "attendance",
@@ -67,6 +69,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
         &[
             "tls",
             "auth",
+            "console",
             "store",
             "schedule",
             "attendance",

@@ -176,7 +176,7 @@ pub(crate) async fn start_with(
     let mut tasks = Vec::new();
 
     let app = http::router(AppState {
-        console: crate::console::service::StaffConsole::new(store.clone(), &config),
+        console: crate::http::staff::StaffConsole::new(store.clone(), &config),
         scheduler: scheduler.clone(),
         store: store.clone(),
         signal: signal.clone(),

@@ -201,7 +201,7 @@ async fn demo_series(
 /// the demo session's clinician), made once, and a fresh one-time sign-in
 /// link for it.
 async fn demo_console_link(store: &crate::store::Store, config: &Config) -> anyhow::Result<String> {
-    use crate::console::service::StaffConsole;
+    use crate::http::staff::StaffConsole;
     const EMAIL: &str = "admin@demo.tandem.test";
     let console = StaffConsole::new(store.clone(), config);
     let now = Utc::now();

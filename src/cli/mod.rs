@@ -10,7 +10,6 @@ mod admin;
 mod attendance;
 
 pub use admin::create_api_key;
-pub(crate) use admin::create_api_key_record;
 mod demo;
 mod forward;
 mod scheduling;

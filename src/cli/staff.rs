@@ -7,7 +7,7 @@ use clap::Subcommand;
 
 use super::{open_store, DbArgs};
 use crate::console::account::{parse_roles, roles_text};
-use crate::console::service::{StaffConsole, LINK_LIFETIME};
+use crate::http::staff::{StaffConsole, LINK_LIFETIME};
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum StaffCommand {

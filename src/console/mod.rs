@@ -5,14 +5,13 @@
 //! ([`session`]).
 //!
 //! Everything here is pure (time is an argument); the database lives in
-//! `store::staff` and the HTTP handlers in `http::console`, so the rules a
-//! clinic's security officer asks about are tested without sockets or
-//! clocks.
+//! `store::staff`, the I/O that puts the rules to work in `http::staff` and
+//! the handlers in `http::console`, so the rules a clinic's security
+//! officer asks about are tested without sockets or clocks.
 
 pub mod account;
 pub mod password;
 pub mod second_factor;
-pub(crate) mod service;
 pub mod session;
 pub mod throttle;
 

@@ -27,10 +27,10 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::error::ApiError;
+use super::staff::ConsoleError;
 use super::AppState;
 use crate::auth::{api_key, ApiRole};
 use crate::console::account::{parse_roles, StaffAccount};
-use crate::console::service::ConsoleError;
 use crate::console::session::{self, ConsoleSession, Stage};
 use crate::room::state::Occupancy;
 use crate::schedule::FieldError;
@@ -672,19 +672,17 @@ pub(crate) async fn create_api_key(
             message: "say who or what uses the key".into(),
         }]));
     }
-    if request.role == ApiRole::Clinician {
-        return Err(ApiError::invalid(vec![FieldError {
+    let key = api_key::issue(request.role).map_err(|e| {
+        ApiError::invalid(vec![FieldError {
             field: "role".into(),
-            message: api_key::PeopleUseStaffTokens.to_string(),
-        }]));
-    }
-    let label = request.label.trim();
-    let (record, key) = crate::cli::create_api_key_record(&state.store, request.role, label)
+            message: e.to_string(),
+        }])
+    })?;
+    let record = state
+        .store
+        .insert_new_api_key(&key, request.role, request.label.trim(), Utc::now())
         .await
-        .map_err(|error| {
-            tracing::error!(%error, "console: cannot create an API key");
-            ApiError::unavailable("the database cannot be used right now; try again later")
-        })?;
+        .map_err(ConsoleError::from)?;
     tracing::info!(key = %record.id, by = %user.account.id, "API key created in the console");
     Ok((
         StatusCode::CREATED,

@@ -12,6 +12,7 @@ pub(crate) mod listener;
 mod scheduling;
 mod sessions;
 mod signal;
+pub(crate) mod staff;
 
 use std::sync::Arc;
 
@@ -44,7 +45,7 @@ pub(crate) struct AppState {
     pub signal: Arc<SignalContext>,
     pub attendance: crate::attendance::service::Attendance,
     /// Staff accounts and console sessions.
-    pub console: crate::console::service::StaffConsole,
+    pub console: staff::StaffConsole,
 }
 
 /// The HTTPS application.

@@ -1,6 +1,6 @@
 //! The console's accounts and sessions against the database: the I/O side
-//! of [`super::throttle`], [`super::session`], [`super::password`] and
-//! [`super::second_factor`]. Used by the console's handlers, by the REST
+//! of the rules in [`crate::console`] (throttle, session expiry, password,
+//! second factor). Used by the console's handlers, by the REST
 //! API's caller check (a console cookie is a credential there too) and by
 //! `tandem staff`.
 //!
@@ -14,12 +14,12 @@ use chrono::{DateTime, Duration, Utc};
 use url::Url;
 use uuid::Uuid;
 
-use super::account::{self, StaffAccount};
-use super::session::{self, ConsoleSession, Ended, Stage};
-use super::throttle::{Locked, Throttle};
-use super::{new_secret, password, second_factor, secret_hash};
 use crate::auth::ApiRole;
 use crate::config::Config;
+use crate::console::account::{self, StaffAccount};
+use crate::console::session::{self, ConsoleSession, Ended, Stage};
+use crate::console::throttle::{Locked, Throttle};
+use crate::console::{new_secret, password, second_factor, secret_hash};
 use crate::store::staff::{LinkPurpose, SignInRecord};
 use crate::store::{Store, StoreError};
 
