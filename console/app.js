@@ -144,7 +144,7 @@ function showSignIn() {
     } catch (e) { error.textContent = describe(e); }
   });
   const reason = signedOutReason ? h('p', { class: 'notice', role: 'status' }, signedOutReason) : null;
-  main.replaceChildren(...[h('h1', {}, 'Sign in'), reason, form].filter(Boolean));
+  main.replaceChildren(...[h('p', { class: 'brand-line' }, 'Tandem staff console'), h('h1', {}, 'Sign in'), reason, form].filter(Boolean));
   email.focus();
 }
 
@@ -168,7 +168,7 @@ function showCode() {
       }
     }
   });
-  main.replaceChildren(h('h1', {}, 'Sign in'), form);
+  main.replaceChildren(h('p', { class: 'brand-line' }, 'Tandem staff console'), h('h1', {}, 'Sign in'), form);
   code.focus();
 }
 
