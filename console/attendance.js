@@ -18,6 +18,7 @@ function isoWeek(date) {
   return `${year}-W${String(week).padStart(2, '0')}`;
 }
 
+const withFormat = (url, format) => `${url}${url.includes('?') ? '&' : '?'}format=${format}`;
 const mins = (s) => `${Math.floor((s || 0) / 60)} min`;
 
 export function attendancePage(main, me) {
@@ -56,7 +57,7 @@ export function attendancePage(main, me) {
   async function show(url, name, render) {
     error.textContent = '';
     try {
-      const report = await call('GET', `${url}&format=json`);
+      const report = await call('GET', withFormat(url, 'json'));
       current = { url, name };
       csv.disabled = false;
       json.disabled = false;
@@ -68,7 +69,7 @@ export function attendancePage(main, me) {
     if (!current) return;
     error.textContent = '';
     try {
-      const response = await call('GET', `${current.url}&format=${format}`, undefined, { raw: true });
+      const response = await call('GET', withFormat(current.url, format), undefined, { raw: true });
       save(await response.blob(), `${current.name}.${format}`);
     } catch (e) { error.textContent = describe(e); }
   }
@@ -99,11 +100,17 @@ export function attendancePage(main, me) {
     ];
   }
 
+  // A range's sessions, or one session (its report has no `sessions`).
   function range(report) {
-    const sessions = report.sessions || [];
-    const parts = [h('h2', {}, `${sessions.length} session${sessions.length === 1 ? '' : 's'}`)];
+    const one = !report.sessions;
+    const sessions = one ? [report] : report.sessions;
+    const parts = [h('h2', {}, one ? 'One session' : `${sessions.length} session${sessions.length === 1 ? '' : 's'}`)];
     for (const s of sessions) {
       parts.push(h('h3', {}, `${s.session.title} · ${when(s.session.starts_at)}`),
+        one ? null : h('button', {
+          type: 'button', class: 'secondary', 'aria-label': `Show only ${s.session.title} on ${when(s.session.starts_at)}`,
+          onclick: () => show(`/v1/attendance/sessions/${s.session.id}`, `attendance-session-${s.session.id}`, range),
+        }, 'Show only this session'),
         h('div', { class: 'table-wrap' }, h('table', {},
           h('thead', {}, h('tr', {}, ['Person', 'Role', 'Attended', 'Late join', 'Early leave', 'Disconnects'].map((c) => h('th', { scope: 'col' }, c)))),
           h('tbody', {}, s.participants.map((p) => h('tr', {},

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use crate::helpers::browser::{self, BrowserEnv};
 
-/// console.mjs has its own watchdog (5 minutes); this is the last resort.
-const TIMEOUT: Duration = Duration::from_secs(330);
+/// console.mjs has its own watchdog (7 minutes); this is the last resort.
+const TIMEOUT: Duration = Duration::from_secs(480);
 
 #[test]
 fn the_staff_console_signs_in_books_reports_and_shows_live_state() {
