@@ -36,6 +36,7 @@ pub struct Config {
     pub attendance: AttendanceSection,
     pub log: LogSection,
     pub webhooks: WebhooksSection,
+    pub console: ConsoleSection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -157,6 +158,17 @@ pub struct IceServerConfig {
     pub urls: Vec<String>,
     pub username: Option<String>,
     pub credential: Option<String>,
+}
+
+/// The staff console (`/console/`): docs/console.md.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSection {
+    /// Ask for a TOTP code after the password (turn off only for a demo).
+    pub require_totp: bool,
+    /// Minutes without activity after which a console session ends (a
+    /// fraction is allowed; the page warns a minute before).
+    pub idle_timeout_minutes: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -295,6 +307,10 @@ impl Default for Config {
                 max_attempts: 15,
                 timeout_seconds: 10.0,
             },
+            console: ConsoleSection {
+                require_totp: true,
+                idle_timeout_minutes: 15.0,
+            },
         }
     }
 }
@@ -357,6 +373,13 @@ impl Config {
         };
         if let Err(message) = parse_public_url(&self.public_url) {
             bad("public_url", message);
+        }
+        let idle = self.console.idle_timeout_minutes;
+        if !(idle > 0.0 && idle <= 720.0) {
+            bad(
+                "console.idle_timeout_minutes",
+                format!("must be more than 0 and at most 720 (12 h), not {idle}"),
+            );
         }
         if self.tls.min_version != "1.2" && self.tls.min_version != "1.3" {
             bad(

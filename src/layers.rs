@@ -13,7 +13,8 @@ const MAY_USE: &[(&str, &[&str])] = &[
     ("private_file", &[]),
     ("tls", &["config", "private_file"]),
     ("auth", &["config", "private_file"]),
-    ("store", &["auth"]),
+    ("console", &["auth"]),
+    ("store", &["auth", "console"]),
     ("schedule", &["auth", "store"]),
     ("attendance", &["auth", "store", "schedule"]),
     ("room", &["auth", "store", "schedule"]),
@@ -39,6 +40,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
         "http",
         &[
             "auth",
+            "console",
             "store",
             "schedule",
             "attendance",
@@ -70,6 +72,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
         &[
             "tls",
             "auth",
+            "console",
             "store",
             "schedule",
             "attendance",

@@ -16,6 +16,7 @@
 //! | [`config`] | one `Config` from a TOML file and `TANDEM_*` variables, checked at start |
 //! | [`tls`] | rustls (TLS 1.2 and 1.3 only), certificate reload, development certificates |
 //! | [`auth`] | invite links, staff tokens, API keys and their roles |
+//! | [`console`] | the staff console's rules: accounts, passwords, TOTP, sign-in throttle, session expiry |
 //! | [`store`] | the database (SQLite, migrations) and its rows: sessions, rosters, ledger events |
 //! | [`schedule`] | the clinic's requests become sessions and signed links (REST and CLI alike) |
 //! | [`attendance`] | the hash-chained ledger, presence arithmetic, reports, exports, verify |
@@ -24,7 +25,7 @@
 //! | [`live`] | one task per live session: runs its `room`, records to the ledger, drives the `sfu` |
 //! | [`signal`] | one signaling WebSocket, from `join` to close |
 //! | `webhooks` | signed webhook delivery from the durable outbox (its events are written by `store`), endpoint rules, retries |
-//! | [`http`] | the REST API, the signaling upgrade, the browser client, health |
+//! | [`http`] | the REST API, the signaling upgrade, the browser client, the staff console, health |
 //! | [`server`] | starts and stops everything above |
 //! | `cli` | the `tandem` command |
 //!
@@ -35,9 +36,9 @@
 //! # Dependencies run one way
 //!
 //! ```text
-//! protocol ← auth ← store ← schedule ← attendance ← room ← live ← signal ← http ← server ← cli
-//!                                                           ↖ sfu (protocol and config only)
-//!                               attendance ← webhooks ← http
+//! protocol ← auth ← console ← store ← schedule ← attendance ← room ← live ← signal ← http ← server ← cli
+//!                                                                     ↖ sfu (protocol and config only)
+//!                                         attendance ← webhooks ← http
 //! ```
 //!
 //! A module uses only modules to its left (and `config`, `tls` and
@@ -85,6 +86,7 @@ pub mod attendance;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod http;
 #[cfg(test)]
 mod layers;

@@ -181,6 +181,7 @@ pub(crate) async fn start_with(
     tasks.push(tokio::spawn(webhooks.run(stopped.clone())));
 
     let app = http::router(AppState {
+        console: crate::http::staff::StaffConsole::new(store.clone(), &config),
         scheduler: scheduler.clone(),
         store: store.clone(),
         signal: signal.clone(),

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use super::DbArgs;
 use crate::auth::{api_key, ApiRole};
 use crate::config::Config;
-use crate::store::{ApiKeyRecord, Store};
+use crate::store::Store;
 use crate::tls;
 
 #[derive(Debug, Subcommand)]
@@ -50,14 +50,9 @@ pub(crate) enum ConfigCommand {
 /// Creates a key with `role` in `store`, returning the secret.
 pub async fn create_api_key(store: &Store, role: ApiRole, label: &str) -> anyhow::Result<String> {
     let key = api_key::issue(role)?;
-    let record = ApiKeyRecord {
-        id: Uuid::new_v4(),
-        label: label.to_owned(),
-        role,
-        created_at: Utc::now(),
-        revoked_at: None,
-    };
-    store.insert_api_key(&record, &api_key::hash(&key)).await?;
+    store
+        .insert_new_api_key(&key, role, label, Utc::now())
+        .await?;
     Ok(key)
 }
 

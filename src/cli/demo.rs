@@ -197,6 +197,27 @@ async fn demo_series(
     Ok((series, true))
 }
 
+/// The demo admin's staff account (admin and clinician `demo-clinician`,
+/// the demo session's clinician), made once, and a fresh one-time sign-in
+/// link for it.
+async fn demo_console_link(store: &crate::store::Store, config: &Config) -> anyhow::Result<String> {
+    use crate::http::staff::StaffConsole;
+    const EMAIL: &str = "admin@demo.tandem.test";
+    let console = StaffConsole::new(store.clone(), config);
+    let now = Utc::now();
+    let account = match console.find(EMAIL).await {
+        Ok(account) => account,
+        Err(_) => {
+            let roles = [ApiRole::Admin, ApiRole::Clinician];
+            console
+                .add(EMAIL, "Demo admin", &roles, Some("demo-clinician"), now)
+                .await?
+                .0
+        }
+    };
+    Ok(console.sign_in_link(&account, now).await?)
+}
+
 pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let listeners = Listeners::bind(&crate::config::ServerSection {
         listen: SocketAddr::from((Ipv4Addr::LOCALHOST, args.port)),
@@ -220,6 +241,9 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     config.media.bind_ip = Some(args.media_ip);
     config.media.udp_port = 0;
     config.media.tcp_port = 0;
+    // The demo admin signs in with the printed one-time link; a second
+    // factor is for real deployments.
+    config.console.require_totp = false;
     config.validate()?;
     init_logging(&config);
 
@@ -299,6 +323,10 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     for invite in &series_invites {
         println!("  series {:<10} {}", invite.role.as_str(), invite.url);
     }
+    println!();
+    let console_link = demo_console_link(&store, &config).await?;
+    println!("Staff console (one-time sign-in link for the demo admin, who is also clinician demo-clinician):");
+    println!("console  {console_link}");
     println!();
     println!("Try the API:");
     println!(

@@ -14,6 +14,7 @@ mod demo;
 mod forward;
 mod scheduling;
 mod sessions;
+mod staff;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -75,6 +76,9 @@ enum Command {
     /// Attendance reports and the ledger's verification.
     #[command(subcommand)]
     Attendance(attendance::AttendanceCommand),
+    /// Staff accounts for the console (add, disable, reset, list).
+    #[command(subcommand)]
+    Staff(staff::StaffCommand),
     /// Staff tokens for people using the API.
     #[command(subcommand)]
     Token(attendance::TokenCommand),
@@ -205,6 +209,7 @@ pub fn main() -> ExitCode {
             Command::Config(command) => admin::config(command),
             Command::Attendance(command) => attendance::run(command).await,
             Command::Token(command) => attendance::token(command).await,
+            Command::Staff(command) => staff::run(command).await,
             Command::LoadTest(_) | Command::UdpRelay(_) => unreachable!("forwarded above"),
         }
     });

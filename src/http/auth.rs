@@ -1,5 +1,10 @@
 //! The caller of a REST request, from its `Authorization: Bearer` API key
-//! or staff token.
+//! or staff token, or from the staff console's cookie session.
+//!
+//! A console session is a credential like an API key with the account's
+//! roles; for any request that changes something it must come with the
+//! session's CSRF token in `X-CSRF-Token` (403 `csrf` otherwise). The
+//! account is the actor in the export audit (`staff:<email>`).
 //!
 //! A missing or unknown credential is 401; a valid one whose role does not
 //! allow the action is 403. The credential itself is never logged, only the
@@ -16,6 +21,8 @@ use crate::auth::{api_key, ApiRole};
 #[derive(Debug, Clone)]
 pub(crate) struct Caller {
     pub role: ApiRole,
+    /// Every role the caller holds (a console account may hold several).
+    pub roles: Vec<ApiRole>,
     /// Who, for the export audit log: `api-key:<id>` or `staff:<id>`.
     pub actor: String,
 }
@@ -23,7 +30,11 @@ pub(crate) struct Caller {
 impl Caller {
     /// Passes when the caller's role is one of `allowed` (admin always is).
     pub(crate) fn require(&self, allowed: &[ApiRole]) -> Result<(), ApiError> {
-        if self.role == ApiRole::Admin || allowed.contains(&self.role) {
+        if self
+            .roles
+            .iter()
+            .any(|r| *r == ApiRole::Admin || allowed.contains(r))
+        {
             Ok(())
         } else {
             Err(ApiError::forbidden(format!(
@@ -38,6 +49,11 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        if parts.headers.get(AUTHORIZATION).is_none() {
+            if let Some(cookie) = super::console::session_cookie(&parts.headers) {
+                return console_caller(parts, state, &cookie).await;
+            }
+        }
         let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
             ApiError::unauthorized("send an API key: Authorization: Bearer <key>")
         })?;
@@ -63,6 +79,7 @@ impl FromRequestParts<AppState> for Caller {
             );
             return Ok(Caller {
                 role: claims.role,
+                roles: vec![claims.role],
                 actor: format!("staff:{}", claims.sub),
             });
         }
@@ -78,7 +95,28 @@ impl FromRequestParts<AppState> for Caller {
         tracing::Span::current().record("api_key", tracing::field::display(record.id));
         Ok(Caller {
             role: record.role,
+            roles: vec![record.role],
             actor: format!("api-key:{}", record.id),
         })
     }
+}
+
+/// The caller of a console session: its account's roles; the CSRF token
+/// for anything but a read.
+async fn console_caller(parts: &Parts, state: &AppState, cookie: &str) -> Result<Caller, ApiError> {
+    let now = chrono::Utc::now();
+    let (mut session, account) = state.console.signed_in(cookie, now).await?;
+    // A refused request is no activity.
+    super::console::check_csrf(&parts.method, &parts.headers, &session)?;
+    state.console.touch(&mut session, now).await?;
+    let actor = account.actor();
+    tracing::Span::current().record(
+        "api_key",
+        tracing::field::display(format!("console:{}", account.id)),
+    );
+    Ok(Caller {
+        role: account.primary_role(),
+        roles: account.roles,
+        actor,
+    })
 }

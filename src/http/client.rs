@@ -14,7 +14,13 @@ use rust_embed::RustEmbed;
 struct Assets;
 
 fn asset(path: &str) -> Response {
-    match Assets::get(path) {
+    serve(path, Assets::get(path))
+}
+
+/// An embedded file as a response (its type from its name, `no-cache` so
+/// that a new release is picked up at once), or 404.
+pub(super) fn serve(path: &str, file: Option<rust_embed::EmbeddedFile>) -> Response {
+    match file {
         Some(file) => {
             let mime = mime_guess::from_path(path).first_or_octet_stream();
             (

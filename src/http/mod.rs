@@ -5,6 +5,7 @@ mod attendance;
 mod auth;
 mod body;
 mod client;
+pub(crate) mod console;
 mod error;
 pub(crate) mod headers;
 pub(crate) mod listener;
@@ -12,6 +13,7 @@ mod scheduling;
 mod sessions;
 mod signal;
 mod webhooks;
+pub(crate) mod staff;
 
 use std::sync::Arc;
 
@@ -43,6 +45,8 @@ pub(crate) struct AppState {
     pub store: Store,
     pub signal: Arc<SignalContext>,
     pub attendance: crate::attendance::service::Attendance,
+    /// Staff accounts and console sessions.
+    pub console: staff::StaffConsole,
 }
 
 /// The HTTPS application.
@@ -110,6 +114,13 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/j/{session}", get(client::join_page))
         .route("/cal/{token}", get(scheduling::calendar))
         .route("/client/{*path}", get(client::file))
+        .route(
+            "/console",
+            get(|| async { Redirect::permanent("/console/") }),
+        )
+        .route("/console/", get(console::index))
+        .route("/console/{file}", get(console::file))
+        .nest("/console/api", console_api())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(body::read_first))
@@ -140,6 +151,31 @@ pub(crate) fn router(state: AppState) -> Router {
         router = router.layer(layer);
     }
     router
+}
+
+/// The staff console's own endpoints (`http::console`).
+fn console_api() -> Router<AppState> {
+    Router::new()
+        .route("/signin", post(console::sign_in))
+        .route("/signin/code", post(console::sign_in_code))
+        .route("/signin/link", post(console::sign_in_link))
+        .route("/setup", post(console::set_up))
+        .route("/signout", post(console::sign_out))
+        .route("/session", get(console::current))
+        .route("/session/keepalive", post(console::keep_alive))
+        .route("/today", get(console::today))
+        .route("/live", get(console::live))
+        .route("/sessions/{id}/start", post(console::start))
+        .route("/sessions/{id}/links", post(console::links))
+        .route("/signins", get(console::sign_in_audit))
+        .route("/staff", get(console::staff).post(console::add_staff))
+        .route("/staff/{id}/disable", post(console::disable_staff))
+        .route("/staff/{id}/reset", post(console::reset_staff))
+        .route(
+            "/api-keys",
+            get(console::api_keys).post(console::create_api_key),
+        )
+        .route("/api-keys/{id}/revoke", post(console::revoke_api_key))
 }
 
 /// The path as logs may show it: a calendar feed's path is its capability

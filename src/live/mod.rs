@@ -29,7 +29,7 @@ use uuid::Uuid;
 
 use crate::attendance::event::{EventKind, Modality, NewEvent, Reason};
 use crate::attendance::ledger::{Ledger, LedgerError};
-use crate::room::state::{Effect, Input, Room, RoomEvent};
+use crate::room::state::{Effect, Input, Occupancy, Room, RoomEvent};
 use crate::schedule::{Notice, RosterEntry, Scheduler, Session};
 use crate::sfu::{Command, ConnId, PeerEvent, Sfu};
 use crate::store::StoreError;
@@ -105,6 +105,8 @@ pub(crate) struct Rooms {
     stopping: watch::Sender<Option<DateTime<Utc>>>,
     /// The rooms' tasks, awaited at a stop.
     tasks: Mutex<Vec<JoinHandle<()>>>,
+    /// Who waits and who is in each live room, for the staff console.
+    occupancy: watch::Sender<HashMap<Uuid, Occupancy>>,
 }
 
 impl Rooms {
@@ -127,6 +129,7 @@ impl Rooms {
             ice_servers,
             stopping: watch::Sender::new(None),
             tasks: Mutex::new(Vec::new()),
+            occupancy: watch::Sender::new(HashMap::new()),
         });
         tokio::spawn(relay_notices(Arc::downgrade(&rooms), scheduler.subscribe()));
         rooms
@@ -250,7 +253,26 @@ impl Rooms {
         all
     }
 
+    /// Who waits and who is in each live room, as it changes.
+    pub(crate) fn occupancy(&self) -> watch::Receiver<HashMap<Uuid, Occupancy>> {
+        self.occupancy.subscribe()
+    }
+
+    /// Publishes a room's occupancy when it changed; `None` for a room that
+    /// closed.
+    fn publish(&self, session: Uuid, occupancy: Option<Occupancy>) {
+        self.occupancy.send_if_modified(|all| match occupancy {
+            Some(now) if all.get(&session) != Some(&now) => {
+                all.insert(session, now);
+                true
+            }
+            Some(_) => false,
+            None => all.remove(&session).is_some(),
+        });
+    }
+
     fn finished(&self, session: Uuid) {
+        self.publish(session, None);
         let mut live = self.live.lock().expect("rooms lock");
         self.finished.lock().expect("rooms lock").insert(session);
         live.remove(&session);
@@ -400,8 +422,10 @@ async fn run(
         if let Some(conn) = departed {
             conns.remove(&conn);
         }
+        rooms.publish(id, Some(room.occupancy()));
     }
     if stopped {
+        rooms.publish(id, None);
         // Anyone who arrived meanwhile hears of the restart.
         messages.close();
         while let Ok(message) = messages.try_recv() {

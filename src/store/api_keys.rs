@@ -35,6 +35,26 @@ impl Store {
         Ok(())
     }
 
+    /// Stores a new `key` (just issued) with `role` and `label`; its record.
+    pub(crate) async fn insert_new_api_key(
+        &self,
+        key: &str,
+        role: ApiRole,
+        label: &str,
+        now: DateTime<Utc>,
+    ) -> Result<ApiKeyRecord, StoreError> {
+        let record = ApiKeyRecord {
+            id: Uuid::new_v4(),
+            label: label.to_owned(),
+            role,
+            created_at: now,
+            revoked_at: None,
+        };
+        self.insert_api_key(&record, &crate::auth::api_key::hash(key))
+            .await?;
+        Ok(record)
+    }
+
     /// The active (not revoked) key with this hash.
     pub(crate) async fn active_api_key(
         &self,

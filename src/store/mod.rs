@@ -15,6 +15,7 @@ pub(crate) mod placement;
 pub(crate) mod session;
 mod sessions;
 pub(crate) mod webhooks;
+pub(crate) mod staff;
 
 pub(crate) use api_keys::ApiKeyRecord;
 pub(crate) use attendance::ExportRecord;

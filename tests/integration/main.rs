@@ -14,6 +14,8 @@ mod admission;
 mod attendance;
 mod browser;
 mod cli;
+mod console;
+mod console_api;
 mod durability;
 mod group_room;
 mod invites;

@@ -341,6 +341,13 @@ fn kind_index(kind: MediaKind) -> usize {
     }
 }
 
+/// Who waits and who is in a live room, by participant id.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub(crate) struct Occupancy {
+    pub waiting: Vec<String>,
+    pub in_room: Vec<String>,
+}
+
 /// Cheap to clone (a roster of at most a few dozen people): a live room
 /// keeps a copy to go back to when a decision cannot be recorded.
 #[derive(Clone)]
@@ -427,6 +434,19 @@ impl Room {
                 ((now - last).num_milliseconds() <= SILENT_AFTER_MS).then_some((m.conn, last))
             })
             .collect()
+    }
+
+    /// Who waits and who is in the room, by participant id (the staff
+    /// console's live view).
+    pub(crate) fn occupancy(&self) -> Occupancy {
+        let mut occupancy = Occupancy::default();
+        for m in &self.members {
+            match m.place {
+                Place::Waiting { .. } => occupancy.waiting.push(m.person.id.clone()),
+                Place::InRoom => occupancy.in_room.push(m.person.id.clone()),
+            }
+        }
+        occupancy
     }
 
     /// Connections whose presence is open.
