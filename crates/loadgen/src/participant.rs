@@ -396,6 +396,7 @@ impl Participant {
         let join = ClientMessage::Join {
             token: self.seat.token.clone(),
             attestation,
+            e2ee: false,
         };
         send(link, &join).await?;
         loop {

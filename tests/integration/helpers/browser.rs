@@ -431,6 +431,22 @@ fn skip_or_fail(test: &str, check: &str, missing: &[String], how: &str) {
     );
 }
 
+/// Runs `node web-client/tests/SCRIPT` (a Chromium script that starts its
+/// own `tandem demo`) for `test`, or skips as [`BrowserEnv::or_skip`] says.
+pub fn run_chromium_script(test: &str, script: &str, timeout: Duration) {
+    let Some(env) = BrowserEnv::or_skip(test) else {
+        return;
+    };
+    let mut command = std::process::Command::new(&env.node);
+    command
+        .arg(script)
+        .current_dir(&env.dir)
+        .env("TANDEM_BIN", env!("CARGO_BIN_EXE_tandem"))
+        .env("TANDEM_CHROMIUM", &env.chromium)
+        .env_remove("SCREENSHOTS_DIR");
+    run_script(command, &format!("web-client/tests/{script}"), timeout);
+}
+
 /// Runs a browser script (`node SCRIPT` or a wrapper around it) to its end
 /// or `timeout`, and fails the test with its output unless it exits 0.
 /// The scripts have their own watchdogs; the timeout is the last resort.
