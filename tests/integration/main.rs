@@ -27,5 +27,6 @@ mod signaling;
 mod simulcast;
 mod tls;
 mod web_client;
+mod web_client_e2ee;
 mod web_client_reach;
 mod web_client_webkit;
