@@ -15,6 +15,7 @@ mod attendance;
 mod browser;
 mod cli;
 mod durability;
+mod e2ee;
 mod group_room;
 mod invites;
 mod load_test;

@@ -347,6 +347,8 @@ try {
       await sleep(200);
     }
     if (!(codes[0] === codes[1] && codes[2] && codes[2] !== codes[0])) throw new Error(`codes: ${JSON.stringify(codes)}`);
+    // The patient's key still reaches the partner: one of the two videos.
+    await waitGrowing(par.page, 'video', 1, 15000);
     await shot(par.page, 'e2ee-code-differs');
     return `clinician and patient ${codes[0]}; the deceived partner ${codes[2]}`;
   }, { timeout: 40000 });

@@ -158,6 +158,27 @@ impl BrowserRun {
         Self::script(env, "call.mjs", &named)
     }
 
+    /// `group.mjs`: the real web client in Chromium, joined to `session`
+    /// of `app` with `token` (a clinician's), driven by commands on stdin.
+    pub fn web_client(
+        env: &BrowserEnv,
+        app: &super::TestApp,
+        session: &str,
+        token: &str,
+    ) -> anyhow::Result<BrowserRun> {
+        let spki = spki_sha256_base64(&app.certs.key)?;
+        BrowserRun::script(
+            env,
+            "group.mjs",
+            &[
+                ("--url", &app.base),
+                ("--session", session),
+                ("--token", token),
+                ("--spki", &spki),
+            ],
+        )
+    }
+
     /// `node SCRIPT --name value…` in web-client/tests, with its stdin,
     /// stdout and stderr piped (screenshots go where `SCREENSHOTS_DIR` says,
     /// if it is set).
