@@ -6,7 +6,9 @@
 //! code, no media key or ECDH secret the pages imported appears in any
 //! frame the server relayed or in its log, a public key swapped in transit
 //! gives the deceived page a different safety code, and after a removal
-//! the others use new keys that none of the removed page's keys open.
+//! the others use new keys that none of the removed page's keys open. In
+//! a `required` room a browser without `RTCRtpScriptTransform` is refused
+//! in words ("This browser can't join this session").
 //!
 //! Without Chromium, Node or `npm ci` in web-client/tests the test says
 //! why and passes, unless REQUIRE_BROWSER_CHECK=1 (CI).

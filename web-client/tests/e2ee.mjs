@@ -26,7 +26,7 @@ import path from 'node:path';
 import { chromium } from 'playwright-core';
 
 import {
-  BIN, CHROMIUM, SHOTS, chromiumArgs, log, observePeerConnections, sleep, startServer, stepper, stopServer, watchdog,
+  BIN, CHROMIUM, SHOTS, api, chromiumArgs, log, observePeerConnections, sleep, startServer, stepper, stopServer, watchdog,
 } from './server.mjs';
 
 // ---------------------------------------------------------------- in the page
@@ -226,13 +226,15 @@ try {
   process.env.RUST_LOG = 'info,tandem=debug';
   server = await startServer(tmp);
   server.child.stderr.on('data', (d) => { serverText += String(d); });
+  server.child.stdout.on('data', (d) => { serverText += String(d); });
   browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: chromiumArgs(server.spki) });
   log(`Chromium ${browser.version()}, server ${server.base}`);
 
-  async function open(who, url) {
+  async function open(who, url, extraInit) {
     const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, locale: 'en-US', timezoneId: 'America/New_York' });
     await context.addInitScript(observePeerConnections);
     await context.addInitScript(captureKeys);
+    if (extraInit) await context.addInitScript(extraInit);
     const page = await context.newPage();
     page.on('pageerror', (e) => problems.push(`${who}: page error: ${e}`));
     page.on('console', (m) => {
@@ -382,6 +384,32 @@ try {
     await waitSameCode([clin, pat], 10000);
     return `key id ${before} → ${after}; none of the partner's ${partnerKeys.length} keys opens a frame under it`;
   }, { timeout: 40000 });
+
+  await step('a required room: a browser that cannot encrypt is refused in words; one that can joins encrypted', async () => {
+    server.ca = fs.readFileSync(path.join(tmp, 'certs', fs.readdirSync(path.join(tmp, 'certs')).find((f) => /ca.*\.pem$/.test(f) && !/key/.test(f))));
+    const now = new Date();
+    const created = await api(server, 'POST', '/v1/sessions', {
+      title: 'Individual session', kind: 'individual',
+      starts_at: now.toISOString(), ends_at: new Date(now.getTime() + 60 * 60000).toISOString(),
+      clinician: { id: 'clin-r', name: 'Dr Rivera' },
+      participants: [{ id: 'pat-r', name: 'Alex Morgan', role: 'patient' }],
+      settings: { e2ee: 'required' },
+    });
+    if (created.status !== 201) throw new Error(`create: ${created.status} ${JSON.stringify(created.json)}`);
+    const invites = (await api(server, 'POST', `/v1/sessions/${created.json.id}/invites`)).json.invites;
+    const url = (id) => invites.find((i) => i.participant_id === id).url;
+    const old = await open('browser without RTCRtpScriptTransform', url('pat-r'), () => { delete window.RTCRtpScriptTransform; });
+    await join(old, 'NY');
+    await old.page.getByRole('heading', { name: "This browser can't join this session" }).waitFor({ timeout: 10000 });
+    await old.page.getByText('Please open your link in a current Chrome, Edge, Firefox or Safari.').waitFor({ timeout: 2000 });
+    await shot(old.page, 'e2ee-refused');
+    const able = await open('required clinician', url('clin-r'));
+    await join(able);
+    await panel(able.page).waitFor({ timeout: 15000 });
+    const s = await shown(able.page);
+    if (s.mode !== 'End-to-end encrypted' || !s.code) throw new Error(JSON.stringify(s));
+    return `refused: "This browser can't join this session"; the clinician: ${s.mode}`;
+  });
 
   await step('no page errors and no CSP refusals', async () => {
     if (problems.length) throw new Error(problems.join('\n'));
