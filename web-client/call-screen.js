@@ -75,12 +75,12 @@ export function renderE2ee(state) {
   mode.textContent = state.active ? E2EE.on : E2EE.transit;
   mode.title = state.active ? E2EE.onHint : E2EE.transitHint;
   mode.dataset.on = String(!!state.active);
-  const before = code.hidden ? '' : code.dataset.code;
+  // Shown, not announced: it changes with every arrival and departure,
+  // whose own announcements must not be drowned out.
   const shown = state.active && state.code;
   code.hidden = !shown;
   code.dataset.code = shown ? state.code : '';
   code.textContent = shown ? E2EE.code(state.code) : '';
-  if (shown && before && before !== state.code) announce(E2EE.codeChanged(state.code));
 }
 
 function toggleHand() {

@@ -239,7 +239,6 @@ export const E2EE = {
   onHint: 'Only the people in this session can see and hear it.',
   transitHint: 'Protected on the network; the clinic\'s server handles the audio and video.',
   code: (code) => `Safety code ${code}`,
-  codeChanged: (code) => `The safety code is now ${code}.`,
 };
 
 export const CANNOT_CONNECT = {
