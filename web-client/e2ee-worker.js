@@ -35,6 +35,11 @@ const starving = new Set();
 self.onmessage = (e) => {
   const m = e.data;
   if (m.type === 'active') active = m.active;
+  else if (m.type === 'reset') {
+    // A new connection: nothing of the last one's keys is kept.
+    own = null;
+    keys.clear();
+  }
   else if (m.type === 'own') {
     own = { kid: m.kid, key: m.key, salt: m.salt };
     counter = 0;

@@ -78,7 +78,6 @@ export class E2ee {
     this.publicKey = null;
     this.peers = new Map(); // id → { publicKey, wrap, kids: [] }
     this.kid = 0;
-    this.raw = null;
     this.code = '';
     this.rotateTimer = null;
     this.rotateSoon = null;
@@ -98,7 +97,7 @@ export class E2ee {
       this.me = me.id;
       this.mode = state?.mode || 'off';
       this.peers = new Map();
-      this.raw = null;
+      this.worker.postMessage({ type: 'reset' });
       this.setActive(!!state?.active);
       this.pair = await crypto.subtle.generateKey(ECDH, false, ['deriveBits']);
       this.publicKey = b64(await crypto.subtle.exportKey('raw', this.pair.publicKey));
@@ -209,7 +208,6 @@ export class E2ee {
     this.kid = (this.kid + 1) % 2 ** 32;
     const kid = this.kid;
     const raw = crypto.getRandomValues(new Uint8Array(16));
-    this.raw = raw;
     for (const [id, peer] of this.peers) {
       const iv = crypto.getRandomValues(new Uint8Array(12));
       const sealed = await crypto.subtle.encrypt({ name: 'AES-GCM', iv, additionalData: this.aad(this.me, id, kid) }, peer.wrap, raw);

@@ -22,6 +22,6 @@ fn three_people_in_an_end_to_end_encrypted_room() {
     browser::run_chromium_script(
         "three_people_in_an_end_to_end_encrypted_room",
         "e2ee.mjs",
-        Duration::from_secs(200),
+        Duration::from_secs(330),
     );
 }

@@ -468,11 +468,21 @@ pub fn run_chromium_script(test: &str, script: &str, timeout: Duration) {
     run_script(command, &format!("web-client/tests/{script}"), timeout);
 }
 
+/// Whole-session browser scripts run one at a time: each starts its own
+/// server and Chromium with several pages (hundreds of MB and most of a
+/// core), and several at once on a two-core machine starve each other
+/// into timeouts that say nothing about the client.
+static ONE_SCRIPT_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 /// Runs a browser script (`node SCRIPT` or a wrapper around it) to its end
 /// or `timeout`, and fails the test with its output unless it exits 0.
-/// The scripts have their own watchdogs; the timeout is the last resort.
+/// The scripts have their own watchdogs; the timeout is the last resort
+/// (counted from the script's start, after its turn comes).
 pub fn run_script(mut command: std::process::Command, what: &str, timeout: Duration) {
     use std::io::Read as _;
+    let _turn = ONE_SCRIPT_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let started = std::time::Instant::now();
     let mut child = command
         .stdin(Stdio::null())
