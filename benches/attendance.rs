@@ -159,6 +159,7 @@ async fn main() {
                         early_join_minutes: 15,
                         overrun_grace_minutes: 30,
                         clinician_grace_minutes: 5,
+                        e2ee: Default::default(),
                     },
                     created_at: starts_at - Duration::days(7),
                     cancelled_at: None,

@@ -106,6 +106,9 @@ pub struct SessionsSection {
     pub overrun_grace_minutes: u32,
     /// How long admitted people stay in the room after the clinician drops.
     pub clinician_grace_minutes: u32,
+    /// End-to-end encryption of sessions created without an `e2ee`
+    /// setting: `off`, `preferred` or `required` (issue 19).
+    pub e2ee: tandem_protocol::E2eeMode,
     /// Largest roster a session may have, the clinician included.
     pub max_participants: u32,
     /// Failed joins allowed per source address per minute; 0: no limit.
@@ -271,6 +274,7 @@ impl Default for Config {
                 early_join_minutes: 15,
                 overrun_grace_minutes: 30,
                 clinician_grace_minutes: 5,
+                e2ee: tandem_protocol::E2eeMode::Off,
                 max_participants: 20,
                 failed_joins_per_minute: 10,
                 messages_per_second: 20,

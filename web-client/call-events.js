@@ -6,7 +6,7 @@ import { deniedMessage, CALL, CANNOT_CONNECT, CONN, END, PANEL } from './message
 import { app, goTo } from './state.js';
 import { announce, setConn } from './ui.js';
 import { renderTiles } from './call-grid.js';
-import { updateOwnControls, onOwnBreakout, onBreakoutEnding as ownBreakoutEnding, onBreakoutMessage } from './call-screen.js';
+import { renderE2ee, updateOwnControls, onOwnBreakout, onBreakoutEnding as ownBreakoutEnding, onBreakoutMessage } from './call-screen.js';
 import { updateLobby, renderPeople, renderHands, onBreakout, onBreakoutEnding, onSpeaking } from './clinician-panel.js';
 
 export function onCallEvent(type, data) {
@@ -37,6 +37,8 @@ export function onCallEvent(type, data) {
       return announce(CALL.trouble, { sticky: true });
     case 'lobby':
       return updateLobby(data);
+    case 'e2ee':
+      return renderE2ee(data);
     case 'participants':
       if (data.joined) {
         app.inRoomSince.set(data.joined.id, Date.now());

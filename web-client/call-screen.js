@@ -4,7 +4,7 @@
 // panel is clinician-panel.js.
 
 import { openCamera, openMic, listDevices, fillSelect, watchLevel } from './precheck.js';
-import { explainMediaError, CALL, CONN, DEVICES, END } from './messages.js';
+import { explainMediaError, CALL, CONN, DEVICES, E2EE, END } from './messages.js';
 import { app, goTo, showScreen } from './state.js';
 import { $, announce, setConn } from './ui.js';
 import { renderTiles, refreshParticipantBadges, setBadges } from './call-grid.js';
@@ -58,6 +58,29 @@ async function pollStats() {
   app.quality = stats;
   for (const [id, q] of stats) if (q.kbps > 0) app.heardFrom.add(id);
   if (call.me.role === 'clinician') renderQuality();
+}
+
+/**
+ * The room's encryption, visible to everyone without opening anything:
+ * "End-to-end encrypted" or "Encrypted in transit", and while end-to-end
+ * encrypted, the safety code the clinician reads aloud.
+ */
+export function renderE2ee(state) {
+  const mode = $('e2ee-mode');
+  const code = $('e2ee-code');
+  const bar = $('e2ee-bar');
+  bar.hidden = false;
+  // Our own current key id (public: every frame's SFrame header has it).
+  bar.dataset.keyId = state.keyId ?? '';
+  mode.textContent = state.active ? E2EE.on : E2EE.transit;
+  mode.title = state.active ? E2EE.onHint : E2EE.transitHint;
+  mode.dataset.on = String(!!state.active);
+  // Shown, not announced: it changes with every arrival and departure,
+  // whose own announcements must not be drowned out.
+  const shown = state.active && state.code;
+  code.hidden = !shown;
+  code.dataset.code = shown ? state.code : '';
+  code.textContent = shown ? E2EE.code(state.code) : '';
 }
 
 function toggleHand() {

@@ -39,6 +39,8 @@ export function deniedMessage(m) {
         action: 'retry',
         opensAt: m.opens_at,
       };
+    case 'e2ee_required':
+      return { tone: 'stop', title: "This browser can't join this session", text: 'This session is end-to-end encrypted, and this browser cannot encrypt the call.', hint: 'Please open your link in a current Chrome, Edge, Firefox or Safari.' };
     case 'not_on_roster':
       return { tone: 'warn', title: "You're not on the list for this session", text: 'This link is not set up for this session.', hint: CONTACT };
     case 'revoked':
@@ -230,6 +232,15 @@ export const CALL = {
  * media through (ICE failed again and again after admission), or the
  * browser could not set up a call at all.
  */
+/** End-to-end encryption's indicator and safety code on the call screen. */
+export const E2EE = {
+  on: 'End-to-end encrypted',
+  transit: 'Encrypted in transit',
+  onHint: 'Only the people in this session can see and hear it.',
+  transitHint: 'Protected on the network; the clinic\'s server handles the audio and video.',
+  code: (code) => `Safety code ${code}`,
+};
+
 export const CANNOT_CONNECT = {
   blocked: {
     tone: 'warn',

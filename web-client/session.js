@@ -1,6 +1,10 @@
 // The call engine: the signaling socket (docs/protocol.md), reconnection,
 // and the two peer connections (`pub` for our media, `sub` for everyone
 // else's). It knows nothing about the page; it reports through `emit`.
+// End-to-end encryption's keys are e2ee.js's; this file attaches its
+// transforms to our senders and receivers and hands it the key messages.
+
+import { E2ee, e2eeSupported } from './e2ee.js';
 
 const TERMINAL = new Set(['denied', 'removed', 'ended', 'replaced']);
 const BACKOFF_MS = [300, 1000, 2000, 4000, 8000];
@@ -84,6 +88,7 @@ export class Call {
     this.retryTimer = null;
     this.mediaFailures = 0; // in a row, of connections that never connected
     this.mediaWorked = false; // a media connection connected in this call
+    this.e2ee = null; // end-to-end encryption, in rooms that have it
     this.onOffline = () => this.lost('offline');
     this.onOnline = () => {
       if (this.reconnecting && !this.terminal) {
@@ -114,6 +119,7 @@ export class Call {
       this.lastHeard = Date.now();
       const join = { type: 'join', token: this.token };
       if (this.attestation) join.attestation = this.attestation;
+      if (e2eeSupported()) join.e2ee = true;
       this.send(join);
       this.startPing();
     };
@@ -201,6 +207,8 @@ export class Call {
       }
     }
     this.closePcs();
+    if (this.e2ee) this.e2ee.close();
+    this.e2ee = null;
   }
 
   wasReconnecting() {
@@ -232,6 +240,7 @@ export class Call {
         return this.emit('participants', { joined: m.participant });
       case 'participant_left':
         this.participants.delete(m.participant.id);
+        if (this.e2ee) this.e2ee.left(m.participant.id);
         return this.emit('participants', { left: m.participant });
       case 'media': {
         const p = this.participants.get(m.participant);
@@ -267,6 +276,16 @@ export class Call {
         return this.emit('spotlight', this.spotlight);
       case 'session_ending':
         return this.emit('session_ending', m);
+      case 'e2ee':
+        if (this.e2ee) this.e2ee.modeChanged(m);
+        else this.emit('e2ee', { mode: m.mode, active: false, code: '' });
+        return undefined;
+      case 'e2ee_public_key':
+        if (this.e2ee) this.e2ee.publicKeyOf(m.participant, m.public_key);
+        return undefined;
+      case 'e2ee_media_key':
+        if (this.e2ee) this.e2ee.mediaKey(m);
+        return undefined;
       case 'offer':
         return this.onOffer(m);
       case 'answer':
@@ -292,6 +311,15 @@ export class Call {
     this.spotlight = null;
     this.sentLayers = '[]';
     this.closePcs();
+    // End-to-end encryption: a new key pair for this connection, before
+    // any media is sent.
+    const e2ee = m.e2ee || { mode: 'off', active: false };
+    if (e2ee.mode !== 'off' && e2eeSupported()) {
+      if (!this.e2ee) this.e2ee = new E2ee({ send: (x) => this.send(x), changed: (state) => this.emit('e2ee', state) });
+      this.e2ee.joined(m.you, e2ee);
+    } else {
+      this.emit('e2ee', { mode: e2ee.mode, active: false, code: '' });
+    }
     // The connection for our media before anything else: a browser that
     // cannot make one leaves at once and says so, never "joined".
     try {
@@ -395,6 +423,11 @@ export class Call {
     if (this.screenTrack) {
       this.screenSender = pub.addTransceiver(this.screenTrack, { direction: 'sendonly', streams: [this.stream] }).sender;
     }
+    if (this.e2ee) {
+      this.e2ee.protectSender(this.audioSender, 'audio');
+      this.e2ee.protectSender(this.videoSender, 'video');
+      this.e2ee.protectSender(this.screenSender, 'video');
+    }
   }
 
   async negotiatePub() {
@@ -427,7 +460,10 @@ export class Call {
     let sub = this.pcs.sub;
     if (!sub) {
       sub = this.makePc('sub');
-      sub.ontrack = () => this.syncRemote();
+      sub.ontrack = (e) => {
+        if (this.e2ee) this.e2ee.protectReceiver(e.receiver);
+        this.syncRemote();
+      };
     }
     await this.guard(sub, sub.setRemoteDescription({ type: 'offer', sdp: m.sdp }));
     await this.flush('sub');
@@ -514,6 +550,7 @@ export class Call {
     const pub = this.pcs.pub;
     if (!pub) return;
     this.screenSender = pub.addTransceiver(track, { direction: 'sendonly', streams: [this.stream] }).sender;
+    if (this.e2ee) this.e2ee.protectSender(this.screenSender, 'video');
     await this.negotiatePub();
   }
 

@@ -861,6 +861,7 @@ pub(crate) mod testkit {
                 early_join_minutes: 10,
                 overrun_grace_minutes: 10,
                 clinician_grace_minutes: 5,
+                e2ee: tandem_protocol::E2eeMode::Off,
             },
             created_at: starts_at - Duration::days(7),
             cancelled_at: None,

@@ -46,6 +46,16 @@ pub(crate) struct DemoArgs {
     /// 127.0.0.1 candidates, so give it another address of this machine.
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     media_ip: IpAddr,
+    /// End-to-end encryption of the demo's sessions (and of sessions
+    /// created on this server without the setting): off, preferred or
+    /// required.
+    #[arg(long, default_value = "preferred", value_parser = e2ee_mode)]
+    e2ee: tandem_protocol::E2eeMode,
+}
+
+fn e2ee_mode(text: &str) -> Result<tandem_protocol::E2eeMode, String> {
+    tandem_protocol::E2eeMode::parse(text)
+        .ok_or_else(|| "must be off, preferred or required".to_owned())
 }
 
 /// Whether this machine has a route off loopback: a UDP socket "connected"
@@ -239,6 +249,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // Media on loopback (or --media-ip), on free ports, so that instances
     // run side by side.
     config.media.bind_ip = Some(args.media_ip);
+    config.sessions.e2ee = args.e2ee;
     config.media.udp_port = 0;
     config.media.tcp_port = 0;
     // The demo admin signs in with the printed one-time link; a second

@@ -80,6 +80,8 @@ enum RoomMessage {
         conn: ConnId,
         person: RosterEntry,
         attestation: Option<Attestation>,
+        /// The client can encrypt end to end.
+        e2ee: bool,
         handle: ConnHandle,
     },
     /// What a connection asked for: refused when it cannot be recorded.
@@ -147,6 +149,7 @@ impl Rooms {
         conn: ConnId,
         person: RosterEntry,
         attestation: Option<Attestation>,
+        e2ee: bool,
         handle: ConnHandle,
     ) {
         let mut live = self.live.lock().expect("rooms lock");
@@ -184,6 +187,7 @@ impl Rooms {
             conn,
             person,
             attestation,
+            e2ee,
             handle,
         };
         // A full queue: the room is busy; the client may come back.
@@ -348,10 +352,10 @@ async fn run(
         // Who asked, when the input is a request that may be refused.
         let (input, asked) = tokio::select! {
             message = messages.recv() => match message {
-                Some(RoomMessage::Arrive { conn, person, attestation, handle }) => {
+                Some(RoomMessage::Arrive { conn, person, attestation, e2ee, handle }) => {
                     let sign_of_life = handle.sign_of_life.clone();
                     conns.insert(conn, handle);
-                    (Input::Arrive { conn, person, attestation, sign_of_life }, Some(Asked::Arrival(conn)))
+                    (Input::Arrive { conn, person, attestation, sign_of_life, e2ee }, Some(Asked::Arrival(conn)))
                 }
                 Some(RoomMessage::Request(input)) => {
                     let asked = requester(&input).map(Asked::Request);
@@ -445,6 +449,7 @@ async fn run(
             conn,
             person,
             handle,
+            e2ee,
             ..
         } = message
         else {
@@ -457,6 +462,7 @@ async fn run(
             person,
             attestation: None,
             sign_of_life,
+            e2ee,
         };
         for effect in room.handle(input, Utc::now()) {
             carry_out(&rooms, id, effect, &mut conns).await;
@@ -672,6 +678,14 @@ impl Recorder<'_> {
                 detail: Some(json!({ "household": household })),
                 ..self.session_event(EventKind::BreakoutEnded, None, now)
             },
+            // That the room's media is (or no longer is) end-to-end
+            // encrypted: never a key.
+            RoomEvent::E2ee { active: true } => {
+                self.session_event(EventKind::E2eeStarted, None, now)
+            }
+            RoomEvent::E2ee { active: false } => {
+                self.session_event(EventKind::E2eeEnded, None, now)
+            }
         }
     }
 }
@@ -785,5 +799,7 @@ fn logged(event: &RoomEvent) -> (&'static str, &str, ConnId) {
         // needs no more than the kind.
         RoomEvent::BreakoutStarted { .. } => ("breakout_started", "-", 0),
         RoomEvent::BreakoutEnded { .. } => ("breakout_ended", "-", 0),
+        RoomEvent::E2ee { active: true } => ("e2ee_started", "-", 0),
+        RoomEvent::E2ee { active: false } => ("e2ee_ended", "-", 0),
     }
 }

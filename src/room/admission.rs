@@ -134,6 +134,7 @@ mod tests {
                 early_join_minutes: 15,
                 overrun_grace_minutes: 30,
                 clinician_grace_minutes: 5,
+                e2ee: tandem_protocol::E2eeMode::Off,
             },
             created_at: t("2026-03-01T00:00:00Z"),
             cancelled_at: None,

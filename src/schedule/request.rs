@@ -14,6 +14,7 @@ use uuid::Uuid;
 use crate::auth::RosterRole;
 use crate::config::SessionsSection;
 use crate::store::session::{RosterEntry, Session, SessionKind, SessionSettings};
+use tandem_protocol::E2eeMode;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -55,6 +56,8 @@ pub(crate) struct SettingsRequest {
     pub early_join_minutes: Option<u32>,
     pub overrun_grace_minutes: Option<u32>,
     pub clinician_grace_minutes: Option<u32>,
+    /// `off`, `preferred` or `required` (issue 19).
+    pub e2ee: Option<String>,
 }
 
 /// One invalid field: `field` is a path like `participants[2].role`.
@@ -335,6 +338,14 @@ impl SessionRequest {
                 s.clinician_grace_minutes,
                 defaults.clinician_grace_minutes,
             ),
+            e2ee: match s.e2ee.as_deref().map(E2eeMode::parse) {
+                None => defaults.e2ee,
+                Some(Some(mode)) => mode,
+                Some(None) => {
+                    p.add("settings.e2ee", "must be off, preferred or required");
+                    defaults.e2ee
+                }
+            },
         };
 
         match (title, kind, starts_at, ends_at, timezone) {

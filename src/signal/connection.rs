@@ -176,7 +176,11 @@ pub(crate) async fn run(socket: WebSocket, context: Arc<SignalContext>, address:
     };
     let token = match first {
         Message::Text(text) => match message::parse(&text) {
-            Ok(ClientMessage::Join { token, attestation }) => Some((token, attestation)),
+            Ok(ClientMessage::Join {
+                token,
+                attestation,
+                e2ee,
+            }) => Some((token, attestation, e2ee)),
             Err(explanation) if is_join(&text) => {
                 // A join whose fields are out of bounds: say which.
                 send(
@@ -190,7 +194,7 @@ pub(crate) async fn run(socket: WebSocket, context: Arc<SignalContext>, address:
         },
         _ => None,
     };
-    let Some((token, attestation)) = token else {
+    let Some((token, attestation, e2ee)) = token else {
         attempt.failed = true;
         deny(&mut sink, ServerMessage::denied(DenialCode::JoinRequired)).await;
         return;
@@ -244,6 +248,7 @@ pub(crate) async fn run(socket: WebSocket, context: Arc<SignalContext>, address:
         connection.conn,
         connection.member.clone(),
         attestation,
+        e2ee,
         ConnHandle {
             participant: connection.member.id.clone(),
             out: out_tx,
@@ -585,6 +590,25 @@ impl Connection {
             }
             ClientMessage::LayerPreference { layers } => {
                 sfu.send(room, Command::Prefer { conn, layers })
+            }
+            // Key material is relayed by the room and never logged here.
+            ClientMessage::E2eePublicKey { public_key } => {
+                taken = rooms.request(room, Input::PublicKey { conn, public_key })
+            }
+            ClientMessage::E2eeMediaKey {
+                to,
+                key_id,
+                wrapped,
+            } => {
+                taken = rooms.request(
+                    room,
+                    Input::MediaKey {
+                        conn,
+                        to,
+                        key_id,
+                        wrapped,
+                    },
+                )
             }
         }
         if !taken {

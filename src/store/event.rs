@@ -49,6 +49,10 @@ pub enum EventKind {
     /// with_clinician, ends_at) or came back (`detail`: household).
     BreakoutStarted,
     BreakoutEnded,
+    /// The room's media became end-to-end encrypted (issue 19), or fell
+    /// back to DTLS-SRTP only. No detail: never a key.
+    E2eeStarted,
+    E2eeEnded,
 }
 
 impl EventKind {
@@ -68,6 +72,8 @@ impl EventKind {
             EventKind::SessionClosed => "session_closed",
             EventKind::BreakoutStarted => "breakout_started",
             EventKind::BreakoutEnded => "breakout_ended",
+            EventKind::E2eeStarted => "e2ee_started",
+            EventKind::E2eeEnded => "e2ee_ended",
         }
     }
 }

@@ -48,6 +48,10 @@ pub struct SessionSettings {
     pub early_join_minutes: u32,
     pub overrun_grace_minutes: u32,
     pub clinician_grace_minutes: u32,
+    /// End-to-end encryption of media (issue 19). Sessions stored before
+    /// it existed read as `off`, what they had.
+    #[serde(default)]
+    pub e2ee: tandem_protocol::E2eeMode,
 }
 
 /// One person on the roster. `id` is the clinic's own participant id.

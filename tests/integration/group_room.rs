@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::helpers::browser::{self, BrowserEnv, BrowserRun};
+use crate::helpers::browser::{BrowserEnv, BrowserRun};
 use crate::helpers::ivf;
 use crate::helpers::peer::{Kind, PeerOptions, TestPeer};
 use crate::helpers::simulcast::{parse_payload, send_layers};
@@ -128,20 +128,9 @@ async fn a_clinician_in_chromium_runs_a_group_of_four_couples() {
     let session = app.create_session(&group_session()).await;
     let session_id = session["id"].as_str().unwrap().to_owned();
     let links: HashMap<String, String> = app.invite_tokens(&session_id).await;
-    let spki = browser::spki_sha256_base64(&app.certs.key).unwrap();
 
     // The clinician first: with auto_admit, the couples then go straight in.
-    let mut chromium = BrowserRun::script(
-        &env,
-        "group.mjs",
-        &[
-            ("--url", &app.base),
-            ("--session", &session_id),
-            ("--token", &links["clin-g"]),
-            ("--spki", &spki),
-        ],
-    )
-    .unwrap();
+    let mut chromium = BrowserRun::web_client(&env, &app, &session_id, &links["clin-g"]).unwrap();
     chromium.wait_result(STEP).await.unwrap();
 
     let mut peers: HashMap<&str, TestPeer> = HashMap::new();

@@ -21,7 +21,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::helpers::browser::{self, BrowserEnv};
+use crate::helpers::browser;
 
 /// The namespace's address for media: a veth pair's end, up, inside the
 /// namespace only.
@@ -97,19 +97,9 @@ fn firefox_on_a_loopback_only_host_is_told_that_the_network_blocks_the_call() {
 
 #[test]
 fn the_client_names_a_call_that_cannot_work() {
-    let Some(env) = BrowserEnv::or_skip("the_client_names_a_call_that_cannot_work") else {
-        return;
-    };
-    let mut command = Command::new(&env.node);
-    command
-        .arg("reach.mjs")
-        .current_dir(&env.dir)
-        .env("TANDEM_BIN", env!("CARGO_BIN_EXE_tandem"))
-        .env("TANDEM_CHROMIUM", &env.chromium)
-        .env_remove("SCREENSHOTS_DIR");
-    browser::run_script(
-        command,
-        "web-client/tests/reach.mjs",
+    browser::run_chromium_script(
+        "the_client_names_a_call_that_cannot_work",
+        "reach.mjs",
         Duration::from_secs(200),
     );
 }

@@ -156,6 +156,24 @@ try {
       return `Firefox decoded its first frames ${firstFrame} ms after Admit (${ff.frames.join('+')} frames); Chromium ${ch.frames.join('+')} frames`;
     }, { timeout: 45000 });
 
+    await step('end-to-end encrypted (the demo is preferred): both show it, with the same safety code', async () => {
+      const read = () => ({ mode: document.getElementById('e2ee-mode').textContent, code: document.getElementById('e2ee-code').textContent });
+      const deadline = Date.now() + 10000;
+      let ff;
+      let ch;
+      while (Date.now() < deadline) {
+        ff = await pat.evaluate(read);
+        ch = await clin.evaluate(read);
+        if (ff.code && ff.code === ch.code) break;
+        await sleep(200);
+      }
+      for (const [who, s] of [['Firefox', ff], ['Chromium', ch]]) {
+        if (s.mode !== 'End-to-end encrypted') throw new Error(`${who}: ${JSON.stringify(s)}`);
+      }
+      if (!ff.code || ff.code !== ch.code) throw new Error(`codes: Firefox ${ff.code}, Chromium ${ch.code}`);
+      return `${ff.mode}; ${ff.code} on both`;
+    });
+
     await step('screenshot of Firefox\'s call page', async () => {
       if (!SHOTS) return 'skipped (no SCREENSHOTS_DIR)';
       fs.mkdirSync(SHOTS, { recursive: true });

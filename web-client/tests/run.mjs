@@ -29,6 +29,7 @@ import path from 'node:path';
 
 import {
   BIN, CHROMIUM, SHOTS, log, observePeerConnections, sleep, spkiHash, stepper,
+  api,
 } from './server.mjs';
 
 // ---------------------------------------------------------------- the server
@@ -86,29 +87,6 @@ function signInvite(keyPem, claims) {
   return `${input}.${signature.toString('base64url')}`;
 }
 
-/** The REST API, over the same pinned TLS (node trusts the demo CA). */
-async function api(server, method, urlPath, body) {
-  const { default: https } = await import('node:https');
-  return new Promise((resolve, reject) => {
-    const req = https.request(`${server.base}${urlPath}`, {
-      method,
-      ca: server.ca,
-      headers: { Authorization: `Bearer ${server.apiKey}`, 'Content-Type': 'application/json' },
-    }, (res) => {
-      let text = '';
-      res.on('data', (d) => { text += d; });
-      res.on('end', () => {
-        let json = null;
-        try { json = text ? JSON.parse(text) : null; } catch { json = text; }
-        resolve({ status: res.statusCode, json });
-      });
-    });
-    req.on('error', reject);
-    req.setTimeout(10000, () => req.destroy(new Error(`${method} ${urlPath}: timeout`)));
-    if (body) req.write(JSON.stringify(body));
-    req.end();
-  });
-}
 
 // ---------------------------------------------------------------- the pages
 

@@ -69,6 +69,30 @@ export function startServer(tmp, extraArgs = []) {
   });
 }
 
+/** The REST API, over the same pinned TLS (node trusts the demo CA). */
+export async function api(server, method, urlPath, body) {
+  const { default: https } = await import('node:https');
+  return new Promise((resolve, reject) => {
+    const req = https.request(`${server.base}${urlPath}`, {
+      method,
+      ca: server.ca,
+      headers: { Authorization: `Bearer ${server.apiKey}`, 'Content-Type': 'application/json' },
+    }, (res) => {
+      let text = '';
+      res.on('data', (d) => { text += d; });
+      res.on('end', () => {
+        let json = null;
+        try { json = text ? JSON.parse(text) : null; } catch { json = text; }
+        resolve({ status: res.statusCode, json });
+      });
+    });
+    req.on('error', reject);
+    req.setTimeout(10000, () => req.destroy(new Error(`${method} ${urlPath}: timeout`)));
+    if (body) req.write(JSON.stringify(body));
+    req.end();
+  });
+}
+
 export async function stopServer(server) {
   if (!server) return;
   server.child.removeAllListeners('exit');

@@ -78,6 +78,12 @@ pub struct LoadTestArgs {
     /// No progress bars.
     #[arg(long)]
     quiet: bool,
+    /// End-to-end encrypted rooms: sessions with `e2ee` = `required`,
+    /// joins that say so, and payloads opaque (SFrame-shaped: the few
+    /// clear bytes the SFU reads, then pseudo-random bytes) so that
+    /// capacity with E2EE is measured.
+    #[arg(long)]
+    e2ee: bool,
     /// Keep the scheduled sessions afterwards (by default they are
     /// cancelled once everyone has left).
     #[arg(long)]
@@ -104,6 +110,7 @@ pub async fn load_test(args: LoadTestArgs) -> anyhow::Result<()> {
             video_pps: args.video_pps,
             video_fps: args.video_fps,
             video_bitrate_bps: args.video_kbps.saturating_mul(1000),
+            e2ee: args.e2ee,
         },
         bind_ip: args.bind_ip,
         join_concurrency: args.join_concurrency,

@@ -319,7 +319,7 @@ async fn schedule_rooms(
             let scheduling = scheduling.clone();
             async move {
                 let seats = api
-                    .schedule_room(room, size, room * size as u32, minutes)
+                    .schedule_room(room, size, room * size as u32, minutes, plan.traffic.e2ee)
                     .await?;
                 scheduling.inc(1);
                 anyhow::Ok(seats)

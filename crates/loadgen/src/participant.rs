@@ -43,6 +43,9 @@ pub struct Traffic {
     pub video_pps: u32,
     pub video_fps: u32,
     pub video_bitrate_bps: u64,
+    /// End-to-end encrypted rooms (issue 19): sessions `required`, joins
+    /// say `e2ee`, and payloads are opaque past the bytes the SFU reads.
+    pub e2ee: bool,
 }
 
 impl Traffic {
@@ -197,7 +200,7 @@ impl Participant {
         let permit = shared.joining.clone().acquire_owned().await;
         self.started = Instant::now();
         let mut link = connect(shared).await?;
-        let others = self.join(&mut link).await?;
+        let others = self.join(&mut link, shared.traffic.e2ee).await?;
         self.expected_first = others;
 
         let now = Instant::now();
@@ -324,7 +327,7 @@ impl Participant {
         let permit = shared.joining.clone().acquire_owned().await;
         self.started = Instant::now();
         let mut link = connect(shared).await?;
-        self.join(&mut link).await?;
+        self.join(&mut link, shared.traffic.e2ee).await?;
         let now = Instant::now();
         self.outcome.join_time = Some(now - self.started);
         self.became_ready(shared, now);
@@ -387,7 +390,7 @@ impl Participant {
 
     /// Sends `join` and waits until admitted (a clinician admits anyone
     /// waiting); the publishers already in the room.
-    async fn join(&mut self, link: &mut Link) -> Result<HashSet<u32>, Failure> {
+    async fn join(&mut self, link: &mut Link, e2ee: bool) -> Result<HashSet<u32>, Failure> {
         let attestation = (!self.seat.clinician).then(|| Attestation {
             state: "NY".into(),
             at_home: true,
@@ -396,6 +399,7 @@ impl Participant {
         let join = ClientMessage::Join {
             token: self.seat.token.clone(),
             attestation,
+            e2ee,
         };
         send(link, &join).await?;
         loop {

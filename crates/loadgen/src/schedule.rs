@@ -87,8 +87,12 @@ impl Api {
         room_size: usize,
         first_index: u32,
         minutes: i64,
+        e2ee: bool,
     ) -> anyhow::Result<(String, Vec<Seat>)> {
-        let body = session_body(room, room_size, first_index, minutes);
+        let mut body = session_body(room, room_size, first_index, minutes);
+        if e2ee {
+            body["settings"]["e2ee"] = json!("required");
+        }
         let session: Value = self
             .send(self.client.post(self.url("/v1/sessions")?).json(&body))
             .await

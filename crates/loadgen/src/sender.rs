@@ -84,8 +84,8 @@ impl Sender {
             ssrc: publisher
                 .wrapping_mul(2)
                 .wrapping_add(track.index() as u32 + 1),
-            first: stamp::template(track, len, true),
-            rest: stamp::template(track, len, false),
+            first: stamp::template(track, len, true, traffic.e2ee),
+            rest: stamp::template(track, len, false, traffic.e2ee),
         };
         Sender {
             tracks: [

@@ -91,14 +91,32 @@ impl Stamp {
 
 /// A payload of `len` bytes for `track`, ready for its stamp. Video payloads
 /// start with a VP8 payload descriptor (RFC 7741) and an interframe header;
-/// `frame_start` sets the descriptor's start-of-partition bit.
-pub fn template(track: Track, len: usize, frame_start: bool) -> Vec<u8> {
+/// `frame_start` sets the descriptor's start-of-partition bit. `opaque`
+/// (end-to-end encrypted rooms): after the bytes an E2EE client leaves in
+/// the clear (the descriptor and 3 bytes of a VP8 delta frame; 1 of Opus),
+/// an SFrame header and pseudo-random bytes, as a server would see them.
+pub fn template(track: Track, len: usize, frame_start: bool, opaque: bool) -> Vec<u8> {
     let len = len.clamp(STAMP_LEN + 2, MAX_PAYLOAD);
     let mut payload = vec![0xA5; len];
-    if track == Track::Video {
-        payload[0] = if frame_start { 0x10 } else { 0x00 };
-        // P bit set: an interframe, so the SFU never takes it for a keyframe.
-        payload[1] = 0x01;
+    let clear = match track {
+        Track::Video => {
+            payload[0] = if frame_start { 0x10 } else { 0x00 };
+            // P bit set: an interframe, so the SFU never takes it for a keyframe.
+            payload[1] = 0x01;
+            1 + 3
+        }
+        Track::Audio => 1,
+    };
+    if opaque && len > clear + STAMP_LEN {
+        // SFrame header: a 4-byte KID, a 1-byte counter.
+        payload[clear] = 0x80 | (3 << 4) | 0x08;
+        let mut x: u32 = 0x9E37_79B9 ^ len as u32;
+        for b in &mut payload[clear + 1..len - STAMP_LEN] {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *b = x as u8;
+        }
     }
     payload
 }
@@ -116,17 +134,45 @@ mod tests {
             sent_ns: 1_234_567_890_123,
         };
         for len in [STAMP_LEN, 160, 1_364] {
-            let mut payload = template(Track::Video, len, true);
+            let mut payload = template(Track::Video, len, true, false);
             stamp.write(&mut payload);
             assert_eq!(Stamp::read(&payload), Some(stamp), "len {len}");
         }
     }
 
     #[test]
+    fn opaque_payloads_keep_only_what_the_sfu_reads_and_the_stamp() {
+        let plain = template(Track::Video, 1_000, true, false);
+        let opaque = template(Track::Video, 1_000, true, true);
+        assert_eq!(
+            opaque[..4],
+            plain[..4],
+            "descriptor and VP8 header in the clear"
+        );
+        assert_eq!(opaque[4] & 0x80, 0x80, "an SFrame header follows");
+        assert!(
+            opaque[5..1_000 - STAMP_LEN]
+                .iter()
+                .filter(|b| **b == 0xA5)
+                .count()
+                < 20
+        );
+        let mut opaque = opaque;
+        let stamp = Stamp {
+            publisher: 3,
+            track: Track::Video,
+            seq: 9,
+            sent_ns: 1,
+        };
+        stamp.write(&mut opaque);
+        assert_eq!(Stamp::read(&opaque), Some(stamp));
+    }
+
+    #[test]
     fn payloads_without_a_stamp_are_not_mistaken_for_one() {
         assert_eq!(Stamp::read(&[0; 10]), None);
         assert_eq!(Stamp::read(&[0xA5; 200]), None);
-        let mut payload = template(Track::Audio, 160, false);
+        let mut payload = template(Track::Audio, 160, false, false);
         Stamp {
             publisher: 1,
             track: Track::Audio,
@@ -141,11 +187,14 @@ mod tests {
 
     #[test]
     fn video_templates_look_like_vp8_interframes() {
-        let start = template(Track::Video, 1_364, true);
+        let start = template(Track::Video, 1_364, true, false);
         assert_eq!(start.len(), 1_364);
         assert!(!tandem::sfu::is_vp8_keyframe(&start));
         assert_eq!(start[0] & 0x10, 0x10);
-        assert_eq!(template(Track::Video, 1_364, false)[0] & 0x10, 0);
-        assert_eq!(template(Track::Audio, 5_000, false).len(), MAX_PAYLOAD);
+        assert_eq!(template(Track::Video, 1_364, false, false)[0] & 0x10, 0);
+        assert_eq!(
+            template(Track::Audio, 5_000, false, false).len(),
+            MAX_PAYLOAD
+        );
     }
 }

@@ -35,6 +35,9 @@ pub enum DenialCode {
     SessionEnded,
     /// Too many failed joins from this address.
     RateLimited,
+    /// The session is end-to-end encrypted (`required`) and the client did
+    /// not say it can encrypt (`"e2ee": true` in `join`).
+    E2eeRequired,
 }
 
 impl DenialCode {
@@ -51,6 +54,7 @@ impl DenialCode {
             DenialCode::SessionCancelled => "session_cancelled",
             DenialCode::SessionEnded => "session_ended",
             DenialCode::RateLimited => "rate_limited",
+            DenialCode::E2eeRequired => "e2ee_required",
         }
     }
 
@@ -76,6 +80,9 @@ impl DenialCode {
             DenialCode::SessionEnded => "This session has ended.",
             DenialCode::RateLimited => {
                 "Too many failed attempts from your network. Please wait a minute and try again."
+            }
+            DenialCode::E2eeRequired => {
+                "This session is end-to-end encrypted, and this browser cannot encrypt the call. Please join with a current Chrome, Edge, Firefox or Safari."
             }
         }
     }
@@ -149,6 +156,7 @@ mod tests {
             SessionCancelled,
             SessionEnded,
             DenialCode::RateLimited,
+            E2eeRequired,
         ] {
             assert_eq!(
                 serde_json::to_value(code).unwrap(),

@@ -12,11 +12,13 @@
 //! contract names, and the tests pin those bytes.
 
 pub mod code;
+pub mod e2ee;
 mod liveness;
 pub mod message;
 mod role;
 
 pub use code::{DenialCode, ErrorCode};
+pub use e2ee::{E2eeMode, E2eeState};
 pub use liveness::SignOfLife;
 pub use message::{
     parse, Attestation, ClientMessage, IceCandidate, IceServer, Layer, MediaKind, Participant, Pc,

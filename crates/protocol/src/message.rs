@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::code::{DenialCode, ErrorCode};
+use crate::e2ee::{check_base64, E2eeMode, E2eeState, MAX_PUBLIC_KEY, MAX_WRAPPED_KEY};
 use crate::RosterRole;
 
 /// Which of a participant's two peer connections a message is about.
@@ -64,6 +65,23 @@ pub enum ClientMessage {
         token: String,
         #[serde(default)]
         attestation: Option<Attestation>,
+        /// The client can encrypt media end to end (issue 19). A client
+        /// that does not say so is refused in `required` rooms and makes
+        /// a `preferred` room fall back to DTLS-SRTP only.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        e2ee: bool,
+    },
+    /// The sender's ECDH (P-256) public key for this connection, base64 of
+    /// the raw uncompressed point. Relayed to everyone in the room.
+    E2eePublicKey {
+        public_key: String,
+    },
+    /// The sender's media key, wrapped for `to` alone. Relayed to `to`
+    /// only, never stored.
+    E2eeMediaKey {
+        to: String,
+        key_id: u32,
+        wrapped: String,
     },
     Offer {
         pc: Pc,
@@ -236,6 +254,9 @@ pub enum ServerMessage {
         session: SessionInfo,
         participants: Vec<Participant>,
         ice_servers: Vec<IceServer>,
+        /// The room's end-to-end encryption (issue 19).
+        #[serde(default)]
+        e2ee: E2eeState,
     },
     Denied {
         code: DenialCode,
@@ -317,6 +338,23 @@ pub enum ServerMessage {
     },
     SessionEnding {
         seconds_left: u64,
+    },
+    /// The room's end-to-end encryption changed (someone who cannot do it
+    /// entered a `preferred` room, or the last such person left).
+    E2ee {
+        mode: E2eeMode,
+        active: bool,
+    },
+    /// Someone's ECDH public key for their current connection.
+    E2eePublicKey {
+        participant: String,
+        public_key: String,
+    },
+    /// A media key `from` wrapped for this recipient alone.
+    E2eeMediaKey {
+        from: String,
+        key_id: u32,
+        wrapped: String,
     },
     Removed,
     Replaced,
@@ -440,7 +478,16 @@ impl ClientMessage {
             }
         };
         match self {
-            ClientMessage::Join { token, attestation } => {
+            ClientMessage::E2eePublicKey { public_key } => {
+                check_base64("public_key", public_key, MAX_PUBLIC_KEY)
+            }
+            ClientMessage::E2eeMediaKey { to, wrapped, .. } => {
+                id("to", to)?;
+                check_base64("wrapped", wrapped, MAX_WRAPPED_KEY)
+            }
+            ClientMessage::Join {
+                token, attestation, ..
+            } => {
                 at_most("token", token, MAX_TOKEN)?;
                 if let Some(a) = attestation {
                     let two_letters =
@@ -565,6 +612,29 @@ mod tests {
                 ClientMessage::Join {
                     token: "t".into(),
                     attestation: None,
+                    e2ee: false,
+                },
+            ),
+            (
+                json!({"type": "join", "token": "t", "e2ee": true}),
+                ClientMessage::Join {
+                    token: "t".into(),
+                    attestation: None,
+                    e2ee: true,
+                },
+            ),
+            (
+                json!({"type": "e2ee_public_key", "public_key": "BAbc"}),
+                ClientMessage::E2eePublicKey {
+                    public_key: "BAbc".into(),
+                },
+            ),
+            (
+                json!({"type": "e2ee_media_key", "to": "p1", "key_id": 3, "wrapped": "q83v"}),
+                ClientMessage::E2eeMediaKey {
+                    to: "p1".into(),
+                    key_id: 3,
+                    wrapped: "q83v".into(),
                 },
             ),
             (
@@ -576,6 +646,7 @@ mod tests {
                         at_home: true,
                         private: true,
                     }),
+                    e2ee: false,
                 },
             ),
             (
@@ -818,6 +889,22 @@ mod tests {
             (
                 json!({"type": "layer_preference", "layers": {"a b": "high"}}),
                 "layers",
+            ),
+            (
+                json!({"type": "e2ee_public_key", "public_key": long(MAX_PUBLIC_KEY + 1)}),
+                "public_key",
+            ),
+            (
+                json!({"type": "e2ee_public_key", "public_key": "not base64!"}),
+                "public_key",
+            ),
+            (
+                json!({"type": "e2ee_media_key", "to": "a b", "key_id": 1, "wrapped": "AA=="}),
+                "to",
+            ),
+            (
+                json!({"type": "e2ee_media_key", "to": "p", "key_id": 1, "wrapped": long(MAX_WRAPPED_KEY + 1)}),
+                "wrapped",
             ),
         ];
         for (message, field) in cases {

@@ -4,25 +4,31 @@
 
 use super::*;
 
+/// Refuses an arrival: told, closed and recorded.
+pub(super) fn refuse(conn: ConnId, participant: String, code: DenialCode, out: &mut Vec<Effect>) {
+    out.push(Effect::Close {
+        conn,
+        message: ServerMessage::denied(code),
+    });
+    out.push(Effect::Record(RoomEvent::Denied {
+        participant,
+        conn,
+        code,
+    }));
+}
+
 impl Room {
     pub(super) fn arrive(
         &mut self,
         conn: ConnId,
         person: RosterEntry,
         sign_of_life: SignOfLife,
+        e2ee: bool,
         now: DateTime<Utc>,
         out: &mut Vec<Effect>,
     ) {
         if self.removed.contains(&person.id) {
-            out.push(Effect::Close {
-                conn,
-                message: ServerMessage::denied(DenialCode::Removed),
-            });
-            out.push(Effect::Record(RoomEvent::Denied {
-                participant: person.id,
-                conn,
-                code: DenialCode::Removed,
-            }));
+            refuse(conn, person.id, DenialCode::Removed, out);
             return;
         }
         // A second device replaces the first and keeps its place.
@@ -42,10 +48,15 @@ impl Room {
             member.conn = conn;
             member.joined = false;
             member.sign_of_life = sign_of_life;
+            // A new connection makes a new key pair: the old one's public
+            // key is gone with it.
+            member.e2ee = e2ee;
+            member.public_key = None;
             match member.place {
                 Place::InRoom => {
                     let (group, blocked) = (member.group, member.blocked);
                     out.push(Effect::StopMedia { conn: old });
+                    self.refresh_e2ee(Some(conn), out);
                     // `joined` before the media it announces.
                     let joined = self.joined_message(conn);
                     out.push(Effect::Send {
@@ -74,6 +85,8 @@ impl Room {
             group: MAIN_ROOM,
             joined: false,
             sign_of_life,
+            e2ee,
+            public_key: None,
         });
         let index = self.members.len() - 1;
         let returning = self.readmit.remove(&self.members[index].person.id);
@@ -121,6 +134,7 @@ impl Room {
                 .map(|m| m.participant_for(me))
                 .collect(),
             ice_servers: self.ice_servers.clone(),
+            e2ee: self.e2ee_state(),
         }
     }
 
@@ -150,6 +164,7 @@ impl Room {
         member.place = Place::InRoom;
         member.group = group;
         let (conn, blocked, id) = (member.conn, member.blocked, member.person.id.clone());
+        self.refresh_e2ee(Some(conn), out);
         let joined = self.joined_message(conn);
         out.push(Effect::Send {
             conn,

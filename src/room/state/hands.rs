@@ -91,7 +91,8 @@ impl Room {
     }
 
     /// What someone entering the room must know besides `joined`: raised
-    /// hands, the spotlight, the breakouts they may know of.
+    /// hands, the spotlight, the breakouts they may know of, the others'
+    /// public keys (end-to-end encryption).
     pub(super) fn room_state_for(&self, conn: ConnId, out: &mut Vec<Effect>) {
         if !self.hands.is_empty() {
             out.push(Effect::Send {
@@ -110,6 +111,7 @@ impl Room {
             });
         }
         self.breakouts_for(conn, out);
+        self.public_keys_for(conn, out);
     }
 
     fn tell_hands(&self, out: &mut Vec<Effect>) {

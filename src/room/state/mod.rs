@@ -42,6 +42,7 @@ use presence::end_at_last_sign_of_life;
 mod arrival;
 mod breakout;
 mod clinician;
+mod e2ee;
 mod hands;
 mod presence;
 mod timers;
@@ -115,6 +116,8 @@ pub(crate) enum Input {
         attestation: Option<Attestation>,
         /// Its last sign of life, raised by signaling and the media shard.
         sign_of_life: SignOfLife,
+        /// The client said it can encrypt media end to end.
+        e2ee: bool,
     },
     /// A connection's media is up (its first peer connection connected):
     /// presence starts.
@@ -157,6 +160,18 @@ pub(crate) enum Input {
     Speaking {
         conn: ConnId,
         speaking: bool,
+    },
+    /// `e2ee_public_key`: the connection's ECDH public key.
+    PublicKey {
+        conn: ConnId,
+        public_key: String,
+    },
+    /// `e2ee_media_key`: a media key wrapped for `to` alone.
+    MediaKey {
+        conn: ConnId,
+        to: String,
+        key_id: u32,
+        wrapped: String,
     },
 }
 
@@ -230,6 +245,11 @@ pub(crate) enum RoomEvent {
     BreakoutEnded {
         household: String,
     },
+    /// The room's media became end-to-end encrypted (`active`), or fell
+    /// back to DTLS-SRTP only. Never a key.
+    E2ee {
+        active: bool,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -298,6 +318,10 @@ struct Member {
     /// Presence started (media connected) since it last entered the room.
     joined: bool,
     sign_of_life: SignOfLife,
+    /// The client said it can encrypt end to end.
+    e2ee: bool,
+    /// Its connection's ECDH public key, while it is in the room.
+    public_key: Option<String>,
 }
 
 impl Member {
@@ -375,6 +399,9 @@ pub(crate) struct Room {
     hands: Vec<RaisedHand>,
     /// The person everyone sees large.
     spotlight: Option<String>,
+    e2ee_mode: tandem_protocol::E2eeMode,
+    /// The room's media is end-to-end encrypted now.
+    e2ee_active: bool,
     finished: bool,
 }
 
@@ -409,6 +436,8 @@ impl Room {
             next_group: MAIN_ROOM + 1,
             hands: Vec::new(),
             spotlight: None,
+            e2ee_mode: session.settings.e2ee,
+            e2ee_active: false,
             finished: false,
         }
     }
@@ -489,7 +518,12 @@ impl Room {
                 person,
                 attestation,
                 sign_of_life,
+                e2ee,
             } => {
+                if self.e2ee_refuses(e2ee) {
+                    arrival::refuse(conn, person.id, DenialCode::E2eeRequired, &mut out);
+                    return out;
+                }
                 if let Some(attestation) = attestation {
                     out.push(Effect::Record(RoomEvent::Attestation {
                         participant: person.id.clone(),
@@ -497,7 +531,7 @@ impl Room {
                         attestation,
                     }));
                 }
-                self.arrive(conn, person, sign_of_life, now, &mut out)
+                self.arrive(conn, person, sign_of_life, e2ee, now, &mut out)
             }
             Input::Connected { conn } => {
                 if let Some(m) = self
@@ -537,6 +571,13 @@ impl Room {
             Input::Tick => self.tick(now, &mut out),
             Input::Hand { conn, raised } => self.own_hand(conn, raised, now, &mut out),
             Input::Speaking { conn, speaking } => self.speaking(conn, speaking, &mut out),
+            Input::PublicKey { conn, public_key } => self.public_key(conn, public_key, &mut out),
+            Input::MediaKey {
+                conn,
+                to,
+                key_id,
+                wrapped,
+            } => self.media_key(conn, to, key_id, wrapped, &mut out),
         }
         out
     }
@@ -636,6 +677,7 @@ impl Room {
                 out,
             );
             self.out_of_room(&member.person.id, out);
+            self.refresh_e2ee(None, out);
         }
         member
     }

@@ -36,6 +36,7 @@ fn session(kind: SessionKind, auto_admit: bool) -> Session {
             early_join_minutes: 15,
             overrun_grace_minutes: 30,
             clinician_grace_minutes: 5,
+            e2ee: tandem_protocol::E2eeMode::Off,
         },
         created_at: t("2026-03-01T00:00:00Z"),
         cancelled_at: None,
@@ -66,6 +67,22 @@ impl Script {
     }
 
     fn arrive(&mut self, conn: ConnId, id: &str, secs: i64) -> Vec<Effect> {
+        self.arrive_as(conn, id, secs, false)
+    }
+
+    /// A room whose session has the `e2ee` setting `mode`.
+    fn with_e2ee(mode: tandem_protocol::E2eeMode) -> Script {
+        let mut s = session(SessionKind::Couple, true);
+        s.settings.e2ee = mode;
+        Script {
+            roster: s.roster.clone(),
+            room: Room::new(&s, vec![]),
+            signs: Default::default(),
+        }
+    }
+
+    /// `conn` arrives saying whether it can encrypt end to end.
+    fn arrive_as(&mut self, conn: ConnId, id: &str, secs: i64, e2ee: bool) -> Vec<Effect> {
         let person = self.roster.iter().find(|p| p.id == id).unwrap().clone();
         let sign_of_life = SignOfLife::new(Self::at(secs));
         self.signs.insert(conn, sign_of_life.clone());
@@ -75,6 +92,7 @@ impl Script {
                 person,
                 attestation: None,
                 sign_of_life,
+                e2ee,
             },
             Self::at(secs),
         )
@@ -545,6 +563,7 @@ fn presence_starts_when_media_connects_and_once() {
             person,
             attestation: Some(attestation.clone()),
             sign_of_life: Default::default(),
+            e2ee: false,
         },
         Script::at(1),
     );
@@ -1250,5 +1269,188 @@ fn breakout(household: &str, with_clinician: bool, minutes: Option<u32>) -> Acti
         household: household.into(),
         with_clinician,
         minutes,
+    }
+}
+
+mod e2ee {
+    use super::*;
+    use tandem_protocol::E2eeMode;
+
+    fn key(s: &mut Script, conn: ConnId, public_key: &str) -> Vec<Effect> {
+        s.room.handle(
+            Input::PublicKey {
+                conn,
+                public_key: public_key.into(),
+            },
+            Script::at(30),
+        )
+    }
+
+    fn wrapped(s: &mut Script, conn: ConnId, to_id: &str, blob: &str) -> Vec<Effect> {
+        s.room.handle(
+            Input::MediaKey {
+                conn,
+                to: to_id.into(),
+                key_id: 7,
+                wrapped: blob.into(),
+            },
+            Script::at(31),
+        )
+    }
+
+    /// A preferred room (auto-admit) with c, p and q in it, each with a key.
+    fn three_with_keys() -> Script {
+        let mut s = Script::with_e2ee(E2eeMode::Preferred);
+        for (conn, id) in [(1, "c"), (2, "p"), (3, "q")] {
+            s.arrive_as(conn, id, 0, true);
+            key(&mut s, conn, &format!("KEY{id}"));
+        }
+        s
+    }
+
+    #[test]
+    fn a_wrapped_media_key_reaches_only_its_recipient() {
+        let mut s = three_with_keys();
+        let e = wrapped(&mut s, 2, "q", "QkxPQg==");
+        assert_eq!(to(&e, 3), ["e2ee_media_key"]);
+        assert_eq!(
+            sent(&e, 3, "e2ee_media_key"),
+            [
+                serde_json::json!({"type": "e2ee_media_key", "from": "p", "key_id": 7, "wrapped": "QkxPQg=="})
+            ]
+        );
+        assert!(to(&e, 1).is_empty() && to(&e, 2).is_empty(), "{e:?}");
+        assert!(recorded(&e).is_empty(), "a key is never recorded");
+        // Nobody by that id in the room (or oneself): the sender is told.
+        assert_eq!(
+            to(&wrapped(&mut s, 2, "r", "AA=="), 2),
+            ["error(bad_state)"]
+        );
+        assert_eq!(
+            to(&wrapped(&mut s, 2, "p", "AA=="), 2),
+            ["error(bad_state)"]
+        );
+    }
+
+    #[test]
+    fn public_keys_go_to_the_room_and_a_newcomer_gets_only_the_current_ones() {
+        let mut s = Script::with_e2ee(E2eeMode::Preferred);
+        s.arrive_as(1, "c", 0, true);
+        s.arrive_as(2, "p", 1, true);
+        let e = key(&mut s, 2, "P1");
+        assert_eq!(
+            sent(&e, 1, "e2ee_public_key"),
+            [
+                serde_json::json!({"type": "e2ee_public_key", "participant": "p", "public_key": "P1"})
+            ]
+        );
+        assert!(to(&e, 2).is_empty());
+        assert!(
+            key(&mut s, 2, "P1").is_empty(),
+            "the same key again: nothing"
+        );
+        key(&mut s, 1, "C1");
+        // p reconnects (a new key pair); then leaves for good.
+        s.arrive_as(4, "p", 5, true);
+        key(&mut s, 4, "P2");
+        s.room.handle(
+            Input::Leave {
+                conn: 4,
+                reason: LeaveReason::Left,
+            },
+            Script::at(6),
+        );
+        // q enters: it gets c's current key, nothing of p's.
+        let e = s.arrive_as(3, "q", 7, true);
+        assert_eq!(to(&e, 3)[0], "joined");
+        assert_eq!(
+            sent(&e, 3, "e2ee_public_key"),
+            [
+                serde_json::json!({"type": "e2ee_public_key", "participant": "c", "public_key": "C1"})
+            ]
+        );
+        let joined = &sent(&e, 3, "joined")[0];
+        assert_eq!(
+            joined["e2ee"],
+            serde_json::json!({"mode": "preferred", "active": true})
+        );
+    }
+
+    #[test]
+    fn a_required_room_refuses_a_client_that_cannot_encrypt() {
+        let mut s = Script::with_e2ee(E2eeMode::Required);
+        s.arrive_as(1, "c", 0, true);
+        let e = s.arrive_as(2, "p", 1, false);
+        assert_eq!(to(&e, 2), ["close:denied(e2ee_required)"]);
+        assert_eq!(
+            recorded(&e),
+            [RoomEvent::Denied {
+                participant: "p".into(),
+                conn: 2,
+                code: DenialCode::E2eeRequired
+            }]
+        );
+        assert!(to(&e, 1).is_empty(), "the room did not change");
+        // A second device that cannot encrypt does not take the place of
+        // one that can.
+        let e = s.arrive_as(3, "c", 2, false);
+        assert_eq!(to(&e, 3), ["close:denied(e2ee_required)"]);
+        assert!(to(&e, 1).is_empty());
+        let e = s.arrive_as(4, "p", 3, true);
+        assert_eq!(to(&e, 4)[0], "joined");
+    }
+
+    #[test]
+    fn a_preferred_room_falls_back_while_someone_cannot_encrypt_and_everyone_is_told() {
+        let mut s = Script::with_e2ee(E2eeMode::Preferred);
+        let e = s.arrive_as(1, "c", 0, true);
+        assert_eq!(recorded(&e)[0], RoomEvent::E2ee { active: true });
+        let e = s.arrive_as(2, "p", 1, false);
+        assert_eq!(
+            sent(&e, 1, "e2ee"),
+            [serde_json::json!({"type": "e2ee", "mode": "preferred", "active": false})]
+        );
+        assert_eq!(
+            sent(&e, 2, "joined")[0]["e2ee"],
+            serde_json::json!({"mode": "preferred", "active": false})
+        );
+        assert!(sent(&e, 2, "e2ee").is_empty(), "told in its joined");
+        assert!(recorded(&e).contains(&RoomEvent::E2ee { active: false }));
+        // The client that cannot encrypt gets no keys.
+        let e = key(&mut s, 1, "C1");
+        assert!(to(&e, 2).is_empty());
+        let e = s.room.handle(
+            Input::Leave {
+                conn: 2,
+                reason: LeaveReason::Left,
+            },
+            Script::at(40),
+        );
+        assert_eq!(
+            sent(&e, 1, "e2ee"),
+            [serde_json::json!({"type": "e2ee", "mode": "preferred", "active": true})]
+        );
+        assert!(recorded(&e).contains(&RoomEvent::E2ee { active: true }));
+    }
+
+    #[test]
+    fn keys_are_refused_when_e2ee_is_off_or_before_the_room() {
+        let mut s = Script::with_e2ee(E2eeMode::Off);
+        let e = s.arrive_as(1, "c", 0, true);
+        assert_eq!(
+            sent(&e, 1, "joined")[0]["e2ee"],
+            serde_json::json!({"mode": "off", "active": false})
+        );
+        assert!(recorded(&e)
+            .iter()
+            .all(|r| !matches!(r, RoomEvent::E2ee { .. })));
+        assert_eq!(to(&key(&mut s, 1, "C1"), 1), ["error(not_allowed)"]);
+        let mut s = Script::with_e2ee(E2eeMode::Preferred);
+        s.arrive_as(2, "p", 0, true);
+        assert_eq!(
+            to(&key(&mut s, 2, "P1"), 2),
+            ["error(bad_state)"],
+            "waiting"
+        );
     }
 }

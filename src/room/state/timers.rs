@@ -40,6 +40,7 @@ impl Room {
                     let m = &mut self.members[i];
                     m.place = Place::Waiting { since: now };
                     m.joined = false;
+                    m.public_key = None;
                     let (conn, id) = (m.conn, m.person.id.clone());
                     out.push(Effect::StopMedia { conn });
                     out.push(Effect::Send {
@@ -59,6 +60,7 @@ impl Room {
                         conn,
                     }));
                 }
+                self.refresh_e2ee(None, out);
             }
         }
     }

@@ -158,6 +158,27 @@ impl BrowserRun {
         Self::script(env, "call.mjs", &named)
     }
 
+    /// `group.mjs`: the real web client in Chromium, joined to `session`
+    /// of `app` with `token` (a clinician's), driven by commands on stdin.
+    pub fn web_client(
+        env: &BrowserEnv,
+        app: &super::TestApp,
+        session: &str,
+        token: &str,
+    ) -> anyhow::Result<BrowserRun> {
+        let spki = spki_sha256_base64(&app.certs.key)?;
+        BrowserRun::script(
+            env,
+            "group.mjs",
+            &[
+                ("--url", &app.base),
+                ("--session", session),
+                ("--token", token),
+                ("--spki", &spki),
+            ],
+        )
+    }
+
     /// `node SCRIPT --name value…` in web-client/tests, with its stdin,
     /// stdout and stderr piped (screenshots go where `SCREENSHOTS_DIR` says,
     /// if it is set).
@@ -431,11 +452,37 @@ fn skip_or_fail(test: &str, check: &str, missing: &[String], how: &str) {
     );
 }
 
+/// Runs `node web-client/tests/SCRIPT` (a Chromium script that starts its
+/// own `tandem demo`) for `test`, or skips as [`BrowserEnv::or_skip`] says.
+pub fn run_chromium_script(test: &str, script: &str, timeout: Duration) {
+    let Some(env) = BrowserEnv::or_skip(test) else {
+        return;
+    };
+    let mut command = std::process::Command::new(&env.node);
+    command
+        .arg(script)
+        .current_dir(&env.dir)
+        .env("TANDEM_BIN", env!("CARGO_BIN_EXE_tandem"))
+        .env("TANDEM_CHROMIUM", &env.chromium)
+        .env_remove("SCREENSHOTS_DIR");
+    run_script(command, &format!("web-client/tests/{script}"), timeout);
+}
+
+/// Whole-session browser scripts run one at a time: each starts its own
+/// server and Chromium with several pages (hundreds of MB and most of a
+/// core), and several at once on a two-core machine starve each other
+/// into timeouts that say nothing about the client.
+static ONE_SCRIPT_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 /// Runs a browser script (`node SCRIPT` or a wrapper around it) to its end
 /// or `timeout`, and fails the test with its output unless it exits 0.
-/// The scripts have their own watchdogs; the timeout is the last resort.
+/// The scripts have their own watchdogs; the timeout is the last resort
+/// (counted from the script's start, after its turn comes).
 pub fn run_script(mut command: std::process::Command, what: &str, timeout: Duration) {
     use std::io::Read as _;
+    let _turn = ONE_SCRIPT_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
     let started = std::time::Instant::now();
     let mut child = command
         .stdin(Stdio::null())

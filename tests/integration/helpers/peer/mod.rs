@@ -104,6 +104,8 @@ pub struct PeerOptions {
     publish: Publish,
     record_packets: bool,
     reassemble_vp8: bool,
+    /// Says `"e2ee": true` in `join` (and then never sends a key).
+    claims_e2ee: bool,
     connect_timeout: Duration,
 }
 
@@ -128,6 +130,7 @@ impl Default for PeerOptions {
             publish: Publish::Synthetic,
             record_packets: false,
             reassemble_vp8: false,
+            claims_e2ee: false,
             connect_timeout: CONNECT_TIMEOUT,
         }
     }
@@ -180,6 +183,13 @@ impl PeerOptions {
     /// Reassembles the VP8 frames of received video and checks them (see
     /// [`vp8::Assembler`]), and, as a browser does, sends a PLI while video
     /// flows without a keyframe.
+    /// Joins saying it can encrypt end to end, without ever publishing a
+    /// key: a client with a valid link that nobody sends media keys to.
+    pub fn claims_e2ee(mut self) -> Self {
+        self.claims_e2ee = true;
+        self
+    }
+
     pub fn reassemble_vp8(mut self) -> Self {
         self.reassemble_vp8 = true;
         self
@@ -261,9 +271,11 @@ impl TestPeer {
         let mut client = SignalClient::connect(app)
             .await
             .with_context(|| format!("{participant_id}: connecting to the signaling socket"))?;
-        client
-            .send_json(json!({"type": "join", "token": token}))
-            .await?;
+        let mut join = json!({"type": "join", "token": token});
+        if options.claims_e2ee {
+            join["e2ee"] = json!(true);
+        }
+        client.send_json(join).await?;
         let first = client
             .recv_until_any(
                 &["joined", "waiting", "denied"],
