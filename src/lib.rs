@@ -25,6 +25,7 @@
 //! | [`signal`] | one signaling WebSocket, from `join` to close |
 //! | [`http`] | the REST API, the signaling upgrade, the browser client, health |
 //! | [`server`] | starts and stops everything above |
+//! | [`metrics`] | the Prometheus names, their HELP text, the recorder (used by anyone, uses nothing) |
 //! | `cli` | the `tandem` command |
 //!
 //! The wire protocol (messages, roles, denial and error codes) is the
@@ -87,6 +88,7 @@ pub mod http;
 #[cfg(test)]
 mod layers;
 pub mod live;
+pub mod metrics;
 mod private_file;
 pub mod room;
 pub mod schedule;

@@ -41,7 +41,7 @@ impl SessionKind {
 /// Per-session rules, resolved from the configuration's defaults when the
 /// session is created so that a later config change never moves the window
 /// of a session already scheduled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionSettings {
     /// Admit rostered people without a click while a clinician is present.
     pub auto_admit: bool,
@@ -84,7 +84,7 @@ pub struct Session {
 }
 
 /// Where a session stands at a given moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SessionStatus {
     /// Not cancelled and its links have not closed yet.
