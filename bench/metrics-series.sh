@@ -40,7 +40,7 @@ rest() {
 }
 
 sleep 5
-for rooms in 4 12 6; do
+for rooms in ${ROOMS:-4 12 6}; do
     rest 6
     generate --base "$BASE" --api-key "$KEY" --cafile "$CA" --rooms "$rooms" \
         --seconds 20 --warmup 2 >"$OUT/load-$rooms.txt" 2>&1 || true
@@ -51,5 +51,5 @@ kill "$SCRAPER" 2>/dev/null || true
 wait "$SCRAPER" 2>/dev/null || true
 stop_target
 
-python3 "$ROOT/bench/plot_metrics.py" "$OUT/scrapes" "$ROOT/docs/screenshots/metrics-dashboard.png"
+ROOMS="${ROOMS:-4 12 6}" BUILD="${BENCH_BINARY:+debug build}" python3 "$ROOT/bench/plot_metrics.py" "$OUT/scrapes" "$ROOT/docs/screenshots/metrics-dashboard.png"
 echo "results: $OUT"

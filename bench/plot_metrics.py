@@ -132,7 +132,9 @@ def main(directory, output):
     plot(next(a), "Open file descriptors", {"open fds": fds.get("tandem_process_open_fds", []), **{f"TLS failures/s {k}": v for k, v in tls.items()}}, "count")
     for ax in axes[-1]:
         ax.set_xlabel("seconds", fontsize=8, color="#9fa7b3")
-    fig.suptitle("Tandem — the dashboard's queries over a real scrape series (1 s scrapes, tandem load-test 4 → 12 → 6 rooms)",
+    rooms = " → ".join(os.environ.get("ROOMS", "4 12 6").split())
+    build = os.environ.get("BUILD", "release build")
+    fig.suptitle(f"Tandem — the dashboard's queries over a real scrape series (1 s scrapes; tandem load-test {rooms} three-person rooms; {build})",
                  color="#d8d9da", fontsize=12)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(output, dpi=80, facecolor=fig.get_facecolor())
