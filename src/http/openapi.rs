@@ -184,6 +184,14 @@ impl Modify for Shared {
                     add_error(operation, "401", "No or an invalid API key");
                     add_error(operation, "403", "The key's role does not allow this");
                 }
+                let queried =
+                    operation.parameters.iter().flatten().any(|p| {
+                        matches!(p, RefOr::T(p) if matches!(p.parameter_in, utoipa::openapi::path::ParameterIn::Query))
+                    });
+                if queried {
+                    add_error(operation, "400", "The query string cannot be read");
+                    add_error(operation, "422", "A parameter is invalid: `field` names it");
+                }
                 if operation.request_body.is_some() {
                     add_error(operation, "400", "The body is not JSON");
                     add_error(operation, "413", "The body is over 256 KiB");

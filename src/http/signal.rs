@@ -22,6 +22,7 @@ The first message is `join` with the invite token; the protocol is in docs/proto
     responses((status = 101, description = "Switching protocols: the WebSocket is open"),
               (status = 403, description = "A page from another origin", body = ErrorBody),
               (status = 400, description = "Not a WebSocket upgrade", body = ErrorBody),
+              (status = 405, description = "Over HTTP/2 a WebSocket opens with an extended CONNECT (RFC 8441)", body = ErrorBody),
               (status = 426, description = "The connection cannot be upgraded", body = ErrorBody)))]
 pub(super) async fn upgrade(
     State(state): State<AppState>,
