@@ -11,7 +11,8 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-BIN="$ROOT/target/release/tandem"
+# BENCH_BINARY: a tandem binary built elsewhere (then nothing is built).
+BIN=${BENCH_BINARY:-"$ROOT/target/release/tandem"}
 SERVER_CORE=${SERVER_CORE:-0}
 GEN_CORE=${GEN_CORE:-1}
 BENCH_PORT=${BENCH_PORT:-9444}
@@ -30,6 +31,7 @@ cleanup() {
 trap cleanup EXIT
 
 build() {
+    [[ -n "${BENCH_BINARY:-}" ]] && return 0
     echo "bench: building the release binary" >&2
     (cd "$ROOT" && cargo build --release --locked --quiet)
 }

@@ -7,9 +7,10 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 /// Each top-level module and the modules it may use. Modules of the
-/// foundation (`config`, `private_file`, `tls`) may be used by anyone.
+/// foundation (`config`, `private_file`, `metrics`) may be used by anyone.
 const MAY_USE: &[(&str, &[&str])] = &[
     ("config", &[]),
+    ("metrics", &[]),
     ("private_file", &[]),
     ("tls", &["config", "private_file"]),
     ("auth", &["config", "private_file"]),
@@ -87,7 +88,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
     ),
 ];
 
-const FOUNDATION: &[&str] = &["config", "private_file"];
+const FOUNDATION: &[&str] = &["config", "private_file", "metrics"];
 
 fn sources(path: &Path, out: &mut Vec<std::path::PathBuf>) {
     if path.is_dir() {

@@ -27,6 +27,7 @@
 //! | `webhooks` | signed webhook delivery from the durable outbox (its events are written by `store`), endpoint rules, retries |
 //! | [`http`] | the REST API, the signaling upgrade, the browser client, the staff console, health |
 //! | [`server`] | starts and stops everything above |
+//! | [`metrics`] | the Prometheus names, their HELP text, the recorder (used by anyone, uses nothing) |
 //! | `cli` | the `tandem` command |
 //!
 //! The wire protocol (messages, roles, denial and error codes) is the
@@ -91,6 +92,7 @@ pub mod http;
 #[cfg(test)]
 mod layers;
 pub mod live;
+pub mod metrics;
 mod private_file;
 pub mod room;
 pub mod schedule;

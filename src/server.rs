@@ -104,6 +104,7 @@ pub(crate) async fn start_with(
     options: Options,
 ) -> anyhow::Result<Running> {
     check_open_file_limit(&config);
+    crate::metrics::install();
     let tls_config = tls::server_config(
         &config.tls.cert_file,
         &config.tls.key_file,

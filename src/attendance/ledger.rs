@@ -280,7 +280,9 @@ async fn write(
             }
         }
         if !batch.is_empty() || !kept.is_empty() {
+            let started = Instant::now();
             let outcome = commit(&store, &mut head, &kept, &batch).await;
+            observe(started, kept.len() + count, outcome.is_ok());
             let failed = outcome.as_ref().err().cloned();
             match outcome {
                 Ok(ends) => {
@@ -331,6 +333,16 @@ async fn write(
             while rx.try_recv().is_ok() {}
             return;
         }
+    }
+}
+
+/// A commit of `events` events that began at `started`, for the metrics.
+fn observe(started: Instant, events: usize, committed: bool) {
+    use crate::metrics::{LEDGER_APPEND_DURATION, LEDGER_APPEND_FAILURES, LEDGER_BATCH_EVENTS};
+    metrics::histogram!(LEDGER_APPEND_DURATION).record(started.elapsed().as_secs_f64());
+    metrics::histogram!(LEDGER_BATCH_EVENTS).record(events as f64);
+    if !committed {
+        metrics::counter!(LEDGER_APPEND_FAILURES).increment(1);
     }
 }
 
@@ -421,7 +433,7 @@ pub(crate) async fn recover_presence(ledger: &Ledger) -> Result<usize, LedgerErr
 }
 
 /// The outcome of recomputing the chain.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum Verification {
     /// Every event matches: how many, and the last hash (compare it with an

@@ -27,7 +27,9 @@ pub(crate) struct PeopleUseStaffTokens;
 pub(crate) fn issue(role: ApiRole) -> Result<String, PeopleUseStaffTokens> {
     match role {
         ApiRole::Clinician => Err(PeopleUseStaffTokens),
-        ApiRole::Admin | ApiRole::Scheduler | ApiRole::Compliance => Ok(generate()),
+        ApiRole::Admin | ApiRole::Scheduler | ApiRole::Compliance | ApiRole::Metrics => {
+            Ok(generate())
+        }
     }
 }
 
@@ -62,7 +64,12 @@ mod tests {
     #[test]
     fn clinicians_get_staff_tokens_not_keys() {
         assert_eq!(issue(ApiRole::Clinician), Err(PeopleUseStaffTokens));
-        for role in [ApiRole::Admin, ApiRole::Scheduler, ApiRole::Compliance] {
+        for role in [
+            ApiRole::Admin,
+            ApiRole::Scheduler,
+            ApiRole::Compliance,
+            ApiRole::Metrics,
+        ] {
             assert!(issue(role).unwrap().starts_with(PREFIX));
         }
     }

@@ -31,6 +31,8 @@ pub enum ApiRole {
     Compliance,
     /// Annotations on attendance (staff tokens for clinicians).
     Clinician,
+    /// `GET /metrics` and nothing else: the key Prometheus scrapes with.
+    Metrics,
 }
 
 impl ApiRole {
@@ -40,6 +42,7 @@ impl ApiRole {
             ApiRole::Scheduler => "scheduler",
             ApiRole::Compliance => "compliance",
             ApiRole::Clinician => "clinician",
+            ApiRole::Metrics => "metrics",
         }
     }
 }
@@ -52,6 +55,7 @@ impl FromStr for ApiRole {
             "scheduler" => Ok(ApiRole::Scheduler),
             "compliance" => Ok(ApiRole::Compliance),
             "clinician" => Ok(ApiRole::Clinician),
+            "metrics" => Ok(ApiRole::Metrics),
             _ => Err(()),
         }
     }

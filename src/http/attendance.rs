@@ -9,12 +9,13 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use serde_json::json;
 use uuid::Uuid;
 
 use super::auth::Caller;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
+use super::openapi::{AnnotationRecorded, AttendanceReport, ExportLog};
 use super::AppState;
+use crate::attendance::ledger::Verification;
 use crate::attendance::service::{AttendanceError, Export, Format};
 use crate::auth::ApiRole;
 use crate::schedule::FieldError;
@@ -96,6 +97,11 @@ pub(crate) struct FormatQuery {
     format: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/attendance/sessions/{id}", tag = "attendance",
+    params(("id" = String, Path, description = "The session's id"), ("format" = Option<String>, Query, description = "`json` (default) or `csv`")),
+    responses((status = 200, description = "The session's attendance report (docs/compliance.md)",
+               content((AttendanceReport = "application/json"), (String = "text/csv"))),
+              (status = 404, description = "No such session", body = ErrorBody)))]
 pub(crate) async fn session(
     State(state): State<AppState>,
     caller: Caller,
@@ -121,6 +127,10 @@ pub(crate) struct RangeQuery {
     format: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/attendance", tag = "attendance",
+    params(("from" = String, Query, description = "RFC 3339"), ("to" = String, Query, description = "RFC 3339"), ("format" = Option<String>, Query, description = "`json` (default) or `csv`")),
+    responses((status = 200, description = "Attendance of the sessions in [from, to)",
+               content((AttendanceReport = "application/json"), (String = "text/csv")))))]
 pub(crate) async fn range(
     State(state): State<AppState>,
     caller: Caller,
@@ -146,6 +156,10 @@ pub(crate) struct WeekQuery {
     format: Option<String>,
 }
 
+#[utoipa::path(get, path = "/v1/attendance/weekly", tag = "attendance",
+    params(("week" = String, Query, description = "ISO week, e.g. 2026-W49"), ("format" = Option<String>, Query, description = "`json` (default) or `csv`")),
+    responses((status = 200, description = "The weekly IOP report",
+               content((AttendanceReport = "application/json"), (String = "text/csv")))))]
 pub(crate) async fn weekly(
     State(state): State<AppState>,
     caller: Caller,
@@ -166,6 +180,8 @@ pub(crate) async fn weekly(
     Ok(file(export, &format!("iop-weekly-{week}")))
 }
 
+#[utoipa::path(get, path = "/v1/attendance/verify", tag = "attendance",
+    responses((status = 200, description = "The ledger's hash chain, recomputed", body = Verification)))]
 pub(crate) async fn verify(
     State(state): State<AppState>,
     caller: Caller,
@@ -175,13 +191,18 @@ pub(crate) async fn verify(
     Ok(Json(verification).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AnnotationRequest {
     participant_id: String,
     text: String,
 }
 
+#[utoipa::path(post, path = "/v1/attendance/sessions/{id}/annotations", tag = "attendance",
+    params(("id" = String, Path, description = "The session's id")),
+    request_body = AnnotationRequest,
+    responses((status = 201, description = "Appended to the ledger", body = AnnotationRecorded),
+              (status = 404, description = "No such session or participant", body = ErrorBody)))]
 pub(crate) async fn annotate(
     State(state): State<AppState>,
     caller: Caller,
@@ -212,14 +233,16 @@ pub(crate) async fn annotate(
             Utc::now(),
         )
         .await?;
-    Ok((StatusCode::CREATED, Json(json!({ "seq": seq }))).into_response())
+    Ok((StatusCode::CREATED, Json(AnnotationRecorded { seq })).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/audit/exports", tag = "attendance",
+    responses((status = 200, description = "Every attendance export, who and when (admin only)", body = ExportLog)))]
 pub(crate) async fn audit_log(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
     caller.require(&[])?;
     let exports = state.attendance.audit_log().await?;
-    Ok(Json(json!({ "exports": exports })).into_response())
+    Ok(Json(ExportLog { exports }).into_response())
 }

@@ -6,7 +6,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
 
 use crate::schedule::{describe_clashes, Clash, FieldError, ScheduleError};
 
@@ -16,8 +16,48 @@ pub(crate) struct ApiError {
     code: &'static str,
     message: String,
     details: Vec<FieldError>,
-    /// More members of the error object (`conflicts` on a double-booking).
-    extra: Option<(&'static str, serde_json::Value)>,
+    /// Each clash of a double-booking (409 `conflict`).
+    conflicts: Option<Vec<ConflictView>>,
+}
+
+/// Every error's body, whatever produced it (the OpenAPI document's
+/// `Error` schema is generated from this type).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Error, example = json!({"error": {"code": "validation_failed",
+    "message": "ends_at: must be after starts_at", "field": "ends_at",
+    "details": [{"field": "ends_at", "message": "must be after starts_at"}]}}))]
+pub(crate) struct ErrorBody {
+    pub error: ErrorObject,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct ErrorObject {
+    /// A stable code: `bad_request`, `unauthorized`, `forbidden`,
+    /// `not_found`, `method_not_allowed`, `request_timeout`, `conflict`,
+    /// `payload_too_large`, `unsupported_media_type`, `validation_failed`,
+    /// `internal`, `unavailable` (docs/api.md, Errors).
+    #[schema(example = "not_found")]
+    pub code: String,
+    /// A sentence for people.
+    pub message: String,
+    /// 422 only: the first invalid field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// 422 only: every invalid field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub details: Option<Vec<FieldError>>,
+    /// 409 on a double-booking: each person and the session that already
+    /// holds their time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conflicts: Option<Vec<ConflictView>>,
+}
+
+/// One clash of a double-booking.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub(crate) struct ConflictView {
+    pub participant_id: String,
+    pub session_id: String,
+    pub starts_at: chrono::DateTime<chrono::Utc>,
 }
 
 impl ApiError {
@@ -27,7 +67,7 @@ impl ApiError {
             code,
             message: message.into(),
             details: Vec::new(),
-            extra: None,
+            conflicts: None,
         }
     }
 
@@ -54,7 +94,7 @@ impl ApiError {
             code: "validation_failed",
             message,
             details,
-            extra: None,
+            conflicts: None,
         }
     }
 
@@ -67,15 +107,17 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut error = json!({"code": self.code, "message": self.message});
-        if let Some(first) = self.details.first() {
-            error["field"] = json!(first.field);
-            error["details"] = json!(self.details);
-        }
-        if let Some((name, value)) = self.extra {
-            error[name] = value;
-        }
-        let mut response = (self.status, Json(json!({ "error": error }))).into_response();
+        let field = self.details.first().map(|first| first.field.clone());
+        let body = ErrorBody {
+            error: ErrorObject {
+                code: self.code.to_owned(),
+                message: self.message,
+                details: field.is_some().then_some(self.details),
+                field,
+                conflicts: self.conflicts,
+            },
+        };
+        let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
@@ -107,13 +149,14 @@ impl From<ScheduleError> for ApiError {
 fn double_booked(clashes: &[Clash]) -> ApiError {
     let list: Vec<_> = clashes
         .iter()
-        .map(|c| {
-            json!({"participant_id": c.participant, "session_id": c.other.to_string(),
-                   "starts_at": c.starts_at})
+        .map(|c| ConflictView {
+            participant_id: c.participant.clone(),
+            session_id: c.other.to_string(),
+            starts_at: c.starts_at,
         })
         .collect();
     let mut error = ApiError::new(StatusCode::CONFLICT, "conflict", describe_clashes(clashes));
-    error.extra = Some(("conflicts", json!(list)));
+    error.conflicts = Some(list);
     error
 }
 

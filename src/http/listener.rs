@@ -212,6 +212,7 @@ async fn connection(
         }
         None => tcp,
     };
+    let _open = crate::metrics::Held::connection(crate::metrics::HTTPS);
     let state = Arc::new(ConnState::default());
     let io = Watched::new(tcp, slot, state.clone(), &shared.limits);
     let Some(tls) = &shared.tls else {
@@ -220,9 +221,19 @@ async fn connection(
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.get_inner());
     match tokio::time::timeout(shared.limits.tls_handshake_timeout, acceptor.accept(io)).await {
         Ok(Ok(tls)) => http(&shared, tls, remote, state, &mut stop, &mut forced).await,
-        Ok(Err(error)) => tracing::debug!(%error, "TLS handshake failed"),
-        Err(_) => tracing::debug!("TLS handshake timed out"),
+        Ok(Err(error)) => {
+            handshake_failed("error");
+            tracing::debug!(%error, "TLS handshake failed");
+        }
+        Err(_) => {
+            handshake_failed("timeout");
+            tracing::debug!("TLS handshake timed out");
+        }
     }
+}
+
+fn handshake_failed(reason: &'static str) {
+    metrics::counter!(crate::metrics::TLS_HANDSHAKE_FAILURES, "reason" => reason).increment(1);
 }
 
 /// HTTP on one connection, until it ends or the server stops.

@@ -9,11 +9,12 @@ pub(crate) mod console;
 mod error;
 pub(crate) mod headers;
 pub(crate) mod listener;
+mod openapi;
 mod scheduling;
 mod sessions;
 mod signal;
-mod webhooks;
 pub(crate) mod staff;
+mod webhooks;
 
 use std::sync::Arc;
 
@@ -21,9 +22,8 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::middleware;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Json, Router};
-use serde_json::json;
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
@@ -49,9 +49,32 @@ pub(crate) struct AppState {
     pub console: staff::StaffConsole,
 }
 
-/// The HTTPS application.
-pub(crate) fn router(state: AppState) -> Router {
-    let api = Router::new()
+/// The `/v1` routes, with the list of their paths: the one place a `/v1`
+/// route is added, so that the OpenAPI test (tests/integration/openapi.rs)
+/// sees every route the router serves ([`v1_paths`]).
+#[derive(Default)]
+struct Routes {
+    router: Router<AppState>,
+    paths: Vec<&'static str>,
+}
+
+impl Routes {
+    fn route(mut self, path: &'static str, methods: MethodRouter<AppState>) -> Routes {
+        self.paths.push(path);
+        self.router = self.router.route(path, methods);
+        self
+    }
+}
+
+/// Every `/v1` route's path template, as the router serves it (for the
+/// OpenAPI coverage test).
+#[doc(hidden)]
+pub fn v1_paths() -> Vec<String> {
+    v1().paths.iter().map(|p| format!("/v1{p}")).collect()
+}
+
+fn v1() -> Routes {
+    Routes::default()
         .route("/sessions", post(sessions::create).get(sessions::list))
         .route(
             "/sessions/{id}",
@@ -105,10 +128,15 @@ pub(crate) fn router(state: AppState) -> Router {
         .route(
             "/webhooks/{id}/deliveries/{delivery_id}/replay",
             post(webhooks::replay),
-        );
+        )
+        .route("/signal", get(signal::upgrade))
+        .route("/openapi.json", get(openapi::document))
+}
+
+/// The HTTPS application.
+pub(crate) fn router(state: AppState) -> Router {
     let mut router = Router::new()
-        .nest("/v1", api)
-        .route("/v1/signal", get(signal::upgrade))
+        .nest("/v1", v1().router)
         .route("/healthz", get(health))
         .route("/metrics", get(metrics))
         .route("/j/{session}", get(client::join_page))
@@ -122,6 +150,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/console/{file}", get(console::file))
         .nest("/console/api", console_api())
         .fallback(not_found)
+        .layer(middleware::from_fn(crate::metrics::http::track))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(body::read_first))
         .layer(middleware::from_fn(body::json_errors))
@@ -188,41 +217,83 @@ fn loggable_path(path: &str) -> &str {
     }
 }
 
+/// `{"status": "ok"}`, or why not.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+struct Health {
+    /// `ok` or `unavailable`.
+    status: &'static str,
+    /// `database` or `ledger`, when unavailable.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<String>,
+    /// When the ledger's outage began.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Ledger events waiting in memory to be written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pending_events: Option<usize>,
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
+    responses((status = 200, description = "The database answers and the ledger can be written", body = Health),
+              (status = 503, description = "The database or the ledger cannot be used", body = Health)))]
 async fn health(State(state): State<AppState>) -> Response {
+    let unavailable =
+        |health: Health| (StatusCode::SERVICE_UNAVAILABLE, Json(health)).into_response();
     if let Err(error) = state.store.ping().await {
         tracing::error!(%error, "health check: database unavailable");
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "unavailable", "reason": "database"})),
-        )
-            .into_response();
+        return unavailable(Health {
+            reason: Some("database"),
+            ..Health::unavailable()
+        });
     }
     // Sessions cannot be attended while their attendance cannot be written.
     if let Err(failure) = state.attendance.ledger_health().await {
-        return (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({
-                "status": "unavailable",
-                "reason": "ledger",
-                "message": failure.to_string(),
-                "since": failure.since,
-                "pending_events": failure.pending,
-            })),
-        )
-            .into_response();
+        return unavailable(Health {
+            reason: Some("ledger"),
+            message: Some(failure.to_string()),
+            since: Some(failure.since),
+            pending_events: Some(failure.pending),
+            ..Health::unavailable()
+        });
     }
-    Json(json!({"status": "ok"})).into_response()
+    Json(Health {
+        status: "ok",
+        ..Health::unavailable()
+    })
+    .into_response()
 }
 
-/// `GET /metrics` is reserved for the metrics a later release serves
-/// (docs/api.md); until then it says so, rather than 404 as if it never
-/// will exist.
-async fn metrics() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "not_implemented",
-        "metrics are not served yet: /metrics is reserved for a later release",
+impl Health {
+    fn unavailable() -> Health {
+        Health {
+            status: "unavailable",
+            reason: None,
+            message: None,
+            since: None,
+            pending_events: None,
+        }
+    }
+}
+
+/// `GET /metrics`: the Prometheus text exposition, for an API key with the
+/// `metrics` role (or `admin`).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    description = "The Prometheus text format (0.0.4); names and labels in docs/operations.md. \
+Needs an API key with the `metrics` role (or `admin`).",
+    responses((status = 200, description = "The exposition", body = String,
+               content_type = "text/plain; version=0.0.4; charset=utf-8")))]
+async fn metrics(caller: auth::Caller) -> Result<Response, ApiError> {
+    caller.require(&[crate::auth::ApiRole::Metrics])?;
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(),
     )
+        .into_response())
 }
 
 async fn not_found() -> ApiError {

@@ -8,15 +8,16 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::Utc;
-use serde_json::json;
 use uuid::Uuid;
 
 use super::auth::Caller;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
+use super::openapi::{InviteList, Slot, SlotList};
 use super::AppState;
 use crate::auth::ApiRole;
 use crate::schedule::{
-    AvailabilityRequest, PersonRequest, SeriesPatch, SeriesRequest, SlotRequest,
+    AvailabilityRequest, PersonRequest, PersonView, SeriesPatch, SeriesRequest, SeriesView,
+    SlotRequest,
 };
 
 const SCHEDULERS: &[ApiRole] = &[ApiRole::Scheduler];
@@ -26,6 +27,10 @@ fn series_id(raw: &str) -> Result<Uuid, ApiError> {
         .map_err(|_| ApiError::not_found("series not found"))
 }
 
+#[utoipa::path(put, path = "/v1/people/{id}", tag = "people",
+    params(("id" = String, Path, description = "The person's id (the clinic's own)")), request_body = PersonRequest,
+    responses((status = 200, description = "Updated", body = PersonView),
+              (status = 201, description = "Created", body = PersonView)))]
 pub(crate) async fn put_person(
     State(state): State<AppState>,
     caller: Caller,
@@ -46,6 +51,9 @@ pub(crate) async fn put_person(
     Ok((status, Json(person)).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/people/{id}", tag = "people", params(("id" = String, Path, description = "The person's id (the clinic's own)")),
+    responses((status = 200, description = "The person", body = PersonView),
+              (status = 404, description = "No such person", body = ErrorBody)))]
 pub(crate) async fn get_person(
     State(state): State<AppState>,
     caller: Caller,
@@ -55,6 +63,10 @@ pub(crate) async fn get_person(
     Ok(Json(state.scheduler.person(&id).await?).into_response())
 }
 
+#[utoipa::path(put, path = "/v1/people/{id}/availability", tag = "people", params(("id" = String, Path, description = "The person's id (the clinic's own)")),
+    request_body = AvailabilityRequest,
+    responses((status = 200, description = "The availability, as stored", body = AvailabilityRequest),
+              (status = 404, description = "No such person", body = ErrorBody)))]
 pub(crate) async fn put_availability(
     State(state): State<AppState>,
     caller: Caller,
@@ -70,6 +82,9 @@ pub(crate) async fn put_availability(
     Ok(Json(document).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/people/{id}/availability", tag = "people", params(("id" = String, Path, description = "The person's id (the clinic's own)")),
+    responses((status = 200, description = "The person's availability", body = AvailabilityRequest),
+              (status = 404, description = "No such person", body = ErrorBody)))]
 pub(crate) async fn get_availability(
     State(state): State<AppState>,
     caller: Caller,
@@ -79,6 +94,10 @@ pub(crate) async fn get_availability(
     Ok(Json(state.scheduler.availability(&id).await?).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/slots/search", tag = "people",
+    request_body = SlotRequest,
+    responses((status = 200, description = "Times everyone is available", body = SlotList),
+              (status = 404, description = "An unknown person", body = ErrorBody)))]
 pub(crate) async fn search_slots(
     State(state): State<AppState>,
     caller: Caller,
@@ -87,13 +106,17 @@ pub(crate) async fn search_slots(
     caller.require(SCHEDULERS)?;
     let Json(request) = body?;
     let slots = state.scheduler.search_slots(&request, Utc::now()).await?;
-    let slots: Vec<_> = slots
+    let slots = slots
         .iter()
-        .map(|(s, e)| json!({"starts_at": s, "ends_at": e}))
+        .map(|&(starts_at, ends_at)| Slot { starts_at, ends_at })
         .collect();
-    Ok(Json(json!({ "slots": slots })).into_response())
+    Ok(Json(SlotList { slots }).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/series", tag = "series",
+    request_body = SeriesRequest,
+    responses((status = 201, description = "The series and its sessions", body = SeriesView),
+              (status = 409, description = "It would double-book someone", body = ErrorBody)))]
 pub(crate) async fn create_series(
     State(state): State<AppState>,
     caller: Caller,
@@ -106,6 +129,9 @@ pub(crate) async fn create_series(
     Ok((StatusCode::CREATED, Json(series.view(now))).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/series/{id}", tag = "series", params(("id" = String, Path, description = "The series' id")),
+    responses((status = 200, description = "The series", body = SeriesView),
+              (status = 404, description = "No such series", body = ErrorBody)))]
 pub(crate) async fn get_series(
     State(state): State<AppState>,
     caller: Caller,
@@ -116,6 +142,11 @@ pub(crate) async fn get_series(
     Ok(Json(series.view(Utc::now())).into_response())
 }
 
+#[utoipa::path(patch, path = "/v1/series/{id}", tag = "series", params(("id" = String, Path, description = "The series' id")),
+    request_body = SeriesPatch,
+    responses((status = 200, description = "The series, moved", body = SeriesView),
+              (status = 404, description = "No such series", body = ErrorBody),
+              (status = 409, description = "Cancelled, or it would double-book someone", body = ErrorBody)))]
 pub(crate) async fn patch_series(
     State(state): State<AppState>,
     caller: Caller,
@@ -132,6 +163,9 @@ pub(crate) async fn patch_series(
     Ok(Json(series.view(now)).into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/series/{id}", tag = "series", params(("id" = String, Path, description = "The series' id")),
+    responses((status = 204, description = "Every session still to come is cancelled"),
+              (status = 404, description = "No such series", body = ErrorBody)))]
 pub(crate) async fn cancel_series(
     State(state): State<AppState>,
     caller: Caller,
@@ -145,6 +179,9 @@ pub(crate) async fn cancel_series(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[utoipa::path(post, path = "/v1/series/{id}/invites", tag = "series", params(("id" = String, Path, description = "The series' id")),
+    responses((status = 200, description = "One link per person, for every session to come", body = InviteList),
+              (status = 404, description = "No such series", body = ErrorBody)))]
 pub(crate) async fn series_invites(
     State(state): State<AppState>,
     caller: Caller,
@@ -155,7 +192,7 @@ pub(crate) async fn series_invites(
         .scheduler
         .series_invites(series_id(&id)?, Utc::now())
         .await?;
-    Ok(Json(json!({ "invites": invites })).into_response())
+    Ok(Json(InviteList { invites }).into_response())
 }
 
 /// `GET /cal/{token}`: no API key (a calendar application cannot log in);

@@ -6,28 +6,27 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use serde::Deserialize;
 use uuid::Uuid;
 
 use super::auth::Caller;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
+use super::openapi::{InviteList, SessionList};
 use super::AppState;
 use crate::auth::ApiRole;
 use crate::schedule::{FieldError, MoveRequest, Placement, SessionRequest, SessionView};
 
 const SCHEDULERS: &[ApiRole] = &[ApiRole::Scheduler];
 
-#[derive(Serialize)]
-struct SessionList<'a> {
-    sessions: Vec<SessionView<'a>>,
-}
-
 fn session_id(raw: &str) -> Result<Uuid, ApiError> {
     raw.parse()
         .map_err(|_| ApiError::not_found("session not found"))
 }
 
+#[utoipa::path(post, path = "/v1/sessions", tag = "sessions",
+    request_body = SessionRequest,
+    responses((status = 201, description = "The session, scheduled", body = SessionView),
+              (status = 409, description = "It would double-book someone", body = ErrorBody)))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -48,6 +47,10 @@ pub(crate) async fn create(
         .into_response())
 }
 
+#[utoipa::path(get, path = "/v1/sessions/{id}", tag = "sessions",
+    params(("id" = String, Path, description = "The session's id")),
+    responses((status = 200, description = "The session", body = SessionView),
+              (status = 404, description = "No such session", body = ErrorBody)))]
 pub(crate) async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -61,6 +64,12 @@ pub(crate) async fn get(
 
 /// `PATCH /v1/sessions/{id}`: moves the session; links already sent open
 /// at the new time.
+#[utoipa::path(patch, path = "/v1/sessions/{id}", tag = "sessions",
+    params(("id" = String, Path, description = "The session's id")),
+    request_body = MoveRequest,
+    responses((status = 200, description = "The session, moved", body = SessionView),
+              (status = 404, description = "No such session", body = ErrorBody),
+              (status = 409, description = "Cancelled, ended, or it would double-book someone", body = ErrorBody)))]
 pub(crate) async fn reschedule(
     State(state): State<AppState>,
     caller: Caller,
@@ -98,6 +107,10 @@ fn time_param(field: &str, raw: Option<&str>) -> Result<Option<DateTime<Utc>>, A
     .transpose()
 }
 
+#[utoipa::path(get, path = "/v1/sessions", tag = "sessions",
+    params(("from" = Option<String>, Query, description = "RFC 3339; sessions overlapping [from, to)"),
+           ("to" = Option<String>, Query, description = "RFC 3339")),
+    responses((status = 200, description = "Sessions, by start", body = SessionList)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -121,6 +134,11 @@ pub(crate) async fn list(
     .into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/sessions/{id}", tag = "sessions",
+    params(("id" = String, Path, description = "The session's id")),
+    responses((status = 204, description = "Cancelled (or already cancelled)"),
+              (status = 404, description = "No such session", body = ErrorBody),
+              (status = 409, description = "The session has ended", body = ErrorBody)))]
 pub(crate) async fn cancel(
     State(state): State<AppState>,
     caller: Caller,
@@ -131,6 +149,11 @@ pub(crate) async fn cancel(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[utoipa::path(post, path = "/v1/sessions/{id}/invites", tag = "sessions",
+    params(("id" = String, Path, description = "The session's id")),
+    responses((status = 200, description = "One link per person on the roster", body = InviteList),
+              (status = 404, description = "No such session", body = ErrorBody),
+              (status = 409, description = "Cancelled or ended", body = ErrorBody)))]
 pub(crate) async fn invites(
     State(state): State<AppState>,
     caller: Caller,
@@ -141,9 +164,14 @@ pub(crate) async fn invites(
         .scheduler
         .invites(session_id(&id)?, Utc::now())
         .await?;
-    Ok(Json(json!({ "invites": invites })).into_response())
+    Ok(Json(InviteList { invites }).into_response())
 }
 
+#[utoipa::path(post, path = "/v1/sessions/{id}/participants/{participant}/revoke", tag = "sessions",
+    params(("id" = String, Path, description = "The session's id"),
+           ("participant" = String, Path, description = "The participant's id")),
+    responses((status = 204, description = "Revoked: the link stops working, a connected person is removed"),
+              (status = 404, description = "No such session or participant", body = ErrorBody)))]
 pub(crate) async fn revoke(
     State(state): State<AppState>,
     caller: Caller,

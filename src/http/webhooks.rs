@@ -11,10 +11,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::auth::Caller;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::AppState;
 use crate::schedule::FieldError;
 use crate::store::webhooks::{DeliveryRecord, EndpointRecord, FAILED};
@@ -23,7 +24,7 @@ use crate::webhooks::{endpoint, signing};
 
 /// `POST /v1/webhooks` (`url` and `events` required) and `PATCH
 /// /v1/webhooks/{id}` (what is given changes).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WebhookRequest {
     pub url: Option<String>,
@@ -32,7 +33,7 @@ pub(crate) struct WebhookRequest {
 }
 
 /// A receiver as the API shows it (never its secret).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct WebhookView {
     pub id: String,
     pub url: String,
@@ -47,7 +48,7 @@ pub(crate) struct WebhookView {
 }
 
 /// `POST /v1/webhooks` → 201: the receiver and its secret, shown once.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct WebhookCreated {
     #[serde(flatten)]
     pub webhook: WebhookView,
@@ -55,19 +56,19 @@ pub(crate) struct WebhookCreated {
 }
 
 /// `POST /v1/webhooks/{id}/rotate_secret` → 200: the new secret, shown once.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct SecretRotated {
     pub id: String,
     pub secret: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct WebhookList {
     pub webhooks: Vec<WebhookView>,
 }
 
 /// One event's delivery to one receiver.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct DeliveryView {
     pub id: i64,
     /// The `webhook-id` the receiver sees.
@@ -85,7 +86,7 @@ pub(crate) struct DeliveryView {
 }
 
 /// `GET /v1/webhooks/{id}/deliveries` → 200: newest first.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct DeliveryList {
     pub deliveries: Vec<DeliveryView>,
     /// Pass as `before` for the next (older) page; null on the last.
@@ -174,6 +175,9 @@ async fn save(state: &AppState, record: &mut EndpointRecord) -> Result<(), ApiEr
     }
 }
 
+#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks",
+    request_body = WebhookRequest,
+    responses((status = 201, description = "The receiver, and its secret (shown once)", body = WebhookCreated)))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     caller: Caller,
@@ -231,6 +235,8 @@ pub(crate) async fn create(
         .into_response())
 }
 
+#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks",
+    responses((status = 200, description = "Every receiver (never a secret)", body = WebhookList)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
     caller: Caller,
@@ -243,6 +249,9 @@ pub(crate) async fn list(
     .into_response())
 }
 
+#[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path, description = "The receiver's id")),
+    responses((status = 200, description = "The receiver", body = WebhookView),
+              (status = 404, description = "No such receiver", body = ErrorBody)))]
 pub(crate) async fn get(
     State(state): State<AppState>,
     caller: Caller,
@@ -252,6 +261,10 @@ pub(crate) async fn get(
     Ok(Json(view(found(&state, &id).await?)).into_response())
 }
 
+#[utoipa::path(patch, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path, description = "The receiver's id")),
+    request_body = WebhookRequest,
+    responses((status = 200, description = "The receiver, changed", body = WebhookView),
+              (status = 404, description = "No such receiver", body = ErrorBody)))]
 pub(crate) async fn patch(
     State(state): State<AppState>,
     caller: Caller,
@@ -285,6 +298,9 @@ pub(crate) async fn patch(
     Ok(Json(view(record)).into_response())
 }
 
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path, description = "The receiver's id")),
+    responses((status = 204, description = "Deleted, with its pending deliveries"),
+              (status = 404, description = "No such receiver", body = ErrorBody)))]
 pub(crate) async fn delete(
     State(state): State<AppState>,
     caller: Caller,
@@ -303,6 +319,9 @@ pub(crate) async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+#[utoipa::path(post, path = "/v1/webhooks/{id}/rotate_secret", tag = "webhooks", params(("id" = String, Path, description = "The receiver's id")),
+    responses((status = 200, description = "The new secret (shown once)", body = SecretRotated),
+              (status = 404, description = "No such receiver", body = ErrorBody)))]
 pub(crate) async fn rotate_secret(
     State(state): State<AppState>,
     caller: Caller,
@@ -320,6 +339,12 @@ pub(crate) async fn rotate_secret(
     .into_response())
 }
 
+#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks",
+    params(("id" = String, Path, description = "The receiver's id"),
+           ("before" = Option<i64>, Query, description = "`next_before` of the previous page"),
+           ("limit" = Option<i64>, Query, description = "1 to 500 (default 50)")),
+    responses((status = 200, description = "Deliveries, newest first", body = DeliveryList),
+              (status = 404, description = "No such receiver", body = ErrorBody)))]
 pub(crate) async fn deliveries(
     State(state): State<AppState>,
     caller: Caller,
@@ -359,6 +384,11 @@ pub(crate) async fn deliveries(
 /// `POST /v1/webhooks/{id}/deliveries/{delivery_id}/replay` → 202: the
 /// delivery is pending again, due now, with a fresh retry schedule (same
 /// event id and body).
+#[utoipa::path(post, path = "/v1/webhooks/{id}/deliveries/{delivery_id}/replay", tag = "webhooks",
+    params(("id" = String, Path, description = "The receiver's id"),
+           ("delivery_id" = String, Path, description = "The delivery's id")),
+    responses((status = 202, description = "Pending again, due now", body = DeliveryView),
+              (status = 404, description = "No such receiver or delivery", body = ErrorBody)))]
 pub(crate) async fn replay(
     State(state): State<AppState>,
     caller: Caller,

@@ -330,7 +330,9 @@ async fn run(
     tracing::info!(session = %id, "room opened");
     let mut stop = rooms.stopping.subscribe();
     let mut stopped = false;
+    let mut gauges = Headcount::open();
     while !room.is_finished() {
+        gauges.update(room.headcount());
         // A stop comes before anything else still queued.
         let stop_at = *stop.borrow_and_update();
         if let Some(at) = stop_at {
@@ -469,6 +471,44 @@ async fn run(
         }
     }
     tracing::info!(session = %id, "room closed");
+}
+
+/// A live room's share of the session and participant gauges: counted in
+/// while the room's task runs, taken back when it ends, however it ends.
+struct Headcount {
+    waiting: f64,
+    in_room: f64,
+}
+
+impl Headcount {
+    fn open() -> Headcount {
+        metrics::gauge!(crate::metrics::SESSIONS_LIVE).increment(1.0);
+        Headcount {
+            waiting: 0.0,
+            in_room: 0.0,
+        }
+    }
+
+    /// The room now has `waiting` people waiting and `in_room` in the room.
+    fn update(&mut self, (waiting, in_room): (usize, usize)) {
+        let (waiting, in_room) = (waiting as f64, in_room as f64);
+        let state = |s: &'static str| metrics::gauge!(crate::metrics::PARTICIPANTS, "state" => s);
+        if waiting != self.waiting {
+            state(crate::metrics::WAITING).increment(waiting - self.waiting);
+            self.waiting = waiting;
+        }
+        if in_room != self.in_room {
+            state(crate::metrics::IN_ROOM).increment(in_room - self.in_room);
+            self.in_room = in_room;
+        }
+    }
+}
+
+impl Drop for Headcount {
+    fn drop(&mut self) {
+        self.update((0, 0));
+        metrics::gauge!(crate::metrics::SESSIONS_LIVE).decrement(1.0);
+    }
 }
 
 /// Who asked for an input that may be refused.

@@ -28,7 +28,7 @@ type WallTime = u16;
 
 /// The availability document as the API takes and returns it. Every field
 /// is optional at the serde level so that validation names what is wrong.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct AvailabilityRequest {
     pub timezone: Option<String>,
@@ -36,7 +36,7 @@ pub(crate) struct AvailabilityRequest {
     pub exceptions: Option<Vec<ExceptionRequest>>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct WeeklyRequest {
     pub day: Option<String>,
@@ -44,7 +44,7 @@ pub(crate) struct WeeklyRequest {
     pub end: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ExceptionRequest {
     pub date: Option<String>,

@@ -19,12 +19,12 @@ pub(crate) use crate::store::placement::{Clash, Placement};
 pub use crate::store::session::{
     RosterEntry, Session, SessionKind, SessionSettings, SessionStatus,
 };
-pub(crate) use people::{PersonRequest, SlotRequest};
+pub(crate) use people::{PersonRequest, PersonView, SlotRequest};
 pub(crate) use request::{
     ClinicianRequest, FieldError, ParticipantRequest, SessionRequest, SettingsRequest,
 };
 pub(crate) use reschedule::MoveRequest;
-pub(crate) use series::{Series, SeriesPatch, SeriesRequest};
+pub(crate) use series::{Series, SeriesPatch, SeriesRequest, SeriesView};
 pub(crate) use view::SessionView;
 
 use chrono::{DateTime, Utc};
@@ -91,9 +91,11 @@ pub(crate) fn describe_clashes(clashes: &[Clash]) -> String {
 }
 
 /// One participant's link.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub(crate) struct Invite {
     pub participant_id: String,
+    /// `clinician`, `patient`, `partner` or `observer`.
+    #[schema(value_type = String, example = "patient")]
     pub role: RosterRole,
     pub url: String,
     pub not_before: DateTime<Utc>,

@@ -14,7 +14,7 @@ use super::{ScheduleError, Scheduler};
 use crate::auth::RosterRole;
 use crate::store::people::Person;
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PersonRequest {
     pub name: Option<String>,
@@ -24,7 +24,7 @@ pub(crate) struct PersonRequest {
     pub mrn: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SlotRequest {
     pub people: Option<Vec<String>>,
@@ -37,10 +37,13 @@ pub(crate) struct SlotRequest {
 }
 
 /// A person as the API shows them.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Person)]
 pub(crate) struct PersonView {
     pub id: String,
     pub name: String,
+    /// `clinician`, `patient`, `partner` or `observer`.
+    #[schema(value_type = String, example = "patient")]
     pub role: RosterRole,
     pub timezone: String,
     #[serde(skip_serializing_if = "Option::is_none")]

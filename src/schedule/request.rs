@@ -16,7 +16,7 @@ use crate::config::SessionsSection;
 use crate::store::session::{RosterEntry, Session, SessionKind, SessionSettings};
 use tandem_protocol::E2eeMode;
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SessionRequest {
     pub title: Option<String>,
@@ -32,14 +32,14 @@ pub(crate) struct SessionRequest {
     pub allow_overlap: Option<bool>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ClinicianRequest {
     pub id: Option<String>,
     pub name: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ParticipantRequest {
     pub id: Option<String>,
@@ -49,7 +49,7 @@ pub(crate) struct ParticipantRequest {
     pub mrn: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SettingsRequest {
     pub auto_admit: Option<bool>,
@@ -61,7 +61,7 @@ pub(crate) struct SettingsRequest {
 }
 
 /// One invalid field: `field` is a path like `participants[2].role`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub message: String,

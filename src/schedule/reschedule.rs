@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::request::FieldError;
 use super::{ScheduleError, Scheduler, Session, SessionStatus};
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct MoveRequest {
     pub starts_at: Option<String>,

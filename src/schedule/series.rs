@@ -23,7 +23,7 @@ use crate::auth::invite::{self, InviteClaims, TokenError};
 use crate::config::SessionsSection;
 use crate::store::placement::SeriesRecord;
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SeriesRequest {
     pub title: Option<String>,
@@ -40,7 +40,7 @@ pub(crate) struct SeriesRequest {
 
 /// `PATCH /v1/series/{id}`: a new wall-clock time (and length), and/or a
 /// new roster, for every occurrence to come.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SeriesPatch {
     /// `HH:MM` in the series' time zone.
@@ -185,7 +185,7 @@ impl SeriesRequest {
 }
 
 /// One occurrence as the series view lists it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct OccurrenceView {
     pub id: Uuid,
     pub starts_at: DateTime<Utc>,
@@ -194,7 +194,7 @@ pub(crate) struct OccurrenceView {
 }
 
 /// A series as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct SeriesView<'a> {
     pub id: Uuid,
     pub title: &'a str,

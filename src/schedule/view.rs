@@ -8,7 +8,7 @@ use crate::auth::RosterRole;
 use crate::store::placement::Placement;
 use crate::store::session::{RosterEntry, Session, SessionSettings, SessionStatus};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct SessionView<'a> {
     pub id: String,
     pub title: &'a str,
@@ -45,10 +45,14 @@ impl SessionView<'_> {
     }
 }
 
-#[derive(Debug, Serialize)]
+/// A person on a session's roster.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = RosterMember)]
 pub(crate) struct PersonView<'a> {
     pub id: &'a str,
     pub name: &'a str,
+    /// `clinician`, `patient`, `partner` or `observer`.
+    #[schema(value_type = String, example = "patient")]
     pub role: RosterRole,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub household: Option<&'a str>,

@@ -85,6 +85,8 @@ struct Conn {
     last_read: Instant,
     /// A peer connection accepted a STUN binding request from it.
     validated: bool,
+    /// Counted in the open ICE-TCP connections while held.
+    _open: crate::metrics::Held,
 }
 
 impl Drop for Conn {
@@ -184,6 +186,7 @@ impl TcpConnections {
                 accepted: now,
                 last_read: now,
                 validated: false,
+                _open: crate::metrics::Held::connection(crate::metrics::ICE_TCP),
             },
         );
     }

@@ -72,6 +72,10 @@ fn close_code(last: &ServerMessage) -> u16 {
 type Sink = futures_util::stream::SplitSink<WebSocket, Message>;
 
 async fn send(sink: &mut Sink, message: &ServerMessage) -> bool {
+    // Every refusal, whoever decided it (the link check or the room).
+    if let ServerMessage::Denied { code, .. } = message {
+        metrics::counter!(crate::metrics::JOIN_DENIALS, "code" => code.as_str()).increment(1);
+    }
     sink.send(Message::Text(Utf8Bytes::from(message.to_json())))
         .await
         .is_ok()
@@ -139,6 +143,7 @@ async fn turn(context: &SignalContext, address: IpAddr) -> bool {
 }
 
 pub(crate) async fn run(socket: WebSocket, context: Arc<SignalContext>, address: IpAddr) {
+    let _open = crate::metrics::Held::connection(crate::metrics::WEBSOCKET);
     let (mut sink, mut stream) = socket.split();
     if !turn(&context, address).await {
         tracing::info!(code = %DenialCode::RateLimited, "join denied");
@@ -180,7 +185,10 @@ pub(crate) async fn run(socket: WebSocket, context: Arc<SignalContext>, address:
                 token,
                 attestation,
                 e2ee,
-            }) => Some((token, attestation, e2ee)),
+            }) => {
+                metrics::counter!(crate::metrics::SIGNAL_MESSAGES, "type" => "join").increment(1);
+                Some((token, attestation, e2ee))
+            }
             Err(explanation) if is_join(&text) => {
                 // A join whose fields are out of bounds: say which.
                 send(
@@ -234,6 +242,7 @@ pub(crate) async fn run(socket: WebSocket, context: Arc<SignalContext>, address:
     };
 
     drop(attempt);
+    metrics::counter!(crate::metrics::JOINS).increment(1);
     let connection = Connection {
         conn: context.rooms.next_conn(),
         room: session.id,
@@ -490,6 +499,8 @@ impl Connection {
         let message = match message::parse(text) {
             Ok(m) => m,
             Err(explanation) => {
+                metrics::counter!(crate::metrics::SIGNAL_MESSAGES, "type" => "invalid")
+                    .increment(1);
                 send(
                     sink,
                     &ServerMessage::error(ErrorCode::BadMessage, explanation),
@@ -498,6 +509,8 @@ impl Connection {
                 return true;
             }
         };
+        metrics::counter!(crate::metrics::SIGNAL_MESSAGES, "type" => message.type_name())
+            .increment(1);
         let (sfu, rooms, conn, room) =
             (&self.context.sfu, &self.context.rooms, self.conn, self.room);
         let mut taken = true;

@@ -8,7 +8,7 @@ use super::event::{Event, EventKind, NewEvent};
 use super::{Store, StoreError};
 
 /// One line of the export audit log.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub(crate) struct ExportRecord {
     pub id: i64,
     pub at: i64,

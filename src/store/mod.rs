@@ -14,8 +14,8 @@ pub(crate) mod people;
 pub(crate) mod placement;
 pub(crate) mod session;
 mod sessions;
-pub(crate) mod webhooks;
 pub(crate) mod staff;
+pub(crate) mod webhooks;
 
 pub(crate) use api_keys::ApiKeyRecord;
 pub(crate) use attendance::ExportRecord;

@@ -41,16 +41,17 @@ impl SessionKind {
 /// Per-session rules, resolved from the configuration's defaults when the
 /// session is created so that a later config change never moves the window
 /// of a session already scheduled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SessionSettings {
     /// Admit rostered people without a click while a clinician is present.
     pub auto_admit: bool,
     pub early_join_minutes: u32,
     pub overrun_grace_minutes: u32,
     pub clinician_grace_minutes: u32,
-    /// End-to-end encryption of media (issue 19). Sessions stored before
-    /// it existed read as `off`, what they had.
+    /// End-to-end encryption of media: `off`, `preferred` or `required`.
+    /// Sessions stored before it existed read as `off`, what they had.
     #[serde(default)]
+    #[schema(value_type = String, example = "preferred")]
     pub e2ee: tandem_protocol::E2eeMode,
 }
 
@@ -88,7 +89,7 @@ pub struct Session {
 }
 
 /// Where a session stands at a given moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum SessionStatus {
     /// Not cancelled and its links have not closed yet.

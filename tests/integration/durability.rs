@@ -32,14 +32,14 @@ const WAIT: Duration = Duration::from_secs(15);
 // ---------------------------------------------------------------------------
 
 /// A tmpfs mounted on a temporary directory; unmounted when dropped.
-struct Tmpfs {
+pub(crate) struct Tmpfs {
     dir: tempfile::TempDir,
 }
 
 impl Tmpfs {
     /// Mounts a tmpfs of `size` (e.g. "3m"), or `None` when this process may
     /// not mount (the test is then skipped, unless REQUIRE_ROOT_TESTS=1).
-    fn mount(size: &str) -> Option<Tmpfs> {
+    pub(crate) fn mount(size: &str) -> Option<Tmpfs> {
         let dir = tempfile::tempdir().expect("temp dir");
         let output = std::process::Command::new("mount")
             .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
@@ -59,12 +59,12 @@ impl Tmpfs {
         None
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
     /// Writes a file until the disk is full; returns its path.
-    fn fill(&self) -> PathBuf {
+    pub(crate) fn fill(&self) -> PathBuf {
         let path = self.path().join("filler");
         let mut file = std::fs::File::create(&path).expect("filler");
         let chunk = vec![0u8; 64 * 1024];
@@ -110,7 +110,7 @@ async fn events_on_disk(db: &Path) -> i64 {
 /// connections after their failed writes, the last to close would fold the
 /// WAL into the database and delete it, handing its space back and making
 /// the disk "less full" at random.
-async fn hold_open(db: &Path) -> SqliteConnection {
+pub(crate) async fn hold_open(db: &Path) -> SqliteConnection {
     let mut conn = SqliteConnection::connect_with(&SqliteConnectOptions::new().filename(db))
         .await
         .unwrap();

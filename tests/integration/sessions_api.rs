@@ -567,17 +567,15 @@ async fn every_rejection_has_the_json_error_shape() {
 }
 
 #[tokio::test]
-async fn metrics_is_reserved_and_says_so() {
+async fn metrics_are_served_only_with_a_key() {
+    // Once reserved (501), now served: without a key it is a 401 like the
+    // API's (metrics:: checks what it serves).
     let app = TestApp::spawn().await;
     let response = app.client.get(app.url("/metrics")).send().await.unwrap();
     let (status, error) = error_of(response).await;
     assert_eq!(
         (status, error["code"].as_str()),
-        (501, Some("not_implemented"))
-    );
-    assert!(
-        error["message"].as_str().unwrap().contains("later release"),
-        "{error}"
+        (401, Some("unauthorized"))
     );
     app.stop().await;
 }

@@ -169,6 +169,39 @@ pub enum ClientMessage {
     },
 }
 
+impl ClientMessage {
+    /// The message's `type` on the wire (for metrics: a fixed set, never
+    /// the content).
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            ClientMessage::Join { .. } => "join",
+            ClientMessage::Offer { .. } => "offer",
+            ClientMessage::Answer { .. } => "answer",
+            ClientMessage::Candidate { .. } => "candidate",
+            ClientMessage::Media { .. } => "media",
+            ClientMessage::Leave => "leave",
+            ClientMessage::Ping => "ping",
+            ClientMessage::Admit { .. } => "admit",
+            ClientMessage::Deny { .. } => "deny",
+            ClientMessage::AdmitAll => "admit_all",
+            ClientMessage::Remove { .. } => "remove",
+            ClientMessage::Mute { .. } => "mute",
+            ClientMessage::AllowUnmute { .. } => "allow_unmute",
+            ClientMessage::End => "end",
+            ClientMessage::Breakout { .. } => "breakout",
+            ClientMessage::EndBreakout { .. } => "end_breakout",
+            ClientMessage::EndAllBreakouts => "end_all_breakouts",
+            ClientMessage::BreakoutMessage { .. } => "breakout_message",
+            ClientMessage::RaiseHand => "raise_hand",
+            ClientMessage::LowerHand { .. } => "lower_hand",
+            ClientMessage::Spotlight { .. } => "spotlight",
+            ClientMessage::LayerPreference { .. } => "layer_preference",
+            ClientMessage::E2eePublicKey { .. } => "e2ee_public_key",
+            ClientMessage::E2eeMediaKey { .. } => "e2ee_media_key",
+        }
+    }
+}
+
 /// A simulcast layer a subscriber asks for (`layer_preference`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -773,6 +806,7 @@ mod tests {
         ];
         for (text, expected) in cases {
             assert_eq!(parse(&text.to_string()).unwrap(), expected, "{text}");
+            assert_eq!(Some(expected.type_name()), text["type"].as_str());
         }
     }
 

@@ -478,6 +478,16 @@ impl Room {
         occupancy
     }
 
+    /// How many people are connected: (in the waiting room, in the room).
+    pub(crate) fn headcount(&self) -> (usize, usize) {
+        let waiting = self
+            .members
+            .iter()
+            .filter(|m| matches!(m.place, Place::Waiting { .. }))
+            .count();
+        (waiting, self.members.len() - waiting)
+    }
+
     /// Connections whose presence is open.
     #[cfg(test)]
     pub(crate) fn present(&self) -> Vec<ConnId> {

@@ -59,6 +59,9 @@ pub(crate) struct ShardCore {
     pub(super) written: Vec<ConnId>,
     /// Datagrams to send, in order.
     pub(super) transmits: VecDeque<Transmit>,
+    /// What forwarding did since the loop last took it (for the metrics,
+    /// once per batch).
+    pub(super) forwarded: crate::metrics::shard::Forwarded,
     pub(super) next_wake: Instant,
     /// The wall-clock time that corresponds to an `Instant`, as last told
     /// by the loop ([`ShardCore::sync_wall_clock`]): signs of life are
@@ -101,6 +104,7 @@ impl ShardCore {
             events: VecDeque::new(),
             written: Vec::new(),
             transmits: VecDeque::new(),
+            forwarded: Default::default(),
             next_wake: now + IDLE,
             wall_clock: (now, DateTime::<Utc>::UNIX_EPOCH),
         }

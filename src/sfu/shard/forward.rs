@@ -316,6 +316,8 @@ impl ShardCore {
                 .nackable(kind == MediaKind::Video),
             );
             self.written.push(conn);
+            self.forwarded
+                .add(kind == MediaKind::Video, packet.payload.len());
         }
         for (layer, wanted) in wanted_keyframes.into_iter().enumerate() {
             if wanted {

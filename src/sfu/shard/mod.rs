@@ -33,6 +33,7 @@ use tokio::sync::mpsc;
 use self::core::ShardCore;
 use super::tcp::{TcpConnections, TcpLimits, SWEEP_EVERY};
 use super::ShardInput;
+use crate::metrics::shard::{ShardMetrics, REPORT_EVERY};
 
 /// The largest datagram read from the socket. WebRTC keeps its datagrams
 /// under the path MTU (str0m aims at 1,150 bytes, browsers at about 1,200,
@@ -125,6 +126,7 @@ enum Wake {
     TcpConnection(tokio::net::TcpStream, SocketAddr),
     TcpFrame(SocketAddr, SocketAddr, bytes::BytesMut),
     TcpSweep,
+    Report,
     AcceptFailed(std::io::Error),
     Timeout,
     Nothing,
@@ -143,6 +145,9 @@ impl Net {
         let mut accepting: Option<tokio::time::Instant> = None;
         let mut out_of_fds_reported: Option<Instant> = None;
         sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut figures = ShardMetrics::new(core.index, Instant::now());
+        let mut report = tokio::time::interval(REPORT_EVERY);
+        report.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let wake = {
                 let sleep = tokio::time::sleep_until(core.poll_timeout().into());
@@ -165,9 +170,11 @@ impl Net {
                         Wake::TcpFrame(remote, local, frame)
                     }
                     _ = sweep.tick(), if tcp_open => Wake::TcpSweep,
+                    _ = report.tick() => Wake::Report,
                     () = sleep => Wake::Timeout,
                 }
             };
+            let woke = Instant::now();
             core.sync_wall_clock(Instant::now(), chrono::Utc::now());
             match wake {
                 Wake::Input(Some(ShardInput::Command(command))) => {
@@ -220,6 +227,7 @@ impl Net {
                     }
                 }
                 Wake::TcpSweep => self.tcp_conns.sweep(Instant::now()),
+                Wake::Report => figures.report(woke, commands.len()),
                 Wake::AcceptFailed(error) => {
                     // Out of descriptors, accept fails at once every time:
                     // pause it rather than spin, and say so.
@@ -245,6 +253,7 @@ impl Net {
             }
             core.flush(Instant::now());
             self.send(core);
+            figures.after_wake(&mut core.forwarded, woke.elapsed());
         }
     }
 
