@@ -175,7 +175,7 @@ async fn save(state: &AppState, record: &mut EndpointRecord) -> Result<(), ApiEr
     }
 }
 
-#[utoipa::path(post, path = "/v1/webhooks", tag = "webhooks",
+#[utoipa::path(post, path = "/v1/webhooks", operation_id = "create_webhook", tag = "webhooks",
     request_body = WebhookRequest,
     responses((status = 201, description = "The receiver, and its secret (shown once)", body = WebhookCreated)))]
 pub(crate) async fn create(
@@ -235,7 +235,7 @@ pub(crate) async fn create(
         .into_response())
 }
 
-#[utoipa::path(get, path = "/v1/webhooks", tag = "webhooks",
+#[utoipa::path(get, path = "/v1/webhooks", operation_id = "list_webhooks", tag = "webhooks",
     responses((status = 200, description = "Every receiver (never a secret)", body = WebhookList)))]
 pub(crate) async fn list(
     State(state): State<AppState>,
@@ -249,7 +249,7 @@ pub(crate) async fn list(
     .into_response())
 }
 
-#[utoipa::path(get, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path, description = "The receiver's id")),
+#[utoipa::path(get, path = "/v1/webhooks/{id}", operation_id = "get_webhook", tag = "webhooks", params(("id" = String, Path, description = "The receiver's id")),
     responses((status = 200, description = "The receiver", body = WebhookView),
               (status = 404, description = "No such receiver", body = ErrorBody)))]
 pub(crate) async fn get(
@@ -261,7 +261,7 @@ pub(crate) async fn get(
     Ok(Json(view(found(&state, &id).await?)).into_response())
 }
 
-#[utoipa::path(patch, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path, description = "The receiver's id")),
+#[utoipa::path(patch, path = "/v1/webhooks/{id}", operation_id = "update_webhook", tag = "webhooks", params(("id" = String, Path, description = "The receiver's id")),
     request_body = WebhookRequest,
     responses((status = 200, description = "The receiver, changed", body = WebhookView),
               (status = 404, description = "No such receiver", body = ErrorBody)))]
@@ -298,7 +298,7 @@ pub(crate) async fn patch(
     Ok(Json(view(record)).into_response())
 }
 
-#[utoipa::path(delete, path = "/v1/webhooks/{id}", tag = "webhooks", params(("id" = String, Path, description = "The receiver's id")),
+#[utoipa::path(delete, path = "/v1/webhooks/{id}", operation_id = "delete_webhook", tag = "webhooks", params(("id" = String, Path, description = "The receiver's id")),
     responses((status = 204, description = "Deleted, with its pending deliveries"),
               (status = 404, description = "No such receiver", body = ErrorBody)))]
 pub(crate) async fn delete(
@@ -319,7 +319,7 @@ pub(crate) async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[utoipa::path(post, path = "/v1/webhooks/{id}/rotate_secret", tag = "webhooks", params(("id" = String, Path, description = "The receiver's id")),
+#[utoipa::path(post, path = "/v1/webhooks/{id}/rotate_secret", operation_id = "rotate_webhook_secret", tag = "webhooks", params(("id" = String, Path, description = "The receiver's id")),
     responses((status = 200, description = "The new secret (shown once)", body = SecretRotated),
               (status = 404, description = "No such receiver", body = ErrorBody)))]
 pub(crate) async fn rotate_secret(
@@ -339,7 +339,7 @@ pub(crate) async fn rotate_secret(
     .into_response())
 }
 
-#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", tag = "webhooks",
+#[utoipa::path(get, path = "/v1/webhooks/{id}/deliveries", operation_id = "list_webhook_deliveries", tag = "webhooks",
     params(("id" = String, Path, description = "The receiver's id"),
            ("before" = Option<i64>, Query, description = "`next_before` of the previous page"),
            ("limit" = Option<i64>, Query, description = "1 to 500 (default 50)")),
@@ -384,7 +384,7 @@ pub(crate) async fn deliveries(
 /// `POST /v1/webhooks/{id}/deliveries/{delivery_id}/replay` → 202: the
 /// delivery is pending again, due now, with a fresh retry schedule (same
 /// event id and body).
-#[utoipa::path(post, path = "/v1/webhooks/{id}/deliveries/{delivery_id}/replay", tag = "webhooks",
+#[utoipa::path(post, path = "/v1/webhooks/{id}/deliveries/{delivery_id}/replay", operation_id = "replay_webhook_delivery", tag = "webhooks",
     params(("id" = String, Path, description = "The receiver's id"),
            ("delivery_id" = String, Path, description = "The delivery's id")),
     responses((status = 202, description = "Pending again, due now", body = DeliveryView),
