@@ -166,11 +166,14 @@ async fn the_demo_prints_links_serves_and_reuses_what_exists() {
         .await
         .unwrap();
     assert_eq!(read.status(), 200);
-    // Its kept-alive connection goes first: interrupt_and_wait blocks this
-    // test's runtime, so the client could not answer the server's GOAWAY
-    // and the stop would wait out the shutdown grace.
+    // The client goes, and the wait runs off this test's runtime: the
+    // dropped client's connection task must still run to close its
+    // kept-alive connection (and answer the server's GOAWAY), or the stop
+    // waits out the shutdown grace.
     drop(client);
-    interrupt_and_wait(child);
+    tokio::task::spawn_blocking(move || interrupt_and_wait(child))
+        .await
+        .unwrap();
 
     // A second run reuses the CA, the session and the key.
     let (child, again) = start_demo(dir.path());
