@@ -415,6 +415,7 @@ impl ShardCore {
                         layer: None,
                         target: None,
                         wanted_bps: (0, 0),
+                        stream: None,
                     });
                 }
                 Change::Deactivate { mid } => {
