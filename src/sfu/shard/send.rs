@@ -135,6 +135,7 @@ impl Batcher {
     }
 
     /// Whether GSO is in use.
+    #[cfg(test)]
     pub(super) fn gso(&self) -> bool {
         self.max_segments > 1
     }
