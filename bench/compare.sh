@@ -51,7 +51,7 @@ done | sort -k1,1 -k2,2n | awk -F'\t' -v OFS='\t' '
         print "target", "rooms", "runs", "recv_pps", "loss_%", "p99_ms", "srv_cpu_%", "srv_rss_MiB", "pps_per_core"
         for (i = 1; i <= nk; i++) {
             k = keys[i]
-            printf "%s\t%d\t%d\t%.0f\t%.3f\t%.2f\t%.0f\t%.1f\t%.0f\n", k, n[k], median(pps[k]), median(loss[k]),
+            printf "%s\t%d\t%.0f\t%.3f\t%.2f\t%.0f\t%.1f\t%.0f\n", k, n[k], median(pps[k]), median(loss[k]),
                 median(p99[k]), median(cpu[k]), median(rss[k]), median(per[k])
         }
     }' | tee "$OUT/medians.tsv" | column -t -s $'\t'

@@ -9,6 +9,7 @@ real joins (issue 18). Prints how many it sent.
 """
 
 import os
+import signal
 import socket
 import struct
 import sys
@@ -47,22 +48,23 @@ def main() -> None:
     kinds += [os.urandom(100 + i * 10) for i in range(32)]
     sent = 0
     start = time.monotonic()
-    while True:
-        elapsed = time.monotonic() - start
-        if elapsed >= seconds:
-            break
-        owed = int(elapsed * rate) - sent
-        if owed <= 0:
-            time.sleep(0.001)
-            continue
-        for _ in range(min(owed, 1000)):
-            try:
-                socks[sent % SOURCES].sendto(kinds[sent % len(kinds)], target)
-            except BlockingIOError:
-                pass
-            sent += 1
-    print(f"flood: sent {sent} datagrams in {seconds:.0f} s ({sent / seconds:.0f}/s)")
-
+    # Stopped early (the join run is over): still say what was sent.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        while time.monotonic() - start < seconds:
+            owed = int((time.monotonic() - start) * rate) - sent
+            if owed <= 0:
+                time.sleep(0.001)
+                continue
+            for _ in range(min(owed, 1000)):
+                try:
+                    socks[sent % SOURCES].sendto(kinds[sent % len(kinds)], target)
+                except BlockingIOError:
+                    pass
+                sent += 1
+    finally:
+        took = time.monotonic() - start
+        print(f"flood: sent {sent} datagrams in {took:.1f} s ({sent / took:.0f}/s)", flush=True)
 
 if __name__ == "__main__":
     main()
