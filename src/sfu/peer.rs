@@ -110,6 +110,10 @@ pub(crate) struct Subscription {
     /// For simulcast video: the rates of the next layer up and of the best
     /// ([`super::layers::wanted`]).
     pub wanted_bps: (u64, u64),
+    /// The SSRC of this m-line's send stream, learned at the first packet:
+    /// str0m finds a stream by SSRC in a map, by mid only by walking them
+    /// all, once per packet per subscriber.
+    pub stream: Option<Ssrc>,
 }
 
 /// A change to the `sub` connection waiting for the next offer.

@@ -14,6 +14,12 @@
 //! What the inputs decide lives in [`super::negotiate`] (peers, tracks and
 //! SDP) and [`super::forward`] (media and keyframe requests); this file
 //! routes datagrams by address and dispatches events.
+//!
+//! Only an ICE binding request for one of the shard's connections opens a
+//! route from a new address ([`ShardCore::route`]): whatever else comes
+//! from an address no connection has validated (junk, a flood of DTLS
+//! ClientHellos) costs one parse and one map lookup, and no connection
+//! sees it.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -21,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use str0m::bwe::{Bitrate, BweKind};
+use str0m::ice::StunMessage;
 use str0m::media::Direction;
 use str0m::net::{Protocol, Receive, TcpType, Transmit};
 use str0m::{Candidate, Event, IceConnectionState, Input, Rtc};
@@ -52,6 +59,9 @@ pub(crate) struct ShardCore {
     /// Which peer connection a remote address belongs to, learned from the
     /// first packet str0m accepted from it.
     pub(super) routes: HashMap<(Protocol, SocketAddr), (ConnId, Pc)>,
+    /// Which peer connection each of the shard's local ICE username
+    /// fragments belongs to: a binding request names its connection.
+    pub(super) ufrags: HashMap<String, (ConnId, Pc)>,
     /// Events of drained connections, waiting for [`ShardCore::flush`].
     pub(super) events: VecDeque<Queued>,
     /// Subscribers written to since they were last drained: drained once
@@ -101,6 +111,7 @@ impl ShardCore {
             peers: HashMap::new(),
             rooms: HashMap::new(),
             routes: HashMap::new(),
+            ufrags: HashMap::new(),
             events: VecDeque::new(),
             written: Vec::new(),
             transmits: VecDeque::new(),
@@ -149,7 +160,7 @@ impl ShardCore {
             return;
         };
         let input = Input::Receive(now, receive);
-        let Some((conn, pc)) = self.route(proto, source, &input) else {
+        let Some((conn, pc)) = self.route(proto, source, data, &input) else {
             return;
         };
         let wall = self.wall(now);
@@ -167,12 +178,16 @@ impl ShardCore {
     }
 
     /// The peer connection a datagram from `source` belongs to: the one
-    /// learned for that address while it still accepts it, otherwise the
-    /// first that does (a new address, or ICE moved to another).
+    /// learned for that address while it still accepts it, otherwise (a new
+    /// address, or ICE moved to another) the one a binding request's
+    /// USERNAME names, if it accepts it. An ICE-lite server learns every
+    /// path a client uses from a binding request the client sends on it,
+    /// so nothing else needs a route from a new address.
     fn route(
         &mut self,
         proto: Protocol,
         source: SocketAddr,
+        data: &[u8],
         input: &Input,
     ) -> Option<(ConnId, Pc)> {
         let accepts = |peer: &Peer, pc: Pc| match pc {
@@ -184,12 +199,16 @@ impl ShardCore {
                 return Some((conn, pc));
             }
         }
-        let found = self.peers.iter().find_map(|(&conn, p)| {
-            [Pc::Pub, Pc::Sub]
-                .into_iter()
-                .find(|&pc| accepts(p, pc))
-                .map(|pc| (conn, pc))
-        })?;
+        let stun = StunMessage::parse(data).ok()?;
+        let (local, _remote) = stun.split_username()?;
+        let found = *self.ufrags.get(local)?;
+        if !self
+            .peers
+            .get(&found.0)
+            .is_some_and(|p| accepts(p, found.1))
+        {
+            return None;
+        }
         self.routes.insert((proto, source), found);
         Some(found)
     }
@@ -340,6 +359,7 @@ impl ShardCore {
         self.peers.clear();
         self.rooms.clear();
         self.routes.clear();
+        self.ufrags.clear();
         self.events.clear();
         tracing::debug!(shard = self.index, "media shard stopped");
     }

@@ -301,7 +301,13 @@ impl ShardCore {
                 continue;
             };
             let mut api = subscriber.subscribe.direct_api();
-            let Some(tx) = api.stream_tx_by_mid(sub.mid, None) else {
+            let known = sub
+                .stream
+                .is_some_and(|ssrc| api.stream_tx(&ssrc).is_some_and(|tx| tx.mid() == sub.mid));
+            if !known {
+                sub.stream = api.stream_tx_by_mid(sub.mid, None).map(|tx| tx.ssrc());
+            }
+            let Some(tx) = sub.stream.and_then(|ssrc| api.stream_tx(&ssrc)) else {
                 continue;
             };
             tx.write_rtp(

@@ -13,17 +13,20 @@
 //!
 //! A wake takes every datagram already waiting (up to [`RECEIVE_BATCH`])
 //! before the core flushes: under load a burst costs one drain per
-//! subscriber, not one per packet.
+//! subscriber, not one per packet. What the wake produced leaves in one
+//! batch ([`send`]: `sendmmsg`, with UDP GSO for runs to one address).
 
 mod core;
 mod forward;
 mod negotiate;
+mod send;
 #[cfg(any(test, fuzzing))]
 pub(crate) mod sim;
 #[cfg(test)]
 mod tests;
 
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use str0m::net::{Protocol, Transmit};
@@ -97,6 +100,8 @@ pub(super) fn run(
             udp: UdpSocket::from_std(udp).expect("a bound UDP socket"),
             tcp: TcpListener::from_std(tcp).expect("a bound TCP listener"),
             tcp_conns: TcpConnections::new(tcp_limits),
+            batcher: send::Batcher::new(index, udp_addr),
+            outgoing: Vec::new(),
             udp_addr,
             tcp_addr,
             https_addr,
@@ -111,6 +116,10 @@ struct Net {
     udp: UdpSocket,
     tcp: TcpListener,
     tcp_conns: TcpConnections,
+    /// Sends the UDP datagrams of a wake together.
+    batcher: send::Batcher,
+    /// The UDP datagrams of this wake, in order, waiting for the batch.
+    outgoing: Vec<(SocketAddr, Vec<u8>)>,
     /// The addresses candidates announce (and that str0m sees as the
     /// destination of what arrives).
     udp_addr: SocketAddr,
@@ -257,19 +266,22 @@ impl Net {
         }
     }
 
-    /// Sends every datagram the core produced.
-    fn send(&self, core: &mut ShardCore) {
+    /// Sends every datagram the core produced: ICE-TCP frames at once, UDP
+    /// datagrams in one batch, in the order the core produced them.
+    fn send(&mut self, core: &mut ShardCore) {
         while let Some(t) = core.poll_transmit() {
-            self.transmit(&t);
+            self.transmit(t);
+        }
+        if !self.outgoing.is_empty() {
+            // A full socket buffer drops datagrams, as the network may.
+            self.batcher.send(self.udp.as_raw_fd(), &self.outgoing);
+            self.outgoing.clear();
         }
     }
 
-    fn transmit(&self, t: &Transmit) {
+    fn transmit(&mut self, t: Transmit) {
         match t.proto {
-            Protocol::Udp => {
-                // A full socket buffer drops the datagram, as the network may.
-                let _ = self.udp.try_send_to(&t.contents, t.destination);
-            }
+            Protocol::Udp => self.outgoing.push((t.destination, t.contents.into())),
             Protocol::Tcp => {
                 self.tcp_conns.send(t.destination, &t.contents);
             }

@@ -60,6 +60,15 @@ impl ShardCore {
         }
         members.push(conn);
         tracing::debug!(shard = self.index, conn, room = %room, "peer joined");
+        for pc in [Pc::Pub, Pc::Sub] {
+            let ufrag = peer
+                .connection(pc)
+                .0
+                .direct_api()
+                .local_ice_credentials()
+                .ufrag;
+            self.ufrags.insert(ufrag, (conn, pc));
+        }
         self.peers.insert(conn, peer);
         self.drain(now, conn, Pc::Pub);
         self.negotiate(now, conn);
@@ -72,6 +81,7 @@ impl ShardCore {
         peer.publish.disconnect();
         peer.subscribe.disconnect();
         self.routes.retain(|_, (c, _)| *c != conn);
+        self.ufrags.retain(|_, (c, _)| *c != conn);
         let members = match self.rooms.get_mut(&peer.room) {
             Some(members) => {
                 members.retain(|&c| c != conn);
@@ -415,6 +425,7 @@ impl ShardCore {
                         layer: None,
                         target: None,
                         wanted_bps: (0, 0),
+                        stream: None,
                     });
                 }
                 Change::Deactivate { mid } => {

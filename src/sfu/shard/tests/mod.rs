@@ -460,6 +460,8 @@ fn datagrams_are_routed_by_source_address_and_strangers_dropped() {
     sim.command(Command::Leave { conn: a });
     sim.run(DELIVER);
     assert_eq!(route(&sim, alice, Pc::Pub), None);
+    assert!(sim.core.ufrags.values().all(|&(c, _)| c != a));
+    assert_eq!(sim.core.ufrags.len(), 2, "bob's two connections");
     let offers = sim.clients[bob].offers();
     assert_eq!(offers.len(), 2);
     assert!(offers[1].contains("a=inactive"), "{}", offers[1]);
