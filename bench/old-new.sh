@@ -6,7 +6,7 @@
 # each figure per target and room count; raw per-run results stay under
 # RESULTS_DIR/run-N-TARGET/.
 #
-#   OLD_DIR=/path/to/old/bin bench/compare.sh [RESULTS_DIR]
+#   OLD_DIR=/path/to/old/bin bench/old-new.sh [RESULTS_DIR]
 #
 # Settings: OLD_DIR (required), RUNS, STEPS, STEP_SECONDS, and those in
 # bench/lib.sh.
