@@ -17,7 +17,7 @@ ROOT=$(cd "$HERE/.." && pwd)
 : "${OLD_DIR:?OLD_DIR: the directory of the tandem binary to compare with}"
 RUNS=${RUNS:-3}
 export STEPS=${STEPS:-"50 80 100 120"}
-OUT=${1:-$ROOT/bench/results/compare-$(date -u +%Y%m%dT%H%M%SZ)}
+OUT=${1:-$ROOT/bench/results/old-new-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
 (cd "$ROOT" && cargo build --release --locked --quiet)
 NEW_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/release
