@@ -89,6 +89,11 @@ pub struct LoadTestArgs {
     /// capacity with E2EE is measured.
     #[arg(long)]
     e2ee: bool,
+    /// Publish video as three simulcast layers (rids `q`, `h`, `f`: a
+    /// tenth, a quarter and all of --video-kbps), as browsers do, so that
+    /// the SFU chooses a layer per subscriber. Not with --relay.
+    #[arg(long, conflicts_with = "relay")]
+    simulcast: bool,
     /// Keep the scheduled sessions afterwards (by default they are
     /// cancelled once everyone has left).
     #[arg(long)]
@@ -119,6 +124,7 @@ pub async fn load_test(args: LoadTestArgs) -> anyhow::Result<()> {
             video_fps: args.video_fps,
             video_bitrate_bps: args.video_kbps.saturating_mul(1000),
             e2ee: args.e2ee,
+            simulcast: args.simulcast,
         },
         bind_ip: args.bind_ip,
         join_concurrency: args.join_concurrency,

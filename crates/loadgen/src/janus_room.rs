@@ -213,7 +213,7 @@ impl Participant {
 
         let mut peers = Peers::bind(shared.bind_ip).await?;
         let tx = link.transaction();
-        let offer = peers.offer();
+        let offer = peers.offer(shared.traffic.simulcast, true);
         link.send(janus::configure(&tx, link.session, publisher, &offer))
             .await?;
         let mut permit = Some(permit);

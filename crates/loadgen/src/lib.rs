@@ -258,6 +258,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
             join_rate,
             server,
             generator,
+            simulcast: plan.traffic.simulcast,
         },
     );
     if plan.server_pid.is_some() && report.server.is_none() {

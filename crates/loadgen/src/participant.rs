@@ -24,7 +24,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
-use super::peers::Peers;
+use super::peers::{Peers, RECEIVE_BATCH};
 use super::reception::Arrival;
 use super::relay;
 use super::report::Outcome;
@@ -43,6 +43,8 @@ pub struct Traffic {
     /// End-to-end encrypted rooms (issue 19): sessions `required`, joins
     /// say `e2ee`, and payloads are opaque past the bytes the SFU reads.
     pub e2ee: bool,
+    /// Video is published as three simulcast layers (`q`, `h`, `f`).
+    pub simulcast: bool,
 }
 
 impl Traffic {
@@ -133,6 +135,25 @@ pub struct Shared {
     pub stop: watch::Receiver<bool>,
 }
 
+#[cfg(test)]
+impl Shared {
+    /// What the sender's tests need: `traffic` and a clock; no server.
+    pub(crate) fn for_tests(traffic: Traffic, stop: watch::Receiver<bool>) -> Shared {
+        Shared {
+            mode: Mode::Media,
+            signal_url: String::new(),
+            tls: crate::schedule::client_tls(None).expect("the public roots"),
+            bind_ip: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            traffic,
+            room_size: 3,
+            clock: Clock::new(),
+            joining: Arc::new(Semaphore::new(1)),
+            live: Live::default(),
+            stop,
+        }
+    }
+}
+
 /// Why a participant stopped early, as an error kind for the report.
 pub(crate) type Failure = String;
 
@@ -150,6 +171,7 @@ pub async fn run(shared: Arc<Shared>, seat: Seat) -> Outcome {
         seen_tracks: HashSet::new(),
         started: Instant::now(),
         ready_at: None,
+        unshown_received: 0,
     };
     let mut stop = shared.stop.clone();
     let result = tokio::select! {
@@ -194,6 +216,8 @@ pub(crate) struct Participant {
     seen_tracks: HashSet<(u32, Track)>,
     pub(crate) started: Instant,
     ready_at: Option<Instant>,
+    /// Packets received and not yet added to [`Live::received`].
+    unshown_received: u64,
 }
 
 impl Participant {
@@ -205,7 +229,7 @@ impl Participant {
         self.expected_first = others;
 
         let mut peers = Peers::bind(shared.bind_ip).await?;
-        let offer = peers.offer();
+        let offer = peers.offer(shared.traffic.simulcast, false);
         send(
             &mut link,
             &ClientMessage::Offer {
@@ -295,7 +319,14 @@ impl Participant {
             }
             tokio::select! {
                 r = socket.recv(&mut buf) => match r {
-                    Ok(n) => self.on_packet(shared, Instant::now(), &buf[..n]),
+                    Ok(n) => {
+                        self.on_packet(shared, Instant::now(), &buf[..n]);
+                        // Whatever else is queued, in the same wake.
+                        for _ in 0..RECEIVE_BATCH {
+                            let Ok(n) = socket.try_recv(&mut buf) else { break };
+                            self.on_packet(shared, Instant::now(), &buf[..n]);
+                        }
+                    }
                     // The relay is not (yet) listening: the hello is sent
                     // again until it is.
                     Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
@@ -367,12 +398,18 @@ impl Participant {
             self.outcome.error("unstamped_packet");
             return;
         };
-        shared.live.received.fetch_add(1, Ordering::Relaxed);
+        // The shared count is for the progress display: added to in
+        // batches, so that threads do not contend for it at every packet.
+        self.unshown_received += 1;
+        if self.unshown_received == 64 {
+            shared.live.received.fetch_add(64, Ordering::Relaxed);
+            self.unshown_received = 0;
+        }
         let in_window = shared.clock.in_window(stamp.sent_ns);
         let arrival = self
             .outcome
             .received
-            .entry((stamp.publisher, stamp.track))
+            .entry((stamp.publisher, stamp.track, stamp.layer))
             .or_default()
             .record(stamp.seq, in_window);
         if in_window && arrival != Arrival::Duplicate {

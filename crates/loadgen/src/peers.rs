@@ -13,17 +13,17 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::media::{Direction, MediaKind, Mid};
+use str0m::media::{Direction, MediaKind, Mid, Simulcast, SimulcastLayer};
 use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
 
 use super::participant::{Failure, Participant, Shared};
-use super::sender::Sender;
+use super::sender::{Sender, LAYERS};
 
 /// Datagrams taken from one socket per wake before the connections are
 /// drained (a bound on how long the other socket waits).
-const RECEIVE_BATCH: usize = 64;
+pub(crate) const RECEIVE_BATCH: usize = 64;
 
 pub(crate) struct Peers {
     publish: Conn,
@@ -49,11 +49,27 @@ impl Peers {
         })
     }
 
-    /// The `pub` offer: one sendonly audio and one sendonly video track.
-    pub(crate) fn offer(&mut self) -> String {
+    /// The `pub` offer: one sendonly audio and one sendonly video track,
+    /// the video in three simulcast layers if `simulcast`, listed lowest
+    /// first (as LiveKit's client does; Tandem ranks layers by their
+    /// measured bitrate, so the order does not matter to it) or, with
+    /// `highest_first`, as janus.js lists them (Janus takes the first rid
+    /// for the best layer).
+    pub(crate) fn offer(&mut self, simulcast: bool, highest_first: bool) -> String {
         let mut api = self.publish.rtc.sdp_api();
         let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-        let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
+        let layers = simulcast.then(|| {
+            let mut s = Simulcast::new();
+            let mut rids: Vec<&str> = LAYERS.iter().map(|(rid, _)| *rid).collect();
+            if highest_first {
+                rids.reverse();
+            }
+            for rid in rids {
+                s.add_send_layer(SimulcastLayer::new(rid));
+            }
+            s
+        });
+        let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, layers);
         let (offer, pending) = api.apply().expect("adding media always makes an offer");
         self.pending = Some(pending);
         self.mids = Some([audio, video]);
@@ -64,6 +80,8 @@ impl Peers {
     pub(crate) fn accept_answer(&mut self, sdp: &str) -> Result<(), Failure> {
         let answer = SdpAnswer::from_sdp_string(sdp).map_err(|_| "bad_answer")?;
         let pending = self.pending.take().ok_or("unexpected_answer")?;
+        // Drained at the next tick.
+        self.publish.deadline = Instant::now();
         self.publish
             .rtc
             .sdp_api()
@@ -80,6 +98,7 @@ impl Peers {
             .sdp_api()
             .accept_offer(offer)
             .map_err(|_| "bad_offer")?;
+        self.subscribe.deadline = Instant::now();
         Ok(answer.to_sdp_string())
     }
 
@@ -121,17 +140,23 @@ impl Peers {
         shared: &Shared,
         me: &mut Participant,
     ) -> Result<bool, Failure> {
-        if self.publish.deadline <= now {
+        // A connection is drained here only if something happened to it
+        // since [`Self::receive`] drained it: a timeout, or packets written.
+        let publish_due = self.publish.deadline <= now;
+        if publish_due {
             let _ = self.publish.rtc.handle_input(Input::Timeout(now));
+        }
+        let written = match &mut self.sender {
+            Some(s) => s.send_due(now, &mut self.publish.rtc, shared, &mut me.outcome),
+            None => 0,
+        };
+        if publish_due || written > 0 {
+            self.publish.drain(now);
         }
         if self.subscribe.deadline <= now {
             let _ = self.subscribe.rtc.handle_input(Input::Timeout(now));
+            self.subscribe.drain(now);
         }
-        if let Some(s) = &mut self.sender {
-            s.send_due(now, &mut self.publish.rtc, shared, &mut me.outcome);
-        }
-        self.publish.drain(now);
-        self.subscribe.drain(now);
         let mut connected = false;
         for (_, event) in self.publish.events.drain(..) {
             match event {
@@ -145,6 +170,11 @@ impl Peers {
                         shared,
                     )?);
                     connected = true;
+                }
+                Event::KeyframeRequest(request) => {
+                    if let Some(sender) = &mut self.sender {
+                        sender.keyframe_wanted(request.rid);
+                    }
                 }
                 // str0m may reconnect (consent is checked again), so this
                 // is counted, not fatal; what it costs shows as loss.
