@@ -337,13 +337,17 @@ mod tests {
         (sender, shared)
     }
 
-    /// The payloads `take_due` hands out over `ms` milliseconds, as
-    /// (track, layer, keyframe start, marker) per packet.
-    fn sent(sender: &mut Sender, shared: &Shared, ms: u64) -> Vec<(Track, u8, bool, bool)> {
+    /// The payloads `take_due` hands out over the `ms` milliseconds from
+    /// `start`, as (track, layer, keyframe start, marker) per packet.
+    fn sent(
+        sender: &mut Sender,
+        shared: &Shared,
+        start: Instant,
+        ms: u64,
+    ) -> Vec<(Track, u8, bool, bool)> {
         let mut outcome = Outcome::new(7, 0);
         let mut out = Vec::new();
-        let start = Instant::now();
-        for t in 0..=ms {
+        for t in 0..ms {
             let now = start + Duration::from_millis(t);
             sender.take_due(now, shared, &mut outcome, |o, payload, marker, _| {
                 let stamp = Stamp::read(&payload).expect("stamped");
@@ -364,7 +368,7 @@ mod tests {
             rids,
             [None, Some("q".into()), Some("h".into()), Some("f".into())]
         );
-        let packets = sent(&mut sender, &shared, 1_000);
+        let packets = sent(&mut sender, &shared, Instant::now(), 1_000);
         for layer in 0..3u8 {
             let video: Vec<_> = packets
                 .iter()
@@ -381,13 +385,15 @@ mod tests {
     #[test]
     fn a_keyframe_request_is_answered_on_the_layer_asked_for() {
         let (mut sender, shared) = sender(true);
-        sent(&mut sender, &shared, 100);
+        let start = Instant::now();
+        let ms = Duration::from_millis(100);
+        sent(&mut sender, &shared, start, 100);
         sender.keyframe_wanted(Some("h".into()));
-        let next = sent(&mut sender, &shared, 100);
+        let next = sent(&mut sender, &shared, start + ms, 100);
         let keys: Vec<u8> = next.iter().filter(|p| p.2).map(|p| p.1).collect();
         assert_eq!(keys, [1]);
         sender.keyframe_wanted(None);
-        let next = sent(&mut sender, &shared, 100);
+        let next = sent(&mut sender, &shared, start + 2 * ms, 100);
         let mut keys: Vec<u8> = next.iter().filter(|p| p.2).map(|p| p.1).collect();
         keys.sort();
         assert_eq!(keys, [0, 1, 2]);

@@ -188,6 +188,15 @@ mod tests {
     }
 
     #[test]
+    fn a_keyframe_starts_a_partition_with_the_p_bit_clear() {
+        let key = keyframe_template(1_250, false);
+        assert_eq!((key[0], key[1]), (0x10, 0x00));
+        assert_eq!(&key[4..7], &[0x9d, 0x01, 0x2a]);
+        let delta = template(Track::Video, 1_250, true, false);
+        assert_eq!((delta[0], delta[1] & 1), (0x10, 1));
+    }
+
+    #[test]
     fn payloads_without_a_stamp_are_not_mistaken_for_one() {
         assert_eq!(Stamp::read(&[0; 10]), None);
         assert_eq!(Stamp::read(&[0xA5; 200]), None);
@@ -195,6 +204,7 @@ mod tests {
         Stamp {
             publisher: 1,
             track: Track::Audio,
+            layer: 0,
             seq: 0,
             sent_ns: 0,
         }
