@@ -7,6 +7,9 @@
 #   GEN_CORE     core for the load generator (default 1)
 #   BENCH_PORT   HTTPS port of the server (default 9444)
 #   RELAY_PORT   UDP port of the bare relay (default 40000)
+#   RUN_IN       a command prefix the server, relay and generator run under
+#                (bench/compare.sh: `ip netns exec NS`, so that Janus and
+#                the others share one network namespace); default none
 
 set -euo pipefail
 
@@ -19,6 +22,7 @@ BENCH_PORT=${BENCH_PORT:-9444}
 RELAY_PORT=${RELAY_PORT:-40000}
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/tandem-bench.XXXXXX")
 SERVER_PID=""
+RUN_IN=${RUN_IN:-}
 
 for tool in taskset jq curl; do
     command -v "$tool" >/dev/null || { echo "bench: $tool is needed (apt install util-linux jq curl)" >&2; exit 1; }
@@ -76,10 +80,10 @@ TOML
 
 # Starts the server on SERVER_CORE and waits until it answers.
 start_server() {
-    taskset -c "$SERVER_CORE" "$BIN" serve --config "$WORK/tandem.toml" 2>>"$WORK/server.log" &
+    $RUN_IN taskset -c "$SERVER_CORE" "$BIN" serve --config "$WORK/tandem.toml" 2>>"$WORK/server.log" &
     SERVER_PID=$!
     for _ in $(seq 100); do
-        curl -sf --cacert "$CA" "$BASE/healthz" >/dev/null 2>&1 && return 0
+        $RUN_IN curl -sf --cacert "$CA" "$BASE/healthz" >/dev/null 2>&1 && return 0
         sleep 0.1
     done
     cat "$WORK/server.log" >&2
@@ -88,7 +92,7 @@ start_server() {
 }
 
 start_relay() {
-    taskset -c "$SERVER_CORE" "$BIN" udp-relay --listen "127.0.0.1:$RELAY_PORT" 2>>"$WORK/relay.log" &
+    $RUN_IN taskset -c "$SERVER_CORE" "$BIN" udp-relay --listen "127.0.0.1:$RELAY_PORT" 2>>"$WORK/relay.log" &
     SERVER_PID=$!
     sleep 0.3
 }
@@ -101,10 +105,11 @@ stop_target() {
     fi
 }
 
-# Runs the generator on GEN_CORE with one worker thread; extra arguments
+# Runs the generator on GEN_CORE with GEN_THREADS worker threads (default
+# 1); extra arguments
 # go to `tandem load-test`.
 generate() {
-    taskset -c "$GEN_CORE" "$BIN" load-test --threads 1 --quiet "$@"
+    $RUN_IN taskset -c "$GEN_CORE" "$BIN" load-test --threads "${GEN_THREADS:-1}" --quiet "$@"
 }
 
 # One line of figures from a JSON report.

@@ -57,6 +57,11 @@ pub struct LoadTestArgs {
     /// IP:PORT instead of the server: the machine's ceiling.
     #[arg(long, value_name = "IP:PORT")]
     relay: Option<String>,
+    /// Join rooms of a Janus VideoRoom (the peer SFU) over its WebSocket API
+    /// at this URL (ws://IP:PORT) instead of a Tandem server: same rooms,
+    /// media and stamps; the rooms are created by the run.
+    #[arg(long, value_name = "URL", conflicts_with_all = ["relay", "signaling_only"])]
+    janus: Option<Url>,
     /// The address the generator's sockets bind.
     #[arg(long, default_value_t = IpAddr::V4(Ipv4Addr::LOCALHOST))]
     bind_ip: IpAddr,
@@ -84,6 +89,11 @@ pub struct LoadTestArgs {
     /// capacity with E2EE is measured.
     #[arg(long)]
     e2ee: bool,
+    /// Publish video as three simulcast layers (rids `q`, `h`, `f`: a
+    /// tenth, a quarter and all of --video-kbps), as browsers do, so that
+    /// the SFU chooses a layer per subscriber. Not with --relay.
+    #[arg(long, conflicts_with = "relay")]
+    simulcast: bool,
     /// Keep the scheduled sessions afterwards (by default they are
     /// cancelled once everyone has left).
     #[arg(long)]
@@ -91,14 +101,17 @@ pub struct LoadTestArgs {
 }
 
 pub async fn load_test(args: LoadTestArgs) -> anyhow::Result<()> {
-    let mode = match (&args.relay, args.signaling_only) {
-        (Some(relay), _) => Mode::Relay(crate::parse_relay(relay)?),
-        (None, true) => Mode::Signaling,
-        (None, false) => Mode::Media,
+    let mode = match (&args.relay, &args.janus, args.signaling_only) {
+        (Some(relay), _, _) => Mode::Relay(crate::parse_relay(relay)?),
+        // Rooms numbered from a random base, so runs against the same
+        // Janus never meet an earlier run's rooms.
+        (None, Some(_), _) => Mode::Janus(u64::from(rand::random::<u32>() | 1) << 16),
+        (None, None, true) => Mode::Signaling,
+        (None, None, false) => Mode::Media,
     };
     let plan = Plan {
         mode,
-        base: args.base,
+        base: args.janus.unwrap_or(args.base),
         api_key: args.api_key,
         cafile: args.cafile,
         rooms: args.rooms,
@@ -111,6 +124,7 @@ pub async fn load_test(args: LoadTestArgs) -> anyhow::Result<()> {
             video_fps: args.video_fps,
             video_bitrate_bps: args.video_kbps.saturating_mul(1000),
             e2ee: args.e2ee,
+            simulcast: args.simulcast,
         },
         bind_ip: args.bind_ip,
         join_concurrency: args.join_concurrency,

@@ -13,11 +13,16 @@
 //!
 //! The same generator speaks plain RTP to a bare UDP relay
 //! ([`relay`]) so that the server can be compared with the machine's
-//! ceiling, and can join without media to measure signaling alone.
+//! ceiling, speaks Janus's VideoRoom API ([`janus`]) so that a peer SFU
+//! is measured with the same media, and can join without media to measure
+//! signaling alone.
 
 pub mod cli;
+pub mod janus;
+mod janus_room;
 mod pacing;
 mod participant;
+mod peers;
 mod process;
 mod reception;
 pub mod relay;
@@ -94,7 +99,7 @@ impl Plan {
                 stamp::MAX_PAYLOAD
             );
         }
-        if !matches!(self.mode, Mode::Relay(_)) && self.api_key.is_none() {
+        if matches!(self.mode, Mode::Media | Mode::Signaling) && self.api_key.is_none() {
             bail!("--api-key is needed to schedule sessions (create one with `tandem apikey create --role scheduler`)");
         }
         if self.join_concurrency == 0 {
@@ -111,6 +116,7 @@ impl Plan {
             Mode::Media => "media",
             Mode::Signaling => "signaling",
             Mode::Relay(_) => "relay",
+            Mode::Janus(_) => "janus",
         }
     }
 }
@@ -119,8 +125,16 @@ impl Plan {
 pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     plan.check()?;
     let tls = schedule::client_tls(plan.cafile.as_deref())?;
+    let signal_url = match plan.mode {
+        Mode::Janus(_) => plan.base.to_string(),
+        _ => signal_url(&plan.base)?,
+    };
     let (seats, scheduled) = match plan.mode {
-        Mode::Relay(_) => (relay_seats(&plan), None),
+        Mode::Relay(_) => (unscheduled_seats(&plan), None),
+        Mode::Janus(base) => {
+            janus_room::create_rooms(&signal_url, base, plan.rooms, plan.room_size).await?;
+            (unscheduled_seats(&plan), None)
+        }
         _ => {
             let (seats, api, sessions) = schedule_rooms(&plan, tls.clone()).await?;
             (seats, Some((api, sessions)))
@@ -131,7 +145,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         mode: plan.mode,
-        signal_url: signal_url(&plan.base)?,
+        signal_url,
         tls,
         bind_ip: plan.bind_ip,
         traffic: plan.traffic,
@@ -244,6 +258,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
             join_rate,
             server,
             generator,
+            simulcast: plan.traffic.simulcast,
         },
     );
     if plan.server_pid.is_some() && report.server.is_none() {
@@ -355,7 +370,9 @@ async fn schedule_rooms(
     ))
 }
 
-fn relay_seats(plan: &Plan) -> Vec<Seat> {
+/// Seats for targets that schedule nothing (the relay, Janus): numbered as
+/// the API would number them, the first of each room its clinician.
+fn unscheduled_seats(plan: &Plan) -> Vec<Seat> {
     (0..plan.rooms as u32)
         .flat_map(|room| {
             (0..plan.room_size as u32).map(move |k| Seat {

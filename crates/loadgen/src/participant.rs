@@ -19,15 +19,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
-use str0m::media::{Direction, MediaKind, Mid};
-use str0m::net::{Protocol, Receive};
-use str0m::{Candidate, Event, IceConnectionState, Input, Rtc, RtcConfig};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{watch, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
+use super::peers::{Peers, RECEIVE_BATCH};
 use super::reception::Arrival;
 use super::relay;
 use super::report::Outcome;
@@ -46,6 +43,8 @@ pub struct Traffic {
     /// End-to-end encrypted rooms (issue 19): sessions `required`, joins
     /// say `e2ee`, and payloads are opaque past the bytes the SFU reads.
     pub e2ee: bool,
+    /// Video is published as three simulcast layers (`q`, `h`, `f`).
+    pub simulcast: bool,
 }
 
 impl Traffic {
@@ -63,6 +62,9 @@ pub enum Mode {
     Signaling,
     /// Plain RTP through a bare UDP relay at this address.
     Relay(SocketAddr),
+    /// Signaling and media through a Janus VideoRoom (the peer SFU), its
+    /// rooms numbered from this one.
+    Janus(u64),
 }
 
 /// The run's clock and measurement window, shared by every participant.
@@ -133,6 +135,25 @@ pub struct Shared {
     pub stop: watch::Receiver<bool>,
 }
 
+#[cfg(test)]
+impl Shared {
+    /// What the sender's tests need: `traffic` and a clock; no server.
+    pub(crate) fn for_tests(traffic: Traffic, stop: watch::Receiver<bool>) -> Shared {
+        Shared {
+            mode: Mode::Media,
+            signal_url: String::new(),
+            tls: crate::schedule::client_tls(None).expect("the public roots"),
+            bind_ip: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+            traffic,
+            room_size: 3,
+            clock: Clock::new(),
+            joining: Arc::new(Semaphore::new(1)),
+            live: Live::default(),
+            stop,
+        }
+    }
+}
+
 /// Why a participant stopped early, as an error kind for the report.
 pub(crate) type Failure = String;
 
@@ -150,6 +171,7 @@ pub async fn run(shared: Arc<Shared>, seat: Seat) -> Outcome {
         seen_tracks: HashSet::new(),
         started: Instant::now(),
         ready_at: None,
+        unshown_received: 0,
     };
     let mut stop = shared.stop.clone();
     let result = tokio::select! {
@@ -158,6 +180,7 @@ pub async fn run(shared: Arc<Shared>, seat: Seat) -> Outcome {
                 Mode::Media => me.media(&shared).await,
                 Mode::Signaling => me.signaling_only(&shared).await,
                 Mode::Relay(relay) => me.relay(&shared, relay).await,
+                Mode::Janus(rooms) => me.janus(&shared, rooms).await,
             }
         } => result,
         // Someone still waiting for a join slot, a connection or admission
@@ -184,15 +207,17 @@ pub async fn run(shared: Arc<Shared>, seat: Seat) -> Outcome {
     me.outcome
 }
 
-struct Participant {
-    seat: Seat,
-    outcome: Outcome,
+pub(crate) struct Participant {
+    pub(crate) seat: Seat,
+    pub(crate) outcome: Outcome,
     /// Publishers already in the room when this participant was admitted:
     /// join time runs until their tracks arrive.
-    expected_first: HashSet<u32>,
+    pub(crate) expected_first: HashSet<u32>,
     seen_tracks: HashSet<(u32, Track)>,
-    started: Instant,
+    pub(crate) started: Instant,
     ready_at: Option<Instant>,
+    /// Packets received and not yet added to [`Live::received`].
+    unshown_received: u64,
 }
 
 impl Participant {
@@ -203,10 +228,8 @@ impl Participant {
         let others = self.join(&mut link, shared.traffic.e2ee).await?;
         self.expected_first = others;
 
-        let now = Instant::now();
-        let mut publish = Conn::bind(shared.bind_ip, now).await?;
-        let mut subscribe = Conn::bind(shared.bind_ip, now).await?;
-        let (offer, pending, mids) = publish.offer_tracks();
+        let mut peers = Peers::bind(shared.bind_ip).await?;
+        let offer = peers.offer(shared.traffic.simulcast, false);
         send(
             &mut link,
             &ClientMessage::Offer {
@@ -215,108 +238,35 @@ impl Participant {
             },
         )
         .await?;
-        let mut pending = Some(pending);
-        let mut sender: Option<Sender> = None;
         let mut permit = Some(permit);
         let mut stop = shared.stop.clone();
-        let mut events = Vec::new();
-        let mut pub_buf = vec![0u8; 2048];
-        let mut sub_buf = vec![0u8; 2048];
 
         loop {
-            let mut wake = publish.deadline.min(subscribe.deadline);
-            if let Some(s) = &sender {
-                wake = wake.min(s.next());
-            }
+            let wake = peers.wake_at();
             let woke = tokio::select! {
-                r = publish.socket.recv_from(&mut pub_buf) => Wake::Pub(r),
-                r = subscribe.socket.recv_from(&mut sub_buf) => Wake::Sub(r),
+                r = peers.receive() => Wake::Media(r),
                 m = link.next() => Wake::Signal(m),
                 _ = tokio::time::sleep_until(wake.into()) => Wake::Timer,
                 _ = stop.changed() => Wake::Stop,
             };
-            let now = Instant::now();
             match woke {
-                Wake::Pub(r) => {
-                    let (n, from) = r.map_err(|_| "udp_receive")?;
-                    publish.receive(now, from, &pub_buf[..n]);
-                }
-                Wake::Sub(r) => {
-                    let (n, from) = r.map_err(|_| "udp_receive")?;
-                    subscribe.receive(now, from, &sub_buf[..n]);
-                }
-                Wake::Signal(message) => {
-                    let message = signal_message(message)?;
-                    match message {
-                        Some(ServerMessage::Answer { pc: Pc::Pub, sdp }) => {
-                            let answer =
-                                SdpAnswer::from_sdp_string(&sdp).map_err(|_| "bad_answer")?;
-                            let pending = pending.take().ok_or("unexpected_answer")?;
-                            publish
-                                .rtc
-                                .sdp_api()
-                                .accept_answer(pending, answer)
-                                .map_err(|_| "bad_answer")?;
-                        }
-                        Some(ServerMessage::Offer { pc: Pc::Sub, sdp }) => {
-                            let offer = SdpOffer::from_sdp_string(&sdp).map_err(|_| "bad_offer")?;
-                            let answer = subscribe
-                                .rtc
-                                .sdp_api()
-                                .accept_offer(offer)
-                                .map_err(|_| "bad_offer")?;
-                            let sdp = answer.to_sdp_string();
-                            send(&mut link, &ClientMessage::Answer { pc: Pc::Sub, sdp }).await?;
-                        }
-                        Some(other) => self.in_room(&mut link, other).await?,
-                        None => {}
+                Wake::Media(r) => r?,
+                Wake::Signal(message) => match signal_message(message)? {
+                    Some(ServerMessage::Answer { pc: Pc::Pub, sdp }) => {
+                        peers.accept_answer(&sdp)?
                     }
-                }
+                    Some(ServerMessage::Offer { pc: Pc::Sub, sdp }) => {
+                        let sdp = peers.accept_offer(&sdp)?;
+                        send(&mut link, &ClientMessage::Answer { pc: Pc::Sub, sdp }).await?;
+                    }
+                    Some(other) => self.in_room(&mut link, other).await?,
+                    None => {}
+                },
                 Wake::Timer => {}
                 Wake::Stop => break,
             }
-            if publish.deadline <= now {
-                let _ = publish.rtc.handle_input(Input::Timeout(now));
-            }
-            if subscribe.deadline <= now {
-                let _ = subscribe.rtc.handle_input(Input::Timeout(now));
-            }
-            if let Some(s) = &mut sender {
-                s.send_due(now, &mut publish.rtc, shared, &mut self.outcome);
-            }
-
-            publish.drain(&mut events, &mut self.outcome);
-            for event in events.drain(..) {
-                match event {
-                    Event::Connected => {
-                        sender = Some(Sender::new(
-                            now,
-                            &publish.rtc,
-                            mids,
-                            self.seat.index,
-                            shared,
-                        )?);
-                        permit.take();
-                    }
-                    // str0m may reconnect (consent is checked again), so this
-                    // is counted, not fatal; what it costs shows as loss.
-                    Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                        self.outcome.error("ice_disconnected")
-                    }
-                    _ => {}
-                }
-            }
-            subscribe.drain(&mut events, &mut self.outcome);
-            for event in events.drain(..) {
-                match event {
-                    Event::RtpPacket(packet) => self.on_packet(shared, now, &packet.payload),
-                    // str0m may reconnect (consent is checked again), so this
-                    // is counted, not fatal; what it costs shows as loss.
-                    Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
-                        self.outcome.error("ice_disconnected")
-                    }
-                    _ => {}
-                }
+            if peers.tick(Instant::now(), shared, self)? {
+                permit.take();
             }
         }
         leave(&mut link).await;
@@ -369,7 +319,14 @@ impl Participant {
             }
             tokio::select! {
                 r = socket.recv(&mut buf) => match r {
-                    Ok(n) => self.on_packet(shared, Instant::now(), &buf[..n]),
+                    Ok(n) => {
+                        self.on_packet(shared, Instant::now(), &buf[..n]);
+                        // Whatever else is queued, in the same wake.
+                        for _ in 0..RECEIVE_BATCH {
+                            let Ok(n) = socket.try_recv(&mut buf) else { break };
+                            self.on_packet(shared, Instant::now(), &buf[..n]);
+                        }
+                    }
                     // The relay is not (yet) listening: the hello is sent
                     // again until it is.
                     Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {}
@@ -436,17 +393,23 @@ impl Participant {
         }
     }
 
-    fn on_packet(&mut self, shared: &Shared, now: Instant, payload: &[u8]) {
+    pub(crate) fn on_packet(&mut self, shared: &Shared, now: Instant, payload: &[u8]) {
         let Some(stamp) = Stamp::read(payload) else {
             self.outcome.error("unstamped_packet");
             return;
         };
-        shared.live.received.fetch_add(1, Ordering::Relaxed);
+        // The shared count is for the progress display: added to in
+        // batches, so that threads do not contend for it at every packet.
+        self.unshown_received += 1;
+        if self.unshown_received == 64 {
+            shared.live.received.fetch_add(64, Ordering::Relaxed);
+            self.unshown_received = 0;
+        }
         let in_window = shared.clock.in_window(stamp.sent_ns);
         let arrival = self
             .outcome
             .received
-            .entry((stamp.publisher, stamp.track))
+            .entry((stamp.publisher, stamp.track, stamp.layer))
             .or_default()
             .record(stamp.seq, in_window);
         if in_window && arrival != Arrival::Duplicate {
@@ -477,8 +440,7 @@ impl Participant {
 }
 
 enum Wake {
-    Pub(std::io::Result<(usize, SocketAddr)>),
-    Sub(std::io::Result<(usize, SocketAddr)>),
+    Media(Result<(), Failure>),
     Signal(Option<Result<Message, tokio_tungstenite::tungstenite::Error>>),
     Timer,
     Stop,
@@ -520,71 +482,5 @@ fn signal_message(
             .map_err(|_| "unreadable_server_message".into()),
         Some(Ok(Message::Close(_))) | None | Some(Err(_)) => Err("signaling_closed".into()),
         Some(Ok(_)) => Ok(None),
-    }
-}
-
-/// One peer connection and its socket.
-struct Conn {
-    rtc: Rtc,
-    socket: UdpSocket,
-    local: SocketAddr,
-    deadline: Instant,
-}
-
-impl Conn {
-    async fn bind(ip: IpAddr, now: Instant) -> Result<Conn, Failure> {
-        let socket = UdpSocket::bind((ip, 0)).await.map_err(|_| "udp_bind")?;
-        let local = socket.local_addr().map_err(|_| "udp_bind")?;
-        // Sends are `try_send_to` from the drain; tokio refuses them until
-        // it has seen the new socket writable once.
-        socket.writable().await.map_err(|_| "udp_bind")?;
-        let mut rtc = RtcConfig::new()
-            .set_rtp_mode(true)
-            .clear_codecs()
-            .enable_opus(true, false)
-            .enable_vp8(true)
-            .build(now);
-        let candidate = Candidate::host(local, "udp").map_err(|_| "candidate")?;
-        rtc.add_local_candidate(candidate);
-        Ok(Conn {
-            rtc,
-            socket,
-            local,
-            deadline: now,
-        })
-    }
-
-    /// The `pub` offer: one sendonly audio and one sendonly video track.
-    fn offer_tracks(&mut self) -> (String, SdpPendingOffer, [Mid; 2]) {
-        let mut api = self.rtc.sdp_api();
-        let audio = api.add_media(MediaKind::Audio, Direction::SendOnly, None, None, None);
-        let video = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
-        let (offer, pending) = api.apply().expect("adding media always makes an offer");
-        (offer.to_sdp_string(), pending, [audio, video])
-    }
-
-    fn receive(&mut self, now: Instant, source: SocketAddr, data: &[u8]) {
-        if let Ok(contents) = Receive::new(Protocol::Udp, source, self.local, data) {
-            let _ = self.rtc.handle_input(Input::Receive(now, contents));
-        }
-    }
-
-    /// Drains the connection ([`tandem::sfu::drain`]): datagrams go out,
-    /// events are collected for the caller.
-    fn drain(&mut self, events: &mut Vec<Event>, outcome: &mut Outcome) {
-        let socket = &self.socket;
-        let drained = tandem::sfu::drain(
-            &mut self.rtc,
-            |t| {
-                if let Err(e) = socket.try_send_to(&t.contents, t.destination) {
-                    outcome.error(format!("udp_send_{:?}", e.kind()));
-                }
-            },
-            |event| events.push(event),
-        );
-        self.deadline = drained.unwrap_or_else(|_| {
-            outcome.error("peer_connection");
-            Instant::now() + Duration::from_secs(1)
-        });
     }
 }

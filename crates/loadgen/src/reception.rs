@@ -26,6 +26,10 @@ pub struct TrackReception {
     seen: u128,
     /// Unique packets sent inside the measurement window.
     pub unique_in_window: u64,
+    /// The first and last sequence numbers received of those sent inside
+    /// the window: a simulcast layer is only forwarded while a subscriber
+    /// gets it, so its loss is counted over this span.
+    pub window_span: Option<(u32, u32)>,
     pub reordered: u64,
     pub duplicates: u64,
 }
@@ -70,8 +74,19 @@ impl TrackReception {
         }
         if in_window && arrival != Arrival::Duplicate {
             self.unique_in_window += 1;
+            self.window_span = Some(match self.window_span {
+                None => (seq, seq),
+                Some((first, last)) => (first.min(seq), last.max(seq)),
+            });
         }
         arrival
+    }
+
+    /// Packets of the window's span ([`Self::window_span`]): what a
+    /// subscriber that got this layer over that span should have received.
+    pub fn expected_in_span(&self) -> u64 {
+        self.window_span
+            .map_or(0, |(first, last)| u64::from(last - first) + 1)
     }
 }
 
@@ -99,6 +114,20 @@ mod tests {
         r.record(2, true);
         r.record(3, false);
         assert_eq!(r.unique_in_window, 2);
+    }
+
+    #[test]
+    fn a_layers_span_counts_its_gaps_but_not_before_or_after() {
+        let mut r = TrackReception::default();
+        assert_eq!(r.expected_in_span(), 0);
+        r.record(5, false);
+        r.record(10, true);
+        r.record(12, true);
+        r.record(11, true);
+        r.record(15, true);
+        r.record(40, false);
+        assert_eq!(r.window_span, Some((10, 15)));
+        assert_eq!((r.expected_in_span(), r.unique_in_window), (6, 4));
     }
 
     #[test]

@@ -33,9 +33,11 @@ pub struct Outcome {
     /// when it was admitted (signaling only: until `joined`). `None` when it
     /// never happened or nobody was there.
     pub join_time: Option<Duration>,
-    /// Packets sent inside the window, per track (audio, video).
+    /// Packets sent inside the window, per track (audio, video: every
+    /// layer of it with simulcast).
     pub sent_in_window: [u64; 2],
-    pub received: HashMap<(u32, Track), TrackReception>,
+    /// What arrived, per publisher, track and simulcast layer (0 without).
+    pub received: HashMap<(u32, Track, u8), TrackReception>,
     /// Added latency of packets sent inside the window, in microseconds.
     pub latency_us: Histogram<u64>,
     pub errors: BTreeMap<String, u64>,
@@ -75,6 +77,8 @@ pub struct RunFacts {
     pub join_rate: Option<f64>,
     pub server: Option<Usage>,
     pub generator: Option<Usage>,
+    /// Publishers sent simulcast video.
+    pub simulcast: bool,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -120,6 +124,12 @@ pub struct Report {
     pub latency_ms: Option<Percentiles>,
     pub join_ms: Option<Percentiles>,
     pub join_rate_per_second: Option<f64>,
+    /// Publishers sent simulcast video; expected counts a layer over the
+    /// span each subscriber received it.
+    pub simulcast: bool,
+    /// With simulcast: video packets received per second of each layer
+    /// (`q`, `h`, `f`), which shows the layers the SFU chose.
+    pub video_layers_pps: Option<[f64; 3]>,
     pub errors: BTreeMap<String, u64>,
     pub server: Option<Usage>,
     pub generator: Option<Usage>,
@@ -127,6 +137,30 @@ pub struct Report {
 
 impl Report {
     pub fn compile(outcomes: &[Outcome], facts: RunFacts) -> Report {
+        /// What `receiver` should have had of `publisher`'s `track` and
+        /// what it had. A subscriber gets one simulcast layer at a time,
+        /// and which one is the SFU's choice: a layer's loss is counted
+        /// over the span it was received in ([`TrackReception`]).
+        fn expected_and_received(
+            receiver: &Outcome,
+            publisher: &Outcome,
+            track: Track,
+            simulcast: bool,
+        ) -> (u64, u64) {
+            let layers = receiver
+                .received
+                .iter()
+                .filter(|((p, t, _), _)| *p == publisher.index && *t == track);
+            if simulcast && track == Track::Video {
+                layers.fold((0, 0), |(e, r), (_, got)| {
+                    (e + got.expected_in_span(), r + got.unique_in_window)
+                })
+            } else {
+                let got = layers.map(|(_, got)| got.unique_in_window).sum();
+                (publisher.sent_in_window[track.index()], got)
+            }
+        }
+
         let seconds = facts.window.as_secs_f64().max(f64::MIN_POSITIVE);
         let mut expected = 0u64;
         let mut received = 0u64;
@@ -135,6 +169,7 @@ impl Report {
         let mut latency = new_histogram();
         let mut joins = new_histogram();
         let mut errors = BTreeMap::new();
+        let mut layers = [0u64; 3];
 
         let mut by_room: BTreeMap<u32, Vec<&Outcome>> = BTreeMap::new();
         for outcome in outcomes {
@@ -144,6 +179,11 @@ impl Report {
             }
             if let Some(t) = outcome.join_time {
                 let _ = joins.record((t.as_micros() as u64).max(1));
+            }
+            for (&(_, track, layer), got) in &outcome.received {
+                if track == Track::Video && usize::from(layer) < layers.len() {
+                    layers[usize::from(layer)] += got.unique_in_window;
+                }
             }
             for track in outcome.received.values() {
                 reordered += track.reordered;
@@ -162,11 +202,10 @@ impl Report {
                         continue;
                     }
                     for track in Track::ALL {
-                        expected += publisher.sent_in_window[track.index()];
-                        received += receiver
-                            .received
-                            .get(&(publisher.index, track))
-                            .map_or(0, |r| r.unique_in_window);
+                        let (e, r) =
+                            expected_and_received(receiver, publisher, track, facts.simulcast);
+                        expected += e;
+                        received += r;
                     }
                 }
             }
@@ -189,6 +228,8 @@ impl Report {
             latency_ms: Percentiles::of(&latency, 1_000.0),
             join_ms: Percentiles::of(&joins, 1_000.0),
             join_rate_per_second: facts.join_rate,
+            simulcast: facts.simulcast,
+            video_layers_pps: facts.simulcast.then(|| layers.map(|n| n as f64 / seconds)),
             errors,
             server: facts.server,
             generator: facts.generator,
@@ -219,8 +260,12 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{} rooms x {} people, {} ({:.1} s measured)",
-            self.rooms, self.room_size, self.mode, self.seconds
+            "{} rooms x {} people, {}{} ({:.1} s measured)",
+            self.rooms,
+            self.room_size,
+            self.mode,
+            if self.simulcast { ", simulcast" } else { "" },
+            self.seconds
         )?;
         let row = |f: &mut fmt::Formatter<'_>, name: &str, value: String| {
             writeln!(f, "  {name:<22} {value}")
@@ -252,6 +297,18 @@ impl fmt::Display for Report {
                     None => "n/a (nothing was expected)".into(),
                 },
             )?;
+            if let Some([q, h, full]) = self.video_layers_pps {
+                row(
+                    f,
+                    "video layers q/h/f",
+                    format!(
+                        "{} / {} / {} packets/s received",
+                        thousands(q),
+                        thousands(h),
+                        thousands(full)
+                    ),
+                )?;
+            }
             row(
                 f,
                 "latency p50/p95/p99",
@@ -318,6 +375,7 @@ mod tests {
             join_rate: None,
             server: None,
             generator: None,
+            simulcast: false,
         }
     }
 
@@ -329,7 +387,7 @@ mod tests {
         o.sent_in_window = [sent, sent];
         for &(publisher, n) in got {
             for track in Track::ALL {
-                let r = o.received.entry((publisher, track)).or_default();
+                let r = o.received.entry((publisher, track, 0)).or_default();
                 for seq in 0..n as u32 {
                     r.record(seq, true);
                 }
@@ -388,6 +446,39 @@ mod tests {
         b.room = 0;
         let report = Report::compile(&[a, b, c], facts());
         assert_eq!(report.loss_percent, Some(0.0));
+    }
+
+    #[test]
+    fn a_simulcast_layer_counts_as_lost_only_inside_the_span_it_was_forwarded() {
+        // Publisher 1 sent 100 audio and 300 video packets (three layers);
+        // receiver 0 got audio, then layer 0 (seq 0..=49, all of it), then
+        // layer 2 (seq 100..=199 with 10 missing).
+        let mut receiver = outcome(0, 0, &[]);
+        let audio = receiver.received.entry((1, Track::Audio, 0)).or_default();
+        for seq in 0..100 {
+            audio.record(seq, true);
+        }
+        let low = receiver.received.entry((1, Track::Video, 0)).or_default();
+        for seq in 0..50 {
+            low.record(seq, true);
+        }
+        let high = receiver.received.entry((1, Track::Video, 2)).or_default();
+        for seq in (100..200).filter(|s| s % 10 != 5) {
+            high.record(seq, true);
+        }
+        let mut publisher = outcome(1, 0, &[]);
+        publisher.sent_in_window = [100, 300];
+        let facts = RunFacts {
+            simulcast: true,
+            room_size: 2,
+            ..facts()
+        };
+        let report = Report::compile(&[receiver, publisher], facts);
+        assert_eq!(report.expected_pps, (100.0 + 50.0 + 100.0) / 10.0);
+        assert_eq!(report.received_pps, (100.0 + 50.0 + 90.0) / 10.0);
+        assert_eq!(report.sent_pps, 40.0);
+        assert!(report.simulcast);
+        assert_eq!(report.video_layers_pps, Some([5.0, 0.0, 9.0]));
     }
 
     #[test]

@@ -46,7 +46,10 @@ pub struct Stamp {
     /// The publishing participant's number in this run.
     pub publisher: u32,
     pub track: Track,
-    /// The packet's place in its track, from 0.
+    /// The simulcast layer (0 lowest) of a video packet; 0 without
+    /// simulcast.
+    pub layer: u8,
+    /// The packet's place in its track (its layer), from 0.
     pub seq: u32,
     /// When it was handed to the sender, in nanoseconds since the run began.
     pub sent_ns: u64,
@@ -63,7 +66,8 @@ impl Stamp {
         out[0..4].copy_from_slice(&MAGIC);
         out[4..8].copy_from_slice(&self.publisher.to_be_bytes());
         out[8] = self.track.index() as u8;
-        out[9..12].fill(0);
+        out[9] = self.layer;
+        out[10..12].fill(0);
         out[12..16].copy_from_slice(&self.seq.to_be_bytes());
         out[16..24].copy_from_slice(&self.sent_ns.to_be_bytes());
     }
@@ -83,6 +87,7 @@ impl Stamp {
         Some(Stamp {
             publisher: u32::from_be_bytes(s[4..8].try_into().ok()?),
             track,
+            layer: s[9],
             seq: u32::from_be_bytes(s[12..16].try_into().ok()?),
             sent_ns: u64::from_be_bytes(s[16..24].try_into().ok()?),
         })
@@ -121,6 +126,18 @@ pub fn template(track: Track, len: usize, frame_start: bool, opaque: bool) -> Ve
     payload
 }
 
+/// The first packet of a VP8 keyframe of `len` bytes: the descriptor's
+/// start-of-partition bit, the frame header's P bit clear and the keyframe
+/// start code, as an SFU checks before it switches a subscriber's layer.
+pub fn keyframe_template(len: usize, opaque: bool) -> Vec<u8> {
+    let mut payload = template(Track::Video, len, true, opaque);
+    payload[1] = 0x00;
+    if payload.len() >= 7 + STAMP_LEN && !opaque {
+        payload[4..7].copy_from_slice(&[0x9d, 0x01, 0x2a]);
+    }
+    payload
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,6 +147,7 @@ mod tests {
         let stamp = Stamp {
             publisher: 70_001,
             track: Track::Video,
+            layer: 2,
             seq: u32::MAX - 1,
             sent_ns: 1_234_567_890_123,
         };
@@ -161,11 +179,21 @@ mod tests {
         let stamp = Stamp {
             publisher: 3,
             track: Track::Video,
+            layer: 0,
             seq: 9,
             sent_ns: 1,
         };
         stamp.write(&mut opaque);
         assert_eq!(Stamp::read(&opaque), Some(stamp));
+    }
+
+    #[test]
+    fn a_keyframe_starts_a_partition_with_the_p_bit_clear() {
+        let key = keyframe_template(1_250, false);
+        assert_eq!((key[0], key[1]), (0x10, 0x00));
+        assert_eq!(&key[4..7], &[0x9d, 0x01, 0x2a]);
+        let delta = template(Track::Video, 1_250, true, false);
+        assert_eq!((delta[0], delta[1] & 1), (0x10, 1));
     }
 
     #[test]
@@ -176,6 +204,7 @@ mod tests {
         Stamp {
             publisher: 1,
             track: Track::Audio,
+            layer: 0,
             seq: 0,
             sent_ns: 0,
         }
