@@ -455,10 +455,10 @@ async fn people_and_availability(db: Db) {
     person.name = "Pat B".into();
     assert!(!store.put_person(&person).await.unwrap());
     assert_eq!(store.person("p1").await.unwrap(), Some(person));
-    store
-        .set_availability("p1", Some("{\"weekly\":[]}"), now)
+    assert!(store
+        .set_availability("p1", "{\"weekly\":[]}", now)
         .await
-        .unwrap();
+        .unwrap());
     let found = store
         .availability(&["p1".into(), "nobody".into()])
         .await
@@ -550,7 +550,7 @@ async fn console_sessions_and_the_sign_in_audit(db: Db) {
         id: Uuid::new_v4(),
         account_id: admin.id,
         csrf_token: "csrf".into(),
-        stage: Stage::parse("password_ok").unwrap_or(Stage::SignedIn),
+        stage: Stage::SecondFactor,
         created_at: now,
         last_seen_at: now,
         ended_at: None,
