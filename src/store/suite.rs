@@ -383,7 +383,7 @@ async fn one_person_cannot_be_double_booked_by_two_nodes_at_once(db: Db) {
     let over = couple(200, "2030-03-02T15:00:00Z");
     assert!(db
         .store
-        .place_sessions(&[over.clone()], None, true, now)
+        .place_sessions(std::slice::from_ref(&over), None, true, now)
         .await
         .unwrap()
         .is_empty());
@@ -418,7 +418,7 @@ async fn a_series_cancels_its_future_sessions(db: Db) {
     moved.starts_at += Duration::hours(1);
     moved.ends_at += Duration::hours(1);
     assert!(store
-        .update_sessions(&[moved.clone()], false, false, now)
+        .update_sessions(std::slice::from_ref(&moved), false, false, now)
         .await
         .unwrap()
         .is_empty());
