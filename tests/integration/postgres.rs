@@ -61,11 +61,15 @@ async fn a_joint_session_on_postgres_admits_and_its_ledger_verifies() {
         "joined"
     );
     let mut patient = SignalClient::connect(&app).await.unwrap();
-    assert_eq!(
-        type_of(&patient.join(&links["pat-1"]).await.unwrap()),
-        "waiting"
-    );
-    clinician.recv_until("waiting_room", WAIT).await.unwrap();
+    patient
+        .send_json(json!({"type": "join", "token": links["pat-1"]}))
+        .await
+        .unwrap();
+    let knock = patient
+        .recv_until_any(&["joined", "waiting", "denied"], WAIT)
+        .await
+        .unwrap();
+    assert_eq!(type_of(&knock), "waiting", "{knock}");
     clinician
         .send_json(json!({"type": "admit", "participant": "pat-1"}))
         .await
