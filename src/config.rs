@@ -17,7 +17,8 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-use crate::store::Location;
+mod location;
+pub use location::Location;
 
 /// The whole configuration of one Tandem node.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -9,7 +9,6 @@ mod api_keys;
 mod attendance;
 pub mod event;
 mod files;
-mod location;
 pub(crate) mod outbox;
 pub(crate) mod people;
 pub(crate) mod placement;
@@ -33,7 +32,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sqlx::{AnyPool, ConnectOptions, Connection, Executor};
 
-pub use location::Location;
+pub use crate::config::Location;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
