@@ -17,6 +17,9 @@ use figment::Figment;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
+mod location;
+pub use location::Location;
+
 /// The whole configuration of one Tandem node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,6 +87,10 @@ pub struct TlsSection {
 pub struct DatabaseSection {
     /// SQLite file; defaults to `<data_dir>/tandem.db`.
     pub path: Option<PathBuf>,
+    /// `sqlite://PATH` or `postgres://user:password@host/db?sslmode=…`;
+    /// when set, it names the database instead of `path` (which must then
+    /// be unset).
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -265,7 +272,10 @@ impl Default for Config {
                 min_version: "1.2".into(),
                 reload_interval_secs: 10,
             },
-            database: DatabaseSection { path: None },
+            database: DatabaseSection {
+                path: None,
+                url: None,
+            },
             auth: AuthSection {
                 signing_key_file: None,
             },
@@ -363,7 +373,15 @@ impl Config {
 
     /// The process environment's `TANDEM_*` variables.
     pub fn env() -> Env {
-        Env::prefixed("TANDEM_").split("__")
+        Env::prefixed("TANDEM_").split("__").map(|key| {
+            // `TANDEM_DATABASE_URL`, the name such a setting usually has,
+            // is `database.url` as `TANDEM_DATABASE__URL` is.
+            if key.as_str().eq_ignore_ascii_case("database_url") {
+                "database.url".into()
+            } else {
+                key.into()
+            }
+        })
     }
 
     /// Checks every value that the types alone do not; returns all problems.
@@ -603,6 +621,16 @@ impl Config {
                 );
             }
         }
+        if let Some(url) = &self.database.url {
+            if let Err(problem) = Location::parse(url) {
+                bad("database.url", problem);
+            } else if self.database.path.is_some() {
+                bad(
+                    "database.url",
+                    "database.path is set too: name the database with one of them".into(),
+                );
+            }
+        }
         if tracing_subscriber::EnvFilter::try_new(&self.log.filter).is_err() {
             bad(
                 "log.filter",
@@ -621,6 +649,17 @@ impl Config {
         parse_public_url(&self.public_url).expect("validated at load")
     }
 
+    /// The database: `database.url` when set (valid after
+    /// [`Config::validate`]), else the SQLite file [`Config::database_path`].
+    pub fn database(&self) -> Location {
+        match &self.database.url {
+            Some(url) => Location::parse(url).expect("validated at load"),
+            None => Location::Sqlite(self.database_path()),
+        }
+    }
+
+    /// The SQLite file named by `database.path` (or its default); see
+    /// [`Config::database`] for the database actually used.
     pub fn database_path(&self) -> PathBuf {
         self.database
             .path
@@ -821,6 +860,32 @@ mod tests {
             assert!(err.to_string().contains("TANDEM_"), "{err}");
             Ok(())
         });
+    }
+
+    #[test]
+    fn the_database_url_comes_from_the_file_or_the_environment() {
+        figment::Jail::expect_with(|jail| {
+            jail.create_file("t.toml", "[database]\nurl = \"sqlite://x/t.db\"")?;
+            let config = Config::load(Some(Path::new("t.toml")), Config::env()).unwrap();
+            assert_eq!(config.database(), Location::Sqlite("x/t.db".into()));
+            let url = "postgres://tandem:s3cret@db.example/tandem";
+            jail.set_env("TANDEM_DATABASE_URL", url);
+            let config = Config::load(Some(Path::new("t.toml")), Config::env()).unwrap();
+            assert_eq!(config.database(), Location::Postgres(url.into()));
+            jail.set_env("TANDEM_DATABASE__URL", "mysql://root:s3cret@db/t");
+            jail.set_env("TANDEM_DATABASE_URL", "mysql://root:s3cret@db/t");
+            let err = Config::load(Some(Path::new("t.toml")), Config::env()).unwrap_err();
+            assert_eq!(keys(err.clone()), ["database.url"]);
+            assert!(!err.to_string().contains("s3cret"), "{err}");
+            Ok(())
+        });
+        let config = load_toml("").unwrap();
+        assert_eq!(
+            config.database(),
+            Location::Sqlite(PathBuf::from("data/tandem.db"))
+        );
+        let both = load_toml("[database]\npath = \"a.db\"\nurl = \"sqlite://b.db\"");
+        assert_eq!(keys(both.unwrap_err()), ["database.url"]);
     }
 
     #[test]

@@ -137,7 +137,10 @@ fn modules_depend_only_on_the_modules_below_them() {
                 let ok = target == *module
                     || !known.contains(target.as_str())
                     || FOUNDATION.contains(&target.as_str())
-                    || allowed.contains(&target.as_str());
+                    || allowed.contains(&target.as_str())
+                    // The storage test suite drives the store through the
+                    // ledger, as the server does (test code only).
+                    || (file.ends_with("store/suite.rs") && target == "attendance");
                 if !ok {
                     wrong.push(format!(
                         "{}:{line}: {module} uses crate::{target}",

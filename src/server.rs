@@ -255,10 +255,10 @@ async fn open_data(
     {
         tracing::info!(path = %data_dir.display(), "made the data directory owner-only (0700)");
     }
-    let path = config.database_path();
-    let store = Store::open_with(&path, options.init)
+    let location = config.database();
+    let store = Store::connect(&location, options.init)
         .await
-        .with_context(|| format!("cannot open the database {}", path.display()))?;
+        .with_context(|| format!("cannot open the database {location}"))?;
     let key = SigningKey::load_or_generate(&config.signing_key_path())?;
     let ledger = Ledger::start(store.clone()).await?;
     recover_presence(&ledger).await?;

@@ -349,8 +349,11 @@ fn observe(started: Instant, events: usize, committed: bool) {
 /// Chains `kept`, then each append's events, after `head` and commits them
 /// in one transaction. Each append's last sequence number.
 ///
-/// Another process (the CLI) may have appended since: on a failed commit,
-/// the head is read again and the events chained anew.
+/// Another process (the CLI, another node on the same PostgreSQL) may
+/// have appended since: on a failed commit, the head is read again and the
+/// events chained anew. That the chain moved is no failure of the
+/// database: it is retried up to [`CHAIN_MOVED_RETRIES`] times, other
+/// errors 3 times.
 async fn commit(
     store: &Store,
     head: &mut (i64, String),
@@ -360,7 +363,8 @@ async fn commit(
     let mut groups: Vec<&[NewEvent]> = vec![kept];
     groups.extend(batch.iter().map(|a| a.events.as_slice()));
     let mut outcome = Err(String::new());
-    for _attempt in 0..3 {
+    let (mut failures, mut moved) = (0, 0);
+    while failures < 3 && moved < CHAIN_MOVED_RETRIES {
         let (chained, ends, next) = chain(&groups, head.0, &head.1);
         match store.append_events(&chained).await {
             Ok(()) => {
@@ -368,6 +372,11 @@ async fn commit(
                 return Ok(ends[1..].to_vec());
             }
             Err(error) => {
+                if matches!(error, StoreError::ChainMoved) {
+                    moved += 1;
+                } else {
+                    failures += 1;
+                }
                 tracing::debug!(%error, events = chained.len(), "attendance events not written; retrying");
                 outcome = Err(error.to_string());
                 match store.ledger_head().await {
@@ -380,6 +389,9 @@ async fn commit(
     }
     outcome
 }
+
+/// How often one commit re-chains after other writers appended first.
+const CHAIN_MOVED_RETRIES: u32 = 100;
 
 /// Chains `groups` after `(seq, hash)`: the events, each group's last
 /// sequence number, and the new head.

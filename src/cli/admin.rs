@@ -60,14 +60,14 @@ pub(crate) async fn api_key(command: ApiKeyCommand) -> anyhow::Result<()> {
     match command {
         ApiKeyCommand::Create { role, label, db } => {
             let config = db.load()?;
-            let store = Store::open(&config.database_path()).await?;
+            let store = Store::connect(&config.database(), false).await?;
             let key = create_api_key(&store, role, &label).await?;
             eprintln!("Created a {role} API key. It is shown only now; store it safely:");
             println!("{key}");
         }
         ApiKeyCommand::List { db } => {
             let config = db.load()?;
-            let store = Store::open(&config.database_path()).await?;
+            let store = Store::connect(&config.database(), false).await?;
             println!(
                 "{:<36}  {:<10}  {:<20}  {:<8}  LABEL",
                 "ID", "ROLE", "CREATED", "STATE"
@@ -89,7 +89,7 @@ pub(crate) async fn api_key(command: ApiKeyCommand) -> anyhow::Result<()> {
         }
         ApiKeyCommand::Revoke { id, db } => {
             let config = db.load()?;
-            let store = Store::open(&config.database_path()).await?;
+            let store = Store::connect(&config.database(), false).await?;
             if store.revoke_api_key(id, Utc::now()).await? {
                 println!("revoked API key {id}");
             } else {
@@ -117,7 +117,7 @@ pub(crate) fn config(command: ConfigCommand) -> anyhow::Result<()> {
         None => println!("  redirect     off"),
     }
     println!("  certificate  {}", config.tls.cert_file.display());
-    println!("  database     {}", config.database_path().display());
+    println!("  database     {}", config.database());
     println!("  signing key  {}", config.signing_key_path().display());
     Ok(())
 }

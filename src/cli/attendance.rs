@@ -91,7 +91,7 @@ fn actor() -> String {
 
 async fn attendance(db: &DbArgs) -> anyhow::Result<Attendance> {
     let config = db.load()?;
-    let store = Store::open(&config.database_path()).await?;
+    let store = Store::connect(&config.database(), false).await?;
     let ledger = Ledger::start(store).await?;
     Ok(Attendance::new(
         ledger,

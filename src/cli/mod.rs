@@ -139,10 +139,10 @@ async fn open_store(config: &Config, init: bool) -> anyhow::Result<Store> {
             config.data_dir.display()
         )
     })?;
-    let path = config.database_path();
-    let store = Store::open_with(&path, init)
+    let location = config.database();
+    let store = Store::connect(&location, init)
         .await
-        .with_context(|| format!("cannot open the database {}", path.display()))?;
+        .with_context(|| format!("cannot open the database {location}"))?;
     Ok(store)
 }
 

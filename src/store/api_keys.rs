@@ -23,7 +23,7 @@ impl Store {
         key_hash: &str,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "INSERT INTO api_keys (id, label, role, key_hash, created_at) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO api_keys (id, label, role, key_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(record.id.to_string())
         .bind(&record.label)
@@ -62,7 +62,7 @@ impl Store {
     ) -> Result<Option<ApiKeyRecord>, StoreError> {
         let row = sqlx::query(
             "SELECT id, label, role, created_at, revoked_at FROM api_keys
-             WHERE key_hash = ? AND revoked_at IS NULL",
+             WHERE key_hash = $1 AND revoked_at IS NULL",
         )
         .bind(key_hash)
         .fetch_optional(&self.pool)
@@ -84,7 +84,7 @@ impl Store {
     /// Revokes the key; false when no such active key exists.
     pub async fn revoke_api_key(&self, id: Uuid, at: DateTime<Utc>) -> Result<bool, StoreError> {
         let done =
-            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
                 .bind(to_millis(at))
                 .bind(id.to_string())
                 .execute(&self.pool)
@@ -93,7 +93,7 @@ impl Store {
     }
 }
 
-fn record(row: &sqlx::sqlite::SqliteRow) -> Result<ApiKeyRecord, StoreError> {
+fn record(row: &sqlx::any::AnyRow) -> Result<ApiKeyRecord, StoreError> {
     let id: String = row.try_get("id")?;
     let role: String = row.try_get("role")?;
     Ok(ApiKeyRecord {

@@ -1,7 +1,7 @@
 //! The attendance ledger's tables: events (append-only), presence
 //! heartbeats, and the export audit log.
 
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::event::{Event, EventKind, NewEvent};
@@ -34,12 +34,33 @@ impl Store {
     /// Appends already-chained events in one transaction, with the webhook
     /// events they report: all or none, and on disk (synchronous=FULL) when
     /// this returns.
+    ///
+    /// The chain is global and serialised: the transaction excludes every
+    /// other appender (SQLite's write lock; on PostgreSQL, where several
+    /// nodes append, an advisory lock), and the events are written only
+    /// when they continue the head actually stored. Otherwise nothing is
+    /// written and [`StoreError::ChainMoved`] says so: the caller reads the
+    /// head again and chains anew. Two writers can therefore never fork
+    /// the chain (the primary key on `seq` would refuse it too).
     pub(crate) async fn append_events(&self, events: &[Event]) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let Some(first) = events.first() else {
+            return Ok(());
+        };
+        let mut tx = self.write_transaction(super::locks::LEDGER).await?;
+        let head = sqlx::query("SELECT seq, hash FROM attendance_events ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| -> Result<(i64, String), sqlx::Error> { Ok((r.try_get(0)?, r.try_get(1)?)) })
+            .transpose()?
+            .unwrap_or((0, super::event::GENESIS.to_owned()));
+        if head != (first.seq - 1, first.prev_hash.clone()) {
+            tx.rollback().await?;
+            return Err(StoreError::ChainMoved);
+        }
         for e in events {
             sqlx::query(
                 "INSERT INTO attendance_events (seq, at, session_id, participant_id, role, connection_id, kind, reason, modality, detail, prev_hash, hash)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             )
             .bind(e.seq)
             .bind(e.event.at)
@@ -71,7 +92,7 @@ impl Store {
     /// Every event of one session, in ledger order.
     pub(crate) async fn session_events(&self, session: &str) -> Result<Vec<Event>, StoreError> {
         sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM attendance_events WHERE session_id = ? ORDER BY seq"
+            "SELECT {EVENT_COLUMNS} FROM attendance_events WHERE session_id = $1 ORDER BY seq"
         ))
         .bind(session)
         .fetch_all(&self.pool)
@@ -84,7 +105,7 @@ impl Store {
     /// Events in ledger order from `after` (exclusive), at most `limit`.
     pub async fn events_after(&self, after: i64, limit: i64) -> Result<Vec<Event>, StoreError> {
         sqlx::query(&format!(
-            "SELECT {EVENT_COLUMNS} FROM attendance_events WHERE seq > ? ORDER BY seq LIMIT ?"
+            "SELECT {EVENT_COLUMNS} FROM attendance_events WHERE seq > $1 ORDER BY seq LIMIT $2"
         ))
         .bind(after)
         .bind(limit)
@@ -126,8 +147,9 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         for (connection, at) in beats {
             sqlx::query(
-                "INSERT INTO presence_heartbeats (connection_id, at) VALUES (?, ?)
-                 ON CONFLICT (connection_id) DO UPDATE SET at = MAX(at, excluded.at)",
+                "INSERT INTO presence_heartbeats (connection_id, at) VALUES ($1, $2)
+                 ON CONFLICT (connection_id) DO UPDATE SET at = CASE WHEN excluded.at > presence_heartbeats.at
+                                         THEN excluded.at ELSE presence_heartbeats.at END",
             )
             .bind(connection)
             .bind(at)
@@ -163,7 +185,7 @@ impl Store {
     }
 
     pub(crate) async fn record_export(&self, record: &ExportRecord) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO export_audit (at, actor, what, filter, format, rows, sha256) VALUES (?, ?, ?, ?, ?, ?, ?)")
+        sqlx::query("INSERT INTO export_audit (at, actor, what, filter, format, rows, sha256) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(record.at)
             .bind(&record.actor)
             .bind(&record.what)
@@ -201,7 +223,7 @@ fn kind(s: &str) -> Result<EventKind, StoreError> {
         .map_err(|_| StoreError::Corrupt(format!("event kind {s}")))
 }
 
-fn event(row: &SqliteRow) -> Result<Event, StoreError> {
+fn event(row: &AnyRow) -> Result<Event, StoreError> {
     let detail: Option<String> = row.try_get("detail")?;
     Ok(Event {
         seq: row.try_get("seq")?,

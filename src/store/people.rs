@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::{QueryBuilder, Row};
+use sqlx::Row;
 
 use super::{from_millis, to_millis, Store, StoreError};
 use crate::auth::RosterRole;
@@ -34,8 +34,8 @@ impl Store {
     pub(crate) async fn put_person(&self, person: &Person) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
         let updated = sqlx::query(
-            "UPDATE people SET name = ?, role = ?, timezone = ?, household = ?, mrn = ?, updated_at = ?
-             WHERE id = ?",
+            "UPDATE people SET name = $1, role = $2, timezone = $3, household = $4, mrn = $5, updated_at = $6
+             WHERE id = $7",
         )
         .bind(&person.name)
         .bind(person.role.as_str())
@@ -50,7 +50,7 @@ impl Store {
         if created {
             sqlx::query(
                 "INSERT INTO people (id, name, role, timezone, household, mrn, created_at, updated_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(&person.id)
             .bind(&person.name)
@@ -69,7 +69,7 @@ impl Store {
 
     pub(crate) async fn person(&self, id: &str) -> Result<Option<Person>, StoreError> {
         let Some(row) = sqlx::query(
-            "SELECT id, name, role, timezone, household, mrn, created_at, updated_at FROM people WHERE id = ?",
+            "SELECT id, name, role, timezone, household, mrn, created_at, updated_at FROM people WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(&self.pool)
@@ -100,12 +100,13 @@ impl Store {
         document: &str,
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        let done = sqlx::query("UPDATE people SET availability = ?, updated_at = ? WHERE id = ?")
-            .bind(document)
-            .bind(to_millis(at))
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        let done =
+            sqlx::query("UPDATE people SET availability = $1, updated_at = $2 WHERE id = $3")
+                .bind(document)
+                .bind(to_millis(at))
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -118,15 +119,15 @@ impl Store {
         if ids.is_empty() {
             return Ok(HashMap::new());
         }
-        let mut query = QueryBuilder::new(
-            "SELECT id, availability FROM people WHERE availability IS NOT NULL AND id IN (",
+        let sql = format!(
+            "SELECT id, availability FROM people WHERE availability IS NOT NULL AND id IN ({})",
+            super::numbered(1, ids.len())
         );
-        let mut list = query.separated(", ");
+        let mut query = sqlx::query(&sql);
         for id in ids {
-            list.push_bind(id);
+            query = query.bind(id);
         }
-        query.push(")");
-        let rows = query.build().fetch_all(&self.pool).await?;
+        let rows = query.fetch_all(&self.pool).await?;
         rows.iter()
             .map(|row| Ok((row.try_get("id")?, row.try_get("availability")?)))
             .collect()

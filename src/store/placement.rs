@@ -3,20 +3,25 @@
 //! none of them double-books anyone.
 //!
 //! The check and the write run in one transaction, so a series is created
-//! whole or not at all, and a refused write leaves nothing behind. Callers
-//! serialise placing writes (`Scheduler`), so two requests cannot both pass
-//! the check for the same hour on one node.
+//! whole or not at all, and a refused write leaves nothing behind. The
+//! transaction excludes every other placing write, of this node or of
+//! another one on the same PostgreSQL ([`Store::write_transaction`]), so
+//! two requests cannot both pass the check for the same hour.
 
 use std::collections::HashMap;
 
 use chrono::{DateTime, Duration, Utc};
-use sqlx::{QueryBuilder, Row, Sqlite, Transaction};
+use sqlx::{Any, Row, Transaction};
 use uuid::Uuid;
 
 use super::outbox::{self as event, EventType};
 use super::session::{Session, SessionSettings};
 use super::webhooks;
-use super::{from_millis, to_millis, Store, StoreError};
+use super::{from_millis, to_millis, Backend, Store, StoreError};
+
+/// The advisory lock key of placing writes on PostgreSQL (any constant
+/// no other lock of Tandem's uses: `locks` in src/store/mod.rs).
+const PLACEMENT_LOCK: i64 = super::locks::PLACEMENT;
 
 /// One person's time in a scheduled session.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,7 +69,7 @@ pub(crate) struct Placement {
 /// The sessions (not cancelled, not ended, person not revoked) of any of
 /// `people` that overlap `[from, to)` and are still open at `now`.
 async fn busy_in(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     people: &[String],
     from: DateTime<Utc>,
     to: DateTime<Utc>,
@@ -73,22 +78,19 @@ async fn busy_in(
     if people.is_empty() {
         return Ok(Vec::new());
     }
-    let mut query = QueryBuilder::new(
+    let sql = format!(
         "SELECT s.id, r.participant_id, s.starts_at, s.ends_at, s.settings
          FROM sessions s JOIN roster r ON r.session_id = s.id
          WHERE s.cancelled_at IS NULL AND s.ended_at IS NULL AND r.revoked_at IS NULL
-         AND s.starts_at < ",
+         AND s.starts_at < $1 AND s.ends_at > $2 AND r.participant_id IN ({})
+         ORDER BY s.starts_at, s.id",
+        super::numbered(3, people.len())
     );
-    query.push_bind(to_millis(to));
-    query.push(" AND s.ends_at > ");
-    query.push_bind(to_millis(from));
-    query.push(" AND r.participant_id IN (");
-    let mut list = query.separated(", ");
+    let mut query = sqlx::query(&sql).bind(to_millis(to)).bind(to_millis(from));
     for id in people {
-        list.push_bind(id);
+        query = query.bind(id);
     }
-    query.push(") ORDER BY s.starts_at, s.id");
-    let rows = query.build().fetch_all(&mut **tx).await?;
+    let rows = query.fetch_all(&mut **tx).await?;
     let mut busy = Vec::with_capacity(rows.len());
     for row in rows {
         let id: String = row.try_get("id")?;
@@ -115,7 +117,7 @@ async fn busy_in(
 /// What `sessions` would double-book, against the stored sessions other
 /// than `moving`.
 async fn clashes(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     sessions: &[Session],
     moving: &[Uuid],
     now: DateTime<Utc>,
@@ -143,13 +145,37 @@ async fn clashes(
 }
 
 impl Store {
-    /// A transaction that holds the write lock from its first statement, so
-    /// that what it reads is still true when it writes. (A deferred SQLite
-    /// transaction that reads, then writes after another connection
-    /// committed, fails with "database is locked" at once.) PostgreSQL will
-    /// need SERIALIZABLE or an advisory lock here.
-    async fn write_transaction(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
-        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    /// A transaction in which no other placing write runs, so that what it
+    /// reads is still true when it writes.
+    ///
+    /// SQLite: `BEGIN IMMEDIATE` holds the file's write lock from the first
+    /// statement. (A deferred transaction that reads, then writes after
+    /// another connection committed, fails with "database is locked" at
+    /// once.) PostgreSQL, where several nodes write at once: a
+    /// transaction-scoped advisory lock, taken first, serialises every
+    /// placing write of every node; it is released at commit or rollback,
+    /// also when the connection is lost. (SERIALIZABLE would also refuse
+    /// a double booking, but by failing one of two racing requests, to be
+    /// retried by the caller: the lock makes the second wait a few
+    /// milliseconds and then see the first's sessions.)
+    ///
+    /// `lock` names the kind of write (`locks`); on SQLite there is one
+    /// write lock for all.
+    pub(super) async fn write_transaction(
+        &self,
+        lock: i64,
+    ) -> Result<Transaction<'static, Any>, StoreError> {
+        match self.backend {
+            Backend::Sqlite => Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?),
+            Backend::Postgres => {
+                let mut tx = self.pool.begin().await?;
+                sqlx::query("SELECT pg_advisory_xact_lock($1)")
+                    .bind(lock)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(tx)
+            }
+        }
     }
 
     /// The busy times of `people` overlapping `[from, to)` at `now`.
@@ -177,7 +203,7 @@ impl Store {
         allow_overlap: bool,
         now: DateTime<Utc>,
     ) -> Result<Vec<Clash>, StoreError> {
-        let mut tx = self.write_transaction().await?;
+        let mut tx = self.write_transaction(PLACEMENT_LOCK).await?;
         if !allow_overlap {
             let found = clashes(&mut tx, sessions, &[], now).await?;
             if !found.is_empty() {
@@ -188,7 +214,7 @@ impl Store {
         if let Some(series) = series {
             sqlx::query(
                 "INSERT INTO series (id, title, kind, timezone, rrule, first_starts_at, duration_minutes, created_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(series.id.to_string())
             .bind(&series.title)
@@ -203,7 +229,7 @@ impl Store {
         }
         for session in sessions {
             Self::insert_session_in(&mut tx, session).await?;
-            sqlx::query("UPDATE sessions SET series_id = ?, allow_overlap = ? WHERE id = ?")
+            sqlx::query("UPDATE sessions SET series_id = $1, allow_overlap = $2 WHERE id = $3")
                 .bind(series.map(|s| s.id.to_string()))
                 .bind(i64::from(allow_overlap))
                 .bind(session.id.to_string())
@@ -230,7 +256,7 @@ impl Store {
         allow_overlap: bool,
         now: DateTime<Utc>,
     ) -> Result<Vec<Clash>, StoreError> {
-        let mut tx = self.write_transaction().await?;
+        let mut tx = self.write_transaction(PLACEMENT_LOCK).await?;
         if !allow_overlap {
             let ids: Vec<Uuid> = changed.iter().map(|s| s.id).collect();
             let found = clashes(&mut tx, changed, &ids, now).await?;
@@ -241,9 +267,9 @@ impl Store {
         }
         for session in changed {
             sqlx::query(
-                "UPDATE sessions SET starts_at = ?, ends_at = ?, moved_at = ?,
-                 allow_overlap = CASE WHEN ? = 1 THEN 1 ELSE allow_overlap END
-                 WHERE id = ?",
+                "UPDATE sessions SET starts_at = $1, ends_at = $2, moved_at = $3,
+                 allow_overlap = CASE WHEN $4 = 1 THEN 1 ELSE allow_overlap END
+                 WHERE id = $5",
             )
             .bind(to_millis(session.starts_at))
             .bind(to_millis(session.ends_at))
@@ -253,7 +279,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             if replace_roster {
-                sqlx::query("DELETE FROM roster WHERE session_id = ?")
+                sqlx::query("DELETE FROM roster WHERE session_id = $1")
                     .bind(session.id.to_string())
                     .execute(&mut *tx)
                     .await?;
@@ -278,15 +304,15 @@ impl Store {
         if ids.is_empty() {
             return Ok(out);
         }
-        let mut query = QueryBuilder::new(
-            "SELECT id, series_id, allow_overlap, moved_at FROM sessions WHERE id IN (",
+        let sql = format!(
+            "SELECT id, series_id, allow_overlap, moved_at FROM sessions WHERE id IN ({})",
+            super::numbered(1, ids.len())
         );
-        let mut list = query.separated(", ");
+        let mut query = sqlx::query(&sql);
         for id in ids {
-            list.push_bind(id.to_string());
+            query = query.bind(id.to_string());
         }
-        query.push(")");
-        for row in query.build().fetch_all(&self.pool).await? {
+        for row in query.fetch_all(&self.pool).await? {
             let id: String = row.try_get("id")?;
             let series: Option<String> = row.try_get("series_id")?;
             let overlap: i64 = row.try_get("allow_overlap")?;
@@ -309,7 +335,7 @@ impl Store {
     }
 
     pub(crate) async fn series(&self, id: Uuid) -> Result<Option<SeriesRecord>, StoreError> {
-        let Some(row) = sqlx::query("SELECT * FROM series WHERE id = ?")
+        let Some(row) = sqlx::query("SELECT * FROM series WHERE id = $1")
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await?
@@ -337,7 +363,7 @@ impl Store {
     /// Every session of a series, cancelled ones included, by start.
     pub(crate) async fn series_sessions(&self, id: Uuid) -> Result<Vec<Session>, StoreError> {
         let ids: Vec<String> =
-            sqlx::query("SELECT id FROM sessions WHERE series_id = ? ORDER BY starts_at, id")
+            sqlx::query("SELECT id FROM sessions WHERE series_id = $1 ORDER BY starts_at, id")
                 .bind(id.to_string())
                 .fetch_all(&self.pool)
                 .await?
@@ -355,9 +381,9 @@ impl Store {
         id: Uuid,
         now: DateTime<Utc>,
     ) -> Result<Vec<Uuid>, StoreError> {
-        let mut tx = self.write_transaction().await?;
+        let mut tx = self.write_transaction(PLACEMENT_LOCK).await?;
         let ids: Vec<String> = sqlx::query(
-            "SELECT id FROM sessions WHERE series_id = ? AND starts_at > ? AND cancelled_at IS NULL",
+            "SELECT id FROM sessions WHERE series_id = $1 AND starts_at > $2 AND cancelled_at IS NULL",
         )
         .bind(id.to_string())
         .bind(to_millis(now))
@@ -367,15 +393,15 @@ impl Store {
         .map(|row| row.try_get("id"))
         .collect::<Result<_, _>>()?;
         sqlx::query(
-            "UPDATE sessions SET cancelled_at = ?
-             WHERE series_id = ? AND starts_at > ? AND cancelled_at IS NULL",
+            "UPDATE sessions SET cancelled_at = $1
+             WHERE series_id = $2 AND starts_at > $3 AND cancelled_at IS NULL",
         )
         .bind(to_millis(now))
         .bind(id.to_string())
         .bind(to_millis(now))
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE series SET cancelled_at = ? WHERE id = ? AND cancelled_at IS NULL")
+        sqlx::query("UPDATE series SET cancelled_at = $1 WHERE id = $2 AND cancelled_at IS NULL")
             .bind(to_millis(now))
             .bind(id.to_string())
             .execute(&mut *tx)
@@ -404,9 +430,9 @@ impl Store {
     ) -> Result<Vec<Session>, StoreError> {
         let ids: Vec<String> = sqlx::query(
             "SELECT s.id FROM sessions s JOIN roster r ON r.session_id = s.id
-             WHERE r.participant_id = ? AND r.revoked_at IS NULL
-             AND s.cancelled_at IS NULL AND s.ended_at IS NULL AND s.ends_at > ?
-             ORDER BY s.starts_at, s.id LIMIT ?",
+             WHERE r.participant_id = $1 AND r.revoked_at IS NULL
+             AND s.cancelled_at IS NULL AND s.ended_at IS NULL AND s.ends_at > $2
+             ORDER BY s.starts_at, s.id LIMIT $3",
         )
         .bind(participant)
         .bind(to_millis(now))

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
-use sqlx::sqlite::SqliteRow;
+use sqlx::any::AnyRow;
 use sqlx::Row;
 use uuid::Uuid;
 
@@ -33,12 +33,12 @@ impl Store {
 
     /// Writes a session and its roster inside the caller's transaction.
     pub(super) async fn insert_session_in(
-        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         session: &Session,
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO sessions (id, title, kind, starts_at, ends_at, timezone, settings, created_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(session.id.to_string())
         .bind(&session.title)
@@ -56,14 +56,14 @@ impl Store {
     /// Writes a session's roster (with any revocation or removal it
     /// carries) inside the caller's transaction.
     pub(super) async fn insert_roster_in(
-        tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         session: &Session,
     ) -> Result<(), StoreError> {
         for (position, person) in session.roster.iter().enumerate() {
             sqlx::query(
                 "INSERT INTO roster (session_id, participant_id, position, name, role, household, mrn,
                                      revoked_at, removed_at)
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
             )
             .bind(session.id.to_string())
             .bind(&person.id)
@@ -82,7 +82,7 @@ impl Store {
 
     pub(crate) async fn session(&self, id: Uuid) -> Result<Option<Session>, StoreError> {
         let Some(row) = sqlx::query(&format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?"
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = $1"
         ))
         .bind(id.to_string())
         .fetch_optional(&self.pool)
@@ -90,7 +90,7 @@ impl Store {
         else {
             return Ok(None);
         };
-        let roster = sqlx::query("SELECT * FROM roster WHERE session_id = ? ORDER BY position")
+        let roster = sqlx::query("SELECT * FROM roster WHERE session_id = $1 ORDER BY position")
             .bind(id.to_string())
             .fetch_all(&self.pool)
             .await?
@@ -111,8 +111,8 @@ impl Store {
         let from = from.map_or(i64::MIN, to_millis);
         let to = to.map_or(i64::MAX, to_millis);
         let rows = sqlx::query(&format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions WHERE ends_at > ? AND starts_at < ?
-             ORDER BY starts_at, id LIMIT ?"
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE ends_at > $1 AND starts_at < $2
+             ORDER BY starts_at, id LIMIT $3"
         ))
         .bind(from)
         .bind(to)
@@ -122,7 +122,7 @@ impl Store {
         let mut rosters: HashMap<String, Vec<RosterEntry>> = HashMap::new();
         let roster_rows = sqlx::query(
             "SELECT roster.* FROM roster JOIN sessions ON sessions.id = roster.session_id
-             WHERE sessions.ends_at > ? AND sessions.starts_at < ?
+             WHERE sessions.ends_at > $1 AND sessions.starts_at < $2
              ORDER BY roster.session_id, roster.position",
         )
         .bind(from)
@@ -150,7 +150,7 @@ impl Store {
     ) -> Result<Change, StoreError> {
         let mut tx = self.pool.begin().await?;
         let done = sqlx::query(
-            "UPDATE sessions SET cancelled_at = ? WHERE id = ? AND cancelled_at IS NULL",
+            "UPDATE sessions SET cancelled_at = $1 WHERE id = $2 AND cancelled_at IS NULL",
         )
         .bind(to_millis(at))
         .bind(id.to_string())
@@ -173,7 +173,7 @@ impl Store {
         at: DateTime<Utc>,
     ) -> Result<Change, StoreError> {
         let done = sqlx::query(
-            "UPDATE roster SET revoked_at = ? WHERE session_id = ? AND participant_id = ? AND revoked_at IS NULL",
+            "UPDATE roster SET revoked_at = $1 WHERE session_id = $2 AND participant_id = $3 AND revoked_at IS NULL",
         )
         .bind(to_millis(at))
         .bind(session.to_string())
@@ -183,11 +183,12 @@ impl Store {
         if done.rows_affected() == 1 {
             return Ok(Change::Done);
         }
-        let known = sqlx::query("SELECT 1 FROM roster WHERE session_id = ? AND participant_id = ?")
-            .bind(session.to_string())
-            .bind(participant)
-            .fetch_optional(&self.pool)
-            .await?;
+        let known =
+            sqlx::query("SELECT 1 FROM roster WHERE session_id = $1 AND participant_id = $2")
+                .bind(session.to_string())
+                .bind(participant)
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(if known.is_some() {
             Change::AlreadyDone
         } else {
@@ -204,7 +205,7 @@ impl Store {
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE roster SET removed_at = ? WHERE session_id = ? AND participant_id = ? AND removed_at IS NULL",
+            "UPDATE roster SET removed_at = $1 WHERE session_id = $2 AND participant_id = $3 AND removed_at IS NULL",
         )
         .bind(to_millis(at))
         .bind(session.to_string())
@@ -216,7 +217,7 @@ impl Store {
 
     /// Records that the clinician ended the session. Idempotent.
     pub(crate) async fn end_session(&self, id: Uuid, at: DateTime<Utc>) -> Result<(), StoreError> {
-        sqlx::query("UPDATE sessions SET ended_at = ? WHERE id = ? AND ended_at IS NULL")
+        sqlx::query("UPDATE sessions SET ended_at = $1 WHERE id = $2 AND ended_at IS NULL")
             .bind(to_millis(at))
             .bind(id.to_string())
             .execute(&self.pool)
@@ -225,7 +226,7 @@ impl Store {
     }
 
     async fn exists(&self, id: Uuid) -> Result<Change, StoreError> {
-        let found = sqlx::query("SELECT 1 FROM sessions WHERE id = ?")
+        let found = sqlx::query("SELECT 1 FROM sessions WHERE id = $1")
             .bind(id.to_string())
             .fetch_optional(&self.pool)
             .await?;
@@ -241,7 +242,7 @@ fn corrupt(what: &str, value: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what} {value}"))
 }
 
-fn session(row: &SqliteRow, roster: Vec<RosterEntry>) -> Result<Session, StoreError> {
+fn session(row: &AnyRow, roster: Vec<RosterEntry>) -> Result<Session, StoreError> {
     let id: String = row.try_get("id")?;
     let kind: String = row.try_get("kind")?;
     let timezone: String = row.try_get("timezone")?;
@@ -269,7 +270,7 @@ fn session(row: &SqliteRow, roster: Vec<RosterEntry>) -> Result<Session, StoreEr
     })
 }
 
-fn roster_entry(row: &SqliteRow) -> Result<RosterEntry, StoreError> {
+fn roster_entry(row: &AnyRow) -> Result<RosterEntry, StoreError> {
     let role: String = row.try_get("role")?;
     Ok(RosterEntry {
         id: row.try_get("participant_id")?,

@@ -47,7 +47,7 @@ impl Store {
         let done = sqlx::query(
             "INSERT INTO staff_accounts (id, email, name, roles, roster_id, password_hash, \
              totp_secret, totp_last_step, created_at, disabled_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (email) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (email) DO NOTHING",
         )
         .bind(account.id.to_string())
         .bind(&account.email)
@@ -69,7 +69,7 @@ impl Store {
         email: &str,
     ) -> Result<Option<StaffAccount>, StoreError> {
         sqlx::query(&format!(
-            "SELECT {ACCOUNT_COLUMNS} FROM staff_accounts WHERE email = ?"
+            "SELECT {ACCOUNT_COLUMNS} FROM staff_accounts WHERE email = $1"
         ))
         .bind(email)
         .fetch_optional(&self.pool)
@@ -80,7 +80,7 @@ impl Store {
 
     pub(crate) async fn staff_by_id(&self, id: Uuid) -> Result<Option<StaffAccount>, StoreError> {
         sqlx::query(&format!(
-            "SELECT {ACCOUNT_COLUMNS} FROM staff_accounts WHERE id = ?"
+            "SELECT {ACCOUNT_COLUMNS} FROM staff_accounts WHERE id = $1"
         ))
         .bind(id.to_string())
         .fetch_optional(&self.pool)
@@ -108,8 +108,8 @@ impl Store {
         totp_secret: Option<&str>,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE staff_accounts SET password_hash = ?, totp_secret = ?, totp_last_step = NULL \
-             WHERE id = ?",
+            "UPDATE staff_accounts SET password_hash = $1, totp_secret = $2, totp_last_step = NULL \
+             WHERE id = $3",
         )
         .bind(password_hash)
         .bind(totp_secret)
@@ -123,8 +123,8 @@ impl Store {
     /// requests racing with one code): false then.
     pub(crate) async fn use_totp_step(&self, id: Uuid, step: i64) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE staff_accounts SET totp_last_step = ? \
-             WHERE id = ? AND (totp_last_step IS NULL OR totp_last_step < ?)",
+            "UPDATE staff_accounts SET totp_last_step = $1 \
+             WHERE id = $2 AND (totp_last_step IS NULL OR totp_last_step < $3)",
         )
         .bind(step)
         .bind(id.to_string())
@@ -142,7 +142,7 @@ impl Store {
         disabled_at: Option<DateTime<Utc>>,
     ) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let done = sqlx::query("UPDATE staff_accounts SET disabled_at = ? WHERE id = ?")
+        let done = sqlx::query("UPDATE staff_accounts SET disabled_at = $1 WHERE id = $2")
             .bind(disabled_at.map(to_millis))
             .bind(id.to_string())
             .execute(&mut *tx)
@@ -166,9 +166,9 @@ impl Store {
         let mut tx = self.pool.begin().await?;
         let sql = if password {
             "UPDATE staff_accounts SET totp_secret = NULL, totp_last_step = NULL, \
-             password_hash = NULL WHERE id = ?"
+             password_hash = NULL WHERE id = $1"
         } else {
-            "UPDATE staff_accounts SET totp_secret = NULL, totp_last_step = NULL WHERE id = ?"
+            "UPDATE staff_accounts SET totp_secret = NULL, totp_last_step = NULL WHERE id = $1"
         };
         sqlx::query(sql)
             .bind(id.to_string())
@@ -189,7 +189,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO staff_links (token_hash, account_id, purpose, created_at, expires_at) \
-             VALUES (?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(token_hash)
         .bind(account.to_string())
@@ -211,8 +211,8 @@ impl Store {
         now: DateTime<Utc>,
     ) -> Result<Option<Uuid>, StoreError> {
         let row = sqlx::query(
-            "UPDATE staff_links SET used_at = ? \
-             WHERE token_hash = ? AND purpose = ? AND used_at IS NULL AND expires_at > ? \
+            "UPDATE staff_links SET used_at = $1 \
+             WHERE token_hash = $2 AND purpose = $3 AND used_at IS NULL AND expires_at > $4 \
              RETURNING account_id",
         )
         .bind(to_millis(now))
@@ -231,7 +231,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO console_sessions (id, token_hash, account_id, csrf_token, stage, \
-             created_at, last_seen_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+             created_at, last_seen_at) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(session.id.to_string())
         .bind(token_hash)
@@ -251,7 +251,7 @@ impl Store {
     ) -> Result<Option<ConsoleSession>, StoreError> {
         let row = sqlx::query(
             "SELECT id, account_id, csrf_token, stage, created_at, last_seen_at, ended_at \
-             FROM console_sessions WHERE token_hash = ?",
+             FROM console_sessions WHERE token_hash = $1",
         )
         .bind(token_hash)
         .fetch_optional(&self.pool)
@@ -282,7 +282,7 @@ impl Store {
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE console_sessions SET last_seen_at = ? WHERE id = ? AND last_seen_at < ?",
+            "UPDATE console_sessions SET last_seen_at = $1 WHERE id = $2 AND last_seen_at < $3",
         )
         .bind(to_millis(at))
         .bind(id.to_string())
@@ -299,7 +299,7 @@ impl Store {
         at: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE console_sessions SET stage = 'signed_in', last_seen_at = ? WHERE id = ?",
+            "UPDATE console_sessions SET stage = 'signed_in', last_seen_at = $1 WHERE id = $2",
         )
         .bind(to_millis(at))
         .bind(id.to_string())
@@ -315,7 +315,7 @@ impl Store {
         at: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE console_sessions SET ended_at = ? WHERE id = ? AND ended_at IS NULL",
+            "UPDATE console_sessions SET ended_at = $1 WHERE id = $2 AND ended_at IS NULL",
         )
         .bind(to_millis(at))
         .bind(id.to_string())
@@ -327,7 +327,7 @@ impl Store {
     pub(crate) async fn record_sign_in(&self, record: &SignInRecord) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO staff_signin_audit (id, at, account_id, email, address, event) \
-             VALUES (?, ?, ?, ?, ?, ?)",
+             VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(Uuid::new_v4().to_string())
         .bind(to_millis(record.at))
@@ -344,7 +344,7 @@ impl Store {
     pub(crate) async fn sign_in_audit(&self, limit: u32) -> Result<Vec<SignInRecord>, StoreError> {
         sqlx::query(
             "SELECT at, account_id, email, address, event FROM staff_signin_audit \
-             ORDER BY at DESC, id LIMIT ?",
+             ORDER BY at DESC, id LIMIT $1",
         )
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
@@ -368,12 +368,12 @@ impl Store {
 }
 
 async fn end_all(
-    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
     account: Uuid,
     at: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "UPDATE console_sessions SET ended_at = ? WHERE account_id = ? AND ended_at IS NULL",
+        "UPDATE console_sessions SET ended_at = $1 WHERE account_id = $2 AND ended_at IS NULL",
     )
     .bind(to_millis(at))
     .bind(account.to_string())
@@ -382,13 +382,13 @@ async fn end_all(
     Ok(())
 }
 
-fn uuid(row: &sqlx::sqlite::SqliteRow, column: &str) -> Result<Uuid, StoreError> {
+fn uuid(row: &sqlx::any::AnyRow, column: &str) -> Result<Uuid, StoreError> {
     let raw: String = row.try_get(column)?;
     raw.parse()
         .map_err(|_| StoreError::Corrupt(format!("{column} {raw}")))
 }
 
-fn account(row: &sqlx::sqlite::SqliteRow) -> Result<StaffAccount, StoreError> {
+fn account(row: &sqlx::any::AnyRow) -> Result<StaffAccount, StoreError> {
     let roles: String = row.try_get("roles")?;
     Ok(StaffAccount {
         id: uuid(row, "id")?,

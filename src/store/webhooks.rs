@@ -7,12 +7,12 @@
 //! the event out at once to the endpoints subscribed then, one pending
 //! delivery each; events nobody subscribed to are not kept.
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::any::AnyRow;
+use sqlx::{Any, Row, Transaction};
 use uuid::Uuid;
 
 use super::outbox::{self, Outgoing};
-use super::{Store, StoreError};
+use super::{Backend, Store, StoreError};
 
 /// A receiver, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,7 +87,7 @@ fn subscribed(name: &str) -> String {
 /// Writes `events` to the outbox inside the caller's transaction, with a
 /// pending delivery (due `now`) for each endpoint subscribed to it.
 pub(super) async fn insert_events_in(
-    tx: &mut Transaction<'_, Sqlite>,
+    tx: &mut Transaction<'_, Any>,
     events: &[Outgoing],
     now: i64,
 ) -> Result<(), StoreError> {
@@ -96,8 +96,8 @@ pub(super) async fn insert_events_in(
         let id = format!("msg_{}", Uuid::new_v4().simple());
         let written = sqlx::query(
             "INSERT INTO webhook_events (id, type, session_id, at, payload)
-             SELECT ?, ?, ?, ?, ?
-             WHERE EXISTS (SELECT 1 FROM webhook_endpoints WHERE events LIKE ? ESCAPE '\\')",
+             SELECT $1, $2, $3, $4, $5
+             WHERE EXISTS (SELECT 1 FROM webhook_endpoints WHERE events LIKE $6 ESCAPE '\\')",
         )
         .bind(&id)
         .bind(e.kind.as_str())
@@ -116,9 +116,9 @@ pub(super) async fn insert_events_in(
         }
         sqlx::query(
             "INSERT INTO webhook_deliveries (endpoint_id, event, status, attempts, next_try_at, created_at)
-             SELECT p.id, e.position, ?, 0, ?, ?
+             SELECT p.id, e.position, $1, 0, $2, $3
              FROM webhook_endpoints p, webhook_events e
-             WHERE e.id = ? AND p.events LIKE ? ESCAPE '\\'",
+             WHERE e.id = $4 AND p.events LIKE $5 ESCAPE '\\'",
         )
         .bind(PENDING)
         .bind(now)
@@ -129,6 +129,36 @@ pub(super) async fn insert_events_in(
         .await?;
     }
     Ok(())
+}
+
+/// The due deliveries (`$1`, `$3`: pending; `$2`: now): each the first
+/// pending one of its endpoint and session.
+const DUE: &str =
+    "SELECT d.id, d.endpoint_id, p.url, p.secret, d.attempts, e.position, e.id AS event_id,
+        e.type, e.session_id, e.at, e.payload
+     FROM webhook_deliveries d
+     JOIN webhook_events e ON e.position = d.event
+     JOIN webhook_endpoints p ON p.id = d.endpoint_id
+     WHERE d.status = $1 AND d.next_try_at <= $2
+       AND NOT EXISTS (
+         SELECT 1 FROM webhook_deliveries d2 JOIN webhook_events e2 ON e2.position = d2.event
+         WHERE d2.endpoint_id = d.endpoint_id AND d2.status = $3
+           AND e2.session_id = e.session_id AND d2.event < d.event)";
+
+fn due(r: &AnyRow) -> Result<DueDelivery, StoreError> {
+    Ok(DueDelivery {
+        id: r.try_get(0)?,
+        endpoint_id: r.try_get(1)?,
+        url: r.try_get(2)?,
+        secret: r.try_get(3)?,
+        attempts: r.try_get(4)?,
+        event_position: r.try_get(5)?,
+        event_id: r.try_get(6)?,
+        event_type: r.try_get(7)?,
+        session_id: r.try_get(8)?,
+        at: r.try_get(9)?,
+        payload: r.try_get(10)?,
+    })
 }
 
 const ENDPOINT_COLUMNS: &str =
@@ -156,7 +186,7 @@ impl Store {
         e: &EndpointRecord,
     ) -> Result<(), StoreError> {
         sqlx::query(&format!(
-            "INSERT INTO webhook_endpoints ({ENDPOINT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            "INSERT INTO webhook_endpoints ({ENDPOINT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
         ))
         .bind(&e.id)
         .bind(&e.url)
@@ -187,7 +217,7 @@ impl Store {
         id: &str,
     ) -> Result<Option<EndpointRecord>, StoreError> {
         sqlx::query(&format!(
-            "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = ?"
+            "SELECT {ENDPOINT_COLUMNS} FROM webhook_endpoints WHERE id = $1"
         ))
         .bind(id)
         .fetch_optional(&self.pool)
@@ -204,8 +234,8 @@ impl Store {
         e: &EndpointRecord,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE webhook_endpoints SET url = ?, description = ?, events = ?, secret = ?, updated_at = ?
-             WHERE id = ?",
+            "UPDATE webhook_endpoints SET url = $1, description = $2, events = $3, secret = $4, updated_at = $5
+             WHERE id = $6",
         )
         .bind(&e.url)
         .bind(&e.description)
@@ -221,11 +251,11 @@ impl Store {
     /// Deletes an endpoint and its deliveries.
     pub(crate) async fn delete_webhook_endpoint(&self, id: &str) -> Result<bool, StoreError> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM webhook_deliveries WHERE endpoint_id = ?")
+        sqlx::query("DELETE FROM webhook_deliveries WHERE endpoint_id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        let done = sqlx::query("DELETE FROM webhook_endpoints WHERE id = ?")
+        let done = sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -235,48 +265,74 @@ impl Store {
 
     /// Pending deliveries due at `now`, each the first pending one of its
     /// endpoint and session (so a session's events go out in order), in
-    /// outbox order; at most `limit`.
+    /// outbox order; at most `limit`. Claimed ones included (a read for
+    /// tests and tools; the worker claims: [`Store::claim_webhook_deliveries`]).
+    #[cfg(test)]
     pub(crate) async fn due_webhook_deliveries(
         &self,
         now: i64,
         limit: i64,
     ) -> Result<Vec<DueDelivery>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT d.id, d.endpoint_id, p.url, p.secret, d.attempts, e.position, e.id AS event_id,
-                    e.type, e.session_id, e.at, e.payload
-             FROM webhook_deliveries d
-             JOIN webhook_events e ON e.position = d.event
-             JOIN webhook_endpoints p ON p.id = d.endpoint_id
-             WHERE d.status = ? AND d.next_try_at <= ?
-               AND NOT EXISTS (
-                 SELECT 1 FROM webhook_deliveries d2 JOIN webhook_events e2 ON e2.position = d2.event
-                 WHERE d2.endpoint_id = d.endpoint_id AND d2.status = ?
-                   AND e2.session_id = e.session_id AND d2.event < d.event)
-             ORDER BY e.position, d.id LIMIT ?",
-        )
+        let rows = sqlx::query(&format!("{DUE} ORDER BY e.position, d.id LIMIT $4"))
+            .bind(PENDING)
+            .bind(now)
+            .bind(PENDING)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(due).collect()
+    }
+
+    /// Claims the deliveries due at `now` that no node holds (as
+    /// [`Store::due_webhook_deliveries`] chooses them), for `hold`
+    /// milliseconds: no other node sends them meanwhile. The attempt's
+    /// outcome ([`Store::finish_webhook_attempt`]) or
+    /// [`Store::release_webhook_delivery`] ends the claim; a node that dies
+    /// holding one leaves it to the others once `hold` has passed.
+    ///
+    /// Two claimers never get the same row: SQLite's write lock serialises
+    /// them; on PostgreSQL the rows are locked `FOR UPDATE SKIP LOCKED`, so
+    /// a second node skips what the first is claiming instead of waiting.
+    pub(crate) async fn claim_webhook_deliveries(
+        &self,
+        now: i64,
+        hold: i64,
+        limit: i64,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        let lock = match self.backend {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE OF d SKIP LOCKED",
+        };
+        let mut tx = self.write_transaction(super::locks::OUTBOX).await?;
+        let rows = sqlx::query(&format!(
+            "{DUE} AND (d.claimed_until IS NULL OR d.claimed_until <= $2)
+             ORDER BY e.position, d.id LIMIT $4{lock}"
+        ))
         .bind(PENDING)
         .bind(now)
         .bind(PENDING)
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(DueDelivery {
-                    id: r.try_get(0)?,
-                    endpoint_id: r.try_get(1)?,
-                    url: r.try_get(2)?,
-                    secret: r.try_get(3)?,
-                    attempts: r.try_get(4)?,
-                    event_position: r.try_get(5)?,
-                    event_id: r.try_get(6)?,
-                    event_type: r.try_get(7)?,
-                    session_id: r.try_get(8)?,
-                    at: r.try_get(9)?,
-                    payload: r.try_get(10)?,
-                })
-            })
-            .collect()
+        let claimed: Vec<DueDelivery> = rows.iter().map(due).collect::<Result<_, _>>()?;
+        for d in &claimed {
+            sqlx::query("UPDATE webhook_deliveries SET claimed_until = $1 WHERE id = $2")
+                .bind(now + hold)
+                .bind(d.id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(claimed)
+    }
+
+    /// Gives a claimed delivery back untried (its payload was not ready).
+    pub(crate) async fn release_webhook_delivery(&self, id: i64) -> Result<(), StoreError> {
+        sqlx::query("UPDATE webhook_deliveries SET claimed_until = NULL WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Stores the body computed for an event (once: a later call keeps the
@@ -286,13 +342,15 @@ impl Store {
         position: i64,
         payload: &str,
     ) -> Result<String, StoreError> {
-        sqlx::query("UPDATE webhook_events SET payload = ? WHERE position = ? AND payload IS NULL")
-            .bind(payload)
-            .bind(position)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE webhook_events SET payload = $1 WHERE position = $2 AND payload IS NULL",
+        )
+        .bind(payload)
+        .bind(position)
+        .execute(&self.pool)
+        .await?;
         Ok(
-            sqlx::query("SELECT payload FROM webhook_events WHERE position = ?")
+            sqlx::query("SELECT payload FROM webhook_events WHERE position = $1")
                 .bind(position)
                 .fetch_one(&self.pool)
                 .await?
@@ -318,10 +376,10 @@ impl Store {
             Attempted::Failed { error } => (FAILED, None, Some(error.as_str())),
         };
         sqlx::query(
-            "UPDATE webhook_deliveries SET status = ?, attempts = attempts + 1, next_try_at = ?,
-             last_error = ?, last_status = ?,
-             delivered_at = CASE WHEN ? = 'delivered' THEN ? ELSE delivered_at END
-             WHERE id = ?",
+            "UPDATE webhook_deliveries SET status = $1, attempts = attempts + 1, next_try_at = $2,
+             last_error = $3, last_status = $4, claimed_until = NULL,
+             delivered_at = CASE WHEN $5 = 'delivered' THEN $6 ELSE delivered_at END
+             WHERE id = $7",
         )
         .bind(state)
         .bind(next)
@@ -334,14 +392,14 @@ impl Store {
         .await?;
         match outcome {
             Attempted::Delivered => {
-                sqlx::query("UPDATE webhook_endpoints SET failing_since = NULL WHERE id = ?")
+                sqlx::query("UPDATE webhook_endpoints SET failing_since = NULL WHERE id = $1")
                     .bind(endpoint)
                     .execute(&mut *tx)
                     .await?;
             }
             Attempted::Failed { .. } => {
                 sqlx::query(
-                    "UPDATE webhook_endpoints SET failing_since = ? WHERE id = ? AND failing_since IS NULL",
+                    "UPDATE webhook_endpoints SET failing_since = $1 WHERE id = $2 AND failing_since IS NULL",
                 )
                 .bind(now)
                 .bind(endpoint)
@@ -374,7 +432,7 @@ impl Store {
     ) -> Result<Vec<DeliveryRecord>, StoreError> {
         sqlx::query(&format!(
             "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d JOIN webhook_events e ON e.position = d.event
-             WHERE d.endpoint_id = ? AND d.id < ? ORDER BY d.id DESC LIMIT ?"
+             WHERE d.endpoint_id = $1 AND d.id < $2 ORDER BY d.id DESC LIMIT $3"
         ))
         .bind(endpoint)
         .bind(before.unwrap_or(i64::MAX))
@@ -395,8 +453,8 @@ impl Store {
         now: i64,
     ) -> Result<Option<DeliveryRecord>, StoreError> {
         let done = sqlx::query(
-            "UPDATE webhook_deliveries SET status = ?, attempts = 0, next_try_at = ?, last_error = NULL,
-             last_status = NULL WHERE id = ? AND endpoint_id = ?",
+            "UPDATE webhook_deliveries SET status = $1, attempts = 0, next_try_at = $2, last_error = NULL,
+             last_status = NULL WHERE id = $3 AND endpoint_id = $4",
         )
         .bind(PENDING)
         .bind(now)
@@ -409,7 +467,7 @@ impl Store {
         }
         sqlx::query(&format!(
             "SELECT {DELIVERY_COLUMNS} FROM webhook_deliveries d JOIN webhook_events e ON e.position = d.event
-             WHERE d.id = ?"
+             WHERE d.id = $1"
         ))
         .bind(id)
         .fetch_optional(&self.pool)
@@ -420,7 +478,7 @@ impl Store {
     }
 }
 
-fn endpoint(r: &SqliteRow) -> Result<EndpointRecord, StoreError> {
+fn endpoint(r: &AnyRow) -> Result<EndpointRecord, StoreError> {
     let events: String = r.try_get("events")?;
     Ok(EndpointRecord {
         id: r.try_get("id")?,
@@ -435,7 +493,7 @@ fn endpoint(r: &SqliteRow) -> Result<EndpointRecord, StoreError> {
     })
 }
 
-fn delivery(r: &SqliteRow) -> Result<DeliveryRecord, StoreError> {
+fn delivery(r: &AnyRow) -> Result<DeliveryRecord, StoreError> {
     Ok(DeliveryRecord {
         id: r.try_get("id")?,
         event_id: r.try_get("event_id")?,
@@ -515,8 +573,11 @@ mod tests {
             .execute(&store.pool)
             .await
             .unwrap();
+        let first = knock("s-1");
         let mut second = knock("s-2");
         second.seq = 2;
+        second.prev_hash = first.hash.clone();
+        second.hash = chain_hash(&first.hash, 2, &second.event);
         assert!(store.append_events(&[second]).await.is_err());
         assert_eq!(store.events_after(0, 10).await.unwrap().len(), 1);
     }

@@ -47,6 +47,10 @@ pub(crate) struct Worker {
     store: Store,
     client: reqwest::Client,
     schedule: Schedule,
+    /// How long a claimed delivery is this node's alone (several nodes
+    /// share the outbox): well past an attempt's timeout, so that only a
+    /// node that died mid-attempt leaves one to the others.
+    hold_ms: i64,
 }
 
 /// The HTTPS client for receivers: system roots and `ca_file`, no
@@ -97,6 +101,7 @@ impl Worker {
         Ok(Worker {
             store,
             client: client(config)?,
+            hold_ms: (config.timeout_seconds * 2_000.0) as i64 + 30_000,
             schedule: Schedule {
                 base: Duration::from_secs_f64(config.retry_base_seconds),
                 max_attempts: config.max_attempts,
@@ -121,7 +126,11 @@ impl Worker {
             }
             if flying.len() < MAX_IN_FLIGHT {
                 let now = Utc::now().timestamp_millis();
-                match worker.store.due_webhook_deliveries(now, 64).await {
+                match worker
+                    .store
+                    .claim_webhook_deliveries(now, worker.hold_ms, 64)
+                    .await
+                {
                     Ok(due) => {
                         for d in due {
                             if flying.len() >= MAX_IN_FLIGHT {
@@ -165,6 +174,7 @@ impl Worker {
                 Err(error) => {
                     tracing::warn!(%error, delivery = d.id, "webhook payload not ready; retrying");
                     tokio::time::sleep(POLL).await;
+                    let _ = self.store.release_webhook_delivery(d.id).await;
                     return d.id;
                 }
             },

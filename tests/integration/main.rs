@@ -25,6 +25,7 @@ mod media;
 mod metrics;
 mod networks;
 mod openapi;
+mod postgres;
 mod scheduling;
 mod series;
 mod sessions_api;

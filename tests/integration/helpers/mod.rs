@@ -11,6 +11,7 @@ pub mod ivf;
 pub mod layers;
 pub mod netns;
 pub mod peer;
+pub mod postgres;
 pub mod receiver;
 pub mod serve;
 pub mod signal_client;

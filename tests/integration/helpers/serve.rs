@@ -23,6 +23,9 @@ pub struct ServeOptions {
     pub ip: IpAddr,
     /// The ICE-TCP port of `[media]`; 0: any.
     pub tcp_port: u16,
+    /// `database.url` (a PostgreSQL database: [`super::postgres`]); the
+    /// SQLite file in the data directory when `None`.
+    pub database_url: Option<String>,
 }
 
 impl Default for ServeOptions {
@@ -33,6 +36,7 @@ impl Default for ServeOptions {
             port: None,
             ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             tcp_port: 0,
+            database_url: None,
         }
     }
 }
@@ -82,21 +86,29 @@ heartbeat_secs = 1
 
 [log]
 filter = "{filter}"
-"#,
+{database}"#,
             ip = options.ip,
             tcp_port = options.tcp_port,
             grace = options.shutdown_grace_secs,
             filter = options.log_filter,
+            database = options
+                .database_url
+                .as_ref()
+                .map(|url| format!("\n[database]\nurl = {url:?}\n"))
+                .unwrap_or_default(),
             cert = certs.cert,
             key = certs.key,
         ),
     )
     .unwrap();
-    let output = std::process::Command::new(TANDEM)
+    let mut apikey = std::process::Command::new(TANDEM);
+    apikey
         .args(["apikey", "create", "--role", "admin", "--data-dir"])
-        .arg(data)
-        .output()
-        .unwrap();
+        .arg(data);
+    if let Some(url) = &options.database_url {
+        apikey.env("TANDEM_DATABASE_URL", url);
+    }
+    let output = apikey.output().unwrap();
     assert!(
         output.status.success(),
         "{}",
