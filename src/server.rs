@@ -19,10 +19,12 @@ use tokio::task::JoinHandle;
 use crate::attendance::ledger::{recover_presence, Ledger};
 use crate::attendance::service::Attendance;
 use crate::auth::signing_key::SigningKey;
+use crate::cluster::NodeState;
 use crate::config::{Config, ServerSection};
 use crate::http::listener::{self, Limits, Slots};
 use crate::http::{self, AppState};
 use crate::live::Rooms;
+use crate::node::Node;
 use crate::room::rate_limit::{FailedJoins, MessageRate};
 use crate::schedule::Scheduler;
 use crate::sfu::Sfu;
@@ -122,7 +124,7 @@ pub(crate) async fn start_with(
         let webhooks = crate::webhooks::worker::Worker::new(opened.0.clone(), &config.webhooks)?;
         Ok((opened, webhooks))
     });
-    let ((store, key, ledger), webhooks) = match opened {
+    let ((store, key, ledger, node), webhooks) = match opened {
         Ok(opened) => opened,
         Err(error) => {
             let sfu = sfu.clone();
@@ -182,6 +184,7 @@ pub(crate) async fn start_with(
     tasks.push(tokio::spawn(webhooks.run(stopped.clone())));
 
     let app = http::router(AppState {
+        node: node.clone(),
         console: crate::http::staff::StaffConsole::new(store.clone(), &config),
         scheduler: scheduler.clone(),
         store: store.clone(),
@@ -244,11 +247,12 @@ pub(crate) async fn start_with(
     })
 }
 
-/// The data directory, the database, the signing key and the ledger.
+/// The data directory, the database, the signing key, the ledger and this
+/// node's identity.
 async fn open_data(
     config: &Config,
     options: Options,
-) -> anyhow::Result<(Store, SigningKey, Ledger)> {
+) -> anyhow::Result<(Store, SigningKey, Ledger, Node)> {
     let data_dir = &config.data_dir;
     if private_file::private_dir(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?
@@ -262,7 +266,9 @@ async fn open_data(
     let key = SigningKey::load_or_generate(&config.signing_key_path())?;
     let ledger = Ledger::start(store.clone()).await?;
     recover_presence(&ledger).await?;
-    Ok((store, key, ledger))
+    // One node on SQLite: every room is its own, no leases.
+    let node = Node::load(config, NodeState::Alone)?;
+    Ok((store, key, ledger, node))
 }
 
 impl Running {
