@@ -107,6 +107,66 @@ pub fn renewal_due(renewed_at: DateTime<Utc>, now: DateTime<Utc>) -> bool {
     now - renewed_at >= RENEW_EVERY
 }
 
+/// A lease this node holds for one of its rooms, kept at every tick of
+/// the room: renewed while the node may act, given up once it may not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub lease: Lease,
+    /// When the lease was last written (claimed or renewed).
+    pub written_at: DateTime<Utc>,
+}
+
+/// What the holder does about its lease at a tick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// Nothing yet.
+    Wait,
+    /// Write this expiry (`store::renew_room_lease`); on success call
+    /// [`Held::renewed`], on "row changed" give the room up; on a database
+    /// error try again at the next tick.
+    Renew { expires_at: DateTime<Utc> },
+    /// Stop acting for the room now: its people are disconnected (they
+    /// reconnect and reach the node that holds it next) and nothing more
+    /// is written for it.
+    GiveUp,
+}
+
+impl Held {
+    pub fn new(lease: Lease, written_at: DateTime<Utc>) -> Held {
+        Held { lease, written_at }
+    }
+
+    /// What to do about the lease at `now`.
+    pub fn tick(&self, now: DateTime<Utc>) -> Keep {
+        let me = &self.lease.holder;
+        match authority(&self.lease, me, now) {
+            Authority::Stop => Keep::GiveUp,
+            Authority::Acts { .. } if renewal_due(self.written_at, now) => {
+                match renewal(&self.lease, me, now) {
+                    Some(expires_at) => Keep::Renew { expires_at },
+                    None => Keep::GiveUp,
+                }
+            }
+            Authority::Acts { .. } => Keep::Wait,
+        }
+    }
+
+    /// The renewal decided at `at` was written.
+    pub fn renewed(&mut self, expires_at: DateTime<Utc>, at: DateTime<Utc>) {
+        self.lease.expires_at = expires_at;
+        self.written_at = at;
+    }
+
+    /// Whether the holder may act for the room at `now` (every room
+    /// decision and ledger write asks).
+    pub fn may_act(&self, now: DateTime<Utc>) -> bool {
+        matches!(
+            authority(&self.lease, &self.lease.holder, now),
+            Authority::Acts { .. }
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +267,36 @@ mod tests {
             ));
         }
         assert!(!renewal_due(now, now + TimeDelta::milliseconds(1_999)));
+    }
+
+    #[test]
+    fn a_kept_lease_is_renewed_every_two_seconds() {
+        let mut held = Held::new(held("a", 1, 6_000), at(0));
+        assert_eq!(held.tick(at(1_999)), Keep::Wait);
+        assert_eq!(
+            held.tick(at(2_000)),
+            Keep::Renew {
+                expires_at: at(8_000)
+            }
+        );
+        held.renewed(at(8_000), at(2_000));
+        assert_eq!(held.tick(at(3_000)), Keep::Wait);
+        assert!(held.may_act(at(5_999)));
+    }
+
+    #[test]
+    fn a_holder_whose_renewals_fail_gives_the_room_up_before_it_expires() {
+        // The database did not answer at 2 s and 3 s (retried each tick).
+        let held = Held::new(held("a", 1, 6_000), at(0));
+        assert!(matches!(held.tick(at(3_000)), Keep::Renew { .. }));
+        assert_eq!(held.tick(at(4_000)), Keep::GiveUp);
+        assert!(!held.may_act(at(4_000)));
+    }
+
+    #[test]
+    fn a_holder_frozen_past_its_lease_gives_the_room_up_on_waking() {
+        let held = Held::new(held("a", 1, 6_000), at(0));
+        assert_eq!(held.tick(at(30_000)), Keep::GiveUp);
     }
 
     #[test]

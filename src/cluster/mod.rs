@@ -11,6 +11,7 @@
 //! - [`lease`]: one room, one node: claiming, renewing and the question a
 //!   node asks before every decision for a room, "may I still act for it?";
 //! - [`placement`]: which live node takes a new room;
+//! - [`routing`]: where a join goes (here, a claim, or a redirect);
 //! - [`drain`]: a node leaving the cluster without dropping a session.
 //!
 //! A single node on SQLite is `alone` ([`NodeState::Alone`]): it takes no
@@ -20,6 +21,7 @@ pub mod drain;
 pub mod lease;
 pub mod liveness;
 pub mod placement;
+pub mod routing;
 
 /// What `/healthz` says about the node's part in a cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -22,6 +22,7 @@ use sqlx::Row;
 use super::{from_millis, to_millis, Store, StoreError};
 use crate::cluster::lease::Lease;
 use crate::cluster::placement::NodeLoad;
+use crate::cluster::routing::Member;
 
 /// What a node publishes with each heartbeat.
 #[derive(Debug, Clone, PartialEq)]
@@ -36,13 +37,6 @@ pub struct Heartbeat {
     pub max_participants: u32,
     /// 0.0 to 1.0.
     pub busy_ratio: f64,
-}
-
-/// A node as its row says, with the URL other nodes send people to.
-#[derive(Debug, Clone, PartialEq)]
-pub struct NodeRow {
-    pub load: NodeLoad,
-    pub public_url: String,
 }
 
 /// A command for a live room, as queued.
@@ -115,7 +109,7 @@ impl Store {
 
     /// Every node that has ever beaten, dead ones included (the rules say
     /// which are alive).
-    pub async fn cluster_nodes(&self) -> Result<Vec<NodeRow>, StoreError> {
+    pub async fn cluster_nodes(&self) -> Result<Vec<Member>, StoreError> {
         let rows = sqlx::query(
             "SELECT node_id, public_url, last_beat, draining, participants, max_participants, busy_permille
              FROM cluster_nodes ORDER BY node_id",
@@ -125,7 +119,7 @@ impl Store {
         rows.iter()
             .map(|r| {
                 let count = |i: usize| u32::try_from(r.get::<i64, _>(i)).unwrap_or(u32::MAX);
-                Ok(NodeRow {
+                Ok(Member {
                     load: NodeLoad {
                         node: r.get(0),
                         last_beat: from_millis(r.get(2))?,
@@ -134,7 +128,7 @@ impl Store {
                         max_participants: count(5),
                         busy_ratio: r.get::<i64, _>(6) as f64 / 1000.0,
                     },
-                    public_url: r.get(1),
+                    url: r.get(1),
                 })
             })
             .collect()
@@ -421,7 +415,7 @@ mod tests {
         store.beat(&beat, at(2)).await.unwrap();
         let nodes = store.cluster_nodes().await.unwrap();
         assert_eq!(nodes.len(), 1);
-        assert_eq!(nodes[0].public_url, "https://node-a.example");
+        assert_eq!(nodes[0].url, "https://node-a.example");
         assert_eq!(nodes[0].load.last_beat, at(2));
         assert!(nodes[0].load.draining);
         assert_eq!(nodes[0].load.participants, 12);
