@@ -30,6 +30,7 @@ use uuid::Uuid;
 use crate::attendance::event::{EventKind, Modality, NewEvent, Reason};
 use crate::attendance::ledger::{Ledger, LedgerError};
 use crate::room::state::{Effect, Input, Occupancy, Room, RoomEvent};
+use crate::room::takeover::Takeover;
 use crate::schedule::{Notice, RosterEntry, Scheduler, Session};
 use crate::sfu::{Command, ConnId, PeerEvent, Sfu};
 use crate::store::StoreError;
@@ -320,6 +321,18 @@ async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heartbeat = tokio::time::interval(rooms.heartbeat);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A room that was live before (a restart, or in a cluster a takeover
+    // from a node that stopped): the people the ledger says were in it go
+    // back in without waiting while a clinician is present.
+    match rooms.ledger.store().session_events(&id.to_string()).await {
+        Ok(events) if !events.is_empty() => {
+            room.take_over(Takeover::from_ledger(&events), Utc::now());
+        }
+        Ok(_) => {}
+        Err(error) => {
+            tracing::warn!(session = %id, %error, "cannot read who was in the room: everyone knocks again");
+        }
+    }
     recorder
         .fact(vec![recorder.session_event(
             EventKind::SessionOpened,

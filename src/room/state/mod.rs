@@ -442,6 +442,21 @@ impl Room {
         }
     }
 
+    /// This node takes over a room another node held (its lease expired:
+    /// the node died, froze or was cut off), at `now`. `before` is what
+    /// the ledger says of the room at the takeover
+    /// ([`super::takeover::Takeover::from_ledger`]): the people who were in
+    /// it go straight back in when they reconnect while a clinician is in
+    /// the room, or as soon as one enters; if a clinician was in the room,
+    /// the clinician's grace runs from `now`, as after a drop.
+    pub(crate) fn take_over(&mut self, before: super::takeover::Takeover, now: DateTime<Utc>) {
+        self.readmit.extend(before.readmit);
+        if before.clinician_was_in {
+            self.clinician_seen = true;
+            self.clinician_away_since = Some(now);
+        }
+    }
+
     pub(crate) fn id(&self) -> Uuid {
         self.session.id.parse().expect("a session id is a UUID")
     }
