@@ -45,6 +45,21 @@ impl Node {
     pub fn state(&self) -> NodeState {
         *self.state.borrow()
     }
+
+    /// Starts draining: from now on the node takes no new rooms. False when
+    /// it was draining already.
+    pub fn drain(&self) -> bool {
+        self.state.send_if_modified(|state| {
+            let changed = *state != NodeState::Draining;
+            *state = NodeState::Draining;
+            changed
+        })
+    }
+
+    /// The state, as it changes.
+    pub fn watch(&self) -> watch::Receiver<NodeState> {
+        self.state.subscribe()
+    }
 }
 
 fn load_or_generate(path: &Path) -> anyhow::Result<String> {
@@ -91,6 +106,9 @@ mod tests {
         assert_eq!(first.id, again.id);
         assert!(check_node_id(&first.id).is_ok());
         assert_eq!(first.state(), NodeState::Alone);
+        assert!(first.drain());
+        assert_eq!(first.state(), NodeState::Draining);
+        assert!(!first.drain(), "draining once is enough");
     }
 
     #[test]

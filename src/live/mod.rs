@@ -110,6 +110,8 @@ pub(crate) struct Rooms {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Who waits and who is in each live room, for the staff console.
     occupancy: watch::Sender<HashMap<Uuid, Occupancy>>,
+    /// False once the node drains: only rooms already live take arrivals.
+    new_rooms: std::sync::atomic::AtomicBool,
 }
 
 impl Rooms {
@@ -133,6 +135,7 @@ impl Rooms {
             stopping: watch::Sender::new(None),
             tasks: Mutex::new(Vec::new()),
             occupancy: watch::Sender::new(HashMap::new()),
+            new_rooms: std::sync::atomic::AtomicBool::new(true),
         });
         tokio::spawn(relay_notices(Arc::downgrade(&rooms), scheduler.subscribe()));
         rooms
@@ -154,7 +157,11 @@ impl Rooms {
         handle: ConnHandle,
     ) {
         let mut live = self.live.lock().expect("rooms lock");
-        if self.stopping.borrow().is_some() {
+        // A draining node opens no room: come back soon (to this node once
+        // it has restarted, or in a cluster to another one).
+        let closed_to_new = !self.new_rooms.load(std::sync::atomic::Ordering::SeqCst)
+            && !live.contains_key(&session.id);
+        if self.stopping.borrow().is_some() || closed_to_new {
             let _ = handle
                 .out
                 .send(Outgoing::Close(ServerMessage::server_restart()));
@@ -256,6 +263,29 @@ impl Rooms {
             tracing::error!("live rooms did not stop in time; their departures may be missing");
         }
         all
+    }
+
+    /// For a drain: from now on only rooms already live take arrivals.
+    pub(crate) fn stop_new_rooms(&self) {
+        self.new_rooms
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Each live room and how many people are connected to it (waiting or
+    /// in the room; a room that has not said yet counts as occupied).
+    pub(crate) fn live_rooms(&self) -> Vec<(Uuid, usize)> {
+        let occupancy = self.occupancy.borrow();
+        self.live
+            .lock()
+            .expect("rooms lock")
+            .keys()
+            .map(|id| {
+                let connected = occupancy
+                    .get(id)
+                    .map_or(1, |o| o.waiting.len() + o.in_room.len());
+                (*id, connected)
+            })
+            .collect()
     }
 
     /// Who waits and who is in each live room, as it changes.

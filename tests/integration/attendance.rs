@@ -1170,17 +1170,7 @@ async fn after_a_crash_the_people_who_were_in_the_room_go_back_in_without_waitin
     let (config, app) = prepare_to_crash(dir.path(), &data);
     let server = ServeProcess::start(&config, &dir.path().join("serve-1.log"), &app).await;
     let (_id, links) = schedule(&app, json!({})).await;
-    let knock = |who: &'static str| {
-        let (app, token) = (&app, links[who].clone());
-        async move {
-            let client = SignalClient::connect(app).await.unwrap();
-            client
-                .send_json(json!({"type": "join", "token": token}))
-                .await
-                .unwrap();
-            client
-        }
-    };
+    let knock = |who: &'static str| SignalClient::knock(&app, &links[who]);
     let mut clin = knock("clin-1").await;
     clin.recv_until("joined", WAIT).await.unwrap();
     let mut pat = knock("pat-1").await;

@@ -442,9 +442,10 @@ impl Room {
         }
     }
 
-    /// This node takes over a room another node held (its lease expired:
-    /// the node died, froze or was cut off), at `now`. `before` is what
-    /// the ledger says of the room at the takeover
+    /// The room opens again at `now` after it was live before: on this
+    /// node before a restart, or (in a cluster) on another node that died,
+    /// froze or was cut off and whose lease expired. `before` is what the
+    /// ledger says of the room then
     /// ([`super::takeover::Takeover::from_ledger`]): the people who were in
     /// it go straight back in when they reconnect while a clinician is in
     /// the room, or as soon as one enters; if a clinician was in the room,
