@@ -40,6 +40,7 @@ pub struct Config {
     pub log: LogSection,
     pub webhooks: WebhooksSection,
     pub console: ConsoleSection,
+    pub node: NodeSection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,6 +92,24 @@ pub struct DatabaseSection {
     /// when set, it names the database instead of `path` (which must then
     /// be unset).
     pub url: Option<String>,
+}
+
+/// This node's identity in a cluster (several nodes on PostgreSQL;
+/// docs/deployment.md, "Several nodes"). A single node needs none of it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSection {
+    /// The node's id, unique in the cluster: letters, digits, `.`, `_`,
+    /// `-`, at most 64. Default: generated on first start and kept in
+    /// `<data_dir>/node-id`.
+    pub id: Option<String>,
+    /// The URL at which browsers and the other nodes reach this node
+    /// itself (not the load balancer), e.g. `https://node-2.video.clinic.example`.
+    /// Default: `public_url`.
+    pub public_url: Option<String>,
+    /// The most participants this node takes before placement sends new
+    /// rooms elsewhere.
+    pub max_participants: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -325,6 +344,11 @@ impl Default for Config {
                 require_totp: true,
                 idle_timeout_minutes: 15.0,
             },
+            node: NodeSection {
+                id: None,
+                public_url: None,
+                max_participants: 500,
+            },
         }
     }
 }
@@ -395,6 +419,16 @@ impl Config {
         };
         if let Err(message) = parse_public_url(&self.public_url) {
             bad("public_url", message);
+        }
+        if let Some(url) = &self.node.public_url {
+            if let Err(message) = parse_public_url(url) {
+                bad("node.public_url", message);
+            }
+        }
+        if let Some(id) = &self.node.id {
+            if let Err(message) = check_node_id(id) {
+                bad("node.id", message);
+            }
         }
         let idle = self.console.idle_timeout_minutes;
         if !(idle > 0.0 && idle <= 720.0) {
@@ -674,12 +708,35 @@ impl Config {
             .unwrap_or_else(|| self.data_dir.join("signing-key.pem"))
     }
 
+    /// `node.public_url` (or `public_url`) parsed; valid after
+    /// [`Config::validate`].
+    pub fn node_public_url(&self) -> Url {
+        let raw = self.node.public_url.as_deref().unwrap_or(&self.public_url);
+        parse_public_url(raw).expect("validated at load")
+    }
+
+    /// Where a generated node id is kept.
+    pub fn node_id_path(&self) -> PathBuf {
+        self.data_dir.join("node-id")
+    }
+
     pub(crate) fn default_timezone(&self) -> chrono_tz::Tz {
         self.sessions
             .default_timezone
             .parse()
             .expect("validated at load")
     }
+}
+
+/// A node id: what the cluster's rows and the logs name a node by.
+pub fn check_node_id(id: &str) -> Result<(), String> {
+    let fine = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+    if id.is_empty() || id.len() > 64 || !id.chars().all(fine) {
+        return Err(format!(
+            "{id:?} is not a node id: use 1 to 64 letters, digits, '.', '_' or '-'"
+        ));
+    }
+    Ok(())
 }
 
 fn parse_public_url(raw: &str) -> Result<Url, String> {
@@ -769,6 +826,21 @@ mod tests {
     fn public_url_with_a_path_is_refused() {
         let err = load_toml("public_url = \"https://clinic.example/video\"").unwrap_err();
         assert_eq!(keys(err), ["public_url"]);
+    }
+
+    #[test]
+    fn a_bad_node_id_or_node_url_names_its_key() {
+        let err = load_toml("[node]\nid = \"node 2\"\npublic_url = \"http://node-2.example\"")
+            .unwrap_err();
+        assert_eq!(keys(err), ["node.public_url", "node.id"]);
+    }
+
+    #[test]
+    fn a_node_is_reached_at_public_url_unless_told_otherwise() {
+        let config = load_toml("").unwrap();
+        assert_eq!(config.node_public_url().as_str(), "https://localhost:8443/");
+        let config = load_toml("[node]\npublic_url = \"https://node-2.example\"").unwrap();
+        assert_eq!(config.node_public_url().as_str(), "https://node-2.example/");
     }
 
     #[test]

@@ -11,6 +11,8 @@ use std::path::Path;
 const MAY_USE: &[(&str, &[&str])] = &[
     ("config", &[]),
     ("metrics", &[]),
+    ("cluster", &[]),
+    ("node", &["config", "private_file", "cluster"]),
     ("private_file", &[]),
     ("tls", &["config", "private_file"]),
     ("auth", &["config", "private_file"]),
@@ -50,6 +52,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
             "live",
             "signal",
             "webhooks",
+            "node",
         ],
     ),
     (
@@ -66,6 +69,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
             "signal",
             "webhooks",
             "http",
+            "node",
         ],
     ),
     (
@@ -84,11 +88,12 @@ const MAY_USE: &[(&str, &[&str])] = &[
             "webhooks",
             "http",
             "server",
+            "node",
         ],
     ),
 ];
 
-const FOUNDATION: &[&str] = &["config", "private_file", "metrics"];
+const FOUNDATION: &[&str] = &["config", "private_file", "metrics", "cluster"];
 
 fn sources(path: &Path, out: &mut Vec<std::path::PathBuf>) {
     if path.is_dir() {

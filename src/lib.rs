@@ -13,6 +13,7 @@
 //!
 //! | module | what it is |
 //! | --- | --- |
+//! | [`cluster`] | several nodes on PostgreSQL, the rules: node liveness, room leases and fencing, placement, draining (pure; used by anyone, uses nothing) |
 //! | [`config`] | one `Config` from a TOML file and `TANDEM_*` variables, checked at start |
 //! | [`tls`] | rustls (TLS 1.2 and 1.3 only), certificate reload, development certificates |
 //! | [`auth`] | invite links, staff tokens, API keys and their roles |
@@ -26,6 +27,7 @@
 //! | [`signal`] | one signaling WebSocket, from `join` to close |
 //! | `webhooks` | signed webhook delivery from the durable outbox (its events are written by `store`), endpoint rules, retries |
 //! | [`http`] | the REST API, the signaling upgrade, the browser client, the staff console, health |
+//! | [`node`] | this node: its id (kept in the data directory), its URL, its state in a cluster |
 //! | [`server`] | starts and stops everything above |
 //! | [`metrics`] | the Prometheus names, their HELP text, the recorder (used by anyone, uses nothing) |
 //! | `cli` | the `tandem` command |
@@ -43,7 +45,7 @@
 //! ```
 //!
 //! A module uses only modules to its left (and `config`, `tls` and
-//! `private_file`, which use nothing of the domain). The `sfu` knows rooms
+//! `private_file`, which use nothing of the domain, and `cluster`, whose pure rules use nothing). The `sfu` knows rooms
 //! only as ids and connections only as numbers; `live` is what joins the
 //! room's decisions to media. The store owns its row types and never
 //! imports the domain above it. A unit test (`layers`) reads the sources
@@ -86,6 +88,7 @@
 pub mod attendance;
 pub mod auth;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod http;
@@ -93,6 +96,7 @@ pub mod http;
 mod layers;
 pub mod live;
 pub mod metrics;
+pub mod node;
 mod private_file;
 pub mod room;
 pub mod schedule;

@@ -19,10 +19,13 @@ use tokio::task::JoinHandle;
 use crate::attendance::ledger::{recover_presence, Ledger};
 use crate::attendance::service::Attendance;
 use crate::auth::signing_key::SigningKey;
+use crate::cluster::drain::{Drain, LiveRoom, Step};
+use crate::cluster::NodeState;
 use crate::config::{Config, ServerSection};
 use crate::http::listener::{self, Limits, Slots};
 use crate::http::{self, AppState};
 use crate::live::Rooms;
+use crate::node::Node;
 use crate::room::rate_limit::{FailedJoins, MessageRate};
 use crate::schedule::Scheduler;
 use crate::sfu::Sfu;
@@ -80,6 +83,9 @@ pub struct Running {
     grace: Duration,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    node: Node,
+    /// True once a drain has seen every room end.
+    drained: watch::Receiver<bool>,
 }
 
 /// Opens everything the server needs and starts serving. Fails, with a
@@ -122,7 +128,7 @@ pub(crate) async fn start_with(
         let webhooks = crate::webhooks::worker::Worker::new(opened.0.clone(), &config.webhooks)?;
         Ok((opened, webhooks))
     });
-    let ((store, key, ledger), webhooks) = match opened {
+    let ((store, key, ledger, node), webhooks) = match opened {
         Ok(opened) => opened,
         Err(error) => {
             let sfu = sfu.clone();
@@ -182,6 +188,7 @@ pub(crate) async fn start_with(
     tasks.push(tokio::spawn(webhooks.run(stopped.clone())));
 
     let app = http::router(AppState {
+        node: node.clone(),
         console: crate::http::staff::StaffConsole::new(store.clone(), &config),
         scheduler: scheduler.clone(),
         store: store.clone(),
@@ -227,7 +234,14 @@ pub(crate) async fn start_with(
         interval: (config.tls.reload_interval_secs > 0)
             .then(|| Duration::from_secs(config.tls.reload_interval_secs)),
     };
-    tasks.push(tokio::spawn(reloader.run(rustls, stopped)));
+    tasks.push(tokio::spawn(reloader.run(rustls, stopped.clone())));
+    let (drain_done, drained) = watch::channel(false);
+    tasks.push(tokio::spawn(drain_when_told(
+        node.clone(),
+        rooms.clone(),
+        drain_done,
+        stopped,
+    )));
 
     tracing::info!(%https_addr, redirect = ?redirect_addr, "Tandem is serving");
     Ok(Running {
@@ -241,14 +255,65 @@ pub(crate) async fn start_with(
         grace,
         stop,
         tasks,
+        node,
+        drained,
     })
 }
 
-/// The data directory, the database, the signing key and the ledger.
+/// Alone, no other node can take a room over: every room runs to its end.
+const ALONE_PATIENCE: chrono::TimeDelta = chrono::TimeDelta::days(365);
+
+/// Once the node drains (`serve --drain` and SIGTERM): no new rooms; a
+/// room with nobody connected counts as done, the others run to their end
+/// (`cluster::drain`); then `done` says so, and the server stops. Ends at
+/// the server's stop whatever it was doing.
+async fn drain_when_told(
+    node: Node,
+    rooms: Arc<Rooms>,
+    done: watch::Sender<bool>,
+    mut stopped: watch::Receiver<bool>,
+) {
+    tokio::select! {
+        _ = drain(node, rooms, done) => {}
+        _ = stopped.wait_for(|stop| *stop) => {}
+    }
+}
+
+async fn drain(node: Node, rooms: Arc<Rooms>, done: watch::Sender<bool>) {
+    let mut state = node.watch();
+    if state.wait_for(|s| *s == NodeState::Draining).await.is_err() {
+        return;
+    }
+    rooms.stop_new_rooms();
+    let mut drain = Drain::Serving;
+    drain.start(Utc::now(), ALONE_PATIENCE);
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        let now = Utc::now();
+        let live: Vec<LiveRoom> = rooms
+            .live_rooms()
+            .into_iter()
+            .map(|(session, connected)| LiveRoom {
+                session_id: session.to_string(),
+                connected,
+                closes_at: now + ALONE_PATIENCE,
+                quiet: false,
+            })
+            .collect();
+        if drain.tick(now, &live).contains(&Step::Exit) {
+            let _ = done.send(true);
+            return;
+        }
+    }
+}
+
+/// The data directory, the database, the signing key, the ledger and this
+/// node's identity.
 async fn open_data(
     config: &Config,
     options: Options,
-) -> anyhow::Result<(Store, SigningKey, Ledger)> {
+) -> anyhow::Result<(Store, SigningKey, Ledger, Node)> {
     let data_dir = &config.data_dir;
     if private_file::private_dir(data_dir)
         .with_context(|| format!("cannot create the data directory {}", data_dir.display()))?
@@ -262,7 +327,9 @@ async fn open_data(
     let key = SigningKey::load_or_generate(&config.signing_key_path())?;
     let ledger = Ledger::start(store.clone()).await?;
     recover_presence(&ledger).await?;
-    Ok((store, key, ledger))
+    // One node on SQLite: every room is its own, no leases.
+    let node = Node::load(config, NodeState::Alone)?;
+    Ok((store, key, ledger, node))
 }
 
 impl Running {
@@ -322,9 +389,31 @@ impl Running {
     }
 
     /// Serves until `signals` fires, then stops: an error when anything
-    /// could not be recorded (the process then exits with status 1).
-    pub(crate) async fn run_until(self, mut signals: StopSignals) -> anyhow::Result<()> {
-        signals.recv().await;
+    /// could not be recorded (the process then exits with status 1). With
+    /// `drain_on_terminate` (`serve --drain`), the first SIGTERM drains
+    /// instead: no new rooms, and the stop comes once every live room has
+    /// ended (or at SIGINT or a second SIGTERM).
+    pub(crate) async fn run_until(
+        self,
+        mut signals: StopSignals,
+        drain_on_terminate: bool,
+    ) -> anyhow::Result<()> {
+        let mut drained = self.drained.clone();
+        loop {
+            tokio::select! {
+                terminate = signals.recv() => {
+                    if terminate && drain_on_terminate && self.node.drain() {
+                        tracing::info!("draining: no new rooms; stopping once the live rooms have ended (SIGTERM again stops now)");
+                        continue;
+                    }
+                    break;
+                }
+                _ = drained.wait_for(|done| *done) => {
+                    tracing::info!("drained: every live room has ended");
+                    break;
+                }
+            }
+        }
         let at = Utc::now();
         self.stop(at).await
     }
@@ -407,10 +496,11 @@ impl StopSignals {
         })
     }
 
-    pub(crate) async fn recv(&mut self) {
+    /// The next signal: true for SIGTERM, false for SIGINT.
+    pub(crate) async fn recv(&mut self) -> bool {
         tokio::select! {
-            _ = self.interrupt.recv() => {}
-            _ = self.terminate.recv() => {}
+            _ = self.interrupt.recv() => false,
+            _ = self.terminate.recv() => true,
         }
     }
 }

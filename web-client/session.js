@@ -10,6 +10,9 @@ const TERMINAL = new Set(['denied', 'removed', 'ended', 'replaced']);
 const BACKOFF_MS = [300, 1000, 2000, 4000, 8000];
 const PING_EVERY_MS = 5000;
 const SILENCE_LIMIT_MS = 12000;
+// `redirect`s followed in a row (without `waiting` or `joined` between
+// them) before the connection counts as lost (docs/protocol.md).
+const REDIRECT_LIMIT = 3;
 // A media connection that fails without ever having connected, this many
 // times in a row after admission, can never work here (a network that
 // blocks WebRTC): the call stops and says so, instead of a reconnect that
@@ -86,6 +89,10 @@ export class Call {
     this.lastHeard = 0;
     this.pingTimer = null;
     this.retryTimer = null;
+    // In a cluster, the node that holds the room (a `redirect`'s url); null:
+    // this page's own address (the load balancer).
+    this.signalUrl = null;
+    this.redirects = 0;
     this.mediaFailures = 0; // in a row, of connections that never connected
     this.mediaWorked = false; // a media connection connected in this call
     this.e2ee = null; // end-to-end encryption, in rooms that have it
@@ -111,7 +118,7 @@ export class Call {
   connect() {
     if (this.terminal) return;
     clearTimeout(this.retryTimer);
-    const url = `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}/v1/signal`;
+    const url = this.signalUrl || `${location.protocol === 'https:' ? 'wss:' : 'ws:'}//${location.host}/v1/signal`;
     const ws = new WebSocket(url);
     this.ws = ws;
     ws.onopen = () => {
@@ -173,12 +180,47 @@ export class Call {
       // already closed
     }
     this.closePcs();
+    // Back through our own address: if the room's node died, another one
+    // holds the room now, and our address sends us there.
+    this.signalUrl = null;
+    this.redirects = 0;
     this.reconnecting = true;
     this.emit('reconnecting', { why, attempt: this.attempt });
     const delay = BACKOFF_MS[Math.min(this.attempt, BACKOFF_MS.length - 1)];
     this.attempt += 1;
     // Offline: wait for the `online` event, but try now and then anyway.
     this.retryTimer = setTimeout(() => this.connect(), navigator.onLine ? delay : Math.max(delay, 4000));
+  }
+
+  /** The room is on another node of the cluster: join there at once. */
+  redirected(url) {
+    let target;
+    try {
+      target = new URL(url);
+    } catch {
+      target = null;
+    }
+    if (!target || target.protocol !== 'wss:' || this.redirects >= REDIRECT_LIMIT) {
+      this.lost('redirect');
+      return;
+    }
+    this.redirects += 1;
+    const ws = this.ws;
+    this.ws = null;
+    clearInterval(this.pingTimer);
+    try {
+      ws?.close();
+    } catch {
+      // already closed
+    }
+    if (this.everIn && !this.reconnecting) {
+      // A room handed over while we were in it: like a reconnect.
+      this.closePcs();
+      this.reconnecting = true;
+      this.emit('reconnecting', { why: 'moved', attempt: 0 });
+    }
+    this.signalUrl = target.href;
+    this.connect();
   }
 
   /** A full restart of the connection (media failed beyond repair). */
@@ -225,7 +267,10 @@ export class Call {
       return;
     }
     switch (m.type) {
+      case 'redirect':
+        return this.redirected(m.url);
       case 'waiting': {
+        this.redirects = 0;
         const back = this.wasReconnecting();
         this.closePcs();
         this.emit('waiting', { reason: m.reason, reconnected: back });
@@ -301,6 +346,7 @@ export class Call {
   }
 
   async onJoined(m) {
+    this.redirects = 0;
     const back = this.wasReconnecting();
     this.me = m.you;
     this.session = m.session;

@@ -358,7 +358,7 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         println!();
     }
     println!("Listening on https://localhost:{port}  (Ctrl-C to stop)");
-    running.run_until(signals).await
+    running.run_until(signals, false).await
 }
 
 #[cfg(test)]

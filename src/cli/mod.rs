@@ -50,6 +50,11 @@ enum Command {
         /// truncated file or a failed restore).
         #[arg(long)]
         init: bool,
+        /// On SIGTERM, drain instead of stopping: take no new rooms, let
+        /// the live rooms run to their end, then stop (SIGINT or a second
+        /// SIGTERM stops at once). For upgrades that drop no session.
+        #[arg(long)]
+        drain: bool,
     },
     /// Try Tandem on this machine: development certificates, a demo session
     /// and its join links, then the server.
@@ -170,13 +175,13 @@ fn init_logging(config: &Config) {
     };
 }
 
-async fn serve(config_file: Option<PathBuf>, init: bool) -> anyhow::Result<()> {
+async fn serve(config_file: Option<PathBuf>, init: bool, drain: bool) -> anyhow::Result<()> {
     let config = Config::load(config_file.as_deref(), Config::env())?;
     init_logging(&config);
     let listeners = Listeners::bind(&config.server)?;
     let signals = server::StopSignals::listen()?;
     let running = server::start_with(config, listeners, server::Options { init }).await?;
-    running.run_until(signals).await
+    running.run_until(signals, drain).await
 }
 
 /// Runs the command line; the process exit code.
@@ -198,7 +203,11 @@ pub fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve { config, init } => serve(config, init).await,
+            Command::Serve {
+                config,
+                init,
+                drain,
+            } => serve(config, init, drain).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Sessions(command) => sessions::run(command).await,
             Command::Invite(args) => sessions::invite(args).await,

@@ -47,6 +47,8 @@ pub(crate) struct AppState {
     pub attendance: crate::attendance::service::Attendance,
     /// Staff accounts and console sessions.
     pub console: staff::StaffConsole,
+    /// This node (its id and state, for the health check).
+    pub node: crate::node::Node,
 }
 
 /// The `/v1` routes, with the list of their paths: the one place a `/v1`
@@ -233,6 +235,18 @@ struct Health {
     /// Ledger events waiting in memory to be written.
     #[serde(skip_serializing_if = "Option::is_none")]
     pending_events: Option<usize>,
+    /// This node: its id and its part in a cluster.
+    node: NodeHealth,
+}
+
+/// `{"id": "node-2", "state": "ready"}`.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+struct NodeHealth {
+    id: String,
+    /// `alone` (a single node on SQLite), `ready` (a cluster node taking
+    /// new rooms) or `draining` (taking none, leaving once its rooms have
+    /// ended or moved).
+    state: &'static str,
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "operations", security(()),
@@ -241,11 +255,12 @@ struct Health {
 async fn health(State(state): State<AppState>) -> Response {
     let unavailable =
         |health: Health| (StatusCode::SERVICE_UNAVAILABLE, Json(health)).into_response();
+    let node = &state.node;
     if let Err(error) = state.store.ping().await {
         tracing::error!(%error, "health check: database unavailable");
         return unavailable(Health {
             reason: Some("database"),
-            ..Health::unavailable()
+            ..Health::unavailable(node)
         });
     }
     // Sessions cannot be attended while their attendance cannot be written.
@@ -255,19 +270,23 @@ async fn health(State(state): State<AppState>) -> Response {
             message: Some(failure.to_string()),
             since: Some(failure.since),
             pending_events: Some(failure.pending),
-            ..Health::unavailable()
+            ..Health::unavailable(node)
         });
     }
     Json(Health {
         status: "ok",
-        ..Health::unavailable()
+        ..Health::unavailable(node)
     })
     .into_response()
 }
 
 impl Health {
-    fn unavailable() -> Health {
+    fn unavailable(node: &crate::node::Node) -> Health {
         Health {
+            node: NodeHealth {
+                id: node.id.to_string(),
+                state: node.state().as_str(),
+            },
             status: "unavailable",
             reason: None,
             message: None,

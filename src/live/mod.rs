@@ -30,6 +30,7 @@ use uuid::Uuid;
 use crate::attendance::event::{EventKind, Modality, NewEvent, Reason};
 use crate::attendance::ledger::{Ledger, LedgerError};
 use crate::room::state::{Effect, Input, Occupancy, Room, RoomEvent};
+use crate::room::takeover::Takeover;
 use crate::schedule::{Notice, RosterEntry, Scheduler, Session};
 use crate::sfu::{Command, ConnId, PeerEvent, Sfu};
 use crate::store::StoreError;
@@ -109,6 +110,8 @@ pub(crate) struct Rooms {
     tasks: Mutex<Vec<JoinHandle<()>>>,
     /// Who waits and who is in each live room, for the staff console.
     occupancy: watch::Sender<HashMap<Uuid, Occupancy>>,
+    /// False once the node drains: only rooms already live take arrivals.
+    new_rooms: std::sync::atomic::AtomicBool,
 }
 
 impl Rooms {
@@ -132,6 +135,7 @@ impl Rooms {
             stopping: watch::Sender::new(None),
             tasks: Mutex::new(Vec::new()),
             occupancy: watch::Sender::new(HashMap::new()),
+            new_rooms: std::sync::atomic::AtomicBool::new(true),
         });
         tokio::spawn(relay_notices(Arc::downgrade(&rooms), scheduler.subscribe()));
         rooms
@@ -153,7 +157,11 @@ impl Rooms {
         handle: ConnHandle,
     ) {
         let mut live = self.live.lock().expect("rooms lock");
-        if self.stopping.borrow().is_some() {
+        // A draining node opens no room: come back soon (to this node once
+        // it has restarted, or in a cluster to another one).
+        let closed_to_new = !self.new_rooms.load(std::sync::atomic::Ordering::SeqCst)
+            && !live.contains_key(&session.id);
+        if self.stopping.borrow().is_some() || closed_to_new {
             let _ = handle
                 .out
                 .send(Outgoing::Close(ServerMessage::server_restart()));
@@ -257,6 +265,29 @@ impl Rooms {
         all
     }
 
+    /// For a drain: from now on only rooms already live take arrivals.
+    pub(crate) fn stop_new_rooms(&self) {
+        self.new_rooms
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Each live room and how many people are connected to it (waiting or
+    /// in the room; a room that has not said yet counts as occupied).
+    pub(crate) fn live_rooms(&self) -> Vec<(Uuid, usize)> {
+        let occupancy = self.occupancy.borrow();
+        self.live
+            .lock()
+            .expect("rooms lock")
+            .keys()
+            .map(|id| {
+                let connected = occupancy
+                    .get(id)
+                    .map_or(1, |o| o.waiting.len() + o.in_room.len());
+                (*id, connected)
+            })
+            .collect()
+    }
+
     /// Who waits and who is in each live room, as it changes.
     pub(crate) fn occupancy(&self) -> watch::Receiver<HashMap<Uuid, Occupancy>> {
         self.occupancy.subscribe()
@@ -320,6 +351,18 @@ async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut heartbeat = tokio::time::interval(rooms.heartbeat);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A room that was live before (a restart, or in a cluster a takeover
+    // from a node that stopped): the people the ledger says were in it go
+    // back in without waiting while a clinician is present.
+    match rooms.ledger.store().session_events(&id.to_string()).await {
+        Ok(events) if !events.is_empty() => {
+            room.take_over(Takeover::from_ledger(&events), Utc::now());
+        }
+        Ok(_) => {}
+        Err(error) => {
+            tracing::warn!(session = %id, %error, "cannot read who was in the room: everyone knocks again");
+        }
+    }
     recorder
         .fact(vec![recorder.session_event(
             EventKind::SessionOpened,

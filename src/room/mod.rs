@@ -5,8 +5,10 @@
 //! so the rules a clinic depends on are tested exhaustively.
 //! [`admission`] decides whether a link admits its holder at all;
 //! [`state::Room`] runs the waiting room and the clinician's controls;
-//! [`rate_limit`] slows down addresses that keep failing to join.
+//! [`rate_limit`] slows down addresses that keep failing to join;
+//! [`takeover`] reads from the ledger who was in a room another node held.
 
 pub mod admission;
 pub(crate) mod rate_limit;
 pub(crate) mod state;
+pub(crate) mod takeover;

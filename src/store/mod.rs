@@ -7,6 +7,7 @@
 
 mod api_keys;
 mod attendance;
+pub mod cluster;
 pub mod event;
 mod files;
 pub(crate) mod outbox;

@@ -997,17 +997,24 @@ async fn verify_names_the_first_edited_deleted_or_swapped_event() {
 // 4. Crash (kill -9) and restart of the real binary
 // ---------------------------------------------------------------------------
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kill_loses_no_event_and_closes_presence_at_the_last_heartbeat() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+/// A `tandem serve` child process to kill and start again, on a port
+/// outside the ephemeral range (so that no client socket takes it
+/// meanwhile).
+fn prepare_to_crash(dir: &Path, data: &Path) -> (PathBuf, TestApp) {
     let options = ServeOptions {
         shutdown_grace_secs: 1,
         log_filter: "warn",
         port: Some(free_port_outside_the_ephemeral_range()),
         ..ServeOptions::default()
     };
-    let (config, app) = serve::prepare(dir.path(), &data, &options);
+    serve::prepare(dir, data, &options)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_loses_no_event_and_closes_presence_at_the_last_heartbeat() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (config, app) = prepare_to_crash(dir.path(), &data);
 
     let first_log = dir.path().join("serve-1.log");
     let server = ServeProcess::start(&config, &first_log, &app).await;
@@ -1150,6 +1157,59 @@ async fn a_kill_loses_no_event_and_closes_presence_at_the_last_heartbeat() {
     let server = ServeProcess::start(&config, &third_log, &app).await;
     let again = get_json(&app, "/v1/attendance/verify").await;
     assert_eq!(again, after, "no event added by a second recovery");
+    drop(server);
+    app.stop().await;
+}
+
+/// The mechanism of a failover to another node (issue 17), on one node:
+/// the room that opens again reads from the ledger who was in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_crash_the_people_who_were_in_the_room_go_back_in_without_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let (config, app) = prepare_to_crash(dir.path(), &data);
+    let server = ServeProcess::start(&config, &dir.path().join("serve-1.log"), &app).await;
+    let (_id, links) = schedule(&app, json!({})).await;
+    let knock = |who: &'static str| SignalClient::knock(&app, &links[who]);
+    let mut clin = knock("clin-1").await;
+    clin.recv_until("joined", WAIT).await.unwrap();
+    let mut pat = knock("pat-1").await;
+    pat.recv_until("waiting", WAIT).await.unwrap();
+    let mut par = knock("par-1").await;
+    par.recv_until("waiting", WAIT).await.unwrap();
+    clin.send_json(json!({"type": "admit", "participant": "pat-1"}))
+        .await
+        .unwrap();
+    pat.recv_until("joined", WAIT).await.unwrap();
+
+    server.kill();
+    let server = ServeProcess::start(&config, &dir.path().join("serve-2.log"), &app).await;
+    // The patient's client is back first: nobody but a clinician is ever
+    // alone in a room, so it waits...
+    let mut pat = knock("pat-1").await;
+    pat.recv_until("waiting", WAIT).await.unwrap();
+    let mut par = knock("par-1").await;
+    par.recv_until("waiting", WAIT).await.unwrap();
+    // ...and is in the room as the clinician comes back, with no admit.
+    let mut clin = knock("clin-1").await;
+    clin.recv_until("joined", WAIT).await.unwrap();
+    pat.recv_until("joined", WAIT).await.unwrap();
+    // The partner, never admitted, still waits for the clinician.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let lobby = clin
+        .log()
+        .all()
+        .into_iter()
+        .rfind(|m| type_of(m) == "lobby")
+        .expect("the clinician sees the waiting room");
+    let waiting: Vec<&str> = lobby["waiting"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|w| w["id"].as_str())
+        .collect();
+    assert_eq!(waiting, ["par-1"], "{lobby}");
+    assert!(par.log().find(|m| type_of(m) == "joined").is_none());
     drop(server);
     app.stop().await;
 }

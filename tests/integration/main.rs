@@ -16,6 +16,7 @@ mod browser;
 mod cli;
 mod console;
 mod console_api;
+mod drain;
 mod durability;
 mod e2ee;
 mod group_room;

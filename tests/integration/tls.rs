@@ -15,6 +15,12 @@ async fn health_answers_over_tls_with_security_headers() {
     let headers = response.headers().clone();
     let body: serde_json::Value = response.json().await.unwrap();
     assert_eq!(body["status"], "ok");
+    // One node on SQLite: alone, under the id it generated and kept.
+    assert_eq!(body["node"]["state"], "alone", "{body}");
+    assert!(
+        body["node"]["id"].as_str().unwrap().starts_with("node-"),
+        "{body}"
+    );
     assert!(headers["strict-transport-security"]
         .to_str()
         .unwrap()

@@ -392,6 +392,16 @@ pub enum ServerMessage {
     Removed,
     Replaced,
     Ended,
+    /// The session's room is on another node of the cluster (issue 17):
+    /// open a socket at `url` and send the same `join` there. The server
+    /// closes this socket after it. Sent in answer to `join` (before any
+    /// `waiting` or `joined`), or to someone in the room whose room is
+    /// handed over (a draining node).
+    Redirect {
+        /// The owner's signaling socket, `wss://NODE/v1/signal`, from its
+        /// `node.public_url`.
+        url: String,
+    },
     Error {
         code: ErrorCode,
         message: String,
@@ -959,6 +969,13 @@ mod tests {
     #[test]
     fn server_messages_serialise_as_documented() {
         assert_eq!(ServerMessage::Pong.to_json(), r#"{"type":"pong"}"#);
+        assert_eq!(
+            ServerMessage::Redirect {
+                url: "wss://node-2.clinic.example/v1/signal".into()
+            }
+            .to_json(),
+            r#"{"type":"redirect","url":"wss://node-2.clinic.example/v1/signal"}"#
+        );
         assert_eq!(
             ServerMessage::Waiting { reason: None }.to_json(),
             r#"{"type":"waiting"}"#

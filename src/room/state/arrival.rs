@@ -89,14 +89,19 @@ impl Room {
             public_key: None,
         });
         let index = self.members.len() - 1;
-        let returning = self.readmit.remove(&self.members[index].person.id);
+        let returning = self.readmit.contains(&self.members[index].person.id);
         if is_clinician || ((self.auto_admit || returning) && self.clinician_in_room()) {
+            self.readmit.remove(&self.members[index].person.id);
             self.admit(index, None, out);
             if is_clinician {
                 self.clinician_seen = true;
                 self.clinician_away_since = None;
                 if self.auto_admit {
                     self.admit_waiting(None, out);
+                } else {
+                    // People admitted before whose connection was lost
+                    // (or whose node died) and who came back first.
+                    self.admit_returning(out);
                 }
             }
             self.lobby(out);
@@ -183,6 +188,17 @@ impl Room {
             conn,
             by,
         }));
+    }
+
+    /// Admits everyone waiting who had been admitted before and lost their
+    /// connection (`readmit`), as a clinician enters.
+    fn admit_returning(&mut self, out: &mut Vec<Effect>) {
+        while let Some(i) = self.members.iter().position(|m| {
+            matches!(m.place, Place::Waiting { .. }) && self.readmit.contains(&m.person.id)
+        }) {
+            self.readmit.remove(&self.members[i].person.id);
+            self.admit(i, None, out);
+        }
     }
 
     pub(super) fn admit_waiting(&mut self, by: Option<String>, out: &mut Vec<Effect>) {

@@ -442,6 +442,22 @@ impl Room {
         }
     }
 
+    /// The room opens again at `now` after it was live before: on this
+    /// node before a restart, or (in a cluster) on another node that died,
+    /// froze or was cut off and whose lease expired. `before` is what the
+    /// ledger says of the room then
+    /// ([`super::takeover::Takeover::from_ledger`]): the people who were in
+    /// it go straight back in when they reconnect while a clinician is in
+    /// the room, or as soon as one enters; if a clinician was in the room,
+    /// the clinician's grace runs from `now`, as after a drop.
+    pub(crate) fn take_over(&mut self, before: super::takeover::Takeover, now: DateTime<Utc>) {
+        self.readmit.extend(before.readmit);
+        if before.clinician_was_in {
+            self.clinician_seen = true;
+            self.clinician_away_since = Some(now);
+        }
+    }
+
     pub(crate) fn id(&self) -> Uuid {
         self.session.id.parse().expect("a session id is a UUID")
     }

@@ -109,6 +109,25 @@ impl Script {
         self.room.handle(Input::Connected { conn }, Self::at(secs));
     }
 
+    /// A couple room where the clinician (conn 1) admitted the patient
+    /// (conn 2) at 2 s.
+    fn patient_admitted() -> Script {
+        let mut s = Script::new(SessionKind::Couple, false);
+        s.arrive(1, "c", 0);
+        s.arrive(2, "p", 1);
+        s.act(1, Action::Admit("p".into()), 2);
+        s
+    }
+
+    /// `conn`'s connection is lost at `secs` (last seen a second before).
+    fn lose(&mut self, conn: ConnId, secs: i64) {
+        let reason = LeaveReason::Network {
+            last_seen: Self::at(secs - 1),
+        };
+        self.room
+            .handle(Input::Leave { conn, reason }, Self::at(secs));
+    }
+
     fn act(&mut self, conn: ConnId, action: Action, secs: i64) -> Vec<Effect> {
         self.room
             .handle(Input::Clinician { conn, action }, Self::at(secs))
@@ -623,20 +642,8 @@ fn a_lost_connection_ends_presence_at_its_last_sign_of_life() {
 
 #[test]
 fn a_network_drop_does_not_send_an_admitted_person_back_to_wait() {
-    let mut s = Script::new(SessionKind::Couple, false);
-    s.arrive(1, "c", 0);
-    s.arrive(2, "p", 1);
-    s.act(1, Action::Admit("p".into()), 2);
-    let lost = LeaveReason::Network {
-        last_seen: Script::at(3),
-    };
-    s.room.handle(
-        Input::Leave {
-            conn: 2,
-            reason: lost,
-        },
-        Script::at(5),
-    );
+    let mut s = Script::patient_admitted();
+    s.lose(2, 5);
     let e = s.arrive(3, "p", 6);
     assert_eq!(to(&e, 3), ["joined"], "back in at once after a drop");
     // Leaving on purpose and coming back means knocking again.
@@ -650,17 +657,8 @@ fn a_network_drop_does_not_send_an_admitted_person_back_to_wait() {
     let e = s.arrive(4, "p", 8);
     assert_eq!(to(&e, 4), ["waiting"]);
     // Without a clinician in the room a returning person waits.
-    let mut s = Script::new(SessionKind::Couple, false);
-    s.arrive(1, "c", 0);
-    s.arrive(2, "p", 1);
-    s.act(1, Action::Admit("p".into()), 2);
-    s.room.handle(
-        Input::Leave {
-            conn: 2,
-            reason: lost,
-        },
-        Script::at(5),
-    );
+    let mut s = Script::patient_admitted();
+    s.lose(2, 5);
     s.room.handle(
         Input::Leave {
             conn: 1,
@@ -1453,4 +1451,54 @@ mod e2ee {
             "waiting"
         );
     }
+}
+
+#[test]
+fn someone_back_before_the_clinician_is_admitted_as_the_clinician_returns() {
+    let mut s = Script::patient_admitted();
+    s.lose(1, 4);
+    s.lose(2, 4);
+    // The patient's client reconnects first: no clinician, so it waits...
+    let e = s.arrive(3, "p", 5);
+    assert_eq!(to(&e, 3), ["waiting"]);
+    // ...and is in the room as soon as the clinician is back.
+    let e = s.arrive(4, "c", 6);
+    assert_eq!(to(&e, 3), ["joined"]);
+    assert!(to(&e, 4).contains(&"joined".to_owned()));
+}
+
+#[test]
+fn a_room_taken_over_from_another_node_brings_its_people_back_without_waiting() {
+    let mut s = Script::new(SessionKind::Couple, false);
+    let before = crate::room::takeover::Takeover {
+        readmit: ["p".to_owned()].into_iter().collect(),
+        clinician_was_in: true,
+    };
+    s.room.take_over(before, Script::at(0));
+    // Whoever reconnects first, the patient ends in the room with the
+    // clinician and never waits once the clinician is there.
+    let e = s.arrive(2, "p", 1);
+    assert_eq!(
+        to(&e, 2),
+        ["waiting"],
+        "nobody but a clinician alone in a room"
+    );
+    let e = s.arrive(1, "c", 2);
+    assert_eq!(to(&e, 2), ["joined"]);
+    let e = s.arrive(3, "q", 3);
+    assert_eq!(to(&e, 3), ["waiting"], "the partner had not been admitted");
+}
+
+#[test]
+fn after_a_takeover_without_a_clinician_back_in_the_grace_people_wait() {
+    let mut s = Script::new(SessionKind::Couple, false);
+    let before = crate::room::takeover::Takeover {
+        readmit: ["p".to_owned()].into_iter().collect(),
+        clinician_was_in: true,
+    };
+    s.room.take_over(before, Script::at(0));
+    s.room.handle(Input::Tick, Script::at(6 * 60));
+    s.arrive(2, "p", 6 * 60 + 1);
+    let e = s.arrive(1, "c", 6 * 60 + 2);
+    assert!(to(&e, 2).is_empty(), "the clinician admits them again");
 }

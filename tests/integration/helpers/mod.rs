@@ -121,6 +121,18 @@ impl TestApp {
         format!("{}{}", self.base, path)
     }
 
+    /// `GET /healthz`'s body, whatever its status.
+    pub async fn health(&self) -> serde_json::Value {
+        self.client
+            .get(self.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub fn running(&self) -> &Running {
         self.running.as_ref().expect("running")
     }

@@ -129,13 +129,27 @@ impl ServeProcess {
     /// [`ServeProcess::start`], through `command` (which runs `tandem`,
     /// e.g. `ip netns exec NS tandem`).
     pub async fn start_with(
+        command: Command,
+        config: &Path,
+        log: &Path,
+        app: &TestApp,
+    ) -> ServeProcess {
+        Self::start_with_args(command, &[], config, log, app).await
+    }
+
+    /// [`ServeProcess::start_with`], with more arguments to `serve` (e.g.
+    /// `--drain`).
+    pub async fn start_with_args(
         mut command: Command,
+        extra: &[&str],
         config: &Path,
         log: &Path,
         app: &TestApp,
     ) -> ServeProcess {
         let child = command
-            .args(["serve", "--config"])
+            .arg("serve")
+            .args(extra)
+            .arg("--config")
             .arg(config)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -171,6 +185,32 @@ impl ServeProcess {
         let mut child = self.child.take().expect("running");
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    /// Sends SIGTERM and returns at once.
+    pub fn send_sigterm(&self) {
+        let child = self.child.as_ref().expect("running");
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
+    /// Its exit status if it exits within `timeout`.
+    pub async fn exited_within(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().expect("running");
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Sends SIGTERM and waits (up to 30 s) for the process to exit.

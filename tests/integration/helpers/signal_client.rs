@@ -147,6 +147,19 @@ impl SignalClient {
         Self::open(app, None).await
     }
 
+    /// Connects and sends `join` with `token`, without waiting for the
+    /// answer (`waiting`, `joined`, `denied`...: `recv_until` it).
+    pub async fn knock(app: &TestApp, token: &str) -> SignalClient {
+        let client = Self::connect(app)
+            .await
+            .expect("the signaling socket opens");
+        client
+            .send_json(json!({"type": "join", "token": token}))
+            .await
+            .expect("join sent");
+        client
+    }
+
     /// Connects with the browser `Origin` header `origin`. The server
     /// refuses origins other than its `public_url`'s; the refusal is the
     /// `WsError::Http` response of the upgrade.
