@@ -125,7 +125,11 @@ pub(crate) async fn start_with(
         .flatten();
     let sfu = Arc::new(Sfu::start(&config.media, https_port)?);
     let opened = open_data(&config, options).await.and_then(|opened| {
-        let webhooks = crate::webhooks::worker::Worker::new(opened.0.clone(), &config.webhooks)?;
+        let webhooks = crate::webhooks::worker::Worker::new(
+            opened.0.clone(),
+            opened.3.id.clone(),
+            &config.webhooks,
+        )?;
         Ok((opened, webhooks))
     });
     let ((store, key, ledger, node), webhooks) = match opened {

@@ -622,8 +622,8 @@ async fn webhook_events_ride_with_their_facts_and_two_claimers_never_share_one(d
     let at = now.timestamp_millis();
     let hold = 60_000;
     let (a, b) = tokio::join!(
-        store.claim_webhook_deliveries(at, hold, 64),
-        other.claim_webhook_deliveries(at, hold, 64)
+        store.claim_webhook_deliveries("node-a", at, hold, 64),
+        other.claim_webhook_deliveries("node-b", at, hold, 64)
     );
     let (a, b) = (a.unwrap(), b.unwrap());
     let ids_a: HashSet<i64> = a.iter().map(|d| d.id).collect();
@@ -636,17 +636,31 @@ async fn webhook_events_ride_with_their_facts_and_two_claimers_never_share_one(d
     );
     // Claimed: nobody else gets them until the hold runs out.
     assert!(store
-        .claim_webhook_deliveries(at + 1, hold, 64)
+        .claim_webhook_deliveries("node-c", at + 1, hold, 64)
         .await
         .unwrap()
         .is_empty());
+    // A node that restarts takes back what it held, and only that.
+    assert_eq!(
+        store.release_webhook_claims_of("node-a").await.unwrap(),
+        ids_a.len() as u64
+    );
+    let back = other
+        .claim_webhook_deliveries("node-b", at + 1, hold, 64)
+        .await
+        .unwrap();
+    let ids_back: HashSet<i64> = back.iter().map(|d| d.id).collect();
+    assert_eq!(
+        ids_back, ids_a,
+        "node-a's claims, released, are claimable; node-b's are not"
+    );
     let first = a.first().or(b.first()).unwrap();
     store
         .finish_webhook_attempt(first.id, &hook.id, &Attempted::Delivered, Some(200), at)
         .await
         .unwrap();
     let again = store
-        .claim_webhook_deliveries(at + hold, hold, 64)
+        .claim_webhook_deliveries("node-c", at + 1 + hold, hold, 64)
         .await
         .unwrap();
     assert_eq!(

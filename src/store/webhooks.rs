@@ -295,6 +295,7 @@ impl Store {
     /// a second node skips what the first is claiming instead of waiting.
     pub(crate) async fn claim_webhook_deliveries(
         &self,
+        node: &str,
         now: i64,
         hold: i64,
         limit: i64,
@@ -316,22 +317,41 @@ impl Store {
         .await?;
         let claimed: Vec<DueDelivery> = rows.iter().map(due).collect::<Result<_, _>>()?;
         for d in &claimed {
-            sqlx::query("UPDATE webhook_deliveries SET claimed_until = $1 WHERE id = $2")
-                .bind(now + hold)
-                .bind(d.id)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "UPDATE webhook_deliveries SET claimed_until = $1, claimed_by = $2 WHERE id = $3",
+            )
+            .bind(now + hold)
+            .bind(node)
+            .bind(d.id)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(claimed)
     }
 
+    /// Gives back every claim `node` holds: called as its worker starts, so
+    /// that what a node held when it was killed is sent again at once
+    /// rather than when the claims run out.
+    pub(crate) async fn release_webhook_claims_of(&self, node: &str) -> Result<u64, StoreError> {
+        let released = sqlx::query(
+            "UPDATE webhook_deliveries SET claimed_until = NULL, claimed_by = NULL
+             WHERE claimed_by = $1",
+        )
+        .bind(node)
+        .execute(&self.pool)
+        .await?;
+        Ok(released.rows_affected())
+    }
+
     /// Gives a claimed delivery back untried (its payload was not ready).
     pub(crate) async fn release_webhook_delivery(&self, id: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE webhook_deliveries SET claimed_until = NULL WHERE id = $1")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "UPDATE webhook_deliveries SET claimed_until = NULL, claimed_by = NULL WHERE id = $1",
+        )
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -377,7 +397,7 @@ impl Store {
         };
         sqlx::query(
             "UPDATE webhook_deliveries SET status = $1, attempts = attempts + 1, next_try_at = $2,
-             last_error = $3, last_status = $4, claimed_until = NULL,
+             last_error = $3, last_status = $4, claimed_until = NULL, claimed_by = NULL,
              delivered_at = CASE WHEN $5 = 'delivered' THEN $6 ELSE delivered_at END
              WHERE id = $7",
         )

@@ -45,6 +45,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Everything an attempt needs. Cheap to clone (behind an `Arc`).
 pub(crate) struct Worker {
     store: Store,
+    /// This node's id: its claims are marked with it.
+    node: Arc<str>,
     client: reqwest::Client,
     schedule: Schedule,
     /// How long a claimed delivery is this node's alone (several nodes
@@ -97,9 +99,14 @@ fn client(config: &WebhooksSection) -> anyhow::Result<reqwest::Client> {
 }
 
 impl Worker {
-    pub(crate) fn new(store: Store, config: &WebhooksSection) -> anyhow::Result<Worker> {
+    pub(crate) fn new(
+        store: Store,
+        node: Arc<str>,
+        config: &WebhooksSection,
+    ) -> anyhow::Result<Worker> {
         Ok(Worker {
             store,
+            node,
             client: client(config)?,
             hold_ms: (config.timeout_seconds * 2_000.0) as i64 + 30_000,
             schedule: Schedule {
@@ -113,6 +120,18 @@ impl Worker {
     /// dropped unfinished: still pending, they are sent after the restart.
     pub(crate) async fn run(self, mut stop: watch::Receiver<bool>) {
         let worker = Arc::new(self);
+        // What this node held when it last stopped (a kill mid-attempt) is
+        // due again now, not when those claims would have run out.
+        match worker.store.release_webhook_claims_of(&worker.node).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                deliveries = n,
+                "webhook claims from before the restart released"
+            ),
+            Err(error) => {
+                tracing::warn!(%error, "webhook claims from before the restart not released")
+            }
+        }
         let mut flying: JoinSet<i64> = JoinSet::new();
         let mut busy: HashSet<i64> = HashSet::new();
         let mut gauge_at = Instant::now() - GAUGE_EVERY;
@@ -128,7 +147,14 @@ impl Worker {
                 let now = Utc::now().timestamp_millis();
                 match worker
                     .store
-                    .claim_webhook_deliveries(now, worker.hold_ms, 64)
+                    // Only as many as can fly now: a claimed row waits for
+                    // nobody else until its claim runs out.
+                    .claim_webhook_deliveries(
+                        &worker.node,
+                        now,
+                        worker.hold_ms,
+                        (MAX_IN_FLIGHT - flying.len()) as i64,
+                    )
                     .await
                 {
                     Ok(due) => {
