@@ -304,10 +304,23 @@ impl Store {
             Backend::Sqlite => "",
             Backend::Postgres => " FOR UPDATE OF d SKIP LOCKED",
         };
+        let claimable = format!("{DUE} AND (d.claimed_until IS NULL OR d.claimed_until <= $2)");
+        // The worker asks several times a second: a plain read first, so
+        // that the write lock (SQLite's for the whole file) is taken only
+        // when there is something to claim.
+        let anything = sqlx::query(&format!("{claimable} LIMIT $4"))
+            .bind(PENDING)
+            .bind(now)
+            .bind(PENDING)
+            .bind(1_i64)
+            .fetch_optional(&self.pool)
+            .await?;
+        if anything.is_none() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.write_transaction(super::locks::OUTBOX).await?;
         let rows = sqlx::query(&format!(
-            "{DUE} AND (d.claimed_until IS NULL OR d.claimed_until <= $2)
-             ORDER BY e.position, d.id LIMIT $4{lock}"
+            "{claimable} ORDER BY e.position, d.id LIMIT $4{lock}"
         ))
         .bind(PENDING)
         .bind(now)
