@@ -26,6 +26,7 @@
 
 import { chromium } from 'playwright-core';
 import { parseArgs } from 'node:util';
+import { openPage } from './server.mjs';
 
 const CHROMIUM = process.env.TANDEM_CHROMIUM || '/usr/bin/chromium';
 
@@ -341,7 +342,7 @@ try {
 
   const base = args.url.replace(/\/$/, '');
   const joinUrl = `${base}/j/${encodeURIComponent(args.session)}#t=${args.token}`;
-  const response = await step('loading the join page', 10000, page.goto(joinUrl, { waitUntil: 'load' }));
+  const response = await step('loading the join page', 10000, openPage(page, joinUrl));
   if (!response || response.status() !== 200) throw new Error(`join page: HTTP ${response && response.status()}`);
   const security = await response.securityDetails();
   log(`join page loaded over ${security?.protocol} (${security?.subjectName}, issuer ${security?.issuer})`);

@@ -14,7 +14,7 @@
 import { chromium } from 'playwright-core';
 import { parseArgs } from 'node:util';
 import readline from 'node:readline';
-import { CHROMIUM, chromiumArgs, decodedInPage, log, observePeerConnections, sleep } from './server.mjs';
+import { CHROMIUM, chromiumArgs, decodedInPage, log, observePeerConnections, openPage, sleep } from './server.mjs';
 
 const { values: args } = parseArgs({
   options: {
@@ -60,7 +60,7 @@ try {
   const page = await context.newPage();
   page.on('pageerror', (e) => log(`page error: ${e}`));
   page.on('console', (m) => log(`page console.${m.type()}: ${m.text()}`));
-  const response = await page.goto(args.url, { waitUntil: 'load' });
+  const response = await openPage(page, args.url);
   if (!response || response.status() !== 200) throw new Error(`join page: HTTP ${response && response.status()}`);
 
   await page.getByLabel('Which state are you in right now?').selectOption('NY');

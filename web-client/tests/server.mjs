@@ -105,6 +105,20 @@ export function spkiHash(keyPem) {
   return crypto.createHash('sha256').update(der).digest('base64');
 }
 
+/** Loads `url` in `page`. A network namespace that has just been set up can
+ * still change under Chromium, which then fails the load with
+ * ERR_NETWORK_CHANGED, as a person's browser would when Wi-Fi drops in
+ * mid-load; the person reloads, and so does this, once. */
+export async function openPage(page, url) {
+  try {
+    return await page.goto(url, { waitUntil: 'load' });
+  } catch (e) {
+    if (!String(e).includes('ERR_NETWORK_CHANGED')) throw e;
+    log('the network changed while the page loaded; loading it again');
+    return page.goto(url, { waitUntil: 'load' });
+  }
+}
+
 /** Chromium's flags for a call with a fake camera and microphone, trusting exactly the server's key. */
 export function chromiumArgs(spki, { loopback = true } = {}) {
   return [

@@ -98,6 +98,22 @@ impl Network {
             run("ip", &["netns", "add", ns])?;
             run("ip", &["-n", ns, "link", "set", "lo", "up"])?;
         }
+        // No IPv6 where the browser runs: a link-local address finishing its
+        // duplicate detection a second after the link comes up is a network
+        // change to Chromium, which then fails the page it was loading
+        // (ERR_NETWORK_CHANGED). The tests' networks are IPv4 only anyway.
+        run(
+            "ip",
+            &[
+                "netns",
+                "exec",
+                &c,
+                "sysctl",
+                "-qw",
+                "net.ipv6.conf.all.disable_ipv6=1",
+                "net.ipv6.conf.default.disable_ipv6=1",
+            ],
+        )?;
         // Interface names are per namespace; the pair is created inside the
         // router's, so no name ever exists in the host's.
         let legs = [
