@@ -16,9 +16,12 @@ use crate::{Mode, Plan, Traffic};
 #[derive(Debug, Parser)]
 #[command(name = "tandem-load", version)]
 pub struct LoadTestArgs {
-    /// The server's public URL.
+    /// The server's public URL. Repeat it for a cluster (several nodes on
+    /// one PostgreSQL): sessions are scheduled through the first, and
+    /// participants arrive through each in turn, so that the nodes have to
+    /// send them to their room's node.
     #[arg(long, value_name = "URL", default_value = "https://localhost:8443")]
-    base: Url,
+    base: Vec<Url>,
     /// An API key with the scheduler (or admin) role.
     #[arg(long, value_name = "KEY")]
     api_key: Option<String>,
@@ -111,7 +114,10 @@ pub async fn load_test(args: LoadTestArgs) -> anyhow::Result<()> {
     };
     let plan = Plan {
         mode,
-        base: args.janus.unwrap_or(args.base),
+        bases: match args.janus {
+            Some(janus) => vec![janus],
+            None => args.base,
+        },
         api_key: args.api_key,
         cafile: args.cafile,
         rooms: args.rooms,

@@ -172,7 +172,7 @@ impl Participant {
         self.started = Instant::now();
         let room = base + u64::from(self.seat.room);
         let own_feed = feed_of(self.seat.index);
-        let mut link = Link::connect(&shared.signal_url).await?;
+        let mut link = Link::connect(&shared.signal_urls[0]).await?;
         let publisher = link.attach().await?;
         let subscriber = link.attach().await?;
 

@@ -54,7 +54,8 @@ use schedule::{Api, Seat};
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub mode: Mode,
-    pub base: Url,
+    /// The server's URL; several for a cluster's nodes (the first schedules).
+    pub bases: Vec<Url>,
     pub api_key: Option<String>,
     pub cafile: Option<PathBuf>,
     pub rooms: usize,
@@ -78,6 +79,9 @@ const DRAIN: Duration = Duration::from_secs(1);
 
 impl Plan {
     fn check(&self) -> anyhow::Result<()> {
+        if self.bases.is_empty() {
+            bail!("--base must be given at least once");
+        }
         if self.rooms == 0 {
             bail!("--rooms must be at least 1");
         }
@@ -125,14 +129,18 @@ impl Plan {
 pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     plan.check()?;
     let tls = schedule::client_tls(plan.cafile.as_deref())?;
-    let signal_url = match plan.mode {
-        Mode::Janus(_) => plan.base.to_string(),
-        _ => signal_url(&plan.base)?,
+    let signal_urls = match plan.mode {
+        Mode::Janus(_) => plan.bases.iter().map(Url::to_string).collect(),
+        _ => plan
+            .bases
+            .iter()
+            .map(signal_url)
+            .collect::<Result<Vec<_>, _>>()?,
     };
     let (seats, scheduled) = match plan.mode {
         Mode::Relay(_) => (unscheduled_seats(&plan), None),
         Mode::Janus(base) => {
-            janus_room::create_rooms(&signal_url, base, plan.rooms, plan.room_size).await?;
+            janus_room::create_rooms(&signal_urls[0], base, plan.rooms, plan.room_size).await?;
             (unscheduled_seats(&plan), None)
         }
         _ => {
@@ -145,7 +153,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let shared = Arc::new(Shared {
         mode: plan.mode,
-        signal_url,
+        signal_urls,
         tls,
         bind_ip: plan.bind_ip,
         traffic: plan.traffic,
@@ -259,6 +267,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
             server,
             generator,
             simulcast: plan.traffic.simulcast,
+            nodes: plan.bases.len(),
         },
     );
     if plan.server_pid.is_some() && report.server.is_none() {
@@ -319,7 +328,7 @@ async fn schedule_rooms(
     tls: Arc<rustls::ClientConfig>,
 ) -> anyhow::Result<(Vec<Seat>, Arc<Api>, Vec<String>)> {
     let key = plan.api_key.clone().context("an API key")?;
-    let api = Arc::new(Api::new(plan.base.clone(), key, tls)?);
+    let api = Arc::new(Api::new(plan.bases[0].clone(), key, tls)?);
     // Sessions run long enough for the whole test, in whole minutes.
     let minutes = 30 + (plan.warmup + plan.window + plan.join_timeout).as_secs() as i64 / 60;
     let size = plan.room_size;

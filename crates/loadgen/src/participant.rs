@@ -122,7 +122,8 @@ pub struct Live {
 /// What all participants of a run share.
 pub struct Shared {
     pub mode: Mode,
-    pub signal_url: String,
+    /// Each node's signaling socket (one for a single server).
+    pub signal_urls: Vec<String>,
     pub tls: Arc<rustls::ClientConfig>,
     pub bind_ip: IpAddr,
     pub traffic: Traffic,
@@ -141,7 +142,7 @@ impl Shared {
     pub(crate) fn for_tests(traffic: Traffic, stop: watch::Receiver<bool>) -> Shared {
         Shared {
             mode: Mode::Media,
-            signal_url: String::new(),
+            signal_urls: Vec::new(),
             tls: crate::schedule::client_tls(None).expect("the public roots"),
             bind_ip: IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
             traffic,
@@ -161,6 +162,18 @@ pub(crate) type Failure = String;
 const STOP_GRACE: Duration = Duration::from_secs(3);
 
 type Link = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// `redirect`s followed in a row before a join counts as failed: as many
+/// as the browser client follows (docs/protocol.md).
+const MAX_REDIRECTS: u32 = 3;
+
+/// How a `join` ended, short of a refusal.
+enum Entry {
+    /// In the room; the publishers already there.
+    Admitted(HashSet<u32>),
+    /// Sent to the node that holds the room.
+    Redirected(String),
+}
 
 /// Runs one participant until the run stops; its counts.
 pub async fn run(shared: Arc<Shared>, seat: Seat) -> Outcome {
@@ -224,8 +237,7 @@ impl Participant {
     async fn media(&mut self, shared: &Shared) -> Result<(), Failure> {
         let permit = shared.joining.clone().acquire_owned().await;
         self.started = Instant::now();
-        let mut link = connect(shared).await?;
-        let others = self.join(&mut link, shared.traffic.e2ee).await?;
+        let (mut link, others) = self.enter(shared).await?;
         self.expected_first = others;
 
         let mut peers = Peers::bind(shared.bind_ip).await?;
@@ -276,8 +288,7 @@ impl Participant {
     async fn signaling_only(&mut self, shared: &Shared) -> Result<(), Failure> {
         let permit = shared.joining.clone().acquire_owned().await;
         self.started = Instant::now();
-        let mut link = connect(shared).await?;
-        self.join(&mut link, shared.traffic.e2ee).await?;
+        let (mut link, _) = self.enter(shared).await?;
         let now = Instant::now();
         self.outcome.join_time = Some(now - self.started);
         self.became_ready(shared, now);
@@ -345,9 +356,33 @@ impl Participant {
         Ok(())
     }
 
+    /// Connects and joins through this participant's node (the nodes take
+    /// turns, so that every node of a cluster sees arrivals), following
+    /// `redirect`s to the node that holds the room; the admitted link and
+    /// the publishers already in the room.
+    async fn enter(&mut self, shared: &Shared) -> Result<(Link, HashSet<u32>), Failure> {
+        let nodes = &shared.signal_urls;
+        let mut url = nodes[self.seat.index as usize % nodes.len()].clone();
+        for _ in 0..=MAX_REDIRECTS {
+            let mut link = connect(shared, &url).await?;
+            match self.join(&mut link, shared.traffic.e2ee).await? {
+                Entry::Admitted(others) => {
+                    self.outcome.node = Some(node_of(&url));
+                    return Ok((link, others));
+                }
+                Entry::Redirected(to) => {
+                    self.outcome.redirects += 1;
+                    let _ = link.close(None).await;
+                    url = to;
+                }
+            }
+        }
+        Err("too_many_redirects".into())
+    }
+
     /// Sends `join` and waits until admitted (a clinician admits anyone
-    /// waiting); the publishers already in the room.
-    async fn join(&mut self, link: &mut Link, e2ee: bool) -> Result<HashSet<u32>, Failure> {
+    /// waiting) or sent elsewhere.
+    async fn join(&mut self, link: &mut Link, e2ee: bool) -> Result<Entry, Failure> {
         let attestation = (!self.seat.clinician).then(|| Attestation {
             state: "NY".into(),
             at_home: true,
@@ -362,11 +397,14 @@ impl Participant {
         loop {
             match signal_message(link.next().await)? {
                 Some(ServerMessage::Joined { participants, .. }) => {
-                    return Ok(participants
-                        .iter()
-                        .filter_map(|p| index_of(&p.id))
-                        .collect());
+                    return Ok(Entry::Admitted(
+                        participants
+                            .iter()
+                            .filter_map(|p| index_of(&p.id))
+                            .collect(),
+                    ));
                 }
+                Some(ServerMessage::Redirect { url }) => return Ok(Entry::Redirected(url)),
                 Some(ServerMessage::Waiting { .. }) | None => {}
                 Some(other) => self.in_room(link, other).await?,
             }
@@ -446,16 +484,24 @@ enum Wake {
     Stop,
 }
 
-async fn connect(shared: &Shared) -> Result<Link, Failure> {
+/// The node a signaling URL names, for the report: its host and port.
+fn node_of(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(u) => format!(
+            "{}:{}",
+            u.host_str().unwrap_or_default(),
+            u.port_or_known_default().unwrap_or_default()
+        ),
+        Err(_) => url.to_owned(),
+    }
+}
+
+async fn connect(shared: &Shared, url: &str) -> Result<Link, Failure> {
     let connector = Connector::Rustls(shared.tls.clone());
-    let (link, _) = tokio_tungstenite::connect_async_tls_with_config(
-        shared.signal_url.as_str(),
-        None,
-        true,
-        Some(connector),
-    )
-    .await
-    .map_err(|_| "connect")?;
+    let (link, _) =
+        tokio_tungstenite::connect_async_tls_with_config(url, None, true, Some(connector))
+            .await
+            .map_err(|_| "connect")?;
     Ok(link)
 }
 

@@ -9,7 +9,7 @@
 //! every track of their room when the window opened take part: one that
 //! never got in is an error, not a loss.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::time::Duration;
 
@@ -41,6 +41,10 @@ pub struct Outcome {
     /// Added latency of packets sent inside the window, in microseconds.
     pub latency_us: Histogram<u64>,
     pub errors: BTreeMap<String, u64>,
+    /// The node (host:port) that admitted it.
+    pub node: Option<String>,
+    /// `redirect`s it was sent on its way there.
+    pub redirects: u32,
 }
 
 impl Outcome {
@@ -54,6 +58,8 @@ impl Outcome {
             received: HashMap::new(),
             latency_us: new_histogram(),
             errors: BTreeMap::new(),
+            node: None,
+            redirects: 0,
         }
     }
 
@@ -79,6 +85,43 @@ pub struct RunFacts {
     pub generator: Option<Usage>,
     /// Publishers sent simulcast video.
     pub simulcast: bool,
+    /// Nodes the participants arrived through (several for a cluster).
+    pub nodes: usize,
+}
+
+/// How a cluster spread the run's rooms (with several `--base`).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Spread {
+    /// Rooms whose people were all admitted by each node (host:port).
+    pub rooms_by_node: BTreeMap<String, usize>,
+    /// Rooms whose people were admitted by more than one node: each
+    /// session must be one room on one node, so anything but 0 is a fault.
+    pub split_rooms: usize,
+    /// `redirect`s the participants followed to their room's node.
+    pub redirects: u64,
+}
+
+impl Spread {
+    fn of(by_room: &BTreeMap<u32, Vec<&Outcome>>) -> Spread {
+        let mut spread = Spread {
+            rooms_by_node: BTreeMap::new(),
+            split_rooms: 0,
+            redirects: 0,
+        };
+        for members in by_room.values() {
+            spread.redirects += members.iter().map(|o| u64::from(o.redirects)).sum::<u64>();
+            let nodes: BTreeSet<&str> = members.iter().filter_map(|o| o.node.as_deref()).collect();
+            match nodes.len() {
+                0 => {}
+                1 => {
+                    let node = nodes.into_iter().next().unwrap_or_default();
+                    *spread.rooms_by_node.entry(node.to_owned()).or_default() += 1;
+                }
+                _ => spread.split_rooms += 1,
+            }
+        }
+        spread
+    }
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -133,6 +176,9 @@ pub struct Report {
     pub errors: BTreeMap<String, u64>,
     pub server: Option<Usage>,
     pub generator: Option<Usage>,
+    /// With several nodes: where the rooms went.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Spread>,
 }
 
 impl Report {
@@ -233,12 +279,15 @@ impl Report {
             errors,
             server: facts.server,
             generator: facts.generator,
+            nodes: (facts.nodes > 1).then(|| Spread::of(&by_room)),
         }
     }
 
-    /// No errors, everyone ready, and (with media) packets flowed.
+    /// No errors, everyone ready, (with media) packets flowed, and no
+    /// room split across nodes.
     pub fn is_clean(&self) -> bool {
         self.errors.is_empty()
+            && self.nodes.as_ref().is_none_or(|n| n.split_rooms == 0)
             && self.ready == self.participants
             && (self.mode == "signaling" || self.received_pps > 0.0)
     }
@@ -332,6 +381,22 @@ impl fmt::Display for Report {
         if let Some(rate) = self.join_rate_per_second {
             row(f, "join rate", format!("{rate:.0} participants/s"))?;
         }
+        if let Some(spread) = &self.nodes {
+            let rooms: Vec<String> = spread
+                .rooms_by_node
+                .iter()
+                .map(|(node, n)| format!("{node} {n}"))
+                .collect();
+            row(f, "rooms by node", rooms.join(", "))?;
+            row(
+                f,
+                "split rooms",
+                format!(
+                    "{} (redirects followed: {})",
+                    spread.split_rooms, spread.redirects
+                ),
+            )?;
+        }
         if let Some(s) = &self.server {
             row(
                 f,
@@ -376,6 +441,7 @@ mod tests {
             server: None,
             generator: None,
             simulcast: false,
+            nodes: 1,
         }
     }
 
@@ -479,6 +545,46 @@ mod tests {
         assert_eq!(report.sent_pps, 40.0);
         assert!(report.simulcast);
         assert_eq!(report.video_layers_pps, Some([5.0, 0.0, 9.0]));
+    }
+
+    #[test]
+    fn a_cluster_run_counts_rooms_per_node_and_flags_a_split_room() {
+        let admitted = |index: u32, room: u32, node: &str, redirects: u32| {
+            let mut o = Outcome::new(index, room);
+            o.node = Some(node.into());
+            o.redirects = redirects;
+            o
+        };
+        let outcomes = [
+            // Room 0 met on node a (one person was sent there by b).
+            admitted(0, 0, "a:443", 0),
+            admitted(1, 0, "a:443", 1),
+            // Room 1 on node b.
+            admitted(2, 1, "b:443", 0),
+            admitted(3, 1, "b:443", 0),
+            // Room 2 split: its people were admitted by two nodes.
+            admitted(4, 2, "a:443", 0),
+            admitted(5, 2, "b:443", 0),
+        ];
+        let one = Report::compile(&outcomes, facts());
+        assert_eq!(one.nodes, None, "a single server reports no spread");
+        let report = Report::compile(
+            &outcomes,
+            RunFacts {
+                nodes: 2,
+                rooms: 3,
+                ..facts()
+            },
+        );
+        let spread = report.nodes.as_ref().expect("several nodes: a spread");
+        assert_eq!(
+            spread.rooms_by_node,
+            BTreeMap::from([("a:443".to_owned(), 1), ("b:443".to_owned(), 1)])
+        );
+        assert_eq!(spread.split_rooms, 1);
+        assert_eq!(spread.redirects, 1);
+        assert!(!report.is_clean(), "a split room is a failed run");
+        assert!(report.to_string().contains("split rooms"), "{report}");
     }
 
     #[test]
