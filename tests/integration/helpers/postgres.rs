@@ -63,8 +63,13 @@ pub async fn database(test: &str) -> Option<String> {
             return None;
         }
     };
+    Some(create_database(&server.url, test).await)
+}
+
+/// A new database `t_<random>` on the server at `server_url`: its URL.
+async fn create_database(server_url: &str, test: &str) -> String {
     let name = format!("t_{:016x}", rand::random::<u64>());
-    let admin = with_database(&server.url, "postgres");
+    let admin = with_database(server_url, "postgres");
     let mut conn = sqlx::postgres::PgConnection::connect(&admin)
         .await
         .unwrap_or_else(|e| panic!("{test}: cannot connect to the test PostgreSQL: {e}"));
@@ -78,7 +83,7 @@ pub async fn database(test: &str) -> Option<String> {
     .await
     .unwrap_or_else(|e| panic!("{test}: cannot create a test database: {e}"));
     let _ = conn.close().await;
-    Some(with_database(&server.url, &name))
+    with_database(server_url, &name)
 }
 
 /// `url` naming database `name` instead.
@@ -159,103 +164,186 @@ extern "C" fn stop_cluster() {
 }
 
 fn start_cluster() -> Result<Server, String> {
-    let bin =
-        binaries().ok_or("PostgreSQL's server programs (initdb, pg_ctl) are not installed")?;
-    let root = is_root();
-    if root
-        && Command::new("id")
-            .arg("postgres")
-            .output()
-            .map_or(true, |o| !o.status.success())
-    {
-        return Err("there is no `postgres` user to run the test cluster as".into());
-    }
-    // Under /tmp, not a 0700 temporary directory of root's: the postgres
-    // user must reach it.
-    let dir = std::env::temp_dir().join(format!(
-        "tandem-pg-{}-{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    ));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    if root {
-        let status = Command::new("chown")
-            .args(["postgres:postgres"])
-            .arg(&dir)
-            .status()
-            .map_err(|e| format!("cannot run chown: {e}"))?;
-        if !status.success() {
-            return Err(format!("cannot give {} to postgres", dir.display()));
-        }
-    }
-    let data = dir.join("data");
-    let data_s = data.to_string_lossy().into_owned();
-    run_as_postgres(
-        &bin.join("initdb"),
-        &[
-            "-A",
-            "trust",
-            "-U",
-            "postgres",
-            "-E",
-            "UTF8",
-            "--no-sync",
-            "-D",
-            &data_s,
-        ],
-    )?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| format!("no free port: {e}"))?
-        .port();
-    let options = format!(
-        "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300",
-        dir.display()
-    );
-    let log = dir.join("server.log");
-    let _ = STARTED.set((bin.join("pg_ctl"), dir.clone()));
+    let cluster = Cluster::create()?;
+    let _ = STARTED.set((cluster.pg_ctl.clone(), cluster.dir.clone()));
     // SAFETY: registers a plain function to run at exit.
     unsafe { libc::atexit(stop_cluster) };
-    run_as_postgres(
-        &bin.join("pg_ctl"),
-        &[
-            "start",
-            "-w",
-            "-t",
-            "60",
-            "-D",
-            &data_s,
-            "-l",
-            &log.to_string_lossy(),
-            "-o",
-            &options,
-        ],
-    )?;
+    cluster.start()?;
     Ok(Server {
-        url: format!("postgres://postgres@127.0.0.1:{port}/"),
-        cluster: Some(dir),
+        url: cluster.url(),
+        cluster: Some(cluster.dir),
     })
 }
 
-/// Restarts the test run's own cluster (`pg_ctl restart -m fast`): every
-/// connection is cut. `Err` when the run uses an outside server.
+/// A PostgreSQL cluster the tests made: its programs, directory and port.
+struct Cluster {
+    pg_ctl: PathBuf,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Cluster {
+    /// A new cluster (`initdb`) in a fresh directory, not yet started.
+    fn create() -> Result<Cluster, String> {
+        let bin =
+            binaries().ok_or("PostgreSQL's server programs (initdb, pg_ctl) are not installed")?;
+        let root = is_root();
+        if root
+            && Command::new("id")
+                .arg("postgres")
+                .output()
+                .map_or(true, |o| !o.status.success())
+        {
+            return Err("there is no `postgres` user to run the test cluster as".into());
+        }
+        // Under /tmp, not a 0700 temporary directory of root's: the postgres
+        // user must reach it.
+        let dir = std::env::temp_dir().join(format!(
+            "tandem-pg-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        if root {
+            let status = Command::new("chown")
+                .args(["postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .map_err(|e| format!("cannot run chown: {e}"))?;
+            if !status.success() {
+                return Err(format!("cannot give {} to postgres", dir.display()));
+            }
+        }
+        let data = dir.join("data");
+        let data_s = data.to_string_lossy().into_owned();
+        run_as_postgres(
+            &bin.join("initdb"),
+            &[
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+                &data_s,
+            ],
+        )?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("no free port: {e}"))?
+            .port();
+        Ok(Cluster {
+            pg_ctl: bin.join("pg_ctl"),
+            dir,
+            port,
+        })
+    }
+
+    /// `postgres://postgres@127.0.0.1:PORT/`, without a database.
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/", self.port)
+    }
+
+    /// Starts it, and waits until it takes connections.
+    fn start(&self) -> Result<(), String> {
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300",
+            self.port,
+            self.dir.display()
+        );
+        run_as_postgres(
+            &self.pg_ctl,
+            &[
+                "start",
+                "-w",
+                "-t",
+                "60",
+                "-D",
+                &self.dir.join("data").to_string_lossy(),
+                "-l",
+                &self.dir.join("server.log").to_string_lossy(),
+                "-o",
+                &options,
+            ],
+        )
+    }
+
+    /// Stops it (`-m fast`: every connection is cut), and waits until it has.
+    fn stop(&self) -> Result<(), String> {
+        run_as_postgres(
+            &self.pg_ctl,
+            &[
+                "stop",
+                "-w",
+                "-m",
+                "fast",
+                "-D",
+                &self.dir.join("data").to_string_lossy(),
+            ],
+        )
+    }
+}
+
+/// A cluster of one test's own, for a test that takes PostgreSQL away:
+/// the run's shared cluster serves other tests meanwhile. Stopped and
+/// removed when dropped.
 #[allow(dead_code)]
-pub fn restart() -> Result<(), String> {
-    let Some((pg_ctl, dir)) = STARTED.get() else {
-        return Err("the tests use an outside PostgreSQL; it cannot be restarted".into());
-    };
-    let data = dir.join("data");
-    run_as_postgres(
-        pg_ctl,
-        &[
-            "restart",
-            "-w",
-            "-m",
-            "fast",
-            "-D",
-            &data.to_string_lossy(),
-            "-l",
-            &dir.join("server.log").to_string_lossy(),
-        ],
-    )
+pub struct OwnCluster {
+    cluster: Cluster,
+    /// The test's database on it.
+    pub database_url: String,
+}
+
+#[allow(dead_code)]
+impl OwnCluster {
+    /// A started cluster with a database for `test`; `None` (after saying
+    /// why) when PostgreSQL is absent and not required.
+    pub async fn start(test: &str) -> Option<OwnCluster> {
+        let made = Cluster::create().and_then(|cluster| cluster.start().map(|()| cluster));
+        let cluster = match made {
+            Ok(cluster) => cluster,
+            Err(why) => {
+                if std::env::var(REQUIRE_VAR).as_deref() == Ok("1") {
+                    panic!("{test}: PostgreSQL is required ({REQUIRE_VAR}=1) but {why}");
+                }
+                eprintln!("skipped {test}: {why}");
+                return None;
+            }
+        };
+        let database_url = create_database(&cluster.url(), test).await;
+        Some(OwnCluster {
+            cluster,
+            database_url,
+        })
+    }
+
+    /// PostgreSQL goes away (`pg_ctl stop -m fast`).
+    pub fn stop(&self) -> Result<(), String> {
+        self.cluster.stop()
+    }
+
+    /// PostgreSQL comes back on the same port.
+    pub fn start_again(&self) -> Result<(), String> {
+        self.cluster.start()
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let _ = run_as_postgres(
+            &self.cluster.pg_ctl,
+            &[
+                "stop",
+                "-D",
+                &self.cluster.dir.join("data").to_string_lossy(),
+                "-m",
+                "immediate",
+                "-s",
+            ],
+        );
+        let _ = std::fs::remove_dir_all(&self.cluster.dir);
+    }
 }
