@@ -1,5 +1,7 @@
 //! Failed sign-ins, counted per account and per address, and the lock-out
-//! they lead to. A pure state machine: the caller passes the time.
+//! they lead to. The rules, as pure functions of counts and times; the
+//! counts are kept in the database (src/store/sign_in.rs), so that every
+//! node of a cluster counts the same failures.
 //!
 //! Five failures of one account within 15 minutes lock that account for
 //! 15 minutes, whatever address tries; twenty failures from one address
@@ -7,7 +9,6 @@
 //! clears the account's count. While locked, even the right password is
 //! refused: an attacker learns nothing from trying.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 
 use chrono::{DateTime, Duration, Utc};
@@ -18,6 +19,46 @@ pub const ACCOUNT_LIMIT: u32 = 5;
 pub const ADDRESS_LIMIT: u32 = 20;
 /// How far back failures count, and how long a lock-out lasts.
 pub const WINDOW: Duration = Duration::minutes(15);
+
+/// Whom failures count against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject<'a> {
+    /// An account, by its (normalized) email, whatever address tries.
+    Account(&'a str),
+    /// An address, whichever accounts it tries.
+    Address(IpAddr),
+}
+
+impl Subject<'_> {
+    /// How the database names it.
+    pub fn key(self) -> String {
+        match self {
+            Subject::Account(email) => format!("account:{email}"),
+            Subject::Address(address) => format!("address:{address}"),
+        }
+    }
+
+    fn limit(self) -> u32 {
+        match self {
+            Subject::Account(_) => ACCOUNT_LIMIT,
+            Subject::Address(_) => ADDRESS_LIMIT,
+        }
+    }
+
+    /// Its lock-out, until `until`.
+    pub fn locked(self, until: DateTime<Utc>) -> Locked {
+        match self {
+            Subject::Account(_) => Locked::Account { until },
+            Subject::Address(_) => Locked::Address { until },
+        }
+    }
+
+    /// The lock-out that `recent` failures within [`WINDOW`] before `now`
+    /// (the one at `now` included) start, if they reach the limit.
+    pub fn lockout(self, recent: u32, now: DateTime<Utc>) -> Option<Locked> {
+        (recent >= self.limit()).then(|| self.locked(now + WINDOW))
+    }
+}
 
 /// Who is locked out, until when.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,87 +92,6 @@ impl Locked {
     }
 }
 
-#[derive(Debug, Default, Clone)]
-struct Record {
-    failures: Vec<DateTime<Utc>>,
-    locked_until: Option<DateTime<Utc>>,
-}
-
-impl Record {
-    fn locked(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
-        self.locked_until.filter(|until| *until > now)
-    }
-
-    /// Counts a failure at `now`; the lock-out it starts, if any.
-    fn fail(&mut self, now: DateTime<Utc>, limit: u32) -> Option<DateTime<Utc>> {
-        self.failures.retain(|t| now - *t < WINDOW);
-        self.failures.push(now);
-        if self.failures.len() as u32 >= limit {
-            self.failures.clear();
-            self.locked_until = Some(now + WINDOW);
-            return self.locked_until;
-        }
-        None
-    }
-}
-
-/// The failures seen by this server.
-#[derive(Debug, Default)]
-pub struct Throttle {
-    accounts: HashMap<String, Record>,
-    addresses: HashMap<IpAddr, Record>,
-}
-
-impl Throttle {
-    /// Whether `email` from `address` may try now.
-    pub fn check(&self, email: &str, address: IpAddr, now: DateTime<Utc>) -> Result<(), Locked> {
-        if let Some(until) = self.accounts.get(email).and_then(|r| r.locked(now)) {
-            return Err(Locked::Account { until });
-        }
-        if let Some(until) = self.addresses.get(&address).and_then(|r| r.locked(now)) {
-            return Err(Locked::Address { until });
-        }
-        Ok(())
-    }
-
-    /// A failed attempt; the lock-out it started, if any.
-    pub fn failed(&mut self, email: &str, address: IpAddr, now: DateTime<Utc>) -> Option<Locked> {
-        self.forget_old(now);
-        let account = self
-            .accounts
-            .entry(email.to_owned())
-            .or_default()
-            .fail(now, ACCOUNT_LIMIT)
-            .map(|until| Locked::Account { until });
-        let address = self
-            .addresses
-            .entry(address)
-            .or_default()
-            .fail(now, ADDRESS_LIMIT)
-            .map(|until| Locked::Address { until });
-        account.or(address)
-    }
-
-    /// A successful sign-in clears the account's failures.
-    pub fn succeeded(&mut self, email: &str) {
-        self.accounts.remove(email);
-    }
-
-    /// Ends an account's lock-out (an admin reset it).
-    pub fn unlock(&mut self, email: &str) {
-        self.accounts.remove(email);
-    }
-
-    /// Drops records with nothing left to remember, so memory stays bounded
-    /// by recent failures.
-    fn forget_old(&mut self, now: DateTime<Utc>) {
-        let stale =
-            |r: &Record| r.locked(now).is_none() && r.failures.iter().all(|t| now - *t >= WINDOW);
-        self.accounts.retain(|_, r| !stale(r));
-        self.addresses.retain(|_, r| !stale(r));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,67 +101,44 @@ mod tests {
     }
 
     #[test]
-    fn five_failures_lock_the_account_for_fifteen_minutes() {
-        let mut throttle = Throttle::default();
-        let here: IpAddr = "10.0.0.1".parse().unwrap();
-        let there: IpAddr = "10.0.0.2".parse().unwrap();
-        for i in 0..4 {
-            assert_eq!(
-                throttle.failed("a@x.example", here, t(&format!("09:00:0{i}"))),
-                None
-            );
-        }
-        let locked = throttle.failed("a@x.example", here, t("09:00:05")).unwrap();
+    fn the_fifth_failure_of_an_account_locks_it_for_fifteen_minutes() {
+        let account = Subject::Account("a@x.example");
+        assert_eq!(account.lockout(4, t("09:00:04")), None);
+        let locked = account.lockout(5, t("09:00:05")).unwrap();
         assert_eq!(
             locked,
             Locked::Account {
                 until: t("09:15:05")
             }
         );
-        // From anywhere, even with the right password (the caller checks first).
-        assert!(throttle.check("a@x.example", there, t("09:10:00")).is_err());
-        assert!(throttle.check("b@x.example", here, t("09:10:00")).is_ok());
         assert!(locked
             .message(t("09:10:00"))
             .contains("locked for 6 more minutes"));
-        assert!(throttle.check("a@x.example", here, t("09:15:05")).is_ok());
+        assert!(locked
+            .message(t("09:15:00"))
+            .contains("locked for 1 more minute."));
     }
 
     #[test]
-    fn failures_spread_out_or_cleared_by_a_success_do_not_lock() {
-        let mut throttle = Throttle::default();
-        let here: IpAddr = "10.0.0.1".parse().unwrap();
-        for minute in 0..10 {
-            let at = t(&format!("09:{:02}:00", minute * 4));
-            assert_eq!(throttle.failed("a@x.example", here, at), None);
-        }
-        for _ in 0..4 {
-            throttle.failed("b@x.example", here, t("10:00:00"));
-        }
-        throttle.succeeded("b@x.example");
-        assert_eq!(throttle.failed("b@x.example", here, t("10:00:01")), None);
-    }
-
-    #[test]
-    fn one_address_guessing_many_accounts_is_paused() {
-        let mut throttle = Throttle::default();
-        let here: IpAddr = "10.0.0.9".parse().unwrap();
-        let mut locked = None;
-        for i in 0..ADDRESS_LIMIT {
-            locked = throttle.failed(&format!("u{i}@x.example"), here, t("09:00:00"));
-        }
+    fn an_address_is_paused_at_its_twentieth_failure() {
+        let here = Subject::Address("10.0.0.9".parse().unwrap());
+        assert_eq!(here.lockout(19, t("09:00:00")), None);
+        let locked = here.lockout(20, t("09:00:00")).unwrap();
         assert_eq!(
             locked,
-            Some(Locked::Address {
+            Locked::Address {
                 until: t("09:15:00")
-            })
+            }
         );
-        let other: IpAddr = "10.0.0.10".parse().unwrap();
-        assert!(throttle
-            .check("new@x.example", here, t("09:01:00"))
-            .is_err());
-        assert!(throttle
-            .check("new@x.example", other, t("09:01:00"))
-            .is_ok());
+        assert!(locked.message(t("09:01:00")).contains("from this network"));
+    }
+
+    #[test]
+    fn subjects_are_named_apart() {
+        assert_eq!(Subject::Account("a@x.example").key(), "account:a@x.example");
+        assert_eq!(
+            Subject::Address("10.0.0.9".parse().unwrap()).key(),
+            "address:10.0.0.9"
+        );
     }
 }

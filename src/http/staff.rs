@@ -8,7 +8,6 @@
 //! when the audit cannot be written, the sign-in does not happen.
 
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
 use url::Url;
@@ -18,7 +17,7 @@ use crate::auth::ApiRole;
 use crate::config::Config;
 use crate::console::account::{self, StaffAccount};
 use crate::console::session::{self, ConsoleSession, Ended, Stage};
-use crate::console::throttle::{Locked, Throttle};
+use crate::console::throttle::Locked;
 use crate::console::{new_secret, password, second_factor, secret_hash};
 use crate::store::staff::{LinkPurpose, SignInRecord};
 use crate::store::{Store, StoreError};
@@ -69,7 +68,6 @@ pub struct SetUp {
 #[derive(Clone)]
 pub struct StaffConsole {
     store: Store,
-    throttle: Arc<Mutex<Throttle>>,
     pub require_totp: bool,
     pub idle: Duration,
     public_url: Url,
@@ -83,7 +81,6 @@ impl StaffConsole {
     pub fn new(store: Store, config: &Config) -> StaffConsole {
         StaffConsole {
             store,
-            throttle: Default::default(),
             require_totp: config.console.require_totp,
             idle: session::idle_timeout(config.console.idle_timeout_minutes),
             public_url: config.public_url(),
@@ -193,10 +190,7 @@ impl StaffConsole {
         now: DateTime<Utc>,
     ) -> Result<String, ConsoleError> {
         self.store.reset_staff(account.id, password, now).await?;
-        self.throttle
-            .lock()
-            .expect("throttle lock")
-            .unlock(&account.email);
+        self.store.sign_in_cleared(&account.email).await?;
         self.new_link(account.id, LinkPurpose::Setup, now).await
     }
 
@@ -271,11 +265,10 @@ impl StaffConsole {
         error: ConsoleError,
         now: DateTime<Utc>,
     ) -> ConsoleError {
-        let locked = self
-            .throttle
-            .lock()
-            .expect("throttle lock")
-            .failed(email, address, now);
+        let locked = match self.store.sign_in_failed(email, address, now).await {
+            Ok(locked) => locked,
+            Err(e) => return e.into(),
+        };
         if let Err(e) = self.audit(account, email, address, event, now).await {
             return e;
         }
@@ -290,16 +283,19 @@ impl StaffConsole {
         }
     }
 
-    fn check_throttle(
+    /// Refuses, in words, an account or address that is locked out.
+    async fn check_throttle(
         &self,
         email: &str,
         address: IpAddr,
         now: DateTime<Utc>,
-    ) -> Result<(), Locked> {
-        self.throttle
-            .lock()
-            .expect("throttle lock")
-            .check(email, address, now)
+    ) -> Result<Result<(), Locked>, ConsoleError> {
+        Ok(
+            match self.store.sign_in_lockout(email, address, now).await? {
+                Some(locked) => Err(locked),
+                None => Ok(()),
+            },
+        )
     }
 
     async fn open(
@@ -334,7 +330,7 @@ impl StaffConsole {
         now: DateTime<Utc>,
     ) -> Result<SignedIn, ConsoleError> {
         let email = account::normal_email(email);
-        if let Err(locked) = self.check_throttle(&email, address, now) {
+        if let Err(locked) = self.check_throttle(&email, address, now).await? {
             self.audit(None, &email, address, "refused_locked", now)
                 .await?;
             return Err(ConsoleError::Locked(locked.message(now)));
@@ -377,10 +373,7 @@ impl StaffConsole {
                 .await?;
             Stage::SecondFactor
         } else {
-            self.throttle
-                .lock()
-                .expect("throttle lock")
-                .succeeded(&email);
+            self.store.sign_in_cleared(&email).await?;
             self.audit(Some(account), &email, address, "signed_in", now)
                 .await?;
             Stage::SignedIn
@@ -402,7 +395,7 @@ impl StaffConsole {
             return Ok(());
         }
         let email = account.email.clone();
-        if let Err(locked) = self.check_throttle(&email, address, now) {
+        if let Err(locked) = self.check_throttle(&email, address, now).await? {
             self.audit(Some(&account), &email, address, "refused_locked", now)
                 .await?;
             self.store.end_console_session(session.id, now).await?;
@@ -432,10 +425,7 @@ impl StaffConsole {
             }
             return Err(error);
         }
-        self.throttle
-            .lock()
-            .expect("throttle lock")
-            .succeeded(&email);
+        self.store.sign_in_cleared(&email).await?;
         self.audit(Some(&account), &email, address, "signed_in", now)
             .await?;
         self.store.promote_console_session(session.id, now).await?;

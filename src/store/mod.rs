@@ -15,6 +15,7 @@ pub(crate) mod people;
 pub(crate) mod placement;
 pub(crate) mod session;
 mod sessions;
+mod sign_in;
 pub(crate) mod staff;
 #[cfg(test)]
 mod suite;

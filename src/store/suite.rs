@@ -102,6 +102,7 @@ on_both!(
     people_and_availability,
     staff_links_and_totp_codes_are_used_once_even_by_two_nodes,
     console_sessions_and_the_sign_in_audit,
+    sign_in_failures_count_alike_on_every_node,
     webhook_events_ride_with_their_facts_and_two_claimers_never_share_one,
 );
 
@@ -680,4 +681,121 @@ async fn webhook_events_ride_with_their_facts_and_two_claimers_never_share_one(d
         .unwrap()
         .get(0);
     assert_eq!(kept, 21);
+}
+
+async fn sign_in_failures_count_alike_on_every_node(db: Db) {
+    use crate::console::throttle::Locked;
+    let (a, b) = (&db.store, &db.another_node().await);
+    let here: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+    let there: std::net::IpAddr = "10.0.0.2".parse().unwrap();
+    let at = |s: &str| t(&format!("2030-03-02T{s}Z"));
+
+    // Four failures through one node, the fifth through another: locked,
+    // on both, from anywhere, for 15 minutes.
+    for i in 0..4 {
+        let locked = a
+            .sign_in_failed("ann@x.example", here, at(&format!("09:00:0{i}")))
+            .await
+            .unwrap();
+        assert_eq!(locked, None);
+    }
+    let locked = b
+        .sign_in_failed("ann@x.example", there, at("09:00:05"))
+        .await
+        .unwrap();
+    let until = at("09:15:05");
+    assert_eq!(locked, Some(Locked::Account { until }));
+    for node in [a, b] {
+        assert_eq!(
+            node.sign_in_lockout("ann@x.example", there, at("09:10:00"))
+                .await
+                .unwrap(),
+            Some(Locked::Account { until })
+        );
+    }
+    assert_eq!(
+        a.sign_in_lockout("bob@x.example", here, at("09:10:00"))
+            .await
+            .unwrap(),
+        None,
+        "another account from the same address is not locked"
+    );
+    assert_eq!(
+        b.sign_in_lockout("ann@x.example", here, until)
+            .await
+            .unwrap(),
+        None,
+        "the lock-out ends after 15 minutes"
+    );
+
+    // Failures spread over more than 15 minutes never reach five.
+    for minute in 0..10 {
+        let locked = a
+            .sign_in_failed(
+                "cy@x.example",
+                there,
+                at(&format!("10:{:02}:00", minute * 4)),
+            )
+            .await
+            .unwrap();
+        assert_eq!(locked, None, "minute {}", minute * 4);
+    }
+
+    // An administrator's reset (or a success) clears the count and the
+    // lock-out everywhere.
+    for _ in 0..5 {
+        a.sign_in_failed("dee@x.example", here, at("11:00:00"))
+            .await
+            .unwrap();
+    }
+    assert!(b
+        .sign_in_lockout("dee@x.example", there, at("11:01:00"))
+        .await
+        .unwrap()
+        .is_some());
+    b.sign_in_cleared("dee@x.example").await.unwrap();
+    assert_eq!(
+        a.sign_in_lockout("dee@x.example", there, at("11:01:00"))
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Five failures at the same moment through two nodes: none is lost.
+    let failures = (0..5).map(|i| {
+        let node = if i % 2 == 0 { a } else { b };
+        node.sign_in_failed("eve@x.example", there, at("12:00:00"))
+    });
+    let results = futures_util::future::join_all(failures).await;
+    assert!(results.iter().all(Result::is_ok), "{results:?}");
+    assert!(
+        a.sign_in_lockout("eve@x.example", here, at("12:00:01"))
+            .await
+            .unwrap()
+            .is_some(),
+        "five concurrent failures lock the account"
+    );
+
+    // One address guessing twenty accounts is paused, through any node.
+    let guesser: std::net::IpAddr = "10.0.0.9".parse().unwrap();
+    let mut last = None;
+    for i in 0..20 {
+        let node = if i % 2 == 0 { a } else { b };
+        last = node
+            .sign_in_failed(&format!("u{i}@x.example"), guesser, at("13:00:00"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        last,
+        Some(Locked::Address {
+            until: at("13:15:00")
+        })
+    );
+    assert!(matches!(
+        b.sign_in_lockout("new@x.example", guesser, at("13:01:00"))
+            .await
+            .unwrap(),
+        Some(Locked::Address { .. })
+    ));
 }
