@@ -218,6 +218,10 @@ pub struct AttendanceSection {
     /// Seconds between durable presence heartbeats of each connection; after
     /// a crash, open presence is closed at the last one.
     pub heartbeat_secs: u64,
+    /// Seconds between scheduled verifications of the ledger's chain (the
+    /// first at start); a break is logged and raised as a
+    /// `ledger.verify_failed` webhook. 0: only when someone asks.
+    pub verify_every_secs: u64,
 }
 
 /// Webhook delivery (docs/webhooks.md).
@@ -329,6 +333,7 @@ impl Default for Config {
                 weekly_minimum_minutes: 540,
                 weekly_maximum_hours: 19,
                 heartbeat_secs: 15,
+                verify_every_secs: 3600,
             },
             log: LogSection {
                 filter: "info".into(),

@@ -190,6 +190,18 @@ pub(crate) async fn start_with(
     let mut tasks = Vec::new();
     // Webhook deliveries: their own task, reading the outbox.
     tasks.push(tokio::spawn(webhooks.run(stopped.clone())));
+    let attendance = Attendance::new(
+        ledger.clone(),
+        config.attendance.clone(),
+        config.default_timezone(),
+    );
+    if config.attendance.verify_every_secs > 0 {
+        tasks.push(tokio::spawn(check_the_chain(
+            attendance.clone(),
+            Duration::from_secs(config.attendance.verify_every_secs),
+            stopped.clone(),
+        )));
+    }
 
     let app = http::router(AppState {
         node: node.clone(),
@@ -197,11 +209,7 @@ pub(crate) async fn start_with(
         scheduler: scheduler.clone(),
         store: store.clone(),
         signal: signal.clone(),
-        attendance: Attendance::new(
-            ledger.clone(),
-            config.attendance.clone(),
-            config.default_timezone(),
-        ),
+        attendance,
     });
     let https = listener::serve(
         listeners.https,
@@ -271,6 +279,32 @@ const ALONE_PATIENCE: chrono::TimeDelta = chrono::TimeDelta::days(365);
 /// room with nobody connected counts as done, the others run to their end
 /// (`cluster::drain`); then `done` says so, and the server stops. Ends at
 /// the server's stop whatever it was doing.
+/// Verifies the ledger's chain at start and then every `every`
+/// (`attendance.verify_every_secs`); a check that cannot run now (the
+/// database away, events waiting to be written) is tried at the next one.
+async fn check_the_chain(
+    attendance: Attendance,
+    every: Duration,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let mut watch = crate::attendance::chain_check::ChainWatch::default();
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stopped.wait_for(|stopped| *stopped) => return,
+        }
+        match attendance.check_chain(&mut watch, chrono::Utc::now()).await {
+            Ok(None) => tracing::debug!("the attendance ledger's chain verified"),
+            Ok(Some(_)) => {} // logged and raised where it was found
+            Err(error) => {
+                tracing::warn!(%error, "the scheduled ledger verification could not run; trying at the next one")
+            }
+        }
+    }
+}
+
 async fn drain_when_told(
     node: Node,
     rooms: Arc<Rooms>,

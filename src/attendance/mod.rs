@@ -4,11 +4,13 @@
 //! [`ledger`] writes it durably and verifies the chain; [`interval`] is the
 //! arithmetic every number is made of; [`report`] and [`weekly`] compute the
 //! session and weekly IOP reports (pure); [`export`] renders them as CSV and
-//! JSON; [`service`] is the audited way to read any of it.
+//! JSON; [`service`] is the audited way to read any of it; [`chain_check`]
+//! verifies the chain on a schedule.
 
 /// The ledger's event rows are the store's ([`crate::store::event`]);
 /// re-exported here, where the rules that read them live.
 pub use crate::store::event;
+pub(crate) mod chain_check;
 pub mod export;
 pub(crate) mod interval;
 pub mod ledger;

@@ -8,6 +8,7 @@ use chrono_tz::Tz;
 use serde_json::json;
 use uuid::Uuid;
 
+use super::chain_check::{Break, ChainWatch};
 use super::event::{EventKind, NewEvent};
 use super::export;
 use super::ledger::{verify, Ledger, LedgerError, LedgerFailure, Verification};
@@ -283,16 +284,15 @@ impl Attendance {
             problem,
         } = &verification
         {
-            tracing::error!(
-                seq,
-                expected_seq,
-                problem,
-                "the attendance ledger failed verification"
-            );
-            let failed = crate::store::outbox::verify_failed(*seq, *expected_seq, problem, now);
-            self.store
-                .record_webhook_events(&[failed], now.timestamp_millis())
-                .await?;
+            self.report_break(
+                &Break {
+                    seq: *seq,
+                    expected_seq: *expected_seq,
+                    problem: problem.clone(),
+                },
+                now,
+            )
+            .await?;
         }
         let body = serde_json::to_vec(&verification).expect("serialisable");
         let rows = match &verification {
@@ -302,6 +302,39 @@ impl Attendance {
         self.audit(actor, "verify", json!({}), Format::Json, (body, rows), now)
             .await?;
         Ok(verification)
+    }
+
+    /// The scheduled verification (`attendance.verify_every_secs`): a break
+    /// `watch` has not seen reported yet is logged and raised as a
+    /// `ledger.verify_failed` webhook. Not an export, so not audited.
+    pub(crate) async fn check_chain(
+        &self,
+        watch: &mut ChainWatch,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Break>, AttendanceError> {
+        self.complete().await?;
+        let verification = verify(&self.store).await?;
+        let found = watch.observe(&verification, now);
+        if let Some(found) = &found {
+            self.report_break(found, now).await?;
+        }
+        Ok(found)
+    }
+
+    /// A broken chain: an error in the log, and the webhook event.
+    async fn report_break(&self, found: &Break, now: DateTime<Utc>) -> Result<(), AttendanceError> {
+        tracing::error!(
+            seq = found.seq,
+            expected_seq = found.expected_seq,
+            problem = %found.problem,
+            "the attendance ledger failed verification"
+        );
+        let failed =
+            crate::store::outbox::verify_failed(found.seq, found.expected_seq, &found.problem, now);
+        self.store
+            .record_webhook_events(&[failed], now.timestamp_millis())
+            .await?;
+        Ok(())
     }
 
     /// A clinician's note on a participant's attendance: a new event; no

@@ -484,3 +484,54 @@ async fn events_not_delivered_before_a_kill_9_are_delivered_after_the_restart_in
     }
     drop(process);
 }
+
+/// Nobody asks for a verification: the server's own hourly check (here
+/// every second) finds the edited event, raises `ledger.verify_failed`
+/// once, and does not raise it again at every check while it lasts.
+#[tokio::test]
+async fn a_broken_chain_is_found_and_told_without_anyone_asking_once() {
+    let receiver = Receiver::start().await;
+    let ca = receiver.ca.clone();
+    let app = TestApp::spawn_with(move |c| {
+        c.webhooks.ca_file = Some(ca);
+        c.webhooks.retry_base_seconds = 0.2;
+        c.webhooks.timeout_seconds = 1.0;
+        c.attendance.verify_every_secs = 1;
+    })
+    .await;
+    subscribe(&app, &receiver.url, &["ledger.verify_failed"]).await;
+    let session = app.create_session(&couple_session(-5, 50)).await;
+    let id = session["id"].as_str().unwrap();
+    for text in ["first note", "second note"] {
+        let response = app
+            .post(&format!("/v1/attendance/sessions/{id}/annotations"))
+            .json(&json!({"participant_id": "pat-1", "text": text}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201);
+    }
+    // Checks run meanwhile and find nothing to tell.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(receiver.received().is_empty(), "{:?}", receiver.received());
+
+    tamper(&app).await;
+    let told = receiver
+        .wait_for("ledger.verify_failed", WAIT, |r| !r.is_empty())
+        .await;
+    let failed = &told[0].json["data"];
+    assert_eq!(failed["seq"], 2, "{failed}");
+    assert!(
+        failed["problem"].as_str().is_some_and(|p| !p.is_empty()),
+        "{failed}"
+    );
+    // Three more checks: the same break is not told again.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        of_type(&receiver.received(), "ledger.verify_failed").len(),
+        1,
+        "{:?}",
+        receiver.received()
+    );
+    app.stop().await;
+}
