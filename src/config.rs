@@ -238,6 +238,9 @@ pub struct WebhooksSection {
     pub max_attempts: u32,
     /// Seconds a receiver has to answer one delivery (connect: at most 5).
     pub timeout_seconds: f64,
+    /// Days a finished delivery (delivered, or failed for good) is kept for
+    /// `GET /v1/webhooks/{id}/deliveries` and replay before it is purged.
+    pub keep_days: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -344,6 +347,7 @@ impl Default for Config {
                 retry_base_seconds: 5.0,
                 max_attempts: 15,
                 timeout_seconds: 10.0,
+                keep_days: 30,
             },
             console: ConsoleSection {
                 require_totp: true,
@@ -631,6 +635,15 @@ impl Config {
                 format!(
                     "must be between 0.01 and 3600, not {}",
                     self.webhooks.retry_base_seconds
+                ),
+            );
+        }
+        if !(1..=3650).contains(&self.webhooks.keep_days) {
+            bad(
+                "webhooks.keep_days",
+                format!(
+                    "must be between 1 and 3650, not {}",
+                    self.webhooks.keep_days
                 ),
             );
         }

@@ -103,6 +103,7 @@ on_both!(
     staff_links_and_totp_codes_are_used_once_even_by_two_nodes,
     console_sessions_and_the_sign_in_audit,
     sign_in_failures_count_alike_on_every_node,
+    finished_webhook_deliveries_are_purged_after_their_keep_and_pending_ones_never,
     webhook_events_ride_with_their_facts_and_two_claimers_never_share_one,
 );
 
@@ -798,4 +799,101 @@ async fn sign_in_failures_count_alike_on_every_node(db: Db) {
             .unwrap(),
         Some(Locked::Address { .. })
     ));
+}
+
+async fn finished_webhook_deliveries_are_purged_after_their_keep_and_pending_ones_never(db: Db) {
+    let store = &db.store;
+    let hook = EndpointRecord {
+        id: Uuid::new_v4().to_string(),
+        url: "https://ehr.example/hook".into(),
+        description: String::new(),
+        events: vec!["session.scheduled".into()],
+        secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+        created_at: 0,
+        updated_at: 0,
+        failing_since: None,
+    };
+    store.insert_webhook_endpoint(&hook).await.unwrap();
+    let now = t("2030-03-01T00:00:00Z");
+    let sessions: Vec<Session> = (0..4)
+        .map(|i| {
+            let mut s = couple(400 + i, "2030-03-02T15:00:00Z");
+            for p in &mut s.roster {
+                p.id = format!("{}-{i}", p.id);
+            }
+            s
+        })
+        .collect();
+    assert!(store
+        .place_sessions(&sessions, None, false, now)
+        .await
+        .unwrap()
+        .is_empty());
+    let at = now.timestamp_millis();
+    let mut due = store
+        .claim_webhook_deliveries("node-a", at, 60_000, 64)
+        .await
+        .unwrap();
+    due.sort_by_key(|d| d.id);
+    assert_eq!(due.len(), 4);
+    // The oldest two finish (one delivered, one failed for good); the
+    // others are still being retried.
+    let outcomes = [
+        Attempted::Delivered,
+        Attempted::Failed {
+            error: "HTTP 500".into(),
+        },
+        Attempted::Retry {
+            at: at + 1_000,
+            error: "HTTP 503".into(),
+        },
+        Attempted::Retry {
+            at: at + 1_000,
+            error: "timed out".into(),
+        },
+    ];
+    for (d, outcome) in due.iter().zip(&outcomes) {
+        store
+            .finish_webhook_attempt(d.id, &hook.id, outcome, Some(500), at)
+            .await
+            .unwrap();
+    }
+    let count = |table: &'static str| async move {
+        sqlx::query(&format!("SELECT COUNT(*) FROM {table}"))
+            .fetch_one(&store.pool)
+            .await
+            .unwrap()
+            .get::<i64, _>(0)
+    };
+    // Nothing finished before the cutoff yet: nothing goes.
+    assert_eq!(
+        store.purge_finished_webhook_deliveries(at).await.unwrap(),
+        0
+    );
+    assert_eq!(count("webhook_deliveries").await, 4);
+    // Past their keep: the finished two go, with their events; the ones
+    // still being retried stay, and stay due.
+    assert_eq!(
+        store
+            .purge_finished_webhook_deliveries(at + 1)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(count("webhook_deliveries").await, 2);
+    assert_eq!(count("webhook_events").await, 2);
+    let left = store
+        .claim_webhook_deliveries("node-a", at + 1_000, 60_000, 64)
+        .await
+        .unwrap();
+    let left: HashSet<i64> = left.iter().map(|d| d.id).collect();
+    assert_eq!(left, HashSet::from([due[2].id, due[3].id]));
+    // Purging again changes nothing.
+    assert_eq!(
+        store
+            .purge_finished_webhook_deliveries(at + 1)
+            .await
+            .unwrap(),
+        0
+    );
 }

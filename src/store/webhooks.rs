@@ -455,6 +455,41 @@ impl Store {
         )
     }
 
+    /// Purges deliveries finished before `cutoff` (delivered then, or failed
+    /// for good and created then), and events older than `cutoff` that no
+    /// delivery needs any more; how many deliveries went. Pending ones are
+    /// never touched. The newest delivery and event rows stay, so that
+    /// SQLite never hands out their ids again (`INTEGER PRIMARY KEY` reuses
+    /// the highest id once it is deleted).
+    pub(crate) async fn purge_finished_webhook_deliveries(
+        &self,
+        cutoff: i64,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let gone = sqlx::query(
+            "DELETE FROM webhook_deliveries
+             WHERE ((status = $1 AND delivered_at < $2) OR (status = $3 AND created_at < $2))
+               AND id < (SELECT MAX(id) FROM webhook_deliveries)",
+        )
+        .bind(DELIVERED)
+        .bind(cutoff)
+        .bind(FAILED)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query(
+            "DELETE FROM webhook_events
+             WHERE at < $1
+               AND position < (SELECT MAX(position) FROM webhook_events)
+               AND NOT EXISTS (SELECT 1 FROM webhook_deliveries d WHERE d.event = webhook_events.position)",
+        )
+        .bind(cutoff)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(gone)
+    }
+
     /// An endpoint's deliveries, newest first, older than `before` (a
     /// delivery id) when given; at most `limit`.
     pub(crate) async fn webhook_deliveries(

@@ -39,6 +39,8 @@ const MAX_IN_FLIGHT: usize = 32;
 const POLL: Duration = Duration::from_millis(200);
 /// How often the failing-endpoints gauge is refreshed.
 const GAUGE_EVERY: Duration = Duration::from_secs(5);
+/// How often finished deliveries past `webhooks.keep_days` are purged.
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
 /// The longest wait for a receiver's TCP and TLS handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -53,6 +55,8 @@ pub(crate) struct Worker {
     /// share the outbox): well past an attempt's timeout, so that only a
     /// node that died mid-attempt leaves one to the others.
     hold_ms: i64,
+    /// How long finished deliveries are kept (`webhooks.keep_days`).
+    keep: chrono::Duration,
 }
 
 /// The HTTPS client for receivers: system roots and `ca_file`, no
@@ -109,6 +113,7 @@ impl Worker {
             node,
             client: client(config)?,
             hold_ms: (config.timeout_seconds * 2_000.0) as i64 + 30_000,
+            keep: chrono::Duration::days(i64::from(config.keep_days)),
             schedule: Schedule {
                 base: Duration::from_secs_f64(config.retry_base_seconds),
                 max_attempts: config.max_attempts,
@@ -135,6 +140,7 @@ impl Worker {
         let mut flying: JoinSet<i64> = JoinSet::new();
         let mut busy: HashSet<i64> = HashSet::new();
         let mut gauge_at = Instant::now() - GAUGE_EVERY;
+        let mut purged_at = Instant::now() - PURGE_EVERY;
         loop {
             if *stop.borrow() {
                 break;
@@ -142,6 +148,10 @@ impl Worker {
             if gauge_at.elapsed() >= GAUGE_EVERY {
                 gauge_at = Instant::now();
                 worker.refresh_gauge().await;
+            }
+            if purged_at.elapsed() >= PURGE_EVERY {
+                purged_at = Instant::now();
+                worker.purge().await;
             }
             if flying.len() < MAX_IN_FLIGHT {
                 let now = Utc::now().timestamp_millis();
@@ -183,6 +193,17 @@ impl Worker {
             }
         }
         flying.abort_all();
+    }
+
+    /// Finished deliveries older than `webhooks.keep_days` go (every node
+    /// does it; it is idempotent). A failure is tried again next time.
+    async fn purge(&self) {
+        let cutoff = (Utc::now() - self.keep).timestamp_millis();
+        match self.store.purge_finished_webhook_deliveries(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deliveries = n, "finished webhook deliveries purged"),
+            Err(error) => tracing::warn!(%error, "finished webhook deliveries not purged"),
+        }
     }
 
     async fn refresh_gauge(&self) {
