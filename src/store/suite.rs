@@ -591,27 +591,30 @@ async fn console_sessions_and_the_sign_in_audit(db: Db) {
     assert_eq!(events, ["signed_in", "failed"], "newest first");
 }
 
-async fn webhook_events_ride_with_their_facts_and_two_claimers_never_share_one(db: Db) {
-    let other = db.another_node().await;
-    let store = &db.store;
+/// A receiver subscribed to `events`, then a couple session (its own
+/// people) for each of `numbers`, scheduled at `now`.
+async fn scheduled_for_a_receiver(
+    store: &Store,
+    events: &[&str],
+    numbers: std::ops::Range<u128>,
+    now: DateTime<Utc>,
+) -> (EndpointRecord, Vec<Session>) {
     let hook = EndpointRecord {
         id: Uuid::new_v4().to_string(),
         url: "https://ehr.example/hook".into(),
         description: String::new(),
-        events: vec!["session.scheduled".into(), "session.cancelled".into()],
+        events: events.iter().map(|e| (*e).to_owned()).collect(),
         secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
         created_at: 0,
         updated_at: 0,
         failing_since: None,
     };
     store.insert_webhook_endpoint(&hook).await.unwrap();
-    let now = t("2030-03-01T00:00:00Z");
-    // Twenty sessions, each its own outbox order.
-    let sessions: Vec<Session> = (0..20)
-        .map(|i| {
-            let mut s = couple(300 + i, "2030-03-02T15:00:00Z");
+    let sessions: Vec<Session> = numbers
+        .map(|n| {
+            let mut s = couple(n, "2030-03-02T15:00:00Z");
             for p in &mut s.roster {
-                p.id = format!("{}-{i}", p.id);
+                p.id = format!("{}-{n}", p.id);
             }
             s
         })
@@ -621,6 +624,21 @@ async fn webhook_events_ride_with_their_facts_and_two_claimers_never_share_one(d
         .await
         .unwrap()
         .is_empty());
+    (hook, sessions)
+}
+
+async fn webhook_events_ride_with_their_facts_and_two_claimers_never_share_one(db: Db) {
+    let other = db.another_node().await;
+    let store = &db.store;
+    let now = t("2030-03-01T00:00:00Z");
+    // Twenty sessions, each its own outbox order.
+    let (hook, sessions) = scheduled_for_a_receiver(
+        store,
+        &["session.scheduled", "session.cancelled"],
+        300..320,
+        now,
+    )
+    .await;
     let at = now.timestamp_millis();
     let hold = 60_000;
     let (a, b) = tokio::join!(
@@ -803,32 +821,8 @@ async fn sign_in_failures_count_alike_on_every_node(db: Db) {
 
 async fn finished_webhook_deliveries_are_purged_after_their_keep_and_pending_ones_never(db: Db) {
     let store = &db.store;
-    let hook = EndpointRecord {
-        id: Uuid::new_v4().to_string(),
-        url: "https://ehr.example/hook".into(),
-        description: String::new(),
-        events: vec!["session.scheduled".into()],
-        secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
-        created_at: 0,
-        updated_at: 0,
-        failing_since: None,
-    };
-    store.insert_webhook_endpoint(&hook).await.unwrap();
     let now = t("2030-03-01T00:00:00Z");
-    let sessions: Vec<Session> = (0..4)
-        .map(|i| {
-            let mut s = couple(400 + i, "2030-03-02T15:00:00Z");
-            for p in &mut s.roster {
-                p.id = format!("{}-{i}", p.id);
-            }
-            s
-        })
-        .collect();
-    assert!(store
-        .place_sessions(&sessions, None, false, now)
-        .await
-        .unwrap()
-        .is_empty());
+    let (hook, _) = scheduled_for_a_receiver(store, &["session.scheduled"], 400..404, now).await;
     let at = now.timestamp_millis();
     let mut due = store
         .claim_webhook_deliveries("node-a", at, 60_000, 64)
