@@ -104,6 +104,7 @@ on_both!(
     console_sessions_and_the_sign_in_audit,
     sign_in_failures_count_alike_on_every_node,
     finished_webhook_deliveries_are_purged_after_their_keep_and_pending_ones_never,
+    a_rotated_webhook_secret_signs_next_to_the_new_one_until_its_time,
     webhook_events_ride_with_their_facts_and_two_claimers_never_share_one,
 );
 
@@ -890,4 +891,43 @@ async fn finished_webhook_deliveries_are_purged_after_their_keep_and_pending_one
             .unwrap(),
         0
     );
+}
+
+async fn a_rotated_webhook_secret_signs_next_to_the_new_one_until_its_time(db: Db) {
+    let store = &db.store;
+    let now = t("2030-03-01T00:00:00Z");
+    let (hook, _) = scheduled_for_a_receiver(store, &["session.scheduled"], 500..501, now).await;
+    let at = now.timestamp_millis();
+    let until = at + 3_600_000;
+    assert!(store
+        .rotate_webhook_secret(&hook.id, "whsec_bmV3", Some(until), at)
+        .await
+        .unwrap());
+    assert!(!store
+        .rotate_webhook_secret("no-such-endpoint", "whsec_bmV3", None, at)
+        .await
+        .unwrap());
+    let due = store
+        .claim_webhook_deliveries("node-a", at, 1, 64)
+        .await
+        .unwrap();
+    assert_eq!(due[0].secret, "whsec_bmV3");
+    assert_eq!(
+        due[0].previous_secret.as_deref(),
+        Some(hook.secret.as_str())
+    );
+    // Past its time the old secret signs no more.
+    let later = store
+        .claim_webhook_deliveries("node-a", until, 1, 64)
+        .await
+        .unwrap();
+    assert_eq!(later[0].previous_secret, None);
+    // An edit of the endpoint keeps the secret.
+    let mut edited = store.webhook_endpoint(&hook.id).await.unwrap().unwrap();
+    edited.description = "EHR, second site".into();
+    edited.secret = "whsec_c3RhbGU=".into();
+    assert!(store.update_webhook_endpoint(&edited).await.unwrap());
+    let kept = store.webhook_endpoint(&hook.id).await.unwrap().unwrap();
+    assert_eq!(kept.secret, "whsec_bmV3");
+    assert_eq!(kept.description, "EHR, second site");
 }

@@ -50,6 +50,8 @@ pub(crate) struct DueDelivery {
     pub endpoint_id: String,
     pub url: String,
     pub secret: String,
+    /// The secret before the last rotation, while it still signs too.
+    pub previous_secret: Option<String>,
     pub attempts: i64,
     pub event_position: i64,
     pub event_id: String,
@@ -135,7 +137,8 @@ pub(super) async fn insert_events_in(
 /// pending one of its endpoint and session.
 const DUE: &str =
     "SELECT d.id, d.endpoint_id, p.url, p.secret, d.attempts, e.position, e.id AS event_id,
-        e.type, e.session_id, e.at, e.payload
+        e.type, e.session_id, e.at, e.payload,
+        CASE WHEN p.previous_secret_until > $2 THEN p.previous_secret END AS previous_secret
      FROM webhook_deliveries d
      JOIN webhook_events e ON e.position = d.event
      JOIN webhook_endpoints p ON p.id = d.endpoint_id
@@ -158,6 +161,7 @@ fn due(r: &AnyRow) -> Result<DueDelivery, StoreError> {
         session_id: r.try_get(8)?,
         at: r.try_get(9)?,
         payload: r.try_get(10)?,
+        previous_secret: r.try_get(11)?,
     })
 }
 
@@ -227,22 +231,48 @@ impl Store {
         .transpose()
     }
 
-    /// Replaces an endpoint's url, events, description and secret (the
-    /// caller read it first and changed what it was asked to).
+    /// Replaces an endpoint's url, events and description (the caller read
+    /// it first and changed what it was asked to). Never its secret: only
+    /// [`Store::rotate_webhook_secret`] changes that, so an edit racing a
+    /// rotation cannot put the old secret back.
     pub(crate) async fn update_webhook_endpoint(
         &self,
         e: &EndpointRecord,
     ) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE webhook_endpoints SET url = $1, description = $2, events = $3, secret = $4, updated_at = $5
-             WHERE id = $6",
+            "UPDATE webhook_endpoints SET url = $1, description = $2, events = $3, updated_at = $4
+             WHERE id = $5",
         )
         .bind(&e.url)
         .bind(&e.description)
         .bind(serde_json::to_string(&e.events).expect("strings serialise"))
-        .bind(&e.secret)
         .bind(e.updated_at)
         .bind(&e.id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Gives endpoint `id` the secret `new`; the one it had keeps signing
+    /// too until `previous_until` (ms; `None`: it stops at once). False
+    /// when there is no such endpoint.
+    pub(crate) async fn rotate_webhook_secret(
+        &self,
+        id: &str,
+        new: &str,
+        previous_until: Option<i64>,
+        now: i64,
+    ) -> Result<bool, StoreError> {
+        // The right-hand sides read the row as it was: the old secret
+        // moves over as the new one comes in, in one statement.
+        let done = sqlx::query(
+            "UPDATE webhook_endpoints SET previous_secret = secret, previous_secret_until = $1,
+             secret = $2, updated_at = $3 WHERE id = $4",
+        )
+        .bind(previous_until)
+        .bind(new)
+        .bind(now)
+        .bind(id)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)

@@ -227,7 +227,17 @@ impl Worker {
             },
         };
         let timestamp = Utc::now().timestamp();
+        // Right after a rotation the secret before it signs too: a receiver
+        // that has either accepts (the header lists both, newest first).
+        let previous = d
+            .previous_secret
+            .as_deref()
+            .and_then(|old| signing::sign(old, &d.event_id, timestamp, body.as_bytes()));
         let Some(signature) = signing::sign(&d.secret, &d.event_id, timestamp, body.as_bytes())
+            .map(|new| match previous {
+                Some(old) => format!("{new} {old}"),
+                None => new,
+            })
         else {
             tracing::error!(endpoint = %d.endpoint_id, "webhook secret unusable; delivery failed");
             self.finish(&d, Err(("the endpoint's secret is unusable".into(), None)))

@@ -535,3 +535,82 @@ async fn a_broken_chain_is_found_and_told_without_anyone_asking_once() {
     );
     app.stop().await;
 }
+
+/// A rotation keeps the receiver working while it is updated: deliveries
+/// carry both signatures (any Standard Webhooks library accepts either
+/// secret) for the hours asked; a rotation for a leaked secret
+/// (`previous_valid_hours: 0`) stops the old one at once.
+#[tokio::test]
+async fn a_rotated_secret_keeps_signing_next_to_the_new_one_for_the_hours_asked() {
+    let receiver = Receiver::start().await;
+    let app = app_for(&receiver, 3).await;
+    let hook = subscribe(&app, &receiver.url, &["session.scheduled"]).await;
+    let id = hook["id"].as_str().unwrap();
+    let first = hook["secret"].as_str().unwrap().to_owned();
+
+    let rotate = |body: Option<Value>| {
+        let request = app.post(&format!("/v1/webhooks/{id}/rotate_secret"));
+        let request = match body {
+            Some(body) => request.json(&body),
+            None => request,
+        };
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status();
+            (status, response.json::<Value>().await.unwrap())
+        }
+    };
+    let (status, rotated) = rotate(None).await;
+    assert_eq!(status, 200, "{rotated}");
+    let second = rotated["secret"].as_str().unwrap().to_owned();
+    let until = chrono::DateTime::parse_from_rfc3339(
+        rotated["previous_valid_until"].as_str().expect("{rotated}"),
+    )
+    .unwrap();
+    let hours =
+        (until.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_minutes() as f64 / 60.0;
+    assert!((23.9..=24.0).contains(&hours), "{rotated}");
+
+    app.create_session(&couple_session(60, 50)).await;
+    let both = receiver
+        .wait_for("a delivery after the rotation", WAIT, |r| r.len() == 1)
+        .await;
+    assert_signed(&second, &both[0]);
+    assert_signed(&first, &both[0]);
+
+    // A leaked secret: rotated with no overlap; only the newest signs.
+    let (status, rotated) = rotate(Some(json!({"previous_valid_hours": 0}))).await;
+    assert_eq!(status, 200, "{rotated}");
+    assert_eq!(rotated["previous_valid_until"], Value::Null, "{rotated}");
+    let third = rotated["secret"].as_str().unwrap().to_owned();
+    app.create_session(&couple_session(120, 50)).await;
+    let received = receiver
+        .wait_for("a delivery after the second rotation", WAIT, |r| {
+            r.len() == 2
+        })
+        .await;
+    assert_signed(&third, &received[1]);
+    let old = standardwebhooks::Webhook::new(&second).unwrap();
+    assert!(
+        old.verify(received[1].body.as_bytes(), &received[1].headers)
+            .is_err(),
+        "the secret rotated with no overlap still signs"
+    );
+
+    // More than a week is refused, in the error shape, naming the field;
+    // the secret stays.
+    let (status, refused) = rotate(Some(json!({"previous_valid_hours": 169}))).await;
+    assert_eq!(status, 422, "{refused}");
+    assert_eq!(
+        refused["error"]["field"], "previous_valid_hours",
+        "{refused}"
+    );
+    app.create_session(&couple_session(180, 50)).await;
+    let received = receiver
+        .wait_for("a delivery after the refused rotation", WAIT, |r| {
+            r.len() == 3
+        })
+        .await;
+    assert_signed(&third, &received[2]);
+    app.stop().await;
+}
