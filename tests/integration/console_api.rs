@@ -3,7 +3,7 @@
 //! actor), a clinician who sees only the sessions they lead, and what
 //! disabling an account does. The browser side is `console`.
 
-use std::process::Command;
+use tokio::process::Command;
 
 use reqwest::header::{COOKIE, SET_COOKIE};
 use reqwest::StatusCode;
@@ -12,7 +12,10 @@ use serde_json::{json, Value};
 use crate::helpers::{couple_session, serve::TANDEM, TestApp};
 
 /// Runs `tandem staff ARGS` on the test server's database; its stdout.
-fn staff(app: &TestApp, args: &[&str]) -> String {
+/// Awaited, not blocked on: the server runs on this test's runtime, and a
+/// blocked runtime could stall it inside a write transaction that the
+/// command then waits for until SQLite's busy timeout.
+async fn staff(app: &TestApp, args: &[&str]) -> String {
     let mut command = Command::new(TANDEM);
     command
         .arg("staff")
@@ -22,7 +25,7 @@ fn staff(app: &TestApp, args: &[&str]) -> String {
     for (key, _) in std::env::vars().filter(|(k, _)| k.starts_with("TANDEM_")) {
         command.env_remove(key);
     }
-    let out = command.output().unwrap();
+    let out = command.output().await.unwrap();
     assert!(
         out.status.success(),
         "tandem staff {args:?}: {}",
@@ -51,7 +54,7 @@ async fn signed_in(
     if let Some(roster) = roster {
         args.extend(["--roster-id", roster]);
     }
-    let out = staff(app, &args);
+    let out = staff(app, &args).await;
     let link = out
         .lines()
         .find_map(|l| l.split_once("Set-up link (works once, for 24 h): "))
@@ -258,7 +261,9 @@ async fn a_disabled_account_is_signed_out_and_a_reset_gives_a_new_link() {
         .await
         .unwrap();
     assert_eq!(listed.status(), 200);
-    assert!(staff(&app, &["disable", "sky@clinic.test"]).contains("disabled"));
+    assert!(staff(&app, &["disable", "sky@clinic.test"])
+        .await
+        .contains("disabled"));
     let after = app
         .client
         .get(app.url("/v1/sessions"))
@@ -271,7 +276,7 @@ async fn a_disabled_account_is_signed_out_and_a_reset_gives_a_new_link() {
         .await
         .unwrap_err();
     assert_eq!(refused["error"]["code"], "sign_in_failed");
-    let reset = staff(&app, &["reset", "sky@clinic.test"]);
+    let reset = staff(&app, &["reset", "sky@clinic.test"]).await;
     assert!(reset.contains("/console/#setup="), "{reset}");
     // The sign-in audit, which admins read, has each step.
     let (admin, _) = signed_in(&app, "ada@clinic.test", "admin", None).await;
