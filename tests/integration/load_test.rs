@@ -41,6 +41,11 @@ fn rand_suffix() -> u64 {
 /// Runs `tandem load-test` against `app` (its URL, admin key and CA) with
 /// `extra` arguments, off the async runtime the server runs on.
 async fn load_test_against(app: &TestApp, extra: &[&str]) -> Value {
+    start_load_test(app, extra).await.unwrap()
+}
+
+/// [`load_test_against`], started: its report once it is done.
+fn start_load_test(app: &TestApp, extra: &[&str]) -> tokio::task::JoinHandle<Value> {
     let mut args: Vec<String> = [
         "load-test",
         "--base",
@@ -59,8 +64,6 @@ async fn load_test_against(app: &TestApp, extra: &[&str]) -> Value {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         load_test(&args, &dir)
     })
-    .await
-    .unwrap()
 }
 
 /// A child process that is killed when the test ends, however it ends.
@@ -92,7 +95,9 @@ async fn synthetic_rooms_send_and_receive_media_through_the_server() {
     // must show is media flowing both ways, not a figure.
     let sent = report["sent_pps"].as_f64().unwrap();
     let expected = report["expected_pps"].as_f64().unwrap();
-    assert!((sent - 960.0).abs() < 30.0, "sent {sent} packets/s");
+    // Never more than planned; less when the machine is too busy to keep
+    // the generator's pace (that is a figure, not a fault).
+    assert!(sent > 0.0 && sent < 990.0, "sent {sent} packets/s");
     assert_eq!(expected, 2.0 * sent, "{report:#}");
     assert!(report["received_pps"].as_f64().unwrap() > 0.0, "{report:#}");
     assert!(
@@ -150,6 +155,55 @@ async fn signaling_only_participants_join_and_stay_connected() {
     assert!(report["join_rate_per_second"].as_f64().unwrap() > 0.0);
     assert_eq!(report["loss_percent"], Value::Null);
     app.stop().await;
+}
+
+/// `--rejoin`: the server is killed (kill -9) in the middle of a run and
+/// started again; every participant joins again on its own, as the browser
+/// client does, and the report says how many came back and how long it
+/// took. (Against a cluster the same flag measures a failover:
+/// bench/cluster-load.sh.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn participants_dropped_by_a_dead_server_join_again_and_are_counted() {
+    use crate::helpers::serve::{self, ServeOptions, ServeProcess};
+    let dir = tempfile::tempdir().unwrap();
+    let options = ServeOptions {
+        port: Some(serve::free_port_outside_the_ephemeral_range()),
+        ..ServeOptions::default()
+    };
+    let (config, app) = serve::prepare(dir.path(), &dir.path().join("data"), &options);
+    let log = dir.path().join("serve.log");
+    let server = ServeProcess::start(&config, &log, &app).await;
+    let run = start_load_test(
+        &app,
+        &[
+            "--rooms",
+            "2",
+            "--warmup",
+            "0",
+            "--seconds",
+            "14",
+            "--signaling-only",
+            "--rejoin",
+        ],
+    );
+    // Everyone is in (joins take well under this); then the server dies
+    // and comes back on the same port and database.
+    tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+    server.kill();
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let server = ServeProcess::start(&config, &log, &app).await;
+    let report = run.await.unwrap();
+    assert_clean(&report, 6);
+    assert_eq!(
+        report["rejoins"], 6,
+        "every participant came back: {report:#}"
+    );
+    let back = &report["rejoin_ms"];
+    assert!(
+        back["max"].as_f64().is_some_and(|ms| ms >= 1_000.0),
+        "nobody can be back before the server is: {report:#}"
+    );
+    drop(server);
 }
 
 #[test]

@@ -56,6 +56,12 @@ pub struct LoadTestArgs {
     /// Join and stay connected without media: signaling capacity.
     #[arg(long, conflicts_with = "relay")]
     signaling_only: bool,
+    /// With --signaling-only: a participant whose connection drops (its
+    /// node died) joins again through the other nodes, as the browser
+    /// client does; the report gives the time from the drop to `joined`
+    /// again (a cluster's failover as its clients see it).
+    #[arg(long, requires = "signaling_only")]
+    rejoin: bool,
     /// Send plain RTP through a bare UDP relay (`tandem-relay`) at
     /// IP:PORT instead of the server: the machine's ceiling.
     #[arg(long, value_name = "IP:PORT")]
@@ -138,6 +144,7 @@ pub async fn load_test(args: LoadTestArgs) -> anyhow::Result<()> {
         server_pid: args.server_pid,
         progress: !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr()),
         keep_sessions: args.keep_sessions,
+        rejoin: args.rejoin,
     };
     let report = crate::run(plan).await?;
     print!("{report}");

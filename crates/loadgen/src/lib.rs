@@ -72,6 +72,8 @@ pub struct Plan {
     /// Leave the scheduled sessions in place after the run (they are
     /// cancelled otherwise).
     pub keep_sessions: bool,
+    /// Join again after a dropped connection (signaling only).
+    pub rejoin: bool,
 }
 
 /// How long packets in flight get to arrive after the window closes.
@@ -162,6 +164,7 @@ pub async fn run(plan: Plan) -> anyhow::Result<Report> {
         joining: Arc::new(Semaphore::new(plan.join_concurrency)),
         live: Live::default(),
         stop: stop_rx,
+        rejoin: plan.rejoin,
     });
 
     let joining = bar(

@@ -134,6 +134,8 @@ pub struct Shared {
     pub joining: Arc<Semaphore>,
     pub live: Live,
     pub stop: watch::Receiver<bool>,
+    /// Join again when the signaling connection drops (`--rejoin`).
+    pub rejoin: bool,
 }
 
 #[cfg(test)]
@@ -151,6 +153,7 @@ impl Shared {
             joining: Arc::new(Semaphore::new(1)),
             live: Live::default(),
             stop,
+            rejoin: false,
         }
     }
 }
@@ -166,6 +169,11 @@ type Link = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// `redirect`s followed in a row before a join counts as failed: as many
 /// as the browser client follows (docs/protocol.md).
 const MAX_REDIRECTS: u32 = 3;
+/// How long a dropped participant keeps trying to get back in (a node's
+/// rooms move once its lease has run out: well under this).
+const REJOIN_WITHIN: Duration = Duration::from_secs(60);
+/// The pause between two attempts to get back in.
+const REJOIN_PAUSE: Duration = Duration::from_millis(250);
 
 /// How a `join` ended, short of a refusal.
 enum Entry {
@@ -237,7 +245,7 @@ impl Participant {
     async fn media(&mut self, shared: &Shared) -> Result<(), Failure> {
         let permit = shared.joining.clone().acquire_owned().await;
         self.started = Instant::now();
-        let (mut link, others) = self.enter(shared).await?;
+        let (mut link, others) = self.enter(shared, self.seat.index as usize).await?;
         self.expected_first = others;
 
         let mut peers = Peers::bind(shared.bind_ip).await?;
@@ -288,7 +296,8 @@ impl Participant {
     async fn signaling_only(&mut self, shared: &Shared) -> Result<(), Failure> {
         let permit = shared.joining.clone().acquire_owned().await;
         self.started = Instant::now();
-        let (mut link, _) = self.enter(shared).await?;
+        let first = self.seat.index as usize;
+        let (mut link, _) = self.enter(shared, first).await?;
         let now = Instant::now();
         self.outcome.join_time = Some(now - self.started);
         self.became_ready(shared, now);
@@ -296,16 +305,46 @@ impl Participant {
         let mut stop = shared.stop.clone();
         loop {
             tokio::select! {
-                m = link.next() => {
-                    if let Some(message) = signal_message(m)? {
-                        self.in_room(&mut link, message).await?;
+                m = link.next() => match signal_message(m) {
+                    Ok(Some(message)) => self.in_room(&mut link, message).await?,
+                    Ok(None) => {}
+                    Err(_) if shared.rejoin && !*stop.borrow() => {
+                        link = self.rejoin(shared, &mut stop).await?;
                     }
-                }
+                    Err(failure) => return Err(failure),
+                },
                 _ = stop.changed() => break,
             }
         }
         leave(&mut link).await;
         Ok(())
+    }
+
+    /// After the signaling connection dropped (its node died, say): joins
+    /// again through each node in turn, as the browser client reconnects,
+    /// until back in the room; records how long that took.
+    async fn rejoin(
+        &mut self,
+        shared: &Shared,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Link, Failure> {
+        let dropped = Instant::now();
+        let mut attempt = self.seat.index as usize + 1;
+        while dropped.elapsed() < REJOIN_WITHIN && !*stop.borrow() {
+            match self.enter(shared, attempt).await {
+                Ok((link, _)) => {
+                    self.outcome.rejoin_times.push(dropped.elapsed());
+                    return Ok(link);
+                }
+                // A node that is gone, or one that cannot place the room
+                // yet (its old lease still running): the next one, soon.
+                Err(_) => {
+                    attempt += 1;
+                    tokio::time::sleep(REJOIN_PAUSE).await;
+                }
+            }
+        }
+        Err("rejoin_timeout".into())
     }
 
     async fn relay(&mut self, shared: &Shared, relay: SocketAddr) -> Result<(), Failure> {
@@ -356,13 +395,18 @@ impl Participant {
         Ok(())
     }
 
-    /// Connects and joins through this participant's node (the nodes take
-    /// turns, so that every node of a cluster sees arrivals), following
+    /// Connects and joins through node `turn` (modulo their number: the
+    /// participants take turns, so that every node of a cluster sees
+    /// arrivals), following
     /// `redirect`s to the node that holds the room; the admitted link and
     /// the publishers already in the room.
-    async fn enter(&mut self, shared: &Shared) -> Result<(Link, HashSet<u32>), Failure> {
+    async fn enter(
+        &mut self,
+        shared: &Shared,
+        turn: usize,
+    ) -> Result<(Link, HashSet<u32>), Failure> {
         let nodes = &shared.signal_urls;
-        let mut url = nodes[self.seat.index as usize % nodes.len()].clone();
+        let mut url = nodes[turn % nodes.len()].clone();
         for _ in 0..=MAX_REDIRECTS {
             let mut link = connect(shared, &url).await?;
             match self.join(&mut link, shared.traffic.e2ee).await? {

@@ -45,6 +45,9 @@ pub struct Outcome {
     pub node: Option<String>,
     /// `redirect`s it was sent on its way there.
     pub redirects: u32,
+    /// With `--rejoin`: each time its connection dropped, how long until it
+    /// was in the room again.
+    pub rejoin_times: Vec<Duration>,
 }
 
 impl Outcome {
@@ -60,6 +63,7 @@ impl Outcome {
             errors: BTreeMap::new(),
             node: None,
             redirects: 0,
+            rejoin_times: Vec::new(),
         }
     }
 
@@ -166,6 +170,12 @@ pub struct Report {
     pub duplicates: u64,
     pub latency_ms: Option<Percentiles>,
     pub join_ms: Option<Percentiles>,
+    /// With `--rejoin`: from a dropped connection to `joined` again (a
+    /// failover as the clients see it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rejoin_ms: Option<Percentiles>,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub rejoins: usize,
     pub join_rate_per_second: Option<f64>,
     /// Publishers sent simulcast video; expected counts a layer over the
     /// span each subscriber received it.
@@ -214,6 +224,7 @@ impl Report {
         let (mut reordered, mut duplicates) = (0, 0);
         let mut latency = new_histogram();
         let mut joins = new_histogram();
+        let mut rejoins = new_histogram();
         let mut errors = BTreeMap::new();
         let mut layers = [0u64; 3];
 
@@ -225,6 +236,9 @@ impl Report {
             }
             if let Some(t) = outcome.join_time {
                 let _ = joins.record((t.as_micros() as u64).max(1));
+            }
+            for t in &outcome.rejoin_times {
+                let _ = rejoins.record((t.as_micros() as u64).max(1));
             }
             for (&(_, track, layer), got) in &outcome.received {
                 if track == Track::Video && usize::from(layer) < layers.len() {
@@ -273,6 +287,8 @@ impl Report {
             duplicates,
             latency_ms: Percentiles::of(&latency, 1_000.0),
             join_ms: Percentiles::of(&joins, 1_000.0),
+            rejoin_ms: Percentiles::of(&rejoins, 1_000.0),
+            rejoins: rejoins.len() as usize,
             join_rate_per_second: facts.join_rate,
             simulcast: facts.simulcast,
             video_layers_pps: facts.simulcast.then(|| layers.map(|n| n as f64 / seconds)),
@@ -291,6 +307,10 @@ impl Report {
             && self.ready == self.participants
             && (self.mode == "signaling" || self.received_pps > 0.0)
     }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 fn thousands(n: f64) -> String {
@@ -378,6 +398,16 @@ impl fmt::Display for Report {
                 None => "n/a".into(),
             },
         )?;
+        if let Some(r) = &self.rejoin_ms {
+            row(
+                f,
+                "back in after a drop",
+                format!(
+                    "{} times; p50/p99 {:.0} / {:.0} ms (max {:.0})",
+                    self.rejoins, r.p50, r.p99, r.max
+                ),
+            )?;
+        }
         if let Some(rate) = self.join_rate_per_second {
             row(f, "join rate", format!("{rate:.0} participants/s"))?;
         }
