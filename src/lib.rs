@@ -97,6 +97,7 @@ mod layers;
 pub mod live;
 pub mod metrics;
 pub mod node;
+pub(crate) mod nodes;
 mod private_file;
 pub mod room;
 pub mod schedule;

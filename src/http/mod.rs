@@ -224,7 +224,8 @@ fn loggable_path(path: &str) -> &str {
 struct Health {
     /// `ok` or `unavailable`.
     status: &'static str,
-    /// `database` or `ledger`, when unavailable.
+    /// `database`, `heartbeat` (a cluster node whose heartbeats fail) or
+    /// `ledger`, when unavailable.
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -260,6 +261,15 @@ async fn health(State(state): State<AppState>) -> Response {
         tracing::error!(%error, "health check: database unavailable");
         return unavailable(Health {
             reason: Some("database"),
+            ..Health::unavailable(node)
+        });
+    }
+    // In a cluster, a node whose heartbeats fail is dead to the others:
+    // the load balancer should send nobody here.
+    if let Some(problem) = node.beat_problem() {
+        return unavailable(Health {
+            reason: Some("heartbeat"),
+            message: Some(problem),
             ..Health::unavailable(node)
         });
     }

@@ -39,6 +39,30 @@ pub struct Heartbeat {
     pub busy_ratio: f64,
 }
 
+/// The lease a ledger write is made under: the session's lease row must
+/// still name `node` with `epoch` when the write commits
+/// ([`Store::append_events_fenced`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Fence {
+    pub session: String,
+    pub node: String,
+    pub epoch: i64,
+}
+
+impl Fence {
+    /// The fence of `lease`, held for `session`.
+    pub fn of(session: &str, lease: &Lease) -> Fence {
+        Fence {
+            session: session.to_owned(),
+            node: lease.holder.clone(),
+            epoch: lease.epoch,
+        }
+    }
+}
+
+/// The PostgreSQL channel that wakes the readers of the command table.
+pub const ROOM_COMMANDS_CHANNEL: &str = "tandem_room_commands";
+
 /// A command for a live room, as queued.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomCommand {
@@ -151,6 +175,27 @@ impl Store {
         .transpose()
     }
 
+    /// Every room's lease, by session.
+    pub async fn room_leases(
+        &self,
+    ) -> Result<std::collections::HashMap<String, Lease>, StoreError> {
+        let rows = sqlx::query("SELECT session_id, node_id, epoch, expires_at FROM room_leases")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.get(0),
+                    Lease {
+                        holder: r.get(1),
+                        epoch: r.get(2),
+                        expires_at: from_millis(r.get(3))?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
     /// Writes `lease` (a claim decided by `cluster::lease::claim`) if the
     /// row still is as the claimant read it: absent (`replaces` `None`) or
     /// at epoch `replaces`. False: another node was faster.
@@ -238,6 +283,13 @@ impl Store {
         .bind(to_millis(now))
         .fetch_one(&self.pool)
         .await?;
+        if self.backend == super::Backend::Postgres {
+            // Only wakes the holder; it also reads the table every second,
+            // since a notification sent while it does not listen is lost.
+            let _ = sqlx::query(&format!("NOTIFY {ROOM_COMMANDS_CHANNEL}"))
+                .execute(&self.pool)
+                .await;
+        }
         Ok(row.get(0))
     }
 
