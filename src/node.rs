@@ -28,6 +28,9 @@ pub struct Node {
     /// In a cluster: when the last heartbeat was written, or why the last
     /// one failed (`/healthz`).
     beat: Arc<std::sync::Mutex<Beat>>,
+    /// In a cluster: the `wss:` origins of every node, for the pages'
+    /// `connect-src` (a redirect crosses origins).
+    origins: Arc<std::sync::RwLock<Vec<String>>>,
 }
 
 /// The outcome of this node's heartbeats.
@@ -50,6 +53,7 @@ impl Node {
             public_url: config.node_public_url(),
             state: watch::Sender::new(state),
             beat: Default::default(),
+            origins: Default::default(),
         })
     }
 
@@ -106,6 +110,17 @@ impl Node {
             }
             _ => None,
         }
+    }
+
+    /// The cluster's nodes' `wss:` origins, as last read.
+    pub(crate) fn set_cluster_origins(&self, origins: Vec<String>) {
+        *self.origins.write().expect("origins lock") = origins;
+    }
+
+    /// The `wss:` origins a page served here may open sockets to (none
+    /// for a single node: `'self'` is enough).
+    pub(crate) fn cluster_origins(&self) -> Vec<String> {
+        self.origins.read().expect("origins lock").clone()
     }
 
     /// The state, as it changes.

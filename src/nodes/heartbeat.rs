@@ -36,7 +36,22 @@ pub(crate) async fn beat(cluster: &Cluster, rooms: &Rooms) {
         busy_ratio: crate::metrics::shard::busiest(),
     };
     match tokio::time::timeout(BEAT_TIMEOUT, cluster.store.beat(&beat, Utc::now())).await {
-        Ok(Ok(())) => cluster.node.beat_written(),
+        Ok(Ok(())) => {
+            cluster.node.beat_written();
+            // The pages' connect-src names every node (a redirect crosses
+            // origins).
+            if let Ok(members) = cluster.store.cluster_nodes().await {
+                let mut origins: Vec<String> = members
+                    .iter()
+                    .filter_map(|m| url::Url::parse(&m.url).ok())
+                    .filter_map(|mut u| u.set_scheme("wss").ok().map(|_| u))
+                    .map(|u| u.origin().ascii_serialization())
+                    .collect();
+                origins.sort();
+                origins.dedup();
+                cluster.node.set_cluster_origins(origins);
+            }
+        }
         Ok(Err(error)) => cluster.node.beat_failed(error.to_string()),
         Err(_) => cluster
             .node

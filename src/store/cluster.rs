@@ -449,6 +449,63 @@ mod tests {
         assert!(store.pending_room_commands("b").await.unwrap().is_empty());
     }
 
+    fn knock(participant: &str) -> crate::store::event::NewEvent {
+        crate::store::event::NewEvent {
+            at: 1_800_000_000_000,
+            session: "s1".into(),
+            participant: Some(participant.into()),
+            role: Some("patient".into()),
+            connection: Some("run-1".into()),
+            kind: crate::store::event::EventKind::Waiting,
+            reason: None,
+            modality: None,
+            detail: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_node_whose_lease_was_taken_writes_nothing_more_to_the_ledger() {
+        let (_dir, store) = store_with_session().await;
+        let ledger = crate::attendance::ledger::Ledger::start(store.clone())
+            .await
+            .unwrap();
+        let a = try_claim(&store, "a", at(0)).await.unwrap();
+        let fence_a = Fence::of("s1", &a);
+        ledger
+            .append_fenced(vec![knock("pt-1")], Some(fence_a.clone()))
+            .await
+            .expect("the holder writes");
+        // a freezes; b claims the expired lease.
+        let b = try_claim(&store, "b", at(7)).await.unwrap();
+        let refused = ledger
+            .append_fenced(vec![knock("pt-2")], Some(fence_a.clone()))
+            .await
+            .unwrap_err();
+        assert!(refused.to_string().contains("no longer holds"), "{refused}");
+        // A fact of the stale holder is dropped, not kept for later.
+        assert!(ledger
+            .record_fenced(vec![knock("pt-3")], Some(fence_a))
+            .await
+            .is_err());
+        assert!(ledger.health().await.is_ok(), "nothing is left waiting");
+        ledger
+            .append_fenced(vec![knock("pt-4")], Some(Fence::of("s1", &b)))
+            .await
+            .expect("the new holder writes");
+        let written: Vec<_> = store
+            .session_events("s1")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event.participant.unwrap())
+            .collect();
+        assert_eq!(written, ["pt-1", "pt-4"]);
+        assert!(matches!(
+            crate::attendance::ledger::verify(&store).await.unwrap(),
+            crate::attendance::ledger::Verification::Ok { events: 2, .. }
+        ));
+    }
+
     #[tokio::test]
     async fn heartbeats_publish_the_load_that_placement_reads() {
         let (_dir, store) = store_with_session().await;

@@ -88,6 +88,29 @@ async fn participants_arriving_through_different_nodes_meet_in_one_room() {
         assert_eq!(health["node"]["state"], "ready", "{health}");
         assert_eq!(health["node"]["id"], node.id.as_str(), "{health}");
     }
+    // A page served by one node may open a socket on the other (where a
+    // redirect sends it).
+    let other = format!("wss://localhost:{}", cluster.nodes[1].app.https_addr.port());
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let page = cluster.nodes[0]
+            .app
+            .client
+            .get(cluster.nodes[0].app.url("/healthz"))
+            .send()
+            .await
+            .unwrap();
+        let csp = page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        if csp.contains(&other) {
+            assert!(csp.contains("connect-src 'self' "), "{csp}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "{other} never in {csp}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let (_, tokens) = schedule(&cluster.nodes[1].app).await;
     // Both idle: the new room goes to node-a, also for a join reaching
     // node-b, which redirects it there.
