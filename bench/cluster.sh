@@ -21,6 +21,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$ROOT/bench/devcert.sh"
 NODES=${NODES:-3}
 FIRST_PORT=${FIRST_PORT:-9451}
 PG_PORT=${PG_PORT:-55432}
@@ -61,14 +62,7 @@ as_pg "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -q -c \
 DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/tandem"
 
 # A development certificate for localhost, made by a short demo run.
-"$BIN" demo --port 0 --data-dir "$WORK/demo" --certs-dir "$WORK/certs" >"$WORK/demo.log" 2>&1 &
-demo=$!
-for _ in $(seq 100); do
-    grep -q Listening "$WORK/demo.log" 2>/dev/null && break
-    sleep 0.1
-done
-kill "$demo" 2>/dev/null || true
-wait "$demo" 2>/dev/null || true
+dev_certificate "$BIN" "$WORK"
 CA="$WORK/certs/dev-ca.pem"
 PUBLIC="https://localhost:$FIRST_PORT"
 
