@@ -165,7 +165,14 @@ impl Rooms {
         // it has restarted, or in a cluster to another one).
         let closed_to_new = !self.new_rooms.load(std::sync::atomic::Ordering::SeqCst)
             && !live.contains_key(&session.id);
+        // A lease claimed for a room that does not open here is released.
+        let release_unused = |handle: &ConnHandle| {
+            if let (Some(lease), false) = (&handle.lease, live.contains_key(&session.id)) {
+                lease.finish();
+            }
+        };
         if self.stopping.borrow().is_some() || closed_to_new {
+            release_unused(&handle);
             let _ = handle
                 .out
                 .send(Outgoing::Close(ServerMessage::server_restart()));
@@ -177,6 +184,7 @@ impl Rooms {
             .expect("rooms lock")
             .contains(&session.id)
         {
+            release_unused(&handle);
             let _ = handle.out.send(Outgoing::Close(ServerMessage::denied(
                 DenialCode::SessionEnded,
             )));

@@ -24,7 +24,9 @@ use uuid::Uuid;
 
 use super::Cluster;
 use crate::cluster::lease::{Held, Keep, Lease, LEASE_TERM};
+use crate::cluster::placement::{place, NodeLoad};
 use crate::cluster::routing::{route, Route};
+use crate::cluster::NodeState;
 use crate::store::cluster::Fence;
 use crate::store::StoreError;
 
@@ -105,9 +107,32 @@ impl Cluster {
         // A claim lost to a faster node is routed again, on fresh rows.
         for _ in 0..3 {
             let row = self.store.room_lease(&id).await?;
-            let members = self.store.cluster_nodes().await?;
+            let mut members = self.store.cluster_nodes().await?;
+            if self.node.state() == NodeState::Draining {
+                // Not yet in its heartbeat row, perhaps: a draining node
+                // opens no room.
+                for member in members.iter_mut().filter(|m| *m.load.node == *self.node.id) {
+                    member.load.draining = true;
+                }
+            }
             let now = Utc::now();
-            let (lease, replaces) = match route(&self.node.id, row.as_ref(), &members, now) {
+            let decided = route(&self.node.id, row.as_ref(), &members, now);
+            let draining = self.node.state() == NodeState::Draining;
+            if draining && matches!(decided, Route::Here | Route::Claim { .. }) {
+                // Not even its own lease back: the room goes elsewhere.
+                let loads: Vec<NodeLoad> = members.iter().map(|m| m.load.clone()).collect();
+                let chosen = place(&loads, now).map(|n| n.node.clone());
+                return Ok(
+                    match members
+                        .iter()
+                        .find(|m| Some(&m.load.node) == chosen.as_ref())
+                    {
+                        Some(member) => Routed::Redirect(signal_url(&member.url)),
+                        None => Routed::Busy,
+                    },
+                );
+            }
+            let (lease, replaces) = match decided {
                 // The row names this node but no room here holds it: a
                 // previous run's, or one given up. Claimed anew, so that
                 // the previous writer is fenced off.

@@ -356,3 +356,50 @@ async fn a_node_frozen_past_its_lease_writes_nothing_more_for_the_room_and_lets_
         peer.close().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_keeps_its_live_room_and_sends_new_rooms_to_another_node() {
+    let Some(mut cluster) = TestCluster::start_with("cluster_drain", 2, &["--drain"]).await else {
+        return;
+    };
+    let (_, live) = schedule(&cluster.nodes[0].app).await;
+    let ((clinician, _), (patient, at_node)) = meet(&cluster, &live, 0, 0).await;
+    assert_eq!(at_node, 0);
+
+    cluster.nodes[0].process.as_ref().unwrap().signal("TERM");
+    let deadline = Instant::now() + WAIT;
+    while cluster.nodes[0].app.health().await["node"]["state"] != "draining" {
+        assert!(Instant::now() < deadline, "never draining");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A new session's room opens on node-b, also for a join that reaches
+    // the draining node.
+    let (_, later) = schedule(&cluster.nodes[0].app).await;
+    let (other, other_at) = TestPeer::join_following(
+        &cluster.apps(),
+        0,
+        &later["clin-1"],
+        "clin-1",
+        PeerOptions::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{e:#}\n{}", cluster.logs()));
+    assert_eq!(other_at, 1, "{}", cluster.logs());
+    // The live room goes on where it is.
+    patient.clear_received();
+    clinician.clear_received();
+    media_flows(&clinician, &patient).await;
+
+    // Its session ends: the drained node stops by itself.
+    clinician.send_json(json!({"type": "end"})).await.unwrap();
+    patient.wait_for_message("ended", WAIT).await.unwrap();
+    let node_a = cluster.nodes[0].process.as_mut().unwrap();
+    let status = node_a
+        .exited_within(Duration::from_secs(20))
+        .await
+        .expect("a drained node stops by itself");
+    assert!(status.success(), "{status:?}");
+    for peer in [clinician, patient, other] {
+        peer.close().await;
+    }
+}

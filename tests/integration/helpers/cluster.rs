@@ -36,6 +36,12 @@ impl TestCluster {
     /// signing key the others read). `None` when PostgreSQL is absent and
     /// not required (the test is skipped).
     pub async fn start(test: &str, count: usize) -> Option<TestCluster> {
+        Self::start_with(test, count, &[]).await
+    }
+
+    /// [`TestCluster::start`], each node run as `tandem serve ARGS…`
+    /// (e.g. `--drain`).
+    pub async fn start_with(test: &str, count: usize, args: &[&str]) -> Option<TestCluster> {
         let database = super::postgres::database(test).await?;
         let dir = tempfile::tempdir().unwrap();
         let key = dir.path().join("signing-key.pem");
@@ -54,7 +60,14 @@ impl TestCluster {
             };
             let (config, app) = serve::prepare(&home, &home.join("data"), &options);
             let log = home.join("serve.log");
-            let process = ServeProcess::start(&config, &log, &app).await;
+            let process = ServeProcess::start_with_args(
+                std::process::Command::new(serve::TANDEM),
+                args,
+                &config,
+                &log,
+                &app,
+            )
+            .await;
             nodes.push(ClusterNode {
                 id,
                 app,
