@@ -16,6 +16,8 @@
 //! ledger keeps its events in order, with their own times, until the disk
 //! takes them ([`Ledger::record`]).
 
+pub(crate) mod lease;
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -29,12 +31,12 @@ use uuid::Uuid;
 
 use crate::attendance::event::{EventKind, Modality, NewEvent, Reason};
 use crate::attendance::ledger::{Ledger, LedgerError};
-use crate::nodes::owner::RoomLease;
 use crate::room::state::{Effect, Input, Occupancy, Room, RoomEvent};
 use crate::room::takeover::Takeover;
 use crate::schedule::{Notice, RosterEntry, Scheduler, Session};
 use crate::sfu::{Command, ConnId, PeerEvent, Sfu};
 use crate::store::StoreError;
+use lease::RoomLease;
 use tandem_protocol::{Attestation, DenialCode, ErrorCode, IceServer, ServerMessage};
 
 /// How often a room's timers are checked.

@@ -67,10 +67,15 @@ pub(crate) async fn run(
 ) {
     let mut every = tokio::time::interval(HEARTBEAT_EVERY.to_std().expect("positive"));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut state = cluster.node.watch();
     loop {
         tokio::select! {
-            _ = every.tick() => beat(&cluster, &rooms).await,
+            _ = every.tick() => {}
+            // A drain is published at once: the other nodes stop placing
+            // new rooms here (they would be sent back).
+            changed = state.changed() => if changed.is_err() { return },
             _ = async { stopped.wait_for(|stop| *stop).await.is_ok() } => return,
         }
+        beat(&cluster, &rooms).await;
     }
 }

@@ -22,9 +22,9 @@ use std::sync::{Arc, Mutex};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use crate::live::lease::RoomLease;
 use crate::node::Node;
 use crate::store::Store;
-use owner::RoomLease;
 
 /// What this node knows of its cluster, shared by its tasks.
 pub(crate) struct Cluster {

@@ -7,7 +7,7 @@
 //! the lease, or has just claimed it by a conditional write), a redirect
 //! to the node that holds it, or busy.
 //!
-//! A lease this node holds is a [`RoomLease`], shared by the room's task
+//! A lease this node holds is a [`RoomLease`] (`live::lease`), shared by the room's task
 //! (which asks [`RoomLease::may_act`] before every decision and writes
 //! the ledger under its [`Fence`]) and by a keeper task that renews it
 //! every 2 s ([`crate::cluster::lease::Held::tick`]). When a renewal finds
@@ -15,19 +15,18 @@
 //! marks the lease lost: the room stops, writes nothing more and closes
 //! its people's sockets so that they reconnect and reach the holder.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::sync::watch;
 use uuid::Uuid;
 
 use super::Cluster;
-use crate::cluster::lease::{Held, Keep, Lease, LEASE_TERM};
+use crate::cluster::lease::{Keep, Lease, LEASE_TERM};
 use crate::cluster::placement::{place, NodeLoad};
 use crate::cluster::routing::{route, Route};
 use crate::cluster::NodeState;
-use crate::store::cluster::Fence;
+use crate::live::lease::RoomLease;
 use crate::store::StoreError;
 
 /// How often a keeper looks at its lease (renewals are due every 2 s).
@@ -45,52 +44,6 @@ pub(crate) enum Routed {
     Redirect(String),
     /// No node can take it now.
     Busy,
-}
-
-/// A room's lease held by this node.
-#[derive(Debug)]
-pub(crate) struct RoomLease {
-    session: Uuid,
-    held: Mutex<Held>,
-    /// True once the room may no longer act (given up or taken).
-    lost: watch::Sender<bool>,
-    /// True once the room has finished: the keeper releases the lease.
-    finished: watch::Sender<bool>,
-}
-
-impl RoomLease {
-    /// Whether the room may act at `now`.
-    pub(crate) fn may_act(&self, now: DateTime<Utc>) -> bool {
-        !*self.lost.borrow() && self.held.lock().expect("lease lock").may_act(now)
-    }
-
-    /// The lease as last written.
-    pub(crate) fn lease(&self) -> Lease {
-        self.held.lock().expect("lease lock").lease.clone()
-    }
-
-    /// What the room's ledger writes carry.
-    pub(crate) fn fence(&self) -> Fence {
-        Fence::of(&self.session.to_string(), &self.lease())
-    }
-
-    /// Changes to true when the room must stop acting.
-    pub(crate) fn lost(&self) -> watch::Receiver<bool> {
-        self.lost.subscribe()
-    }
-
-    /// The room has finished (ended, or stopped with the server): the
-    /// lease is released, so the next claim needs no wait.
-    pub(crate) fn finish(&self) {
-        self.finished.send_replace(true);
-    }
-
-    fn give_up(&self, why: &str) {
-        if !self.lost.send_replace(true) {
-            let lease = self.lease();
-            tracing::warn!(session = %self.session, epoch = lease.epoch, why, "this node no longer acts for the room");
-        }
-    }
 }
 
 impl Cluster {
@@ -163,19 +116,14 @@ impl Cluster {
 
     /// Keeps `lease`, just claimed, until the room finishes or loses it.
     fn hold(self: &Arc<Self>, session: Uuid, lease: Lease, now: DateTime<Utc>) -> Arc<RoomLease> {
-        let held = Arc::new(RoomLease {
-            session,
-            held: Mutex::new(Held::new(lease, now)),
-            lost: watch::Sender::new(false),
-            finished: watch::Sender::new(false),
-        });
+        let held = Arc::new(RoomLease::new(session, lease, now));
         if let Some(previous) = self
             .leases
             .lock()
             .expect("leases lock")
             .insert(session, held.clone())
         {
-            previous.give_up("claimed again");
+            previous.give_up(Some("claimed again"));
         }
         tokio::spawn(keep(self.clone(), held.clone()));
         held
@@ -184,10 +132,10 @@ impl Cluster {
     fn forget(&self, lease: &Arc<RoomLease>) {
         let mut leases = self.leases.lock().expect("leases lock");
         if leases
-            .get(&lease.session)
+            .get(&lease.session())
             .is_some_and(|held| Arc::ptr_eq(held, lease))
         {
-            leases.remove(&lease.session);
+            leases.remove(&lease.session());
         }
     }
 }
@@ -208,23 +156,22 @@ fn signal_url(public_url: &str) -> String {
 /// Renews `lease` while the room may act; releases it when the room
 /// finishes; marks it lost when it may no longer act.
 async fn keep(cluster: Arc<Cluster>, lease: Arc<RoomLease>) {
-    let id = lease.session.to_string();
+    let id = lease.session().to_string();
     let mut tick = tokio::time::interval(KEEPER_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut finished = lease.finished.subscribe();
-    let mut lost = lease.lost.subscribe();
+    let mut finished = lease.finished();
+    let mut lost = lease.lost();
     loop {
         tokio::select! {
             _ = tick.tick() => {}
             _ = async { finished.wait_for(|f| *f).await.is_ok() } => {
                 let held = lease.lease();
-                let lost_already = *lease.lost.borrow();
-                if !lost_already {
+                if !lease.is_lost() {
                     if let Err(error) = cluster.store.release_room_lease(&id, &held, Utc::now()).await {
                         tracing::warn!(session = %id, %error, "lease not released: it expires by itself");
                     }
                 }
-                lease.lost.send_replace(true);
+                lease.give_up(None);
                 cluster.forget(&lease);
                 return;
             }
@@ -234,7 +181,7 @@ async fn keep(cluster: Arc<Cluster>, lease: Arc<RoomLease>) {
             }
         }
         let now = Utc::now();
-        let keep = lease.held.lock().expect("lease lock").tick(now);
+        let keep = lease.tick(now);
         match keep {
             Keep::Wait => {}
             Keep::Renew { expires_at } => {
@@ -245,12 +192,8 @@ async fn keep(cluster: Arc<Cluster>, lease: Arc<RoomLease>) {
                 )
                 .await;
                 match renewed {
-                    Ok(Ok(true)) => lease
-                        .held
-                        .lock()
-                        .expect("lease lock")
-                        .renewed(expires_at, now),
-                    Ok(Ok(false)) => lease.give_up("another node claimed the room"),
+                    Ok(Ok(true)) => lease.renewed(expires_at, now),
+                    Ok(Ok(false)) => lease.give_up(Some("another node claimed the room")),
                     Ok(Err(error)) => {
                         tracing::warn!(session = %id, %error, "lease not renewed; trying again")
                     }
@@ -259,7 +202,7 @@ async fn keep(cluster: Arc<Cluster>, lease: Arc<RoomLease>) {
                     }
                 }
             }
-            Keep::GiveUp => lease.give_up("the lease could not be renewed in time"),
+            Keep::GiveUp => lease.give_up(Some("the lease could not be renewed in time")),
         }
     }
 }

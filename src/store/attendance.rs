@@ -166,7 +166,7 @@ impl Store {
         &self,
         session: Option<&str>,
     ) -> Result<Vec<(Event, Option<i64>)>, StoreError> {
-        let rows = sqlx::query(&format!(
+        let sql = format!(
             "SELECT {cols}, (SELECT h.at FROM presence_heartbeats h WHERE h.connection_id = j.connection_id) AS heartbeat
              FROM attendance_events j
              WHERE j.kind = 'joined'
@@ -174,13 +174,17 @@ impl Store {
                                AND c.seq > j.seq AND c.kind IN ('left', 'removed', 'replaced', 'joined'))
                AND NOT EXISTS (SELECT 1 FROM attendance_events s WHERE s.session_id = j.session_id
                                AND s.seq > j.seq AND s.kind = 'session_closed')
-               AND ($1 = '' OR j.session_id = $1)
+               {of_session}
              ORDER BY j.seq",
-            cols = EVENT_COLUMNS.split(", ").map(|c| format!("j.{c}")).collect::<Vec<_>>().join(", ")
-        ))
-        .bind(session.unwrap_or(""))
-        .fetch_all(&self.pool)
-        .await?;
+            cols = EVENT_COLUMNS.split(", ").map(|c| format!("j.{c}")).collect::<Vec<_>>().join(", "),
+            // One session's (a takeover) reads its events only.
+            of_session = if session.is_some() { "AND j.session_id = $1" } else { "" },
+        );
+        let mut query = sqlx::query(&sql);
+        if let Some(session) = session {
+            query = query.bind(session);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| Ok((event(r)?, r.try_get::<Option<i64>, _>("heartbeat")?)))
             .collect()

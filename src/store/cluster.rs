@@ -449,9 +449,10 @@ mod tests {
         assert!(store.pending_room_commands("b").await.unwrap().is_empty());
     }
 
-    fn knock(participant: &str) -> crate::store::event::NewEvent {
-        crate::store::event::NewEvent {
-            at: 1_800_000_000_000,
+    /// Event `seq` of the chain, after `prev`.
+    fn knock(seq: i64, prev: &str, participant: &str) -> crate::store::event::Event {
+        let event = crate::store::event::NewEvent {
+            at: 1_800_000_000_000 + seq,
             session: "s1".into(),
             participant: Some(participant.into()),
             role: Some("patient".into()),
@@ -460,36 +461,39 @@ mod tests {
             reason: None,
             modality: None,
             detail: None,
+        };
+        crate::store::event::Event {
+            seq,
+            hash: crate::store::event::chain_hash(prev, seq, &event),
+            prev_hash: prev.into(),
+            event,
         }
     }
 
     #[tokio::test]
     async fn a_node_whose_lease_was_taken_writes_nothing_more_to_the_ledger() {
         let (_dir, store) = store_with_session().await;
-        let ledger = crate::attendance::ledger::Ledger::start(store.clone())
-            .await
-            .unwrap();
         let a = try_claim(&store, "a", at(0)).await.unwrap();
-        let fence_a = Fence::of("s1", &a);
-        ledger
-            .append_fenced(vec![knock("pt-1")], Some(fence_a.clone()))
+        let first = knock(1, crate::store::event::GENESIS, "pt-1");
+        store
+            .append_events_fenced(std::slice::from_ref(&first), &[Fence::of("s1", &a)])
             .await
             .expect("the holder writes");
-        // a freezes; b claims the expired lease.
+        // a freezes; b claims the expired lease: a's next write is refused
+        // whole, and b's continues the chain.
         let b = try_claim(&store, "b", at(7)).await.unwrap();
-        let refused = ledger
-            .append_fenced(vec![knock("pt-2")], Some(fence_a.clone()))
+        let second = knock(2, &first.hash, "pt-2");
+        let refused = store
+            .append_events_fenced(std::slice::from_ref(&second), &[Fence::of("s1", &a)])
             .await
             .unwrap_err();
-        assert!(refused.to_string().contains("no longer holds"), "{refused}");
-        // A fact of the stale holder is dropped, not kept for later.
-        assert!(ledger
-            .record_fenced(vec![knock("pt-3")], Some(fence_a))
-            .await
-            .is_err());
-        assert!(ledger.health().await.is_ok(), "nothing is left waiting");
-        ledger
-            .append_fenced(vec![knock("pt-4")], Some(Fence::of("s1", &b)))
+        assert!(
+            matches!(&refused, StoreError::Fenced { session } if session == "s1"),
+            "{refused}"
+        );
+        let by_b = knock(2, &first.hash, "pt-3");
+        store
+            .append_events_fenced(&[by_b], &[Fence::of("s1", &b)])
             .await
             .expect("the new holder writes");
         let written: Vec<_> = store
@@ -499,11 +503,7 @@ mod tests {
             .into_iter()
             .map(|e| e.event.participant.unwrap())
             .collect();
-        assert_eq!(written, ["pt-1", "pt-4"]);
-        assert!(matches!(
-            crate::attendance::ledger::verify(&store).await.unwrap(),
-            crate::attendance::ledger::Verification::Ok { events: 2, .. }
-        ));
+        assert_eq!(written, ["pt-1", "pt-3"]);
     }
 
     #[tokio::test]
