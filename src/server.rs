@@ -227,6 +227,11 @@ pub(crate) async fn start_with(
             rooms.clone(),
             stopped.clone(),
         )));
+        tasks.push(tokio::spawn(crate::nodes::sweep::run(
+            cluster.clone(),
+            ledger.clone(),
+            stopped.clone(),
+        )));
     }
 
     let app = http::router(AppState {

@@ -8,13 +8,16 @@
 //!   holds the room), the leases this node claims, and the task that
 //!   renews each one and gives the room up when it may no longer act;
 //! - [`commands`]: REST revocations and cancellations for rooms held by
-//!   another node, through the durable command table.
+//!   another node, through the durable command table;
+//! - [`sweep`]: presence left open by a node that died, in rooms nobody
+//!   reopens, closed at its last heartbeat.
 //!
 //! A single node on SQLite (`alone`) has no [`Cluster`]: none of this runs.
 
 pub(crate) mod commands;
 pub(crate) mod heartbeat;
 pub(crate) mod owner;
+pub(crate) mod sweep;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -196,6 +196,35 @@ impl Store {
             .collect()
     }
 
+    /// The leases that expired in `(since, until]`: rooms that finished, or
+    /// whose holder stopped acting (died, froze, lost the database).
+    pub async fn leases_expired_between(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<(String, Lease)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT session_id, node_id, epoch, expires_at FROM room_leases
+             WHERE expires_at > $1 AND expires_at <= $2",
+        )
+        .bind(to_millis(since))
+        .bind(to_millis(until))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.get(0),
+                    Lease {
+                        holder: r.get(1),
+                        epoch: r.get(2),
+                        expires_at: from_millis(r.get(3))?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
     /// Writes `lease` (a claim decided by `cluster::lease::claim`) if the
     /// row still is as the claimant read it: absent (`replaces` `None`) or
     /// at epoch `replaces`. False: another node was faster.

@@ -403,3 +403,57 @@ async fn a_draining_node_keeps_its_live_room_and_sends_new_rooms_to_another_node
         peer.close().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_left_by_a_killed_node_ends_at_its_last_heartbeat_even_if_nobody_comes_back() {
+    let Some(mut cluster) = TestCluster::start("cluster_sweep", 2).await else {
+        return;
+    };
+    let (session, tokens) = schedule(&cluster.nodes[1].app).await;
+    let ((clinician, _), (patient, at_node)) = meet(&cluster, &tokens, 0, 0).await;
+    assert_eq!(at_node, 0);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let killed_at = Utc::now();
+    cluster.nodes[0].process.take().unwrap().kill();
+    // Nobody reconnects: node-b closes the presence node-a left open.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let row = loop {
+        let report = cluster.attendance(1, &session).await;
+        let row = report["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["participant_id"] == "pat-1")
+            .cloned()
+            .unwrap();
+        if row["intervals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["end_reason"] == "server_restart")
+        {
+            break row;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "presence still open: {row}\n{}",
+            cluster.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let cut = row["intervals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["end_reason"] == "server_restart")
+        .unwrap();
+    let cut_at = at(cut["end"].as_str().unwrap());
+    assert!(
+        cut_at <= killed_at && cut_at >= killed_at - chrono::TimeDelta::seconds(2),
+        "cut at {cut_at}, killed at {killed_at}: {row}"
+    );
+    let verified = cluster.verify(1).await;
+    assert_eq!(verified["status"], "ok", "{verified}");
+    clinician.close().await;
+    patient.close().await;
+}
