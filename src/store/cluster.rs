@@ -107,6 +107,18 @@ impl RoomCommandKind {
     }
 }
 
+/// A `session_id, node_id, epoch, expires_at` row.
+fn session_lease(row: &sqlx::any::AnyRow) -> Result<(String, Lease), StoreError> {
+    Ok((
+        row.get(0),
+        Lease {
+            holder: row.get(1),
+            epoch: row.get(2),
+            expires_at: from_millis(row.get(3))?,
+        },
+    ))
+}
+
 impl Store {
     /// Writes this node's heartbeat row at `now`.
     pub async fn beat(&self, beat: &Heartbeat, now: DateTime<Utc>) -> Result<(), StoreError> {
@@ -182,18 +194,7 @@ impl Store {
         let rows = sqlx::query("SELECT session_id, node_id, epoch, expires_at FROM room_leases")
             .fetch_all(&self.pool)
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.get(0),
-                    Lease {
-                        holder: r.get(1),
-                        epoch: r.get(2),
-                        expires_at: from_millis(r.get(3))?,
-                    },
-                ))
-            })
-            .collect()
+        rows.iter().map(session_lease).collect()
     }
 
     /// The leases that expired in `(since, until]`: rooms that finished, or
@@ -211,18 +212,7 @@ impl Store {
         .bind(to_millis(until))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.get(0),
-                    Lease {
-                        holder: r.get(1),
-                        epoch: r.get(2),
-                        expires_at: from_millis(r.get(3))?,
-                    },
-                ))
-            })
-            .collect()
+        rows.iter().map(session_lease).collect()
     }
 
     /// Writes `lease` (a claim decided by `cluster::lease::claim`) if the

@@ -209,6 +209,40 @@ fn at(text: &str) -> DateTime<Utc> {
         .with_timezone(&Utc)
 }
 
+/// The patient's row of the session's attendance report.
+async fn patient_row(cluster: &TestCluster, via: usize, session: &str) -> serde_json::Value {
+    let report = cluster.attendance(via, session).await;
+    report["participants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["participant_id"] == "pat-1")
+        .cloned()
+        .unwrap_or_else(|| panic!("no pat-1 in {report}"))
+}
+
+/// When the row's presence was cut by a stopped node (`server_restart`).
+fn cut_at(row: &serde_json::Value) -> Option<DateTime<Utc>> {
+    row["intervals"]
+        .as_array()?
+        .iter()
+        .find(|i| i["end_reason"] == "server_restart")
+        .map(|i| at(i["end"].as_str().unwrap()))
+}
+
+/// Presence ends at the last sign of life before the kill (heartbeats
+/// every second here), never after it: no invented time.
+fn assert_cut_at_the_kill(
+    cut_at: DateTime<Utc>,
+    killed_at: DateTime<Utc>,
+    row: &serde_json::Value,
+) {
+    assert!(
+        cut_at <= killed_at && cut_at >= killed_at - chrono::TimeDelta::seconds(2),
+        "cut at {cut_at}, killed at {killed_at}: {row}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_the_owner_is_killed_the_room_comes_back_on_another_node_within_15_s() {
     let Some(mut cluster) = TestCluster::start("cluster_failover", 2).await else {
@@ -254,32 +288,16 @@ async fn when_the_owner_is_killed_the_room_comes_back_on_another_node_within_15_
 
     clinician.send_json(json!({"type": "end"})).await.unwrap();
     patient.wait_for_message("ended", WAIT).await.unwrap();
-    let report = cluster.attendance(1, &session).await;
-    let row = report["participants"]
+    let row = patient_row(&cluster, 1, &session).await;
+    let cut_at = cut_at(&row).unwrap_or_else(|| panic!("no interval ended by the failover: {row}"));
+    let back_at = row["intervals"]
         .as_array()
         .unwrap()
-        .iter()
-        .find(|p| p["participant_id"] == "pat-1")
-        .unwrap()
-        .clone();
-    let intervals = row["intervals"].as_array().unwrap();
-    let cut = intervals
-        .iter()
-        .find(|i| i["end_reason"] == "server_restart")
-        .unwrap_or_else(|| panic!("no interval ended by the failover: {row}"));
-    let cut_at = at(cut["end"].as_str().unwrap());
-    let back_at = intervals
         .iter()
         .map(|i| at(i["start"].as_str().unwrap()))
         .find(|start| *start > cut_at)
         .unwrap_or_else(|| panic!("no presence after the failover: {row}"));
-    // Presence ends at the last sign of life before the kill (heartbeats
-    // every second here), never after it: no invented time.
-    let slack = chrono::TimeDelta::seconds(2);
-    assert!(
-        cut_at <= killed_at && cut_at >= killed_at - slack,
-        "cut at {cut_at}, killed at {killed_at}: {row}"
-    );
+    assert_cut_at_the_kill(cut_at, killed_at, &row);
     let gap = (back_at - cut_at).to_std().unwrap();
     assert!(
         gap <= failover + Duration::from_secs(2),
@@ -417,22 +435,11 @@ async fn presence_left_by_a_killed_node_ends_at_its_last_heartbeat_even_if_nobod
     cluster.nodes[0].process.take().unwrap().kill();
     // Nobody reconnects: node-b closes the presence node-a left open.
     let deadline = Instant::now() + Duration::from_secs(30);
-    let row = loop {
-        let report = cluster.attendance(1, &session).await;
-        let row = report["participants"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|p| p["participant_id"] == "pat-1")
-            .cloned()
-            .unwrap();
-        if row["intervals"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|i| i["end_reason"] == "server_restart")
-        {
-            break row;
+    loop {
+        let row = patient_row(&cluster, 1, &session).await;
+        if let Some(cut) = cut_at(&row) {
+            assert_cut_at_the_kill(cut, killed_at, &row);
+            break;
         }
         assert!(
             Instant::now() < deadline,
@@ -440,18 +447,7 @@ async fn presence_left_by_a_killed_node_ends_at_its_last_heartbeat_even_if_nobod
             cluster.logs()
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
-    };
-    let cut = row["intervals"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|i| i["end_reason"] == "server_restart")
-        .unwrap();
-    let cut_at = at(cut["end"].as_str().unwrap());
-    assert!(
-        cut_at <= killed_at && cut_at >= killed_at - chrono::TimeDelta::seconds(2),
-        "cut at {cut_at}, killed at {killed_at}: {row}"
-    );
+    }
     let verified = cluster.verify(1).await;
     assert_eq!(verified["status"], "ok", "{verified}");
     clinician.close().await;
