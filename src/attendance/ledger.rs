@@ -12,7 +12,7 @@
 //! - a **request** ([`Ledger::append`]: an admission, a clinician's action,
 //!   a `leave`, an annotation) gets an error, and its caller does not carry
 //!   it out;
-//! - a **fact** ([`Ledger::record`]: media connected, a lost connection, a
+//! - a **fact** ([`Ledger::record_fenced`]: media connected, a lost connection, a
 //!   session reaching its end, a stop) cannot be refused: its events are
 //!   kept in memory, in order, with their own times, and written first, as
 //!   soon as the disk takes them again (retried every [`RETRY`]). Later

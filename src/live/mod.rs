@@ -14,7 +14,13 @@
 //! and may try again. What simply happens (media connected, a lost
 //! connection, the clock) cannot be refused: it is carried out, and the
 //! ledger keeps its events in order, with their own times, until the disk
-//! takes them ([`Ledger::record`]).
+//! takes them ([`Ledger::record_fenced`]).
+//!
+//! In a cluster, a room acts only under its lease ([`lease::RoomLease`]):
+//! it asks before every input whether it may still act, writes the ledger
+//! under the lease's fence, and when it may not, it writes nothing more and
+//! closes its people's sockets (`server_restart`) so that they reconnect to
+//! the node that holds the room now. A single node's rooms have no lease.
 
 pub(crate) mod lease;
 
@@ -378,10 +384,10 @@ async fn run(
     };
     // In a cluster, the room acts only while its lease allows.
     let may_act = |now: DateTime<Utc>| lease.as_ref().is_none_or(|l| l.may_act(now));
-    let mut lost = match &lease {
-        Some(lease) => lease.lost(),
-        None => watch::channel(false).1,
-    };
+    // Turns true when the lease is lost (never for a single node: its
+    // branch below is off).
+    let (_alone, never) = watch::channel(false);
+    let mut lost = lease.as_ref().map_or(never, |l| l.lost());
     if let Some(fence) = &recorder.fence {
         // A room another node held (it died, froze or was cut off): the
         // presence it left open ends at each connection's last heartbeat.
@@ -466,7 +472,7 @@ async fn run(
                 None => break,
             },
             _ = stop.changed() => continue,
-            _ = async { lost.wait_for(|lost| *lost).await.is_ok() } => continue,
+            _ = async { lost.wait_for(|lost| *lost).await.is_ok() }, if lease.is_some() => continue,
             _ = tick.tick() => (Input::Tick, None),
             _ = heartbeat.tick() => {
                 if !may_act(Utc::now()) {
