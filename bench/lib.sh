@@ -14,6 +14,7 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+source "$ROOT/bench/devcert.sh"
 # BENCH_BINARY: a tandem binary built elsewhere (then nothing is built).
 BIN=${BENCH_BINARY:-"$ROOT/target/release/tandem"}
 SERVER_CORE=${SERVER_CORE:-0}
@@ -43,15 +44,7 @@ build() {
 # A development certificate, a configuration with one media shard on
 # loopback, and a scheduler API key, all under $WORK.
 prepare_server() {
-    "$BIN" demo --port 0 --data-dir "$WORK/demo" --certs-dir "$WORK/certs" >"$WORK/demo.log" 2>&1 &
-    local demo=$!
-    for _ in $(seq 100); do
-        grep -q Listening "$WORK/demo.log" 2>/dev/null && break
-        sleep 0.1
-    done
-    kill "$demo" 2>/dev/null || true
-    wait "$demo" 2>/dev/null || true
-    [[ -f "$WORK/certs/cert.pem" ]] || { cat "$WORK/demo.log" >&2; echo "bench: no certificate" >&2; exit 1; }
+    dev_certificate "$BIN" "$WORK"
     CA="$WORK/certs/dev-ca.pem"
     BASE="https://localhost:$BENCH_PORT"
     cat >"$WORK/tandem.toml" <<TOML

@@ -28,6 +28,19 @@ const MAY_USE: &[(&str, &[&str])] = &[
         &["auth", "store", "schedule", "attendance", "room", "sfu"],
     ),
     (
+        "nodes",
+        &[
+            "auth",
+            "store",
+            "schedule",
+            "attendance",
+            "room",
+            "sfu",
+            "live",
+            "node",
+        ],
+    ),
+    (
         "signal",
         &[
             "auth",
@@ -37,6 +50,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
             "room",
             "sfu",
             "live",
+            "nodes",
         ],
     ),
     (
@@ -50,6 +64,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
             "room",
             "sfu",
             "live",
+            "nodes",
             "signal",
             "webhooks",
             "node",
@@ -66,6 +81,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
             "room",
             "sfu",
             "live",
+            "nodes",
             "signal",
             "webhooks",
             "http",
@@ -84,6 +100,7 @@ const MAY_USE: &[(&str, &[&str])] = &[
             "room",
             "sfu",
             "live",
+            "nodes",
             "signal",
             "webhooks",
             "http",

@@ -24,6 +24,7 @@
 //! | [`room`] | pure policy of a live session: admission, waiting room, clinician controls |
 //! | [`sfu`] | media: shards on str0m that route, negotiate and forward |
 //! | [`live`] | one task per live session: runs its `room`, records to the ledger, drives the `sfu` |
+//! | `nodes` | a cluster node at work (PostgreSQL): heartbeats, where a join goes (claiming a room's lease, or a redirect), renewing leases, the room command table |
 //! | [`signal`] | one signaling WebSocket, from `join` to close |
 //! | `webhooks` | signed webhook delivery from the durable outbox (its events are written by `store`), endpoint rules, retries |
 //! | [`http`] | the REST API, the signaling upgrade, the browser client, the staff console, health |
@@ -39,7 +40,7 @@
 //! # Dependencies run one way
 //!
 //! ```text
-//! protocol ← auth ← console ← store ← schedule ← attendance ← room ← live ← signal ← http ← server ← cli
+//! protocol ← auth ← console ← store ← schedule ← attendance ← room ← live ← nodes ← signal ← http ← server ← cli
 //!                                                                     ↖ sfu (protocol and config only)
 //!                                         attendance ← webhooks ← http
 //! ```
@@ -97,6 +98,7 @@ mod layers;
 pub mod live;
 pub mod metrics;
 pub mod node;
+pub(crate) mod nodes;
 mod private_file;
 pub mod room;
 pub mod schedule;

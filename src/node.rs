@@ -25,6 +25,19 @@ pub struct Node {
     /// Where browsers and other nodes reach this node itself.
     pub public_url: Url,
     state: watch::Sender<NodeState>,
+    /// In a cluster: when the last heartbeat was written, or why the last
+    /// one failed (`/healthz`).
+    beat: Arc<std::sync::Mutex<Beat>>,
+    /// In a cluster: the `wss:` origins of every node, for the pages'
+    /// `connect-src` (a redirect crosses origins).
+    origins: Arc<std::sync::RwLock<Vec<String>>>,
+}
+
+/// The outcome of this node's heartbeats.
+#[derive(Debug, Default)]
+struct Beat {
+    written: Option<std::time::Instant>,
+    failing: Option<String>,
 }
 
 impl Node {
@@ -39,6 +52,8 @@ impl Node {
             id: id.into(),
             public_url: config.node_public_url(),
             state: watch::Sender::new(state),
+            beat: Default::default(),
+            origins: Default::default(),
         })
     }
 
@@ -54,6 +69,58 @@ impl Node {
             *state = NodeState::Draining;
             changed
         })
+    }
+
+    /// A heartbeat was written now.
+    pub(crate) fn beat_written(&self) {
+        let mut beat = self.beat.lock().expect("beat lock");
+        if beat.failing.take().is_some() {
+            tracing::warn!(node = %self.id, "heartbeats are written again");
+        }
+        beat.written = Some(std::time::Instant::now());
+    }
+
+    /// A heartbeat could not be written.
+    pub(crate) fn beat_failed(&self, error: String) {
+        let mut beat = self.beat.lock().expect("beat lock");
+        if beat.failing.is_none() {
+            tracing::error!(node = %self.id, %error, "heartbeat not written: other nodes will count this node as dead");
+        }
+        beat.failing = Some(error);
+    }
+
+    /// Why this cluster node is not ready, if it is not: its last
+    /// heartbeat failed, or none was written for
+    /// [`crate::cluster::liveness::DEAD_AFTER`] (the other nodes count it
+    /// as dead). A single node (`alone`) writes none and is never refused
+    /// for it.
+    pub fn beat_problem(&self) -> Option<String> {
+        if self.state() == NodeState::Alone {
+            return None;
+        }
+        let beat = self.beat.lock().expect("beat lock");
+        let dead_after = crate::cluster::liveness::DEAD_AFTER
+            .to_std()
+            .expect("a positive duration");
+        match (&beat.failing, beat.written) {
+            (Some(error), _) => Some(format!("the heartbeat cannot be written: {error}")),
+            (None, None) => Some("no heartbeat written yet".into()),
+            (None, Some(at)) if at.elapsed() >= dead_after => {
+                Some("no heartbeat written for 6 s".into())
+            }
+            _ => None,
+        }
+    }
+
+    /// The cluster's nodes' `wss:` origins, as last read.
+    pub(crate) fn set_cluster_origins(&self, origins: Vec<String>) {
+        *self.origins.write().expect("origins lock") = origins;
+    }
+
+    /// The `wss:` origins a page served here may open sockets to (none
+    /// for a single node: `'self'` is enough).
+    pub(crate) fn cluster_origins(&self) -> Vec<String> {
+        self.origins.read().expect("origins lock").clone()
     }
 
     /// The state, as it changes.

@@ -16,7 +16,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::attendance::ledger::{recover_presence, Ledger};
+use crate::attendance::ledger::{recover_presence, recover_presence_where, Ledger};
 use crate::attendance::service::Attendance;
 use crate::auth::signing_key::SigningKey;
 use crate::cluster::drain::{Drain, LiveRoom, Step};
@@ -30,7 +30,7 @@ use crate::room::rate_limit::{FailedJoins, MessageRate};
 use crate::schedule::Scheduler;
 use crate::sfu::Sfu;
 use crate::signal::SignalContext;
-use crate::store::Store;
+use crate::store::{Backend, Store};
 use crate::{private_file, tls};
 use tandem_protocol::IceServer;
 
@@ -161,6 +161,28 @@ pub(crate) async fn start_with(
             credential: s.credential.clone(),
         })
         .collect();
+    // Several nodes on PostgreSQL: heartbeats, leases, commands.
+    let cluster = match (config.database(), node.state()) {
+        (crate::store::Location::Postgres(url), NodeState::Ready) => {
+            let media = serde_json::Value::Array(
+                sfu.addresses()
+                    .iter()
+                    .map(|(udp, tcp)| {
+                        serde_json::json!({"udp": udp.to_string(), "tcp": tcp.to_string()})
+                    })
+                    .collect(),
+            )
+            .to_string();
+            Some(crate::nodes::Cluster::new(
+                store.clone(),
+                node.clone(),
+                url,
+                config.node.max_participants,
+                media,
+            ))
+        }
+        _ => None,
+    };
     let rooms = Rooms::new(
         sfu.clone(),
         scheduler.clone(),
@@ -172,6 +194,7 @@ pub(crate) async fn start_with(
         scheduler: scheduler.clone(),
         sfu: sfu.clone(),
         rooms: rooms.clone(),
+        cluster: cluster.clone(),
         failed_joins: std::sync::Mutex::new(FailedJoins::new(
             config.sessions.failed_joins_per_minute,
         )),
@@ -199,6 +222,26 @@ pub(crate) async fn start_with(
         tasks.push(tokio::spawn(check_the_chain(
             attendance.clone(),
             Duration::from_secs(config.attendance.verify_every_secs),
+            stopped.clone(),
+        )));
+    }
+    if let Some(cluster) = &cluster {
+        // The first beat before anyone is served: placement counts this
+        // node from its first join on.
+        crate::nodes::heartbeat::beat(cluster, &rooms).await;
+        tasks.push(tokio::spawn(crate::nodes::heartbeat::run(
+            cluster.clone(),
+            rooms.clone(),
+            stopped.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::nodes::commands::run(
+            cluster.clone(),
+            rooms.clone(),
+            stopped.clone(),
+        )));
+        tasks.push(tokio::spawn(crate::nodes::sweep::run(
+            cluster.clone(),
+            ledger.clone(),
             stopped.clone(),
         )));
     }
@@ -364,9 +407,34 @@ async fn open_data(
         .with_context(|| format!("cannot open the database {location}"))?;
     let key = SigningKey::load_or_generate(&config.signing_key_path())?;
     let ledger = Ledger::start(store.clone()).await?;
-    recover_presence(&ledger).await?;
-    // One node on SQLite: every room is its own, no leases.
-    let node = Node::load(config, NodeState::Alone)?;
+    let node = match store.backend() {
+        // One node on SQLite: every room is its own, no leases.
+        Backend::Sqlite => {
+            recover_presence(&ledger).await?;
+            Node::load(config, NodeState::Alone)?
+        }
+        // A node of a cluster: other nodes' rooms are live; only the
+        // presence no live node holds is closed (its rooms' own, from a
+        // previous run, and those of dead nodes whose lease expired).
+        Backend::Postgres => {
+            let node = Node::load(config, NodeState::Ready)?;
+            let leases = store.room_leases().await?;
+            let now = Utc::now();
+            let closed = recover_presence_where(&ledger, |session| {
+                leases
+                    .get(session)
+                    .is_none_or(|l| *l.holder == *node.id || l.expires_at <= now)
+            })
+            .await?;
+            if closed > 0 {
+                tracing::warn!(
+                    closed,
+                    "presence left open by stopped nodes closed at its last heartbeat"
+                );
+            }
+            node
+        }
+    };
     Ok((store, key, ledger, node))
 }
 

@@ -12,7 +12,7 @@
 //! - a **request** ([`Ledger::append`]: an admission, a clinician's action,
 //!   a `leave`, an annotation) gets an error, and its caller does not carry
 //!   it out;
-//! - a **fact** ([`Ledger::record`]: media connected, a lost connection, a
+//! - a **fact** ([`Ledger::record_fenced`]: media connected, a lost connection, a
 //!   session reaching its end, a stop) cannot be refused: its events are
 //!   kept in memory, in order, with their own times, and written first, as
 //!   soon as the disk takes them again (retried every [`RETRY`]). Later
@@ -29,6 +29,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
 use super::event::{chain_hash, reason, Event, EventKind, NewEvent, GENESIS};
+use crate::store::cluster::Fence;
 use crate::store::{Store, StoreError};
 
 /// The most events committed in one transaction (facts kept during an
@@ -78,6 +79,10 @@ struct Append {
     events: Vec<NewEvent>,
     /// A fact: kept and retried rather than refused.
     keep: bool,
+    /// In a cluster, the lease of the room the events are about: written
+    /// only while the node still holds it (refused, and kept facts
+    /// dropped, once it does not).
+    fence: Option<Fence>,
     done: oneshot::Sender<Result<Recorded, String>>,
 }
 
@@ -166,7 +171,16 @@ impl Ledger {
     /// number once they are durable; an error, and nothing written, when
     /// the disk refuses them.
     pub async fn append(&self, events: Vec<NewEvent>) -> Result<i64, LedgerError> {
-        match self.submit(events, false).await? {
+        self.append_fenced(events, None).await
+    }
+
+    /// [`Ledger::append`], written only while `fence` holds.
+    pub(crate) async fn append_fenced(
+        &self,
+        events: Vec<NewEvent>,
+        fence: Option<Fence>,
+    ) -> Result<i64, LedgerError> {
+        match self.submit(events, false, fence).await? {
             Recorded::Durable(seq) => Ok(seq),
             Recorded::Kept => unreachable!("requests are never kept"),
         }
@@ -174,17 +188,35 @@ impl Ledger {
 
     /// Records facts: durable now, or kept in memory and written first once
     /// the disk takes them again.
-    pub(crate) async fn record(&self, events: Vec<NewEvent>) -> Result<Recorded, LedgerError> {
-        self.submit(events, true).await
+    ///
+    /// In a cluster, `fence` is the room's lease: once this node no longer
+    /// holds it, the facts are dropped (the node that holds the room now
+    /// closes what this one left open, from the presence heartbeats).
+    pub(crate) async fn record_fenced(
+        &self,
+        events: Vec<NewEvent>,
+        fence: Option<Fence>,
+    ) -> Result<Recorded, LedgerError> {
+        self.submit(events, true, fence).await
     }
 
-    async fn submit(&self, events: Vec<NewEvent>, keep: bool) -> Result<Recorded, LedgerError> {
+    async fn submit(
+        &self,
+        events: Vec<NewEvent>,
+        keep: bool,
+        fence: Option<Fence>,
+    ) -> Result<Recorded, LedgerError> {
         if events.is_empty() {
             return Ok(Recorded::Durable(0));
         }
         let (done, result) = oneshot::channel();
         self.jobs
-            .send(Job::Append(Append { events, keep, done }))
+            .send(Job::Append(Append {
+                events,
+                keep,
+                fence,
+                done,
+            }))
             .map_err(|_| LedgerError::Stopped)?;
         result
             .await
@@ -251,8 +283,8 @@ async fn write(
     health: Arc<Mutex<Health>>,
 ) {
     let mut head = head.unwrap_or((0, GENESIS.to_owned()));
-    // Facts not on disk yet, in order.
-    let mut kept: Vec<NewEvent> = Vec::new();
+    // Facts not on disk yet, in order, with the lease they are written under.
+    let mut kept: Vec<(NewEvent, Option<Fence>)> = Vec::new();
     loop {
         let first = tokio::select! {
             job = rx.recv() => match job {
@@ -281,7 +313,18 @@ async fn write(
         }
         if !batch.is_empty() || !kept.is_empty() {
             let started = Instant::now();
-            let outcome = commit(&store, &mut head, &kept, &batch).await;
+            let mut outcome = commit(&store, &mut head, &kept, &batch).await;
+            // A room this node no longer holds: its events are refused (or,
+            // facts, dropped), and the others are written without them.
+            while let Err(Committed::Fenced(session)) = &outcome {
+                let session = session.clone();
+                fenced_off(&session, &mut kept, &mut batch);
+                outcome = commit(&store, &mut head, &kept, &batch).await;
+            }
+            let outcome = outcome.map_err(|e| match e {
+                Committed::Fenced(_) => unreachable!("fenced appends are taken out"),
+                Committed::Failed(error) => error,
+            });
             observe(started, kept.len() + count, outcome.is_ok());
             let failed = outcome.as_ref().err().cloned();
             match outcome {
@@ -294,7 +337,8 @@ async fn write(
                 Err(error) => {
                     for append in batch {
                         if append.keep {
-                            kept.extend(append.events);
+                            let fence = append.fence;
+                            kept.extend(append.events.into_iter().map(|e| (e, fence.clone())));
                             let _ = append.done.send(Ok(Recorded::Kept));
                         } else {
                             let _ = append.done.send(Err(error.clone()));
@@ -311,11 +355,15 @@ async fn write(
             while !kept.is_empty() && Instant::now() < deadline {
                 tokio::time::sleep(RETRY.min(deadline.saturating_duration_since(Instant::now())))
                     .await;
-                if commit(&store, &mut head, &kept, &[]).await.is_ok() {
-                    kept.clear();
+                match commit(&store, &mut head, &kept, &[]).await {
+                    Ok(_) => kept.clear(),
+                    Err(Committed::Fenced(session)) => {
+                        fenced_off(&session, &mut kept, &mut Vec::new())
+                    }
+                    Err(Committed::Failed(_)) => {}
                 }
             }
-            for e in &kept {
+            for (e, _) in &kept {
                 tracing::error!(
                     at = e.at,
                     session = %e.session,
@@ -332,6 +380,45 @@ async fn write(
             // stopped).
             while rx.try_recv().is_ok() {}
             return;
+        }
+    }
+}
+
+/// Why a commit did not happen.
+enum Committed {
+    /// This node no longer holds the room of this session.
+    Fenced(String),
+    Failed(String),
+}
+
+/// Takes the events of `session`, whose room this node no longer holds,
+/// out of what is to be written: its requests are refused, its kept facts
+/// dropped (logged by ids and kind).
+fn fenced_off(session: &str, kept: &mut Vec<(NewEvent, Option<Fence>)>, batch: &mut Vec<Append>) {
+    let of_session = |fence: &Option<Fence>| fence.as_ref().is_some_and(|f| f.session == session);
+    kept.retain(|(e, fence)| {
+        if of_session(fence) {
+            tracing::warn!(
+                session,
+                kind = e.kind.as_str(),
+                "attendance event not written: another node holds the room now"
+            );
+        }
+        !of_session(fence)
+    });
+    for append in std::mem::take(batch) {
+        if of_session(&append.fence) {
+            tracing::warn!(
+                session,
+                events = append.events.len(),
+                "attendance events refused: another node holds the room now"
+            );
+            let _ = append.done.send(Err(StoreError::Fenced {
+                session: session.to_owned(),
+            }
+            .to_string()));
+        } else {
+            batch.push(append);
         }
     }
 }
@@ -357,20 +444,29 @@ fn observe(started: Instant, events: usize, committed: bool) {
 async fn commit(
     store: &Store,
     head: &mut (i64, String),
-    kept: &[NewEvent],
+    kept: &[(NewEvent, Option<Fence>)],
     batch: &[Append],
-) -> Result<Vec<i64>, String> {
-    let mut groups: Vec<&[NewEvent]> = vec![kept];
+) -> Result<Vec<i64>, Committed> {
+    let kept_events: Vec<NewEvent> = kept.iter().map(|(e, _)| e.clone()).collect();
+    let mut groups: Vec<&[NewEvent]> = vec![&kept_events];
     groups.extend(batch.iter().map(|a| a.events.as_slice()));
-    let mut outcome = Err(String::new());
+    let mut fences: Vec<Fence> = kept
+        .iter()
+        .filter_map(|(_, f)| f.clone())
+        .chain(batch.iter().filter_map(|a| a.fence.clone()))
+        .collect();
+    fences.sort_by(|a, b| (&a.session, a.epoch).cmp(&(&b.session, b.epoch)));
+    fences.dedup();
+    let mut outcome = Err(Committed::Failed(String::new()));
     let (mut failures, mut moved) = (0, 0);
     while failures < 3 && moved < CHAIN_MOVED_RETRIES {
         let (chained, ends, next) = chain(&groups, head.0, &head.1);
-        match store.append_events(&chained).await {
+        match store.append_events_fenced(&chained, &fences).await {
             Ok(()) => {
                 *head = next;
                 return Ok(ends[1..].to_vec());
             }
+            Err(StoreError::Fenced { session }) => return Err(Committed::Fenced(session)),
             Err(error) => {
                 if matches!(error, StoreError::ChainMoved) {
                     moved += 1;
@@ -378,7 +474,7 @@ async fn commit(
                     failures += 1;
                 }
                 tracing::debug!(%error, events = chained.len(), "attendance events not written; retrying");
-                outcome = Err(error.to_string());
+                outcome = Err(Committed::Failed(error.to_string()));
                 match store.ledger_head().await {
                     Ok(Some(h)) => *head = h,
                     Ok(None) => *head = (0, GENESIS.to_owned()),
@@ -421,6 +517,58 @@ fn chain(groups: &[&[NewEvent]], seq: i64, hash: &str) -> (Vec<Event>, Vec<i64>,
 /// would invent minutes. Returns how many were closed.
 pub(crate) async fn recover_presence(ledger: &Ledger) -> Result<usize, LedgerError> {
     let open = ledger.store().open_presence().await?;
+    let closed = close_presence(ledger, &open, None).await?;
+    if closed > 0 {
+        tracing::warn!(
+            closed,
+            "presence left open by the last run closed at its last heartbeat"
+        );
+    }
+    ledger.store().clear_heartbeats().await?;
+    Ok(closed)
+}
+
+/// In a cluster, where other nodes' rooms are live: [`recover_presence`]
+/// for the sessions `left_here` says no live node holds (the rooms of this
+/// node's last run, or of a node that died and whose room nobody reopened).
+/// The presence heartbeats stay: the other nodes' connections use them.
+pub(crate) async fn recover_presence_where(
+    ledger: &Ledger,
+    left_here: impl Fn(&str) -> bool,
+) -> Result<usize, LedgerError> {
+    let open: Vec<_> = ledger
+        .store()
+        .open_presence()
+        .await?
+        .into_iter()
+        .filter(|(joined, _)| left_here(&joined.event.session))
+        .collect();
+    close_presence(ledger, &open, None).await
+}
+
+/// In a cluster, when a node opens a room another node held (a takeover):
+/// the presence still open in that session, left by the previous holder,
+/// ends at each connection's last heartbeat with reason `server_restart`,
+/// written under the new holder's lease. The gap in attendance is the
+/// failover's time, never more: no minute is invented.
+pub(crate) async fn recover_session_presence(
+    ledger: &Ledger,
+    fence: Fence,
+) -> Result<usize, LedgerError> {
+    let open = ledger
+        .store()
+        .open_presence_in(Some(&fence.session))
+        .await?;
+    close_presence(ledger, &open, Some(fence)).await
+}
+
+/// Closes the presence `open` (each `joined` with its connection's last
+/// heartbeat) at the heartbeat, reason `server_restart`.
+async fn close_presence(
+    ledger: &Ledger,
+    open: &[(Event, Option<i64>)],
+    fence: Option<Fence>,
+) -> Result<usize, LedgerError> {
     let closing: Vec<NewEvent> = open
         .iter()
         .map(|(joined, heartbeat)| NewEvent {
@@ -434,13 +582,8 @@ pub(crate) async fn recover_presence(ledger: &Ledger) -> Result<usize, LedgerErr
         .collect();
     let closed = closing.len();
     if closed > 0 {
-        ledger.append(closing).await?;
-        tracing::warn!(
-            closed,
-            "presence left open by the last run closed at its last heartbeat"
-        );
+        ledger.append_fenced(closing, fence).await?;
     }
-    ledger.store().clear_heartbeats().await?;
     Ok(closed)
 }
 

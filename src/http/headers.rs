@@ -19,6 +19,19 @@ pub(crate) const PERMISSIONS_POLICY: &str = "camera=(self), microphone=(self), \
 
 pub(crate) const STRICT_TRANSPORT_SECURITY: &str = "max-age=31536000; includeSubDomains";
 
+/// [`CONTENT_SECURITY_POLICY`] that also lets pages open sockets to
+/// `origins` (`wss://node-2.clinic.example`): the nodes of a cluster, which
+/// a `redirect` sends the client to.
+pub(crate) fn policy_with(origins: &[String]) -> String {
+    if origins.is_empty() {
+        return CONTENT_SECURITY_POLICY.to_owned();
+    }
+    CONTENT_SECURITY_POLICY.replace(
+        "connect-src 'self';",
+        &format!("connect-src 'self' {};", origins.join(" ")),
+    )
+}
+
 /// The layers that set the headers; apply them outermost.
 pub(crate) fn layers() -> Vec<SetResponseHeaderLayer<HeaderValue>> {
     [
@@ -39,4 +52,24 @@ pub(crate) fn layers() -> Vec<SetResponseHeaderLayer<HeaderValue>> {
     .into_iter()
     .map(|(name, value)| SetResponseHeaderLayer::overriding(name, HeaderValue::from_static(value)))
     .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cluster_page_may_open_sockets_on_every_node_and_nothing_else_changes() {
+        let origins = [
+            "wss://node-1.example".to_owned(),
+            "wss://node-2.example".to_owned(),
+        ];
+        let policy = policy_with(&origins);
+        assert!(policy.contains("connect-src 'self' wss://node-1.example wss://node-2.example;"));
+        assert_eq!(
+            policy.replace(" wss://node-1.example wss://node-2.example", ""),
+            CONTENT_SECURITY_POLICY
+        );
+        assert_eq!(policy_with(&[]), CONTENT_SECURITY_POLICY);
+    }
 }

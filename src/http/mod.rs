@@ -137,6 +137,7 @@ fn v1() -> Routes {
 
 /// The HTTPS application.
 pub(crate) fn router(state: AppState) -> Router {
+    let node = state.node.clone();
     let mut router = Router::new()
         .nest("/v1", v1().router)
         .route("/healthz", get(health))
@@ -181,6 +182,24 @@ pub(crate) fn router(state: AppState) -> Router {
     for layer in headers::layers() {
         router = router.layer(layer);
     }
+    if node.state() != crate::cluster::NodeState::Alone {
+        // In a cluster, pages may open sockets on every node.
+        router = router.layer(middleware::from_fn(
+            move |request: Request, next: middleware::Next| {
+                let node = node.clone();
+                async move {
+                    let mut response = next.run(request).await;
+                    let policy = headers::policy_with(&node.cluster_origins());
+                    if let Ok(value) = HeaderValue::from_str(&policy) {
+                        response
+                            .headers_mut()
+                            .insert(header::CONTENT_SECURITY_POLICY, value);
+                    }
+                    response
+                }
+            },
+        ));
+    }
     router
 }
 
@@ -224,7 +243,8 @@ fn loggable_path(path: &str) -> &str {
 struct Health {
     /// `ok` or `unavailable`.
     status: &'static str,
-    /// `database` or `ledger`, when unavailable.
+    /// `database`, `heartbeat` (a cluster node whose heartbeats fail) or
+    /// `ledger`, when unavailable.
     #[serde(skip_serializing_if = "Option::is_none")]
     reason: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -260,6 +280,22 @@ async fn health(State(state): State<AppState>) -> Response {
         tracing::error!(%error, "health check: database unavailable");
         return unavailable(Health {
             reason: Some("database"),
+            ..Health::unavailable(node)
+        });
+    }
+    // In a cluster, a node whose heartbeats fail is dead to the others:
+    // the load balancer should send nobody here.
+    if node.beat_problem().is_some() {
+        // The database answers again: beat now rather than report an
+        // outage that is over.
+        if let Some(cluster) = &state.signal.cluster {
+            crate::nodes::heartbeat::beat(cluster, &state.signal.rooms).await;
+        }
+    }
+    if let Some(problem) = node.beat_problem() {
+        return unavailable(Health {
+            reason: Some("heartbeat"),
+            message: Some(problem),
             ..Health::unavailable(node)
         });
     }

@@ -15,6 +15,7 @@ use super::openapi::{InviteList, SessionList};
 use super::AppState;
 use crate::auth::ApiRole;
 use crate::schedule::{FieldError, MoveRequest, Placement, SessionRequest, SessionView};
+use crate::store::cluster::RoomCommandKind;
 
 const SCHEDULERS: &[ApiRole] = &[ApiRole::Scheduler];
 
@@ -145,7 +146,9 @@ pub(crate) async fn cancel(
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     caller.require(SCHEDULERS)?;
-    state.scheduler.cancel(session_id(&id)?, Utc::now()).await?;
+    let session = session_id(&id)?;
+    state.scheduler.cancel(session, Utc::now()).await?;
+    forward(&state, session, RoomCommandKind::Cancel, None).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -178,9 +181,42 @@ pub(crate) async fn revoke(
     Path((id, participant)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     caller.require(SCHEDULERS)?;
+    let session = session_id(&id)?;
     state
         .scheduler
-        .revoke(session_id(&id)?, &participant, Utc::now())
+        .revoke(session, &participant, Utc::now())
         .await?;
+    forward(
+        &state,
+        session,
+        RoomCommandKind::Revoke,
+        Some(participant.as_str()),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// In a cluster, tells the node holding the session's live room, through
+/// the command table; answered once the command is durable
+/// (docs/api.md). A single node's rooms hear of it directly.
+async fn forward(
+    state: &AppState,
+    session: Uuid,
+    kind: RoomCommandKind,
+    participant: Option<&str>,
+) -> Result<(), ApiError> {
+    let Some(cluster) = &state.signal.cluster else {
+        return Ok(());
+    };
+    crate::nodes::commands::forward(cluster, &state.signal.rooms, session, kind, participant)
+        .await
+        .map_err(|error| {
+            tracing::error!(%session, %error, "room command not queued");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "This was stored, but the session's live room could not be told; try again \
+                 in a moment.",
+            )
+        })
 }

@@ -14,7 +14,15 @@
 //! and may try again. What simply happens (media connected, a lost
 //! connection, the clock) cannot be refused: it is carried out, and the
 //! ledger keeps its events in order, with their own times, until the disk
-//! takes them ([`Ledger::record`]).
+//! takes them ([`Ledger::record_fenced`]).
+//!
+//! In a cluster, a room acts only under its lease ([`lease::RoomLease`]):
+//! it asks before every input whether it may still act, writes the ledger
+//! under the lease's fence, and when it may not, it writes nothing more and
+//! closes its people's sockets (`server_restart`) so that they reconnect to
+//! the node that holds the room now. A single node's rooms have no lease.
+
+pub(crate) mod lease;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +42,7 @@ use crate::room::takeover::Takeover;
 use crate::schedule::{Notice, RosterEntry, Scheduler, Session};
 use crate::sfu::{Command, ConnId, PeerEvent, Sfu};
 use crate::store::StoreError;
+use lease::RoomLease;
 use tandem_protocol::{Attestation, DenialCode, ErrorCode, IceServer, ServerMessage};
 
 /// How often a room's timers are checked.
@@ -74,6 +83,9 @@ pub(crate) struct ConnHandle {
     pub peer_events: mpsc::UnboundedSender<PeerEvent>,
     /// Raised by its frames and media packets; read by the room.
     pub sign_of_life: crate::sfu::SignOfLife,
+    /// In a cluster, the room's lease this node held when the join was
+    /// routed here: a room opened by this arrival acts under it.
+    pub lease: Option<Arc<RoomLease>>,
 }
 
 enum RoomMessage {
@@ -161,7 +173,14 @@ impl Rooms {
         // it has restarted, or in a cluster to another one).
         let closed_to_new = !self.new_rooms.load(std::sync::atomic::Ordering::SeqCst)
             && !live.contains_key(&session.id);
+        // A lease claimed for a room that does not open here is released.
+        let release_unused = |handle: &ConnHandle| {
+            if let (Some(lease), false) = (&handle.lease, live.contains_key(&session.id)) {
+                lease.finish();
+            }
+        };
         if self.stopping.borrow().is_some() || closed_to_new {
+            release_unused(&handle);
             let _ = handle
                 .out
                 .send(Outgoing::Close(ServerMessage::server_restart()));
@@ -173,6 +192,7 @@ impl Rooms {
             .expect("rooms lock")
             .contains(&session.id)
         {
+            release_unused(&handle);
             let _ = handle.out.send(Outgoing::Close(ServerMessage::denied(
                 DenialCode::SessionEnded,
             )));
@@ -188,7 +208,8 @@ impl Rooms {
                 .collect();
             let mut tasks = self.tasks.lock().expect("rooms lock");
             tasks.retain(|t| !t.is_finished());
-            tasks.push(tokio::spawn(run(self.clone(), room, roles, rx)));
+            let lease = handle.lease.clone();
+            tasks.push(tokio::spawn(run(self.clone(), room, roles, rx, lease)));
             tx
         });
         let arrival = RoomMessage::Arrive {
@@ -265,6 +286,11 @@ impl Rooms {
         all
     }
 
+    /// Whether `session`'s room is live on this node.
+    pub(crate) fn is_live(&self, session: Uuid) -> bool {
+        self.live.lock().expect("rooms lock").contains_key(&session)
+    }
+
     /// For a drain: from now on only rooms already live take arrivals.
     pub(crate) fn stop_new_rooms(&self) {
         self.new_rooms
@@ -306,6 +332,14 @@ impl Rooms {
         });
     }
 
+    /// A room that lost its lease: gone from this node, but not finished
+    /// (its people reconnect, and reach the node that holds it now, or this
+    /// one again once it claims it anew).
+    fn given_up(&self, session: Uuid) {
+        self.publish(session, None);
+        self.live.lock().expect("rooms lock").remove(&session);
+    }
+
     fn finished(&self, session: Uuid) {
         self.publish(session, None);
         let mut live = self.live.lock().expect("rooms lock");
@@ -339,13 +373,36 @@ async fn run(
     mut room: Room,
     roles: HashMap<String, &'static str>,
     mut messages: mpsc::Receiver<RoomMessage>,
+    lease: Option<Arc<RoomLease>>,
 ) {
     let id = room.id();
     let recorder = Recorder {
         rooms: &rooms,
         session: id.to_string(),
         roles,
+        fence: lease.as_ref().map(|l| l.fence()),
     };
+    // In a cluster, the room acts only while its lease allows.
+    let may_act = |now: DateTime<Utc>| lease.as_ref().is_none_or(|l| l.may_act(now));
+    // Turns true when the lease is lost (never for a single node: its
+    // branch below is off).
+    let (_alone, never) = watch::channel(false);
+    let mut lost = lease.as_ref().map_or(never, |l| l.lost());
+    if let Some(fence) = &recorder.fence {
+        // A room another node held (it died, froze or was cut off): the
+        // presence it left open ends at each connection's last heartbeat.
+        match crate::attendance::ledger::recover_session_presence(&rooms.ledger, fence.clone())
+            .await
+        {
+            Ok(0) => {}
+            Ok(closed) => {
+                tracing::warn!(session = %id, closed, "presence left open by the room's previous node closed at its last heartbeat")
+            }
+            Err(error) => {
+                tracing::error!(session = %id, %error, "presence left open by the room's previous node not closed")
+            }
+        }
+    }
     let mut conns: HashMap<ConnId, ConnHandle> = HashMap::new();
     let mut tick = tokio::time::interval(TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -373,6 +430,7 @@ async fn run(
     tracing::info!(session = %id, "room opened");
     let mut stop = rooms.stopping.subscribe();
     let mut stopped = false;
+    let mut gave_up = false;
     let mut gauges = Headcount::open();
     while !room.is_finished() {
         gauges.update(room.headcount());
@@ -394,6 +452,10 @@ async fn run(
             stopped = true;
             break;
         }
+        if !may_act(Utc::now()) {
+            gave_up = true;
+            break;
+        }
         // Who asked, when the input is a request that may be refused.
         let (input, asked) = tokio::select! {
             message = messages.recv() => match message {
@@ -410,8 +472,12 @@ async fn run(
                 None => break,
             },
             _ = stop.changed() => continue,
+            _ = async { lost.wait_for(|lost| *lost).await.is_ok() }, if lease.is_some() => continue,
             _ = tick.tick() => (Input::Tick, None),
             _ = heartbeat.tick() => {
+                if !may_act(Utc::now()) {
+                    continue;
+                }
                 // Each live connection's last sign of life, never the time
                 // of writing: recovery must not count a silent stretch.
                 let beats: Vec<(String, i64)> = room
@@ -426,6 +492,18 @@ async fn run(
             }
         };
         let now = Utc::now();
+        // A node frozen past its lease wakes here: it decides nothing more.
+        if !may_act(now) {
+            if let Some(Asked::Arrival(conn)) = asked {
+                if let Some(handle) = conns.remove(&conn) {
+                    let _ = handle
+                        .out
+                        .send(Outgoing::Close(ServerMessage::server_restart()));
+                }
+            }
+            gave_up = true;
+            break;
+        }
         let departed = match &input {
             Input::Leave { conn, .. } => Some(*conn),
             _ => None,
@@ -472,6 +550,30 @@ async fn run(
             conns.remove(&conn);
         }
         rooms.publish(id, Some(room.occupancy()));
+    }
+    if gave_up {
+        // Another node holds the room (or may, any moment): nothing more
+        // is written for it here, and its people reconnect to reach it.
+        rooms.given_up(id);
+        messages.close();
+        for (conn, handle) in conns.drain() {
+            rooms.sfu.send(id, Command::Leave { conn });
+            let _ = handle
+                .out
+                .send(Outgoing::Close(ServerMessage::server_restart()));
+        }
+        while let Ok(message) = messages.try_recv() {
+            if let RoomMessage::Arrive { handle, .. } = message {
+                let _ = handle
+                    .out
+                    .send(Outgoing::Close(ServerMessage::server_restart()));
+            }
+        }
+        tracing::warn!(session = %id, "room given up: this node no longer holds its lease");
+        return;
+    }
+    if let Some(lease) = &lease {
+        lease.finish();
     }
     if stopped {
         rooms.publish(id, None);
@@ -605,17 +707,28 @@ struct Recorder<'a> {
     rooms: &'a Rooms,
     session: String,
     roles: HashMap<String, &'static str>,
+    /// In a cluster, the lease every write is made under.
+    fence: Option<crate::store::cluster::Fence>,
 }
 
 impl Recorder<'_> {
     /// Records the events of a request: an error when they are not on disk.
     async fn request(&self, events: Vec<NewEvent>) -> Result<(), LedgerError> {
-        self.rooms.ledger.append(events).await.map(|_| ())
+        self.rooms
+            .ledger
+            .append_fenced(events, self.fence.clone())
+            .await
+            .map(|_| ())
     }
 
     /// Records facts: on disk now, or kept by the ledger until they can be.
     async fn fact(&self, events: Vec<NewEvent>) {
-        if let Err(error) = self.rooms.ledger.record(events).await {
+        if let Err(error) = self
+            .rooms
+            .ledger
+            .record_fenced(events, self.fence.clone())
+            .await
+        {
             tracing::error!(session = %self.session, %error, "attendance events not recorded");
         }
     }

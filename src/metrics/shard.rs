@@ -40,10 +40,22 @@ pub(crate) struct ShardMetrics {
     queue_depth: Gauge,
     window_start: Instant,
     busy: Duration,
+    shard: usize,
+}
+
+/// Each shard's last busy ratio, for the load a cluster node publishes.
+static BUSY: std::sync::Mutex<Vec<f64>> = std::sync::Mutex::new(Vec::new());
+
+/// The busiest shard's last busy ratio, 0.0 to 1.0.
+pub(crate) fn busiest() -> f64 {
+    BUSY.lock()
+        .map(|all| all.iter().copied().fold(0.0, f64::max))
+        .unwrap_or(0.0)
 }
 
 impl ShardMetrics {
     pub(crate) fn new(shard: usize, now: Instant) -> ShardMetrics {
+        let index = shard;
         let shard = shard.to_string();
         let by_kind = |name: &'static str| {
             ["audio", "video"].map(|kind| metrics::counter!(name, "kind" => kind))
@@ -55,6 +67,7 @@ impl ShardMetrics {
             queue_depth: metrics::gauge!(SHARD_QUEUE_DEPTH, "shard" => shard),
             window_start: now,
             busy: Duration::ZERO,
+            shard: index,
         }
     }
 
@@ -78,10 +91,14 @@ impl ShardMetrics {
     /// Once every [`REPORT_EVERY`]: the share of the window spent working,
     /// and the commands waiting now.
     pub(crate) fn report(&mut self, now: Instant, queue_depth: usize) {
-        self.busy_ratio.set(busy_ratio(
-            self.busy,
-            now.saturating_duration_since(self.window_start),
-        ));
+        let ratio = busy_ratio(self.busy, now.saturating_duration_since(self.window_start));
+        self.busy_ratio.set(ratio);
+        if let Ok(mut all) = BUSY.lock() {
+            if all.len() <= self.shard {
+                all.resize(self.shard + 1, 0.0);
+            }
+            all[self.shard] = ratio;
+        }
         self.queue_depth.set(queue_depth as f64);
         self.window_start = now;
         self.busy = Duration::ZERO;

@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 use super::SignalContext;
 use crate::live::{busy, ConnHandle, Outgoing};
+use crate::nodes::owner::Routed;
 use crate::room::admission::{self, Refusal};
 use crate::room::rate_limit::Turn;
 use crate::room::state::{Action, Input, LeaveReason};
@@ -242,6 +243,34 @@ pub(crate) async fn run(socket: WebSocket, context: Arc<SignalContext>, address:
     };
 
     drop(attempt);
+    // In a cluster, the room may be another node's: the client goes there.
+    let lease = match &context.cluster {
+        None => None,
+        Some(cluster) => match cluster.route(session.id).await {
+            Ok(Routed::Here(lease)) => Some(lease),
+            Ok(Routed::Redirect(url)) => {
+                tracing::info!(session = %session.id, "join redirected to the room's node");
+                send(&mut sink, &ServerMessage::Redirect { url }).await;
+                close(&mut sink, CLOSE_NORMAL, "redirect").await;
+                return;
+            }
+            outcome => {
+                if let Err(error) = outcome {
+                    tracing::error!(session = %session.id, %error, "cannot find the room's node");
+                }
+                send(
+                    &mut sink,
+                    &ServerMessage::error(
+                        ErrorCode::Unavailable,
+                        "The session's room cannot be opened right now; try again in a moment.",
+                    ),
+                )
+                .await;
+                close(&mut sink, CLOSE_TRY_AGAIN, "unavailable").await;
+                return;
+            }
+        },
+    };
     metrics::counter!(crate::metrics::JOINS).increment(1);
     let connection = Connection {
         conn: context.rooms.next_conn(),
@@ -263,6 +292,7 @@ pub(crate) async fn run(socket: WebSocket, context: Arc<SignalContext>, address:
             out: out_tx,
             peer_events: peer_tx,
             sign_of_life: connection.sign_of_life.clone(),
+            lease,
         },
     );
     tracing::info!(session = %connection.room, participant = %connection.member.id, conn = connection.conn, "connected");

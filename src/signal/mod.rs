@@ -32,6 +32,9 @@ pub(crate) struct SignalContext {
     pub scheduler: Scheduler,
     pub sfu: Arc<Sfu>,
     pub rooms: Arc<Rooms>,
+    /// In a cluster (PostgreSQL): the other nodes, the leases, the
+    /// command table. `None` for a single node.
+    pub(crate) cluster: Option<Arc<crate::nodes::Cluster>>,
     /// Failed joins per source address.
     pub failed_joins: std::sync::Mutex<FailedJoins>,
     /// Notified whenever a join attempt is decided (attempts waiting for

@@ -42,11 +42,49 @@ impl Store {
     /// written and [`StoreError::ChainMoved`] says so: the caller reads the
     /// head again and chains anew. Two writers can therefore never fork
     /// the chain (the primary key on `seq` would refuse it too).
+    #[cfg(test)]
     pub(crate) async fn append_events(&self, events: &[Event]) -> Result<(), StoreError> {
+        self.append_events_fenced(events, &[]).await
+    }
+
+    /// [`Store::append_events`], only while each of `fences` still holds:
+    /// in the same transaction, the session's lease row must still name
+    /// the writing node with the epoch it claimed (read `FOR SHARE`, so a
+    /// claim by another node waits for this commit, and every event of
+    /// the old holder is in the chain before the new holder's first).
+    /// Otherwise nothing is written and [`StoreError::Fenced`] names the
+    /// session (docs/compliance.md, "Fencing"). A single node passes no
+    /// fences and pays for no check.
+    pub(crate) async fn append_events_fenced(
+        &self,
+        events: &[Event],
+        fences: &[super::cluster::Fence],
+    ) -> Result<(), StoreError> {
         let Some(first) = events.first() else {
             return Ok(());
         };
         let mut tx = self.write_transaction(super::locks::LEDGER).await?;
+        for fence in fences {
+            let lock = if self.backend == super::Backend::Postgres {
+                " FOR SHARE"
+            } else {
+                ""
+            };
+            let holder = sqlx::query(&format!(
+                "SELECT node_id, epoch FROM room_leases WHERE session_id = $1{lock}"
+            ))
+            .bind(&fence.session)
+            .fetch_optional(&mut *tx)
+            .await?
+            .map(|r| -> Result<(String, i64), sqlx::Error> { Ok((r.try_get(0)?, r.try_get(1)?)) })
+            .transpose()?;
+            if holder.as_ref() != Some(&(fence.node.clone(), fence.epoch)) {
+                tx.rollback().await?;
+                return Err(StoreError::Fenced {
+                    session: fence.session.clone(),
+                });
+            }
+        }
         let head = sqlx::query("SELECT seq, hash FROM attendance_events ORDER BY seq DESC LIMIT 1")
             .fetch_optional(&mut *tx)
             .await?
@@ -120,7 +158,15 @@ impl Store {
     /// `removed` or `replaced` of the same connection, or the session's
     /// `session_closed`), with the connection's last heartbeat.
     pub(crate) async fn open_presence(&self) -> Result<Vec<(Event, Option<i64>)>, StoreError> {
-        let rows = sqlx::query(&format!(
+        self.open_presence_in(None).await
+    }
+
+    /// [`Store::open_presence`] of one session (`Some`), or of all.
+    pub(crate) async fn open_presence_in(
+        &self,
+        session: Option<&str>,
+    ) -> Result<Vec<(Event, Option<i64>)>, StoreError> {
+        let sql = format!(
             "SELECT {cols}, (SELECT h.at FROM presence_heartbeats h WHERE h.connection_id = j.connection_id) AS heartbeat
              FROM attendance_events j
              WHERE j.kind = 'joined'
@@ -128,11 +174,17 @@ impl Store {
                                AND c.seq > j.seq AND c.kind IN ('left', 'removed', 'replaced', 'joined'))
                AND NOT EXISTS (SELECT 1 FROM attendance_events s WHERE s.session_id = j.session_id
                                AND s.seq > j.seq AND s.kind = 'session_closed')
+               {of_session}
              ORDER BY j.seq",
-            cols = EVENT_COLUMNS.split(", ").map(|c| format!("j.{c}")).collect::<Vec<_>>().join(", ")
-        ))
-        .fetch_all(&self.pool)
-        .await?;
+            cols = EVENT_COLUMNS.split(", ").map(|c| format!("j.{c}")).collect::<Vec<_>>().join(", "),
+            // One session's (a takeover) reads its events only.
+            of_session = if session.is_some() { "AND j.session_id = $1" } else { "" },
+        );
+        let mut query = sqlx::query(&sql);
+        if let Some(session) = session {
+            query = query.bind(session);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| Ok((event(r)?, r.try_get::<Option<i64>, _>("heartbeat")?)))
             .collect()

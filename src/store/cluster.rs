@@ -39,6 +39,30 @@ pub struct Heartbeat {
     pub busy_ratio: f64,
 }
 
+/// The lease a ledger write is made under: the session's lease row must
+/// still name `node` with `epoch` when the write commits
+/// ([`Store::append_events_fenced`]).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Fence {
+    pub session: String,
+    pub node: String,
+    pub epoch: i64,
+}
+
+impl Fence {
+    /// The fence of `lease`, held for `session`.
+    pub fn of(session: &str, lease: &Lease) -> Fence {
+        Fence {
+            session: session.to_owned(),
+            node: lease.holder.clone(),
+            epoch: lease.epoch,
+        }
+    }
+}
+
+/// The PostgreSQL channel that wakes the readers of the command table.
+pub const ROOM_COMMANDS_CHANNEL: &str = "tandem_room_commands";
+
 /// A command for a live room, as queued.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoomCommand {
@@ -81,6 +105,18 @@ impl RoomCommandKind {
             other => return Err(StoreError::Corrupt(format!("room command kind {other:?}"))),
         })
     }
+}
+
+/// A `session_id, node_id, epoch, expires_at` row.
+fn session_lease(row: &sqlx::any::AnyRow) -> Result<(String, Lease), StoreError> {
+    Ok((
+        row.get(0),
+        Lease {
+            holder: row.get(1),
+            epoch: row.get(2),
+            expires_at: from_millis(row.get(3))?,
+        },
+    ))
 }
 
 impl Store {
@@ -149,6 +185,34 @@ impl Store {
             })
         })
         .transpose()
+    }
+
+    /// Every room's lease, by session.
+    pub async fn room_leases(
+        &self,
+    ) -> Result<std::collections::HashMap<String, Lease>, StoreError> {
+        let rows = sqlx::query("SELECT session_id, node_id, epoch, expires_at FROM room_leases")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(session_lease).collect()
+    }
+
+    /// The leases that expired in `(since, until]`: rooms that finished, or
+    /// whose holder stopped acting (died, froze, lost the database).
+    pub async fn leases_expired_between(
+        &self,
+        since: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<Vec<(String, Lease)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT session_id, node_id, epoch, expires_at FROM room_leases
+             WHERE expires_at > $1 AND expires_at <= $2",
+        )
+        .bind(to_millis(since))
+        .bind(to_millis(until))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(session_lease).collect()
     }
 
     /// Writes `lease` (a claim decided by `cluster::lease::claim`) if the
@@ -238,6 +302,13 @@ impl Store {
         .bind(to_millis(now))
         .fetch_one(&self.pool)
         .await?;
+        if self.backend == super::Backend::Postgres {
+            // Only wakes the holder; it also reads the table every second,
+            // since a notification sent while it does not listen is lost.
+            let _ = sqlx::query(&format!("NOTIFY {ROOM_COMMANDS_CHANNEL}"))
+                .execute(&self.pool)
+                .await;
+        }
         Ok(row.get(0))
     }
 
@@ -395,6 +466,63 @@ mod tests {
         assert_eq!(store.pending_room_commands("b").await.unwrap().len(), 1);
         assert!(store.complete_room_command(id, &b, at(8)).await.unwrap());
         assert!(store.pending_room_commands("b").await.unwrap().is_empty());
+    }
+
+    /// Event `seq` of the chain, after `prev`.
+    fn knock(seq: i64, prev: &str, participant: &str) -> crate::store::event::Event {
+        let event = crate::store::event::NewEvent {
+            at: 1_800_000_000_000 + seq,
+            session: "s1".into(),
+            participant: Some(participant.into()),
+            role: Some("patient".into()),
+            connection: Some("run-1".into()),
+            kind: crate::store::event::EventKind::Waiting,
+            reason: None,
+            modality: None,
+            detail: None,
+        };
+        crate::store::event::Event {
+            seq,
+            hash: crate::store::event::chain_hash(prev, seq, &event),
+            prev_hash: prev.into(),
+            event,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_node_whose_lease_was_taken_writes_nothing_more_to_the_ledger() {
+        let (_dir, store) = store_with_session().await;
+        let a = try_claim(&store, "a", at(0)).await.unwrap();
+        let first = knock(1, crate::store::event::GENESIS, "pt-1");
+        store
+            .append_events_fenced(std::slice::from_ref(&first), &[Fence::of("s1", &a)])
+            .await
+            .expect("the holder writes");
+        // a freezes; b claims the expired lease: a's next write is refused
+        // whole, and b's continues the chain.
+        let b = try_claim(&store, "b", at(7)).await.unwrap();
+        let second = knock(2, &first.hash, "pt-2");
+        let refused = store
+            .append_events_fenced(std::slice::from_ref(&second), &[Fence::of("s1", &a)])
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&refused, StoreError::Fenced { session } if session == "s1"),
+            "{refused}"
+        );
+        let by_b = knock(2, &first.hash, "pt-3");
+        store
+            .append_events_fenced(&[by_b], &[Fence::of("s1", &b)])
+            .await
+            .expect("the new holder writes");
+        let written: Vec<_> = store
+            .session_events("s1")
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.event.participant.unwrap())
+            .collect();
+        assert_eq!(written, ["pt-1", "pt-3"]);
     }
 
     #[tokio::test]

@@ -62,6 +62,8 @@ pub enum StoreError {
     Unreachable { url: String, source: sqlx::Error },
     #[error("another writer appended to the attendance ledger first; chain the events again")]
     ChainMoved,
+    #[error("this node no longer holds the room of session {session}: nothing was written for it")]
+    Fenced { session: String },
     #[error("database error: {0}")]
     Sql(#[from] sqlx::Error),
     #[error("cannot apply database migrations: {0}")]

@@ -14,6 +14,7 @@ mod admission;
 mod attendance;
 mod browser;
 mod cli;
+mod cluster;
 mod console;
 mod console_api;
 mod drain;

@@ -7,6 +7,7 @@
 //! facts the peer and the browser check rely on ([`vp8`], [`ivf`]).
 
 pub mod browser;
+pub mod cluster;
 pub mod ivf;
 pub mod layers;
 pub mod netns;

@@ -26,6 +26,9 @@ pub struct ServeOptions {
     /// `database.url` (a PostgreSQL database: [`super::postgres`]); the
     /// SQLite file in the data directory when `None`.
     pub database_url: Option<String>,
+    /// More of the configuration file (whole sections, e.g. a cluster
+    /// node's `[node]` and `[auth]`).
+    pub extra_toml: String,
 }
 
 impl Default for ServeOptions {
@@ -37,6 +40,7 @@ impl Default for ServeOptions {
             ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
             tcp_port: 0,
             database_url: None,
+            extra_toml: String::new(),
         }
     }
 }
@@ -86,7 +90,7 @@ heartbeat_secs = 1
 
 [log]
 filter = "{filter}"
-{database}"#,
+{database}{extra}"#,
             ip = options.ip,
             tcp_port = options.tcp_port,
             grace = options.shutdown_grace_secs,
@@ -96,6 +100,7 @@ filter = "{filter}"
                 .as_ref()
                 .map(|url| format!("\n[database]\nurl = {url:?}\n"))
                 .unwrap_or_default(),
+            extra = options.extra_toml,
             cert = certs.cert,
             key = certs.key,
         ),
@@ -185,6 +190,16 @@ impl ServeProcess {
         let mut child = self.child.take().expect("running");
         child.kill().unwrap();
         child.wait().unwrap();
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, `TERM`...) and returns at once.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("running");
+        let sent = std::process::Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
     }
 
     /// Sends SIGTERM and returns at once.

@@ -268,21 +268,49 @@ impl TestPeer {
         participant_id: &str,
         options: PeerOptions,
     ) -> anyhow::Result<TestPeer> {
-        let mut client = SignalClient::connect(app)
-            .await
-            .with_context(|| format!("{participant_id}: connecting to the signaling socket"))?;
-        let mut join = json!({"type": "join", "token": token});
-        if options.claims_e2ee {
-            join["e2ee"] = json!(true);
-        }
-        client.send_json(join).await?;
-        let first = client
-            .recv_until_any(
-                &["joined", "waiting", "denied"],
-                signal_client::JOIN_TIMEOUT,
-            )
-            .await
-            .with_context(|| format!("{participant_id}: joining"))?;
+        let (peer, _) = Self::join_following(&[app], 0, token, participant_id, options).await?;
+        Ok(peer)
+    }
+
+    /// [`TestPeer::join`] through `nodes[via]`, following `redirect`s (up to
+    /// 3, as the web client does) to the node of a cluster that holds the
+    /// room; the peer and the index of the node it joined.
+    pub async fn join_following(
+        nodes: &[&TestApp],
+        via: usize,
+        token: &str,
+        participant_id: &str,
+        options: PeerOptions,
+    ) -> anyhow::Result<(TestPeer, usize)> {
+        let mut at = via;
+        let mut redirects = 0;
+        let (client, first) = loop {
+            let mut client = SignalClient::connect(nodes[at])
+                .await
+                .with_context(|| format!("{participant_id}: connecting to the signaling socket"))?;
+            let mut join = json!({"type": "join", "token": token});
+            if options.claims_e2ee {
+                join["e2ee"] = json!(true);
+            }
+            client.send_json(join).await?;
+            let first = client
+                .recv_until_any(
+                    &["joined", "waiting", "denied", "redirect"],
+                    signal_client::JOIN_TIMEOUT,
+                )
+                .await
+                .with_context(|| format!("{participant_id}: joining"))?;
+            if type_of(&first) != "redirect" {
+                break (client, first);
+            }
+            redirects += 1;
+            anyhow::ensure!(redirects <= 3, "{participant_id}: more than 3 redirects");
+            let url = url::Url::parse(first["url"].as_str().unwrap_or_default())?;
+            at = nodes
+                .iter()
+                .position(|n| Some(n.https_addr.port()) == url.port())
+                .with_context(|| format!("{participant_id}: redirected to no known node: {url}"))?;
+        };
         if type_of(&first) == "denied" {
             anyhow::bail!("{participant_id} was denied: {first}");
         }
@@ -297,7 +325,7 @@ impl TestPeer {
                 )));
             }
         }
-        Ok(peer)
+        Ok((peer, at))
     }
 
     fn start(
