@@ -276,7 +276,13 @@ async fn health(State(state): State<AppState>) -> Response {
     let unavailable =
         |health: Health| (StatusCode::SERVICE_UNAVAILABLE, Json(health)).into_response();
     let node = &state.node;
-    if let Err(error) = state.store.ping().await {
+    // Bounded: a monitor's probe gets its answer in a second, not after
+    // the pool's own wait for a connection.
+    let ping = tokio::time::timeout(std::time::Duration::from_secs(1), state.store.ping()).await;
+    if let Err(error) = ping
+        .map_err(|_| "the database did not answer within 1 s".to_owned())
+        .and_then(|answered| answered.map_err(|error| error.to_string()))
+    {
         tracing::error!(%error, "health check: database unavailable");
         return unavailable(Health {
             reason: Some("database"),

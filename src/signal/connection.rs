@@ -54,6 +54,8 @@ const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_RESTART: u16 = 1012;
 /// The server cannot do it now (`error` `unavailable`); try again later.
 const CLOSE_TRY_AGAIN: u16 = 1013;
+/// The longest a link's check may wait for the database.
+const INVITE_CHECK_WITHIN: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The close code that goes with the last message of a closed socket.
 fn close_code(last: &ServerMessage) -> u16 {
@@ -211,10 +213,14 @@ pub(crate) async fn run(socket: WebSocket, context: Arc<SignalContext>, address:
 
     let now = Utc::now();
     let admitted =
-        context
-            .scheduler
-            .resolve_invite(&token, now)
+        // Bounded: with the database away, the person hears "try again"
+        // in a moment, not after the pool's own wait.
+        match tokio::time::timeout(INVITE_CHECK_WITHIN, context.scheduler.resolve_invite(&token, now))
             .await
+        {
+            Ok(resolved) => resolved.map_err(|error| error.to_string()),
+            Err(_) => Err("the database did not answer in time".to_owned()),
+        }
             .map(|(verified, session)| {
                 let member = admission::check_invite(verified, session.as_ref(), now)?.clone();
                 Ok::<_, Refusal>((session.expect("admitted to a session that exists"), member))

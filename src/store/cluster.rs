@@ -407,11 +407,15 @@ mod tests {
         // a renews, then stops (frozen); b takes it once it has expired.
         let until = renewal(&a, "a", at(2)).unwrap();
         assert!(store.renew_room_lease("s1", &a, until).await.unwrap());
-        assert_eq!(try_claim(&store, "b", at(7)).await, None, "renewed to 8 s");
-        let b = try_claim(&store, "b", at(8)).await.expect("expired");
+        assert_eq!(
+            try_claim(&store, "b", at(11)).await,
+            None,
+            "renewed to 12 s"
+        );
+        let b = try_claim(&store, "b", at(12)).await.expect("expired");
         assert_eq!(b.epoch, 2);
         // a wakes: its renewal matches nothing.
-        assert!(!store.renew_room_lease("s1", &a, at(14)).await.unwrap());
+        assert!(!store.renew_room_lease("s1", &a, at(22)).await.unwrap());
         assert_eq!(store.room_lease("s1").await.unwrap().unwrap().holder, "b");
     }
 
@@ -461,10 +465,10 @@ mod tests {
         assert_eq!(pending[0].kind, RoomCommandKind::Revoke);
         assert_eq!(pending[0].participant.as_deref(), Some("pt-1"));
         // a is fenced off by b's claim before it carries it out.
-        let b = try_claim(&store, "b", at(7)).await.unwrap();
-        assert!(!store.complete_room_command(id, &a, at(8)).await.unwrap());
+        let b = try_claim(&store, "b", at(11)).await.unwrap();
+        assert!(!store.complete_room_command(id, &a, at(12)).await.unwrap());
         assert_eq!(store.pending_room_commands("b").await.unwrap().len(), 1);
-        assert!(store.complete_room_command(id, &b, at(8)).await.unwrap());
+        assert!(store.complete_room_command(id, &b, at(12)).await.unwrap());
         assert!(store.pending_room_commands("b").await.unwrap().is_empty());
     }
 
@@ -500,7 +504,7 @@ mod tests {
             .expect("the holder writes");
         // a freezes; b claims the expired lease: a's next write is refused
         // whole, and b's continues the chain.
-        let b = try_claim(&store, "b", at(7)).await.unwrap();
+        let b = try_claim(&store, "b", at(11)).await.unwrap();
         let second = knock(2, &first.hash, "pt-2");
         let refused = store
             .append_events_fenced(std::slice::from_ref(&second), &[Fence::of("s1", &a)])

@@ -148,24 +148,35 @@ async fn a_postgres_outage_keeps_the_room_says_so_and_loses_nothing_acknowledged
     let before = get_json(&app, "/v1/attendance/verify").await;
     assert_eq!(before["status"], "ok", "{before}");
 
-    // PostgreSQL stops: every connection of the pool is cut.
+    // PostgreSQL stops, as in a restart: every connection of the pool is
+    // cut. While it is away (a few seconds: what the room's lease rides
+    // out, docs/deployment.md), three things at once: /healthz says what
+    // is wrong, the partner who arrives now is told in words to try again
+    // (the link cannot be checked, so nothing is decided), and the room's
+    // media flows.
     postgres.stop().unwrap();
-    let health = app.client.get(app.url("/healthz")).send().await.unwrap();
-    assert_eq!(health.status(), 503, "/healthz while PostgreSQL is down");
-    let body: Value = health.json().await.unwrap();
+    let outage = Instant::now();
+    patient.clear_received();
+    let health = async {
+        let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+        let status = health.status();
+        (status, health.json::<Value>().await.unwrap())
+    };
+    let arrival = async {
+        let mut partner = SignalClient::connect(&app).await.unwrap();
+        partner
+            .send_json(json!({"type": "join", "token": links["par-1"]}))
+            .await
+            .unwrap();
+        partner
+            .recv_until_any(&["error", "denied", "joined", "waiting"], WAIT)
+            .await
+            .unwrap()
+    };
+    let media = patient.wait_for_packets("clin-1", Kind::Audio, 25, WAIT);
+    let ((status, body), refusal, media) = tokio::join!(health, arrival, media);
+    assert_eq!(status, 503, "/healthz while PostgreSQL is down: {body}");
     assert_eq!(body["reason"], "database", "{body}");
-
-    // The partner arrives now: the link cannot be checked, and they are
-    // told so, in words, with the code that means "try again".
-    let mut partner = SignalClient::connect(&app).await.unwrap();
-    partner
-        .send_json(json!({"type": "join", "token": links["par-1"]}))
-        .await
-        .unwrap();
-    let refusal = partner
-        .recv_until_any(&["error", "denied", "joined", "waiting"], WAIT)
-        .await
-        .unwrap();
     assert_eq!(type_of(&refusal), "error", "{refusal}");
     assert_eq!(refusal["code"], "unavailable", "{refusal}");
     assert!(
@@ -174,13 +185,16 @@ async fn a_postgres_outage_keeps_the_room_says_so_and_loses_nothing_acknowledged
             .is_some_and(|m| m.contains("try again")),
         "{refusal}"
     );
-
-    // Meanwhile the room's media flows.
-    patient.clear_received();
-    patient
-        .wait_for_packets("clin-1", Kind::Audio, 25, WAIT)
-        .await
-        .expect("the room keeps its media while PostgreSQL is down");
+    if let Err(e) = media {
+        panic!(
+            "the room keeps its media while PostgreSQL is down: {e:#}\n{}",
+            server.log_text()
+        );
+    }
+    eprintln!(
+        "{test}: PostgreSQL away for {} ms",
+        outage.elapsed().as_millis()
+    );
 
     // PostgreSQL comes back: the node says so again within seconds.
     postgres.start_again().unwrap();
