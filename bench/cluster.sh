@@ -13,6 +13,12 @@
 # Needs Debian's postgresql (initdb, pg_ctl), curl and jq; run as root or as
 # a user that may run PostgreSQL (as root, PostgreSQL runs as `postgres`).
 #
+# CLUSTER_RUN (a shell command): run it once the cluster is up instead of
+# waiting for Ctrl-C, with CLUSTER_BASES (the nodes' URLs, space-separated),
+# CLUSTER_PIDS (their process ids, same order), CLUSTER_CA, CLUSTER_KEY (an
+# admin API key) and CLUSTER_BIN_DIR in its environment; the cluster stops
+# when it ends, with its exit status (bench/cluster-load.sh uses it).
+#
 # node-a's address is the cluster's `public_url` here (there is no load
 # balancer on loopback): links open there, and a join for a room held by
 # another node is redirected to it (`redirect`). Kill a node with
@@ -29,6 +35,7 @@ BIN=${CLUSTER_BIN:-"$ROOT/target/release/tandem"}
 WORK=$(mktemp -d /tmp/tandem-cluster.XXXXXX)
 chmod 755 "$WORK"
 PIDS=()
+BASES=()
 
 for tool in curl jq; do
     command -v "$tool" >/dev/null || { echo "cluster: $tool is needed (apt install $tool)" >&2; exit 1; }
@@ -75,6 +82,8 @@ public_url = "$PUBLIC"
 data_dir = "$WORK/$id/data"
 [server]
 listen = "127.0.0.1:$port"
+# The load generator connects from one address.
+max_connections_per_ip = 4096
 [tls]
 cert_file = "$WORK/certs/cert.pem"
 key_file = "$WORK/certs/key.pem"
@@ -95,6 +104,7 @@ filter = "info"
 TOML
     "$BIN" serve --drain --config "$WORK/$id/tandem.toml" 2>"$WORK/$id/serve.log" &
     PIDS+=($!)
+    BASES+=("https://localhost:$port")
     up=""
     for _ in $(seq 150); do
         curl -fsS --cacert "$CA" "https://localhost:$port/healthz" >/dev/null 2>&1 && { up=1; break; }
@@ -122,5 +132,10 @@ echo "Demo session $session (trust $CA in the browser, or accept the warning):"
 curl -fsS --cacert "$CA" -H "Authorization: Bearer $KEY" -X POST "$PUBLIC/v1/sessions/$session/invites" |
     jq -r '.invites[] | "  \(.role)\t\(.url)"'
 echo
+if [[ -n "${CLUSTER_RUN:-}" ]]; then
+    CLUSTER_BASES="${BASES[*]}" CLUSTER_PIDS="${PIDS[*]}" CLUSTER_CA="$CA" CLUSTER_KEY="$KEY" \
+        CLUSTER_BIN_DIR=$(dirname "$BIN") bash -c "$CLUSTER_RUN"
+    exit $?
+fi
 echo "Admin API key: $KEY   (Ctrl-C stops the cluster)"
 wait
