@@ -9,7 +9,7 @@
 //! - another node holds a live lease: the participant is redirected there
 //!   (`redirect` in docs/protocol.md);
 //! - nobody holds it (a new room, or its holder died and the lease
-//!   expired): placement picks the node ([`super::placement::place`]);
+//!   expired): placement picks the node ([`super::placement::place_from`]);
 //!   this node claims the lease if it is the one, and otherwise redirects
 //!   the participant to it, where the same rule, on the same rows, picks
 //!   that node again. A node restarted under its own id takes its own
@@ -22,7 +22,7 @@
 use chrono::{DateTime, Utc};
 
 use super::lease::{authority, claim, Authority, Claim, Lease};
-use super::placement::{place, NodeLoad};
+use super::placement::{place_from, NodeLoad};
 
 /// A node as the cluster sees it: its load and where it is reached.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,7 +65,7 @@ pub fn route(me: &str, lease: Option<&Lease>, members: &[Member], now: DateTime<
         } => {
             let own_again = lease.is_some_and(|l| l.holder == me);
             let loads: Vec<NodeLoad> = members.iter().map(|m| m.load.clone()).collect();
-            match place(&loads, now) {
+            match place_from(me, &loads, now) {
                 _ if own_again => Route::Claim {
                     lease: taken,
                     replaces,
@@ -112,6 +112,7 @@ mod tests {
                 participants,
                 max_participants: 100,
                 busy_ratio: 0.0,
+                fresh_rooms: 0,
             },
             url: format!("https://{id}.clinic.example"),
         }

@@ -147,8 +147,11 @@ impl Store {
     /// which are alive).
     pub async fn cluster_nodes(&self) -> Result<Vec<Member>, StoreError> {
         let rows = sqlx::query(
-            "SELECT node_id, public_url, last_beat, draining, participants, max_participants, busy_permille
-             FROM cluster_nodes ORDER BY node_id",
+            "SELECT n.node_id, n.public_url, n.last_beat, n.draining, n.participants, n.max_participants,
+                    n.busy_permille,
+                    (SELECT COUNT(*) FROM room_leases l
+                     WHERE l.node_id = n.node_id AND l.claimed_at > n.last_beat) AS fresh_rooms
+             FROM cluster_nodes n ORDER BY n.node_id",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -163,6 +166,7 @@ impl Store {
                         participants: count(4),
                         max_participants: count(5),
                         busy_ratio: r.get::<i64, _>(6) as f64 / 1000.0,
+                        fresh_rooms: count(7),
                     },
                     url: r.get(1),
                 })
