@@ -71,14 +71,12 @@ pub(crate) struct SecretRotated {
 pub(crate) struct RotateRequest {
     /// Hours the secret before this one keeps signing next to the new one,
     /// so the receiver can be updated without refusing deliveries: 0 to
-    /// 168 (a week); 24 when not given. 0 stops it at once (a leaked
-    /// secret).
+    /// 168 (a week). 0, or not given, stops it at once (as a rotation
+    /// always did: the right thing for a leaked secret).
     #[schema(example = 24)]
     pub previous_valid_hours: Option<u32>,
 }
 
-/// Hours a rotated secret keeps signing when the request does not say.
-const PREVIOUS_VALID_HOURS: u32 = 24;
 /// The longest a rotated secret may keep signing.
 const MAX_PREVIOUS_VALID_HOURS: u32 = 168;
 
@@ -340,7 +338,7 @@ pub(crate) async fn delete(
 }
 
 #[utoipa::path(post, path = "/v1/webhooks/{id}/rotate_secret", operation_id = "rotate_webhook_secret", tag = "webhooks", params(("id" = String, Path, description = "The receiver's id")),
-    request_body(content = Option<RotateRequest>, description = "Optional: how long the secret before keeps signing too (no body: 24 hours)"),
+    request_body(content = Option<RotateRequest>, description = "Optional: how long the secret before keeps signing too (no body: it stops at once)"),
     responses((status = 200, description = "The new secret (shown once)", body = SecretRotated),
               (status = 404, description = "No such receiver", body = ErrorBody),
               (status = 422, description = "`previous_valid_hours` out of range", body = ErrorBody)))]
@@ -353,21 +351,20 @@ pub(crate) async fn rotate_secret(
     caller.require(&[])?;
     let hours = body?
         .and_then(|Json(request)| request.previous_valid_hours)
-        .unwrap_or(PREVIOUS_VALID_HOURS);
+        .unwrap_or(0);
     if hours > MAX_PREVIOUS_VALID_HOURS {
         return Err(ApiError::invalid(vec![FieldError {
             field: "previous_valid_hours".into(),
             message: format!("must be from 0 to {MAX_PREVIOUS_VALID_HOURS}, not {hours}"),
         }]));
     }
-    let record = found(&state, &id).await?;
     let now = Utc::now();
     let previous_valid_until = (hours > 0).then(|| now + chrono::Duration::hours(hours.into()));
     let secret = signing::new_secret();
     let rotated = state
         .store
         .rotate_webhook_secret(
-            &record.id,
+            &id,
             &secret,
             previous_valid_until.map(|t| t.timestamp_millis()),
             now.timestamp_millis(),
@@ -377,9 +374,9 @@ pub(crate) async fn rotate_secret(
     if !rotated {
         return Err(ApiError::not_found("webhook not found"));
     }
-    tracing::info!(webhook = %record.id, by = %caller.actor, hours, "webhook secret rotated");
+    tracing::info!(webhook = %id, by = %caller.actor, hours, "webhook secret rotated");
     Ok(Json(SecretRotated {
-        id: record.id,
+        id,
         secret,
         previous_valid_until,
     })

@@ -600,16 +600,7 @@ async fn scheduled_for_a_receiver(
     numbers: std::ops::Range<u128>,
     now: DateTime<Utc>,
 ) -> (EndpointRecord, Vec<Session>) {
-    let hook = EndpointRecord {
-        id: Uuid::new_v4().to_string(),
-        url: "https://ehr.example/hook".into(),
-        description: String::new(),
-        events: events.iter().map(|e| (*e).to_owned()).collect(),
-        secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
-        created_at: 0,
-        updated_at: 0,
-        failing_since: None,
-    };
+    let hook = crate::store::webhooks::test_endpoint(events);
     store.insert_webhook_endpoint(&hook).await.unwrap();
     let sessions: Vec<Session> = numbers
         .map(|n| {

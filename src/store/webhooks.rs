@@ -620,6 +620,21 @@ fn delivery(r: &AnyRow) -> Result<DeliveryRecord, StoreError> {
     })
 }
 
+/// A receiver subscribed to `events`, for tests (its id is new each time).
+#[cfg(test)]
+pub(crate) fn test_endpoint(events: &[&str]) -> EndpointRecord {
+    EndpointRecord {
+        id: Uuid::new_v4().to_string(),
+        url: "https://ehr.example/hook".into(),
+        description: String::new(),
+        events: events.iter().map(|e| (*e).to_owned()).collect(),
+        secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
+        created_at: 0,
+        updated_at: 0,
+        failing_since: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -631,18 +646,7 @@ mod tests {
         (dir, store)
     }
 
-    fn endpoint(events: &[&str]) -> EndpointRecord {
-        EndpointRecord {
-            id: Uuid::new_v4().to_string(),
-            url: "https://ehr.example/hook".into(),
-            description: String::new(),
-            events: events.iter().map(|e| (*e).to_owned()).collect(),
-            secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".into(),
-            created_at: 0,
-            updated_at: 0,
-            failing_since: None,
-        }
-    }
+    use super::test_endpoint as endpoint;
 
     fn knock(session: &str) -> Event {
         let event = NewEvent {

@@ -838,13 +838,7 @@ async fn verify_names_the_first_edited_deleted_or_swapped_event() {
         client.wait_closed(WAIT).await.unwrap();
     }
     for text in ["first note", "second note"] {
-        let response = app
-            .post(&format!("/v1/attendance/sessions/{id}/annotations"))
-            .json(&json!({"participant_id": "pat-1", "text": text}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 201);
+        app.annotate(&id, "pat-1", text).await;
     }
     let online = get_json(&app, "/v1/attendance/verify").await;
     assert_eq!(online["status"], "ok", "{online}");

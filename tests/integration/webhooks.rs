@@ -503,13 +503,7 @@ async fn a_broken_chain_is_found_and_told_without_anyone_asking_once() {
     let session = app.create_session(&couple_session(-5, 50)).await;
     let id = session["id"].as_str().unwrap();
     for text in ["first note", "second note"] {
-        let response = app
-            .post(&format!("/v1/attendance/sessions/{id}/annotations"))
-            .json(&json!({"participant_id": "pat-1", "text": text}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 201);
+        app.annotate(id, "pat-1", text).await;
     }
     // Checks run meanwhile and find nothing to tell.
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -536,10 +530,11 @@ async fn a_broken_chain_is_found_and_told_without_anyone_asking_once() {
     app.stop().await;
 }
 
-/// A rotation keeps the receiver working while it is updated: deliveries
-/// carry both signatures (any Standard Webhooks library accepts either
-/// secret) for the hours asked; a rotation for a leaked secret
-/// (`previous_valid_hours: 0`) stops the old one at once.
+/// A rotation can keep the receiver working while it is updated:
+/// deliveries carry both signatures (any Standard Webhooks library accepts
+/// either secret) for the hours asked; a rotation without them (a leaked
+/// secret, and every client from before the overlap existed) stops the
+/// old one at once.
 #[tokio::test]
 async fn a_rotated_secret_keeps_signing_next_to_the_new_one_for_the_hours_asked() {
     let receiver = Receiver::start().await;
@@ -560,7 +555,7 @@ async fn a_rotated_secret_keeps_signing_next_to_the_new_one_for_the_hours_asked(
             (status, response.json::<Value>().await.unwrap())
         }
     };
-    let (status, rotated) = rotate(None).await;
+    let (status, rotated) = rotate(Some(json!({"previous_valid_hours": 24}))).await;
     assert_eq!(status, 200, "{rotated}");
     let second = rotated["secret"].as_str().unwrap().to_owned();
     let until = chrono::DateTime::parse_from_rfc3339(
@@ -578,8 +573,9 @@ async fn a_rotated_secret_keeps_signing_next_to_the_new_one_for_the_hours_asked(
     assert_signed(&second, &both[0]);
     assert_signed(&first, &both[0]);
 
-    // A leaked secret: rotated with no overlap; only the newest signs.
-    let (status, rotated) = rotate(Some(json!({"previous_valid_hours": 0}))).await;
+    // A leaked secret: rotated as before the overlap existed (no body);
+    // only the newest signs, at once.
+    let (status, rotated) = rotate(None).await;
     assert_eq!(status, 200, "{rotated}");
     assert_eq!(rotated["previous_valid_until"], Value::Null, "{rotated}");
     let third = rotated["secret"].as_str().unwrap().to_owned();

@@ -161,6 +161,18 @@ impl TestApp {
             .bearer_auth(&self.admin_key)
     }
 
+    /// An admin's note on `participant` in `session`'s attendance (a ledger
+    /// event); panics unless 201.
+    pub async fn annotate(&self, session: &str, participant: &str, text: &str) {
+        let response = self
+            .post(&format!("/v1/attendance/sessions/{session}/annotations"))
+            .json(&serde_json::json!({"participant_id": participant, "text": text}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 201, "annotating {participant}");
+    }
+
     /// Creates a session and returns its JSON; panics unless 201.
     pub async fn create_session(&self, body: &Value) -> Value {
         let response = self.post("/v1/sessions").json(body).send().await.unwrap();
