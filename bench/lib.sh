@@ -17,6 +17,10 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$ROOT/bench/devcert.sh"
 # BENCH_BINARY: a tandem binary built elsewhere (then nothing is built).
 BIN=${BENCH_BINARY:-"$ROOT/target/release/tandem"}
+# GEN_BINARY: the tandem binary whose `load-test` generates the load
+# (default BIN): bench/old-new.sh drives an old server with the new
+# generator, so that only the server differs.
+GEN_BIN=${GEN_BINARY:-$BIN}
 SERVER_CORE=${SERVER_CORE:-0}
 GEN_CORE=${GEN_CORE:-1}
 BENCH_PORT=${BENCH_PORT:-9444}
@@ -102,7 +106,7 @@ stop_target() {
 # 1); extra arguments
 # go to `tandem load-test`.
 generate() {
-    $RUN_IN taskset -c "$GEN_CORE" "$BIN" load-test --threads "${GEN_THREADS:-1}" --quiet "$@"
+    $RUN_IN taskset -c "$GEN_CORE" "$GEN_BIN" load-test --threads "${GEN_THREADS:-1}" --quiet "$@"
 }
 
 # One line of figures from a JSON report.

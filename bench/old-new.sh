@@ -4,7 +4,8 @@
 # this tree's release build, RUNS times (default 3) each over STEPS (default
 # "50 80 100 120"), alternating, on the same cores. Prints the median of
 # each figure per target and room count; raw per-run results stay under
-# RESULTS_DIR/run-N-TARGET/.
+# RESULTS_DIR/run-N-TARGET/. Every target gets the same generator, this
+# tree's.
 #
 #   OLD_DIR=/path/to/old/bin bench/old-new.sh [RESULTS_DIR]
 #
@@ -23,7 +24,7 @@ mkdir -p "$OUT"
 NEW_DIR=${CARGO_TARGET_DIR:-$ROOT/target}/release
 for run in $(seq "$RUNS"); do
     TARGETS=relay BENCH_BINARY="$NEW_DIR/tandem" "$HERE/capacity.sh" "$OUT/run-$run-relay" >/dev/null
-    TARGETS=sfu BENCH_BINARY="$OLD_DIR/tandem" "$HERE/capacity.sh" "$OUT/run-$run-old" >/dev/null
+    TARGETS=sfu BENCH_BINARY="$OLD_DIR/tandem" GEN_BINARY="$NEW_DIR/tandem" "$HERE/capacity.sh" "$OUT/run-$run-old" >/dev/null
     TARGETS=sfu BENCH_BINARY="$NEW_DIR/tandem" "$HERE/capacity.sh" "$OUT/run-$run-new" >/dev/null
     echo "compare: run $run of $RUNS done" >&2
 done

@@ -8,18 +8,30 @@
 //! here, a bounded number of times, so that one connection cannot keep a
 //! loop to itself.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::net::Transmit;
 use str0m::{Event, Input, Output, Rtc, RtcError};
 
 /// How many due timeouts one drain handles before it leaves the rest to the
-/// caller's timer. Each round releases what str0m's pacer lets out at that
-/// moment, so a few rounds cover what one input queued; the bound only keeps
-/// a connection that asks again and again from holding the loop. (A bound,
-/// not a measured optimum: the latency it was added for, up to 1 ms per
-/// forwarded packet, went with the first round.)
-const MAX_DUE_TIMEOUTS: usize = 4;
+/// caller's timer. Each round releases one packet of str0m's pacer (see
+/// [`PACER_STEP`]), so the bound is a burst: a video frame to one
+/// subscriber, or a group room's frames that met in one wake, is a few to a
+/// few dozen packets. The bound only keeps a connection that asks again and
+/// again from holding the loop; the pacer itself stops a burst at its
+/// budget (40 ms of its rate) by asking for a later time.
+const MAX_DUE_TIMEOUTS: usize = 64;
+
+/// How far ahead a timeout still counts as due. str0m's pacer, after each
+/// packet it lets out, asks for a timeout one microsecond after the last
+/// one it was given, only so that its clock moves between packets; the
+/// packet behind it is due at once. Handling that timeout here (at the
+/// same `now`: str0m ignores a time before one it has seen, and its pacer
+/// is happy with no time passing) releases a subscriber's burst in one
+/// drain instead of one packet per wake of the caller's loop, so the burst
+/// leaves in one batch (one UDP GSO message) and a millisecond of timer
+/// resolution is not added per packet.
+const PACER_STEP: Duration = Duration::from_micros(1);
 
 /// Polls `rtc` until it wants its next timeout: `transmit` gets every
 /// datagram to send and `event` every event. Returns when that timeout is.
@@ -55,7 +67,7 @@ fn drain_with_clock(
         match rtc.poll_output()? {
             Output::Timeout(at) => {
                 let now = clock();
-                if at > now || due_timeouts == MAX_DUE_TIMEOUTS {
+                if at > now + PACER_STEP || due_timeouts == MAX_DUE_TIMEOUTS {
                     return Ok(at);
                 }
                 due_timeouts += 1;

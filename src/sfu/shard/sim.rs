@@ -43,6 +43,8 @@ pub(crate) struct Side {
     deadline: Instant,
     /// Everything str0m reported, in order.
     pub events: Vec<Event>,
+    /// Datagrams it produced while taking one in, for the next round.
+    outbox: Vec<Transmit>,
 }
 
 impl Side {
@@ -59,6 +61,35 @@ impl Side {
             addr,
             deadline: now,
             events: Vec::new(),
+            outbox: Vec::new(),
+        }
+    }
+
+    /// Takes one datagram in and polls what it produced, as a client's
+    /// loop does: in RTP mode str0m holds only the last received packet
+    /// until it is polled, so a burst fed without polling would lose all
+    /// but its last packet in the client, not in the shard.
+    fn receive(&mut self, now: Instant, receive: Receive) {
+        let _ = self.rtc.handle_input(Input::Receive(now, receive));
+        self.poll_into(None);
+    }
+
+    /// Polls until str0m wants a timeout: events are kept, datagrams go to
+    /// `to_core`, or to the outbox for the next round.
+    fn poll_into(&mut self, mut to_core: Option<&mut Vec<Transmit>>) {
+        loop {
+            match self.rtc.poll_output() {
+                Ok(Output::Transmit(t)) => match to_core.as_deref_mut() {
+                    Some(to_core) => to_core.push(t),
+                    None => self.outbox.push(t),
+                },
+                Ok(Output::Event(e)) => self.events.push(e),
+                Ok(Output::Timeout(at)) => {
+                    self.deadline = at;
+                    return;
+                }
+                Err(error) => panic!("client failed: {error}"),
+            }
         }
     }
 
@@ -328,6 +359,24 @@ impl Sim {
         }
     }
 
+    /// Moves datagrams and signaling until nothing moves, with the clock
+    /// standing still: what one wake of the real loop delivers.
+    pub(crate) fn settle(&mut self) {
+        // A client's loop gives str0m the time after writing media (its
+        // pacer releases what was written on a timeout): the same time.
+        let now = self.now;
+        for c in &mut self.clients {
+            for side in [&mut c.publish, &mut c.subscribe] {
+                let _ = side.rtc.handle_input(Input::Timeout(now));
+            }
+        }
+        for _ in 0..MAX_ROUNDS {
+            if !self.round() {
+                return;
+            }
+        }
+    }
+
     /// One round: clients' output to the core, the core's output to the
     /// clients, signaling. True when anything moved.
     fn round(&mut self) -> bool {
@@ -336,17 +385,8 @@ impl Sim {
         let mut to_core: Vec<Transmit> = Vec::new();
         for c in &mut self.clients {
             for side in [&mut c.publish, &mut c.subscribe] {
-                loop {
-                    match side.rtc.poll_output() {
-                        Ok(Output::Transmit(t)) => to_core.push(t),
-                        Ok(Output::Event(e)) => side.events.push(e),
-                        Ok(Output::Timeout(at)) => {
-                            side.deadline = at;
-                            break;
-                        }
-                        Err(error) => panic!("client failed: {error}"),
-                    }
-                }
+                to_core.append(&mut side.outbox);
+                side.poll_into(Some(&mut to_core));
             }
         }
         for t in to_core {
@@ -368,7 +408,7 @@ impl Sim {
             if let Some(side) = side {
                 let receive = Receive::new(Protocol::Udp, t.source, t.destination, &t.contents)
                     .expect("a datagram str0m can parse");
-                let _ = side.rtc.handle_input(Input::Receive(now, receive));
+                side.receive(now, receive);
             }
         }
         for i in 0..self.clients.len() {
