@@ -6,12 +6,21 @@
 #
 #   bench/profile.sh [RESULTS_DIR]
 #
+# CALL_GRAPH=dwarf records call stacks from DWARF (callers of libc's
+# memmove and malloc show only then: the release build keeps no frame
+# pointers); then see callers.txt.
+#
 # Needs perf (apt install linux-perf) and permission to profile
 # (kernel.perf_event_paranoid <= 1, or root).
 
 source "$(dirname "$0")/lib.sh"
 ROOMS=${ROOMS:-50}
 PROFILE_SECONDS=${PROFILE_SECONDS:-15}
+CALL_GRAPH=${CALL_GRAPH:-fp}
+case $CALL_GRAPH in
+    dwarf) record_graph=(--call-graph dwarf,16384 -F 499) ;;
+    *) record_graph=(-g -F 1999) ;;
+esac
 OUT=${1:-$ROOT/bench/results/profile-$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
 command -v perf >/dev/null || { echo "bench: perf is needed (apt install linux-perf)" >&2; exit 1; }
@@ -25,7 +34,7 @@ generate --base "$BASE" --api-key "$KEY" --cafile "$CA" --rooms "$ROOMS" \
 load=$!
 # Let everyone join and the warm-up pass before sampling.
 sleep 8
-perf record -e cpu-clock -F 1999 -g -p "$SERVER_PID" -o "$OUT/perf.data" -- sleep "$PROFILE_SECONDS" 2>"$OUT/perf-record.log"
+perf record -e cpu-clock "${record_graph[@]}" -p "$SERVER_PID" -o "$OUT/perf.data" -- sleep "$PROFILE_SECONDS" 2>"$OUT/perf-record.log"
 wait "$load" || true
 stop_target
 flat() { sed 's/ *-  *- *$//; s/ *$//' | grep -v '^#' | grep '%'; }
@@ -37,6 +46,11 @@ perf report -i "$OUT/perf.data" --children --sort symbol --stdio -g none 2>/dev/
     | flat >"$OUT/inclusive-all.txt"
 head -60 "$OUT/inclusive-all.txt" >"$OUT/inclusive.txt"
 rm "$OUT/inclusive-all.txt"
+if [[ $CALL_GRAPH == dwarf ]]; then
+    # Who calls the copies and allocations, by caller.
+    perf report -i "$OUT/perf.data" --no-children --sort symbol --stdio -G \
+        --symbol-filter=memmove 2>/dev/null | grep -v '^#' | head -150 >"$OUT/callers.txt" || true
+fi
 perf report -i "$OUT/perf.data" --no-children --sort dso --stdio -g none 2>/dev/null \
     | flat >"$OUT/by-object.txt"
 # Self time grouped by who spends it.
