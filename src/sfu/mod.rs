@@ -43,32 +43,17 @@ pub(crate) use tandem_protocol::SignOfLife;
 /// time; a replacement is a new connection).
 pub(crate) use tandem_protocol::ConnId;
 
-/// Who is joining which room, and how their media is sent.
-#[derive(Debug)]
-pub(crate) struct Joining {
-    pub room: Uuid,
-    pub participant: String,
-    pub events: mpsc::UnboundedSender<PeerEvent>,
-    /// Raised by every packet its peer connections receive.
-    pub sign_of_life: SignOfLife,
-    /// Whether the link to this participant is estimated (str0m's
-    /// bandwidth estimation, and its pacer, on the `sub` connection). Only
-    /// a choice of simulcast layers uses the estimate, and it matters in a
-    /// group room (eight or more videos share one link); a joint session
-    /// forwards as the publishers paced, and a congested link is still
-    /// told by its receiver reports' loss ([`peer::new_rtc`]). The estimate
-    /// costs str0m a full timeout round per paced packet, about a tenth of
-    /// the shard's CPU (docs/benchmarks.md).
-    pub estimate_bandwidth: bool,
-}
-
 /// What signaling asks of a shard.
 #[derive(Debug)]
 pub(crate) enum Command {
     /// A participant was admitted: create its peer connections.
     Join {
         conn: ConnId,
-        joining: Joining,
+        room: Uuid,
+        participant: String,
+        events: mpsc::UnboundedSender<PeerEvent>,
+        /// Raised by every packet its peer connections receive.
+        sign_of_life: SignOfLife,
     },
     Offer {
         conn: ConnId,

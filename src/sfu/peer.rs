@@ -169,20 +169,15 @@ pub(crate) struct Peer {
     pub offered: u32,
 }
 
-/// Which of a participant's two connections [`new_rtc`] makes.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Link {
-    /// `pub`: media from the participant.
-    Publisher,
-    /// `sub`: media to the participant, with or without an estimate of the
-    /// link ([`crate::sfu::Joining::estimate_bandwidth`]).
-    Subscriber { estimate_bandwidth: bool },
-}
-
 /// A new ICE-lite peer connection of shard `shard` in RTP mode with the
 /// shard's candidates; its ICE ufrag names the shard (see
 /// [`super::https_port`]).
-pub(crate) fn new_rtc(now: Instant, shard: usize, candidates: &[Candidate], link: Link) -> Rtc {
+pub(crate) fn new_rtc(
+    now: Instant,
+    shard: usize,
+    candidates: &[Candidate],
+    estimate_bandwidth: bool,
+) -> Rtc {
     let mut config = RtcConfig::new()
         .set_local_ice_credentials(super::https_port::local_credentials(shard))
         .set_ice_lite(true)
@@ -191,17 +186,12 @@ pub(crate) fn new_rtc(now: Instant, shard: usize, candidates: &[Candidate], link
         .enable_opus(true, false)
         .enable_vp8(true)
         .enable_h264(true);
-    match link {
-        Link::Publisher => {}
-        Link::Subscriber { estimate_bandwidth } => {
-            // Receiver reports' loss, once a second: what tells a congested
-            // link from a momentary dip of the estimate (see super::layers),
-            // and, without an estimate, a congested link at all.
-            config = config.set_stats_interval(Some(std::time::Duration::from_secs(1)));
-            if estimate_bandwidth {
-                config = config.enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE_BPS)));
-            }
-        }
+    if estimate_bandwidth {
+        // Receiver reports' loss, once a second: what tells a congested
+        // link from a momentary dip of the estimate (see super::layers).
+        config = config
+            .enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE_BPS)))
+            .set_stats_interval(Some(std::time::Duration::from_secs(1)));
     }
     let mut rtc = config.build(now);
     for candidate in candidates {
@@ -213,28 +203,19 @@ pub(crate) fn new_rtc(now: Instant, shard: usize, candidates: &[Candidate], link
 impl Peer {
     pub(crate) fn new(
         now: Instant,
-        joining: super::Joining,
+        room: Uuid,
+        participant: String,
+        events: mpsc::UnboundedSender<PeerEvent>,
+        sign_of_life: super::SignOfLife,
         shard: usize,
         candidates: &[Candidate],
     ) -> Peer {
-        let super::Joining {
-            room,
-            participant,
-            events,
-            sign_of_life,
-            estimate_bandwidth,
-        } = joining;
         Peer {
             room,
             participant,
             events,
-            publish: new_rtc(now, shard, candidates, Link::Publisher),
-            subscribe: new_rtc(
-                now,
-                shard,
-                candidates,
-                Link::Subscriber { estimate_bandwidth },
-            ),
+            publish: new_rtc(now, shard, candidates, false),
+            subscribe: new_rtc(now, shard, candidates, true),
             publish_deadline: now,
             subscribe_deadline: now,
             published: Vec::new(),

@@ -217,7 +217,13 @@ impl ShardCore {
     /// [`ShardCore::flush`].
     pub(crate) fn handle_command(&mut self, now: Instant, command: Command) {
         match command {
-            Command::Join { conn, joining } => self.on_join(now, conn, joining),
+            Command::Join {
+                conn,
+                room,
+                participant,
+                events,
+                sign_of_life,
+            } => self.on_join(now, conn, room, participant, events, sign_of_life),
             Command::Offer { conn, pc, sdp } => self.on_offer(now, conn, pc, &sdp),
             Command::Answer { conn, pc, sdp } => self.on_answer(now, conn, pc, &sdp),
             Command::Candidate {

@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::sfu::shard::core::ShardCore;
 use crate::sfu::shard::forward::{AUDIO_FRAME_TICKS, VIDEO_FRAME_TICKS};
-use crate::sfu::{Command, ConnId, Joining, Pc, PeerEvent};
+use crate::sfu::{Command, ConnId, Pc, PeerEvent};
 
 /// The shard's announced UDP and ICE-TCP addresses.
 pub(crate) const SHARD_UDP: &str = "10.0.0.1:3478";
@@ -167,9 +167,6 @@ pub(crate) struct Sim {
     pub udp: SocketAddr,
     /// Every datagram the core sent, by destination, for routing checks.
     pub sent: Vec<SocketAddr>,
-    /// Whether clients joining from now on have their link estimated (a
-    /// group room's; [`crate::sfu::Joining`]).
-    pub estimate_bandwidth: bool,
 }
 
 impl Sim {
@@ -183,7 +180,6 @@ impl Sim {
             clients: Vec::new(),
             udp,
             sent: Vec::new(),
-            estimate_bandwidth: true,
         }
     }
 
@@ -206,13 +202,10 @@ impl Sim {
         self.clients.push(client);
         self.command(Command::Join {
             conn,
-            joining: Joining {
-                room,
-                participant: format!("p{index}"),
-                events: tx,
-                sign_of_life: Default::default(),
-                estimate_bandwidth: self.estimate_bandwidth,
-            },
+            room,
+            participant: format!("p{index}"),
+            events: tx,
+            sign_of_life: Default::default(),
         });
         index
     }
