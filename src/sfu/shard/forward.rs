@@ -8,7 +8,7 @@
 //! per batch.
 
 use std::collections::BTreeMap;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use str0m::format::Codec;
 use str0m::media::{KeyframeRequestKind, MediaKind, Mid};
@@ -20,6 +20,22 @@ use crate::sfu::layers;
 use crate::sfu::peer::MAX_LAYERS;
 use crate::sfu::{ConnId, Pc, PeerEvent};
 use tandem_protocol::{Layer, MediaKind as SignalKind};
+
+/// How long a forwarded video packet stays ready for a retransmission. A
+/// receiver asks again for a lost packet within a round trip or two, and a
+/// browser's own sender keeps about a second; str0m's default is three
+/// seconds. The payload, shared by every subscriber of a publisher, lives
+/// as long as any cache holds it, so three seconds of every publisher's
+/// video was half of the server's memory per participant
+/// (docs/benchmarks.md).
+const RETRANSMIT_WITHIN: Duration = Duration::from_secs(1);
+
+/// The most packets that cache holds per stream: a second of a 2.5 Mbit/s
+/// screen share is about 250.
+const RETRANSMIT_PACKETS: usize = 1000;
+
+/// str0m's cap on retransmissions, as a share of a stream's bitrate.
+const RETRANSMIT_RATIO_CAP: Option<f32> = Some(0.15);
 
 /// The RTP timestamp step assumed for one audio frame where a subscriber's
 /// stream changes source: Opus runs a 48 kHz RTP clock (RFC 7587) and
@@ -305,7 +321,10 @@ impl ShardCore {
                 .stream
                 .is_some_and(|ssrc| api.stream_tx(&ssrc).is_some_and(|tx| tx.mid() == sub.mid));
             if !known {
-                sub.stream = api.stream_tx_by_mid(sub.mid, None).map(|tx| tx.ssrc());
+                sub.stream = api.stream_tx_by_mid(sub.mid, None).map(|tx| {
+                    tx.set_rtx_cache(RETRANSMIT_PACKETS, RETRANSMIT_WITHIN, RETRANSMIT_RATIO_CAP);
+                    tx.ssrc()
+                });
             }
             let Some(tx) = sub.stream.and_then(|ssrc| api.stream_tx(&ssrc)) else {
                 continue;
