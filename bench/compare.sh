@@ -11,7 +11,9 @@
 # (repetitions of the whole ramp, default 3; medians are quoted),
 # STEP_SECONDS (default 10), SIZE (people per room, default 3; 9 is a group
 # of four couples and their therapist), SIMULCAST (1: publishers send three
-# layers), TARGETS (default "relay sfu janus"), JANUS (the janus binary,
+# layers), TARGETS (default "relay sfu janus"; add "old" with OLD_BINARY,
+# an older tandem binary, for the curve before and after a change in the
+# same runs), JANUS (the janus binary,
 # default janus on PATH: `apt-get install janus`), and those in
 # bench/lib.sh.
 #
@@ -154,8 +156,12 @@ for run in $(seq "$RUNS"); do
                 start_relay
                 args=(--relay "127.0.0.1:$RELAY_PORT" "${size[@]}")
                 ;;
-            sfu)
-                start_server
+            sfu | old)
+                if [[ $target == old ]]; then
+                    BIN=${OLD_BINARY:?OLD_BINARY: the older tandem binary} start_server
+                else
+                    start_server
+                fi
                 args=(--base "$BASE" --api-key "$KEY" --cafile "$CA" "${size[@]}" "${simulcast[@]}")
                 ;;
             janus)

@@ -23,7 +23,7 @@ for shards in $SHARDS_LIST; do
     if [[ $shards == 1 ]]; then SERVER_CORE=0; else SERVER_CORE=0-$((shards - 1)); fi
     start_server
     report="$OUT/shards-$shards.json"
-    nice -n 19 taskset -c "$GEN_CORE" "$BIN" load-test --threads 1 --quiet \
+    nice -n 19 taskset -c "$GEN_CORE" "$GEN_BIN" load-test --threads 1 --quiet \
         --base "$BASE" --api-key "$KEY" --cafile "$CA" --rooms "$ROOMS" --seconds 10 \
         --warmup 3 --server-pid "$SERVER_PID" --json "$report" >"$OUT/shards-$shards.txt" || true
     stop_target
