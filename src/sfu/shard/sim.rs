@@ -167,6 +167,9 @@ pub(crate) struct Sim {
     pub udp: SocketAddr,
     /// Every datagram the core sent, by destination, for routing checks.
     pub sent: Vec<SocketAddr>,
+    /// RTP datagrams to each address still to be lost on the way, as a
+    /// network loses them ([`Sim::lose_rtp_to`]).
+    losses: HashMap<SocketAddr, usize>,
 }
 
 impl Sim {
@@ -180,6 +183,7 @@ impl Sim {
             clients: Vec::new(),
             udp,
             sent: Vec::new(),
+            losses: HashMap::new(),
         }
     }
 
@@ -359,6 +363,12 @@ impl Sim {
         }
     }
 
+    /// Loses the next `count` RTP datagrams the core sends to client `i`'s
+    /// `sub` connection.
+    pub(crate) fn lose_rtp_to(&mut self, i: usize, count: usize) {
+        self.losses.insert(self.clients[i].subscribe.addr, count);
+    }
+
     /// Moves datagrams and signaling until nothing moves, with the clock
     /// standing still: what one wake of the real loop delivers.
     pub(crate) fn settle(&mut self) {
@@ -405,6 +415,16 @@ impl Sim {
                 .iter_mut()
                 .flat_map(|c| [&mut c.publish, &mut c.subscribe])
                 .find(|s| s.addr == t.destination);
+            // RTP, not RTCP (RFC 5761: RTCP packet types 192-223 in the
+            // second byte) and not DTLS or STUN (first byte 128-191).
+            let rtp = matches!(t.contents.first(), Some(128..=191))
+                && !matches!(t.contents.get(1).map(|b| b & 0x7f), Some(64..=95));
+            if let (true, Some(lose)) = (rtp, self.losses.get_mut(&t.destination)) {
+                if *lose > 0 {
+                    *lose -= 1;
+                    continue;
+                }
+            }
             if let Some(side) = side {
                 let receive = Receive::new(Protocol::Udp, t.source, t.destination, &t.contents)
                     .expect("a datagram str0m can parse");

@@ -133,6 +133,32 @@ fn a_burst_reaches_a_subscriber_in_the_wake_it_arrived_in() {
 }
 
 #[test]
+fn a_video_packet_lost_on_the_way_to_a_subscriber_is_sent_again() {
+    let mut sim = Sim::new();
+    let room = Uuid::new_v4();
+    let alice = sim.join(room);
+    let bob = sim.join(room);
+    let a = sim.publish(alice, false, true, &[]);
+    sim.run(CONNECT);
+    sim.send(alice, a.video.unwrap(), None, true, b"keyframe");
+    sim.run(DELIVER);
+    assert_eq!(received(&sim.clients[bob].subscribe), tags(&[b"keyframe"]));
+
+    sim.lose_rtp_to(bob, 1);
+    for tag in [&b"lost"[..], b"after-1", b"after-2"] {
+        sim.send(alice, a.video.unwrap(), None, false, tag);
+        sim.run(Duration::from_millis(33));
+    }
+    // Bob's NACK reaches the shard, which answers from its cache.
+    sim.run(Duration::from_millis(500));
+    let got = received(&sim.clients[bob].subscribe);
+    assert!(
+        got.contains(&b"lost".to_vec()),
+        "the lost packet came again: {got:?}"
+    );
+}
+
+#[test]
 fn breakout_media_stays_in_the_breakout_even_for_a_late_joiner() {
     let mut sim = Sim::new();
     let room = Uuid::new_v4();
