@@ -63,19 +63,31 @@ fn drain_with_clock(
     mut event: impl FnMut(Event),
 ) -> Result<Instant, RtcError> {
     let mut due_timeouts = 0;
+    // Whether anything came out since the last timeout handled here. A
+    // pacer step releases a packet; a step ahead after one that released
+    // nothing is not the pacer's, and waits for its time.
+    let mut released = true;
     loop {
         match rtc.poll_output()? {
             Output::Timeout(at) => {
                 let now = clock();
-                if at > now + PACER_STEP || due_timeouts == MAX_DUE_TIMEOUTS {
+                let due = at <= now || (released && at <= now + PACER_STEP);
+                if !due || due_timeouts == MAX_DUE_TIMEOUTS {
                     return Ok(at);
                 }
                 due_timeouts += 1;
+                released = false;
                 // A refused timeout shows at the next poll, if it matters.
                 let _ = rtc.handle_input(Input::Timeout(now));
             }
-            Output::Transmit(t) => transmit(t),
-            Output::Event(e) => event(e),
+            Output::Transmit(t) => {
+                released = true;
+                transmit(t);
+            }
+            Output::Event(e) => {
+                released = true;
+                event(e);
+            }
         }
     }
 }
