@@ -555,20 +555,13 @@ async fn run(
         // Another node holds the room (or may, any moment): nothing more
         // is written for it here, and its people reconnect to reach it.
         rooms.given_up(id);
-        messages.close();
         for (conn, handle) in conns.drain() {
             rooms.sfu.send(id, Command::Leave { conn });
             let _ = handle
                 .out
                 .send(Outgoing::Close(ServerMessage::server_restart()));
         }
-        while let Ok(message) = messages.try_recv() {
-            if let RoomMessage::Arrive { handle, .. } = message {
-                let _ = handle
-                    .out
-                    .send(Outgoing::Close(ServerMessage::server_restart()));
-            }
-        }
+        turn_away_arrivals(&mut messages);
         tracing::warn!(session = %id, "room given up: this node no longer holds its lease");
         return;
     }
@@ -577,15 +570,7 @@ async fn run(
     }
     if stopped {
         rooms.publish(id, None);
-        // Anyone who arrived meanwhile hears of the restart.
-        messages.close();
-        while let Ok(message) = messages.try_recv() {
-            if let RoomMessage::Arrive { handle, .. } = message {
-                let _ = handle
-                    .out
-                    .send(Outgoing::Close(ServerMessage::server_restart()));
-            }
-        }
+        turn_away_arrivals(&mut messages);
         tracing::info!(session = %id, "room stopped");
         return;
     }
@@ -900,6 +885,19 @@ async fn persist(rooms: &Rooms, room: Uuid, effects: &[Effect]) -> Result<(), St
         }
     }
     Ok(())
+}
+
+/// Closes the room's queue and tells anyone who arrived meanwhile that the
+/// server restarts (they reconnect, and find the room where it is now).
+fn turn_away_arrivals(messages: &mut mpsc::Receiver<RoomMessage>) {
+    messages.close();
+    while let Ok(message) = messages.try_recv() {
+        if let RoomMessage::Arrive { handle, .. } = message {
+            let _ = handle
+                .out
+                .send(Outgoing::Close(ServerMessage::server_restart()));
+        }
+    }
 }
 
 async fn carry_out(

@@ -94,6 +94,14 @@ async fn close(sink: &mut Sink, code: u16, reason: &'static str) {
     let _ = sink.close().await;
 }
 
+/// Sends an `unavailable` error saying `what`, then closes the socket
+/// asking the client to try again: the server could not decide the join
+/// (not a refusal of the person).
+async fn unavailable(sink: &mut Sink, what: &str) {
+    send(sink, &ServerMessage::error(ErrorCode::Unavailable, what)).await;
+    close(sink, CLOSE_TRY_AGAIN, "unavailable").await;
+}
+
 /// Sends a `denied` message, then closes the socket.
 async fn deny(sink: &mut Sink, denial: ServerMessage) {
     send(sink, &denial).await;
@@ -235,15 +243,7 @@ pub(crate) async fn run(socket: WebSocket, context: Arc<SignalContext>, address:
         }
         Err(error) => {
             tracing::error!(%error, "cannot check an invite");
-            send(
-                &mut sink,
-                &ServerMessage::error(
-                    ErrorCode::Unavailable,
-                    "The server could not check the link; try again.",
-                ),
-            )
-            .await;
-            close(&mut sink, CLOSE_TRY_AGAIN, "unavailable").await;
+            unavailable(&mut sink, "The server could not check the link; try again.").await;
             return;
         }
     };
@@ -264,15 +264,11 @@ pub(crate) async fn run(socket: WebSocket, context: Arc<SignalContext>, address:
                 if let Err(error) = outcome {
                     tracing::error!(session = %session.id, %error, "cannot find the room's node");
                 }
-                send(
+                unavailable(
                     &mut sink,
-                    &ServerMessage::error(
-                        ErrorCode::Unavailable,
-                        "The session's room cannot be opened right now; try again in a moment.",
-                    ),
+                    "The session's room cannot be opened right now; try again in a moment.",
                 )
                 .await;
-                close(&mut sink, CLOSE_TRY_AGAIN, "unavailable").await;
                 return;
             }
         },
