@@ -39,8 +39,9 @@ use crate::attendance::event::{EventKind, Modality, NewEvent, Reason};
 use crate::attendance::ledger::{Ledger, LedgerError};
 use crate::room::state::{Effect, Input, Occupancy, Room, RoomEvent};
 use crate::room::takeover::Takeover;
+use crate::schedule::SessionKind;
 use crate::schedule::{Notice, RosterEntry, Scheduler, Session};
-use crate::sfu::{Command, ConnId, PeerEvent, Sfu};
+use crate::sfu::{Command, ConnId, Joining, PeerEvent, Sfu};
 use crate::store::StoreError;
 use lease::RoomLease;
 use tandem_protocol::{Attestation, DenialCode, ErrorCode, IceServer, ServerMessage};
@@ -376,6 +377,10 @@ async fn run(
     lease: Option<Arc<RoomLease>>,
 ) {
     let id = room.id();
+    let media = RoomMedia {
+        room: id,
+        estimate_bandwidth: room.kind() == SessionKind::Group,
+    };
     let recorder = Recorder {
         rooms: &rooms,
         session: id.to_string(),
@@ -447,7 +452,7 @@ async fn run(
                 .collect();
             recorder.fact(events).await;
             for effect in effects {
-                carry_out(&rooms, id, effect, &mut conns).await;
+                carry_out(&rooms, media, effect, &mut conns).await;
             }
             stopped = true;
             break;
@@ -544,7 +549,7 @@ async fn run(
             }
         }
         for effect in effects {
-            carry_out(&rooms, id, effect, &mut conns).await;
+            carry_out(&rooms, media, effect, &mut conns).await;
         }
         if let Some(conn) = departed {
             conns.remove(&conn);
@@ -597,7 +602,7 @@ async fn run(
             e2ee,
         };
         for effect in room.handle(input, Utc::now()) {
-            carry_out(&rooms, id, effect, &mut conns).await;
+            carry_out(&rooms, media, effect, &mut conns).await;
         }
     }
     tracing::info!(session = %id, "room closed");
@@ -900,12 +905,23 @@ fn turn_away_arrivals(messages: &mut mpsc::Receiver<RoomMessage>) {
     }
 }
 
+/// What the room's effects need to address its media.
+#[derive(Clone, Copy)]
+struct RoomMedia {
+    room: Uuid,
+    /// Whether its participants' links are estimated
+    /// ([`crate::sfu::Joining::estimate_bandwidth`]): a group room's, where
+    /// simulcast layers are chosen among many videos.
+    estimate_bandwidth: bool,
+}
+
 async fn carry_out(
     rooms: &Rooms,
-    room: Uuid,
+    media: RoomMedia,
     effect: Effect,
     conns: &mut HashMap<ConnId, ConnHandle>,
 ) {
+    let room = media.room;
     match effect {
         Effect::Send { conn, message } => {
             if let Some(handle) = conns.get(&conn) {
@@ -923,10 +939,13 @@ async fn carry_out(
                     room,
                     Command::Join {
                         conn,
-                        room,
-                        participant: handle.participant.clone(),
-                        events: handle.peer_events.clone(),
-                        sign_of_life: handle.sign_of_life.clone(),
+                        joining: Joining {
+                            room,
+                            participant: handle.participant.clone(),
+                            events: handle.peer_events.clone(),
+                            sign_of_life: handle.sign_of_life.clone(),
+                            estimate_bandwidth: media.estimate_bandwidth,
+                        },
                     },
                 );
             }

@@ -11,10 +11,12 @@
 //! ([`CONGESTED_LOSS`]), and it lasts until the estimate carries the best
 //! layers again: str0m's estimate alone dips for a few seconds now and then
 //! on a healthy link (seen on a two-core machine under load), and a joint
-//! session should not drop to a small picture for that. While a congested
-//! subscriber gets less than the best, the shard asks its bandwidth
-//! estimator to probe for the rate of the best ([`wanted`]), so the better
-//! layer comes back when the link recovers. Layers are ranked by their
+//! session should not drop to a small picture for that. A group room's
+//! estimate is str0m's: while a congested subscriber gets less than the
+//! best, the shard asks its estimator to probe for the rate of the best
+//! ([`wanted`]), so the better layer comes back when the link recovers. A
+//! joint session's estimate is made from the loss itself, and probes with
+//! the better layer ([`super::loss_estimate`]). Layers are ranked by their
 //! measured bitrate, not by their names, which are the sender's choice.
 //! A subscriber may say which size it shows each video at (LiveKit's
 //! "adaptive stream"): small tiles then get the low layer and large ones

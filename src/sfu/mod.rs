@@ -18,6 +18,7 @@ pub mod fuzzing;
 mod https_port;
 mod keyframe;
 mod layers;
+mod loss_estimate;
 mod peer;
 mod rewrite;
 mod shard;
@@ -43,17 +44,32 @@ pub(crate) use tandem_protocol::SignOfLife;
 /// time; a replacement is a new connection).
 pub(crate) use tandem_protocol::ConnId;
 
+/// Who is joining which room, and how their media is sent.
+#[derive(Debug)]
+pub(crate) struct Joining {
+    pub room: Uuid,
+    pub participant: String,
+    pub events: mpsc::UnboundedSender<PeerEvent>,
+    /// Raised by every packet its peer connections receive.
+    pub sign_of_life: SignOfLife,
+    /// Whether the link to this participant is estimated by str0m (its
+    /// bandwidth estimation, and its pacer, on the `sub` connection): a
+    /// group room's, where simulcast layers are chosen among eight or more
+    /// videos that share one link. A joint session forwards as the
+    /// publishers paced, and only a congested link needs an estimate: its
+    /// receiver reports' loss gives one ([`loss_estimate`]). str0m's costs
+    /// a full timeout round per paced packet, about a tenth of the shard's
+    /// CPU (docs/benchmarks.md).
+    pub estimate_bandwidth: bool,
+}
+
 /// What signaling asks of a shard.
 #[derive(Debug)]
 pub(crate) enum Command {
     /// A participant was admitted: create its peer connections.
     Join {
         conn: ConnId,
-        room: Uuid,
-        participant: String,
-        events: mpsc::UnboundedSender<PeerEvent>,
-        /// Raised by every packet its peer connections receive.
-        sign_of_life: SignOfLife,
+        joining: Joining,
     },
     Offer {
         conn: ConnId,

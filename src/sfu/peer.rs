@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::keyframe::Throttle;
 use super::layers::RateMeter;
+use super::loss_estimate::LossEstimate;
 use super::rewrite::Rewriter;
 use super::{ConnId, PeerEvent};
 use tandem_protocol::Pc;
@@ -147,6 +148,11 @@ pub(crate) struct Peer {
     /// What the `sub` connection's estimator was last told to sustain and
     /// probe for ([`Peer::wanted_bitrate`]).
     pub bwe_wanted: (u64, u64),
+    /// A joint session's subscriber (no estimator on `sub`): what its loss
+    /// reports say the link carries, which becomes `egress_bps`.
+    pub loss_estimate: Option<LossEstimate>,
+    /// What `sub` sends, for [`LossEstimate::on_report`].
+    pub egress: RateMeter,
     /// When the subscriber last reported loss on `sub`
     /// ([`super::layers::CONGESTED_LOSS`]); cleared by
     /// [`super::layers::still_congested`].
@@ -169,15 +175,20 @@ pub(crate) struct Peer {
     pub offered: u32,
 }
 
+/// Which of a participant's two connections [`new_rtc`] makes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Link {
+    /// `pub`: media from the participant.
+    Publisher,
+    /// `sub`: media to the participant, with or without an estimate of the
+    /// link ([`crate::sfu::Joining::estimate_bandwidth`]).
+    Subscriber { estimate_bandwidth: bool },
+}
+
 /// A new ICE-lite peer connection of shard `shard` in RTP mode with the
 /// shard's candidates; its ICE ufrag names the shard (see
 /// [`super::https_port`]).
-pub(crate) fn new_rtc(
-    now: Instant,
-    shard: usize,
-    candidates: &[Candidate],
-    estimate_bandwidth: bool,
-) -> Rtc {
+pub(crate) fn new_rtc(now: Instant, shard: usize, candidates: &[Candidate], link: Link) -> Rtc {
     let mut config = RtcConfig::new()
         .set_local_ice_credentials(super::https_port::local_credentials(shard))
         .set_ice_lite(true)
@@ -186,12 +197,18 @@ pub(crate) fn new_rtc(
         .enable_opus(true, false)
         .enable_vp8(true)
         .enable_h264(true);
-    if estimate_bandwidth {
-        // Receiver reports' loss, once a second: what tells a congested
-        // link from a momentary dip of the estimate (see super::layers).
-        config = config
-            .enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE_BPS)))
-            .set_stats_interval(Some(std::time::Duration::from_secs(1)));
+    match link {
+        Link::Publisher => {}
+        Link::Subscriber { estimate_bandwidth } => {
+            // Receiver reports' loss, once a second: what tells a congested
+            // link from a momentary dip of the estimate (see super::layers),
+            // and, without str0m's, what the estimate is made of (see
+            // super::loss_estimate).
+            config = config.set_stats_interval(Some(std::time::Duration::from_secs(1)));
+            if estimate_bandwidth {
+                config = config.enable_bwe(Some(Bitrate::bps(INITIAL_ESTIMATE_BPS)));
+            }
+        }
     }
     let mut rtc = config.build(now);
     for candidate in candidates {
@@ -203,19 +220,28 @@ pub(crate) fn new_rtc(
 impl Peer {
     pub(crate) fn new(
         now: Instant,
-        room: Uuid,
-        participant: String,
-        events: mpsc::UnboundedSender<PeerEvent>,
-        sign_of_life: super::SignOfLife,
+        joining: super::Joining,
         shard: usize,
         candidates: &[Candidate],
     ) -> Peer {
+        let super::Joining {
+            room,
+            participant,
+            events,
+            sign_of_life,
+            estimate_bandwidth,
+        } = joining;
         Peer {
             room,
             participant,
             events,
-            publish: new_rtc(now, shard, candidates, false),
-            subscribe: new_rtc(now, shard, candidates, true),
+            publish: new_rtc(now, shard, candidates, Link::Publisher),
+            subscribe: new_rtc(
+                now,
+                shard,
+                candidates,
+                Link::Subscriber { estimate_bandwidth },
+            ),
             publish_deadline: now,
             subscribe_deadline: now,
             published: Vec::new(),
@@ -225,6 +251,8 @@ impl Peer {
             subscribe_connected: false,
             egress_bps: INITIAL_ESTIMATE_BPS,
             bwe_wanted: (0, 0),
+            loss_estimate: (!estimate_bandwidth).then(LossEstimate::default),
+            egress: RateMeter::default(),
             congested_at: None,
             trickled_pub: false,
             trickled_sub: false,

@@ -458,6 +458,11 @@ impl Room {
         }
     }
 
+    /// A joint, group or individual session.
+    pub(crate) fn kind(&self) -> SessionKind {
+        self.kind
+    }
+
     pub(crate) fn id(&self) -> Uuid {
         self.session.id.parse().expect("a session id is a UUID")
     }

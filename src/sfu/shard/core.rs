@@ -34,7 +34,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Rtc};
 use uuid::Uuid;
 
 use crate::sfu::layers;
-use crate::sfu::peer::Peer;
+use crate::sfu::peer::{Peer, INITIAL_ESTIMATE_BPS};
 use crate::sfu::{Command, ConnId, Pc, PeerEvent};
 
 /// How far away "no timeout" is: an idle shard (no peers, or none that
@@ -217,13 +217,7 @@ impl ShardCore {
     /// [`ShardCore::flush`].
     pub(crate) fn handle_command(&mut self, now: Instant, command: Command) {
         match command {
-            Command::Join {
-                conn,
-                room,
-                participant,
-                events,
-                sign_of_life,
-            } => self.on_join(now, conn, room, participant, events, sign_of_life),
+            Command::Join { conn, joining } => self.on_join(now, conn, joining),
             Command::Offer { conn, pc, sdp } => self.on_offer(now, conn, pc, &sdp),
             Command::Answer { conn, pc, sdp } => self.on_answer(now, conn, pc, &sdp),
             Command::Candidate {
@@ -307,9 +301,19 @@ impl ShardCore {
                     self.on_keyframe_request(now, conn, request.mid);
                 }
                 (Pc::Sub, Event::MediaEgressStats(stats)) => {
-                    let lossy = stats.loss.is_some_and(|l| l >= layers::CONGESTED_LOSS);
-                    if let (true, Some(peer)) = (lossy, self.peers.get_mut(&conn)) {
-                        peer.congested_at = Some(now);
+                    if let (Some(loss), Some(peer)) = (stats.loss, self.peers.get_mut(&conn)) {
+                        if loss >= layers::CONGESTED_LOSS {
+                            peer.congested_at = Some(now);
+                        }
+                        let sent = peer.egress.rate_bps();
+                        if let Some(estimate) = peer.loss_estimate.as_mut() {
+                            estimate.on_report(now, loss, sent);
+                            let limit = estimate.limit().unwrap_or(INITIAL_ESTIMATE_BPS);
+                            if limit != peer.egress_bps {
+                                tracing::debug!(conn = ?conn, bps = limit, "egress limit from loss");
+                            }
+                            peer.egress_bps = limit;
+                        }
                     }
                 }
                 (

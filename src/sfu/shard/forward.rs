@@ -340,6 +340,7 @@ impl ShardCore {
                 .marker(packet.header.marker)
                 .nackable(kind == MediaKind::Video),
             );
+            subscriber.egress.add(now, packet.payload.len());
             self.written.push(conn);
             self.forwarded
                 .add(kind == MediaKind::Video, packet.payload.len());

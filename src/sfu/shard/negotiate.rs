@@ -12,12 +12,11 @@ use std::time::Instant;
 use str0m::change::{SdpAnswer, SdpOffer};
 use str0m::media::{Direction, MediaKind, Mid, Simulcast};
 use str0m::Candidate;
-use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::core::ShardCore;
 use crate::sfu::peer::{Change, Layer, Peer, Published, Subscription, MAX_LAYERS};
-use crate::sfu::{ConnId, IceCandidate, Pc, PeerEvent, SignOfLife};
+use crate::sfu::{ConnId, IceCandidate, Joining, Pc, PeerEvent};
 use tandem_protocol::ErrorCode;
 
 /// The m-line index a trickled candidate names: the first, whose `a=mid` it
@@ -26,24 +25,9 @@ use tandem_protocol::ErrorCode;
 const TRICKLE_MLINE_INDEX: u16 = 0;
 
 impl ShardCore {
-    pub(super) fn on_join(
-        &mut self,
-        now: Instant,
-        conn: ConnId,
-        room: Uuid,
-        participant: String,
-        events: mpsc::UnboundedSender<PeerEvent>,
-        sign_of_life: SignOfLife,
-    ) {
-        let mut peer = Peer::new(
-            now,
-            room,
-            participant,
-            events,
-            sign_of_life,
-            self.index,
-            &self.candidates,
-        );
+    pub(super) fn on_join(&mut self, now: Instant, conn: ConnId, joining: Joining) {
+        let room = joining.room;
+        let mut peer = Peer::new(now, joining, self.index, &self.candidates);
         let members = self.rooms.entry(room).or_default();
         for other in members.iter() {
             let Some(publisher) = self.peers.get(other) else {

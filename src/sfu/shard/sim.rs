@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use crate::sfu::shard::core::ShardCore;
 use crate::sfu::shard::forward::{AUDIO_FRAME_TICKS, VIDEO_FRAME_TICKS};
-use crate::sfu::{Command, ConnId, Pc, PeerEvent};
+use crate::sfu::{Command, ConnId, Joining, Pc, PeerEvent};
 
 /// The shard's announced UDP and ICE-TCP addresses.
 pub(crate) const SHARD_UDP: &str = "10.0.0.1:3478";
@@ -170,6 +170,9 @@ pub(crate) struct Sim {
     /// RTP datagrams to each address still to be lost on the way, as a
     /// network loses them ([`Sim::lose_rtp_to`]).
     losses: HashMap<SocketAddr, usize>,
+    /// Whether clients joining from now on have their link estimated (a
+    /// group room's; [`crate::sfu::Joining`]).
+    pub estimate_bandwidth: bool,
 }
 
 impl Sim {
@@ -184,6 +187,7 @@ impl Sim {
             udp,
             sent: Vec::new(),
             losses: HashMap::new(),
+            estimate_bandwidth: true,
         }
     }
 
@@ -206,10 +210,13 @@ impl Sim {
         self.clients.push(client);
         self.command(Command::Join {
             conn,
-            room,
-            participant: format!("p{index}"),
-            events: tx,
-            sign_of_life: Default::default(),
+            joining: Joining {
+                room,
+                participant: format!("p{index}"),
+                events: tx,
+                sign_of_life: Default::default(),
+                estimate_bandwidth: self.estimate_bandwidth,
+            },
         });
         index
     }

@@ -105,9 +105,12 @@ fn media_reaches_exactly_the_subscribers_of_its_room_and_group() {
 }
 
 /// Alice publishes video to Bob, who has seen her keyframe: the simulation,
-/// Alice, Bob and her video's mid.
-fn alice_on_video_to_bob() -> (Sim, usize, usize, Mid) {
+/// Alice, Bob and her video's mid. Bob's link is estimated by str0m (a
+/// group room's) or judged by its loss (a joint session's), as
+/// `estimate_bandwidth` says ([`crate::sfu::Joining`]).
+fn alice_on_video_to_bob(estimate_bandwidth: bool) -> (Sim, usize, usize, Mid) {
     let mut sim = Sim::new();
+    sim.estimate_bandwidth = estimate_bandwidth;
     let room = Uuid::new_v4();
     let alice = sim.join(room);
     let bob = sim.join(room);
@@ -121,34 +124,43 @@ fn alice_on_video_to_bob() -> (Sim, usize, usize, Mid) {
 
 #[test]
 fn a_burst_reaches_a_subscriber_in_the_wake_it_arrived_in() {
-    // str0m paces what a subscriber is sent; a frame of several packets
-    // must still leave in the wake it arrived in, not one packet per wake
-    // of the loop's timer (a millisecond each, and no batch to send).
-    let (mut sim, alice, bob, video) = alice_on_video_to_bob();
-    let frame: Vec<Vec<u8>> = (0..6).map(|i| format!("packet-{i}").into_bytes()).collect();
-    for tag in &frame {
-        sim.send(alice, video, None, false, tag);
+    // A group room's subscriber is paced by str0m, a joint session's is
+    // not; either way a frame of several packets leaves in the wake it
+    // arrived in, not one packet per wake of the loop's timer (a
+    // millisecond each, and no batch to send).
+    for estimate_bandwidth in [true, false] {
+        let (mut sim, alice, bob, video) = alice_on_video_to_bob(estimate_bandwidth);
+        let frame: Vec<Vec<u8>> = (0..6).map(|i| format!("packet-{i}").into_bytes()).collect();
+        for tag in &frame {
+            sim.send(alice, video, None, false, tag);
+        }
+        sim.settle();
+        let got = received(&sim.clients[bob].subscribe);
+        assert_eq!(
+            &got[1..],
+            &frame[..],
+            "the whole burst, in order, at once (estimated: {estimate_bandwidth})"
+        );
     }
-    sim.settle();
-    let got = received(&sim.clients[bob].subscribe);
-    assert_eq!(&got[1..], &frame[..], "the whole burst, in order, at once");
 }
 
 #[test]
 fn a_video_packet_lost_on_the_way_to_a_subscriber_is_sent_again() {
-    let (mut sim, alice, bob, video) = alice_on_video_to_bob();
-    sim.lose_rtp_to(bob, 1);
-    for tag in [&b"lost"[..], b"after-1", b"after-2"] {
-        sim.send(alice, video, None, false, tag);
-        sim.run(Duration::from_millis(33));
+    for estimate_bandwidth in [true, false] {
+        let (mut sim, alice, bob, video) = alice_on_video_to_bob(estimate_bandwidth);
+        sim.lose_rtp_to(bob, 1);
+        for tag in [&b"lost"[..], b"after-1", b"after-2"] {
+            sim.send(alice, video, None, false, tag);
+            sim.run(Duration::from_millis(33));
+        }
+        // Bob's NACK reaches the shard, which answers from its cache.
+        sim.run(Duration::from_millis(500));
+        let got = received(&sim.clients[bob].subscribe);
+        assert!(
+            got.contains(&b"lost".to_vec()),
+            "the lost packet came again (estimated: {estimate_bandwidth}): {got:?}"
+        );
     }
-    // Bob's NACK reaches the shard, which answers from its cache.
-    sim.run(Duration::from_millis(500));
-    let got = received(&sim.clients[bob].subscribe);
-    assert!(
-        got.contains(&b"lost".to_vec()),
-        "the lost packet came again: {got:?}"
-    );
 }
 
 #[test]
