@@ -26,7 +26,13 @@ impl SignOfLife {
 
     /// Something arrived at `at`. The value never moves back.
     pub fn seen(&self, at: DateTime<Utc>) {
-        self.0.fetch_max(at.timestamp_millis(), Ordering::Relaxed);
+        // Called for every datagram; most arrive within a millisecond of
+        // the one before, and a plain load is cheaper than the atomic
+        // read-modify-write that would change nothing.
+        let at = at.timestamp_millis();
+        if self.0.load(Ordering::Relaxed) < at {
+            self.0.fetch_max(at, Ordering::Relaxed);
+        }
     }
 
     pub fn last(&self) -> DateTime<Utc> {
