@@ -813,3 +813,58 @@ fn the_audio_level_in_packets_tells_who_is_speaking() {
     }
     assert_eq!(speaking(&sim), [true, false]);
 }
+
+/// `seconds` of Alice's two-layer camera (`l` small, `h` large) at 30
+/// frames a second, each layer with a keyframe every tenth frame, and the
+/// layer of the last frame Bob received.
+fn camera(sim: &mut Sim, alice: usize, video: Mid, bob: usize, seconds: u32) -> Option<u8> {
+    for frame in 0..30 * seconds {
+        let key = frame % 10 == 0;
+        sim.send(alice, video, Some("l"), key, &[b'l'; 100]);
+        sim.send(alice, video, Some("h"), key, &[b'h'; 1000]);
+        sim.run(Duration::from_millis(33));
+    }
+    received(&sim.clients[bob].subscribe)
+        .last()
+        .and_then(|tag| tag.first().copied())
+}
+
+#[test]
+fn a_joint_sessions_subscriber_reporting_heavy_loss_gets_the_small_layer_until_its_link_is_clean() {
+    use crate::sfu::loss_estimate::FIRST_BACKOFF;
+    let mut sim = Sim::new();
+    sim.estimate_bandwidth = false;
+    let room = Uuid::new_v4();
+    let alice = sim.join(room);
+    let video = sim.publish(alice, false, true, &["l", "h"]).video.unwrap();
+    let bob = sim.join(room);
+    sim.run(CONNECT);
+    assert_eq!(
+        camera(&mut sim, alice, video, bob, 3),
+        Some(b'h'),
+        "a joint session gets the best"
+    );
+
+    // Two seconds of packets to Bob are lost, retransmissions too: his
+    // receiver report says so, and the shard, which has no estimator for
+    // him, cuts by the loss.
+    sim.lose_rtp_to(bob, 60);
+    assert_eq!(
+        camera(&mut sim, alice, video, bob, 4),
+        Some(b'l'),
+        "the small layer after the loss"
+    );
+    assert_eq!(
+        camera(&mut sim, alice, video, bob, 5),
+        Some(b'l'),
+        "and it stays"
+    );
+
+    // A clean link is tried with the large layer again.
+    let back = FIRST_BACKOFF.as_secs() as u32;
+    assert_eq!(
+        camera(&mut sim, alice, video, bob, back),
+        Some(b'h'),
+        "the best again"
+    );
+}
