@@ -8,7 +8,7 @@
 //! things: how far down to go when the receiver reports heavy loss, and
 //! when to try the better picture again. str0m's estimator costs a full
 //! timeout round per paced packet, about a tenth of a shard's CPU
-//! (docs/benchmarks.md); this costs nothing per packet.
+//! (docs/benchmarks.md); this adds one packet's bytes to a meter.
 //!
 //! The rules are those of the loss-based half of Google's congestion
 //! control (draft-ietf-rmcat-gcc): heavy loss (over [`HEAVY_LOSS`]) cuts
@@ -24,6 +24,8 @@
 //! A plain state machine: reports and time come in, the limit comes out.
 
 use std::time::{Duration, Instant};
+
+use super::layers::RateMeter;
 
 /// Loss from which a report cuts the limit (GCC's 10 %).
 pub(crate) const HEAVY_LOSS: f32 = 0.10;
@@ -52,9 +54,11 @@ pub(crate) const TRIAL: Duration = Duration::from_secs(5);
 /// sends (see [`super::peer::INITIAL_ESTIMATE_BPS`]).
 const UNLIMITED_FROM: u64 = super::peer::INITIAL_ESTIMATE_BPS;
 
-/// A subscriber's limit from its loss reports.
+/// A subscriber's limit from what it is sent and its loss reports.
 #[derive(Debug, Clone)]
 pub(crate) struct LossEstimate {
+    /// What the subscriber is sent: a cut starts from it.
+    sent: RateMeter,
     /// Bits per second the link carries; `None` while no loss says so.
     limit: Option<u64>,
     /// The last cut.
@@ -70,6 +74,7 @@ pub(crate) struct LossEstimate {
 impl Default for LossEstimate {
     fn default() -> LossEstimate {
         LossEstimate {
+            sent: RateMeter::default(),
             limit: None,
             cut_at: None,
             backoff: FIRST_BACKOFF,
@@ -85,9 +90,19 @@ impl LossEstimate {
         self.limit
     }
 
-    /// A receiver report's `loss` (a fraction) at `now`, while the
-    /// subscriber was sent `sent_bps` (0: nothing measured).
-    pub(crate) fn on_report(&mut self, now: Instant, loss: f32, sent_bps: u64) {
+    /// `bytes` of media sent to the subscriber at `now`.
+    pub(crate) fn on_sent(&mut self, now: Instant, bytes: usize) {
+        self.sent.add(now, bytes);
+    }
+
+    /// A receiver report's `loss` (a fraction) at `now`.
+    pub(crate) fn on_report(&mut self, now: Instant, loss: f32) {
+        self.judge(now, loss, self.sent.rate_bps());
+    }
+
+    /// The rules, for a report of `loss` while the subscriber was sent
+    /// `sent_bps` (0: nothing measured yet).
+    fn judge(&mut self, now: Instant, loss: f32, sent_bps: u64) {
         if loss >= HEAVY_LOSS {
             self.on_heavy_loss(now, loss, sent_bps);
         } else if loss < CLEAN_LOSS {
@@ -149,9 +164,9 @@ mod tests {
         let t0 = Instant::now();
         let mut link = LossEstimate::default();
         assert_eq!(link.limit(), None, "no loss, no limit");
-        link.on_report(t0, 0.05, 1_000_000);
+        link.judge(t0, 0.05, 1_000_000);
         assert_eq!(link.limit(), None, "moderate loss holds");
-        link.on_report(t0 + S(1), 0.40, 1_000_000);
+        link.judge(t0 + S(1), 0.40, 1_000_000);
         assert_eq!(link.limit(), Some(800_000));
     }
 
@@ -159,16 +174,16 @@ mod tests {
     fn reports_of_the_old_rate_right_after_a_cut_do_not_cut_again() {
         let t0 = Instant::now();
         let mut link = LossEstimate::default();
-        link.on_report(t0, 0.40, 1_000_000);
+        link.judge(t0, 0.40, 1_000_000);
         // The queue still drains, the lower layer waits for a keyframe.
-        link.on_report(t0 + S(1), 0.40, 700_000);
-        link.on_report(t0 + S(2), 0.20, 300_000);
+        link.judge(t0 + S(1), 0.40, 700_000);
+        link.judge(t0 + S(2), 0.20, 300_000);
         assert_eq!(link.limit(), Some(800_000));
         // Still heavy once that is over: the lower rate did not fit either.
-        link.on_report(t0 + CUT_SPACING, 0.20, 500_000);
+        link.judge(t0 + CUT_SPACING, 0.20, 500_000);
         assert_eq!(link.limit(), Some(450_000));
         // Nothing sent, nothing learned.
-        link.on_report(t0 + S(5), 0.50, 0);
+        link.judge(t0 + S(5), 0.50, 0);
         assert_eq!(link.limit(), Some(450_000));
     }
 
@@ -176,18 +191,18 @@ mod tests {
     fn a_clean_link_is_tried_again_after_the_backoff_and_then_each_trial() {
         let t0 = Instant::now();
         let mut link = LossEstimate::default();
-        link.on_report(t0, 0.50, 800_000);
+        link.judge(t0, 0.50, 800_000);
         assert_eq!(link.limit(), Some(600_000));
-        link.on_report(t0 + FIRST_BACKOFF - S(1), 0.0, 300_000);
+        link.judge(t0 + FIRST_BACKOFF - S(1), 0.0, 300_000);
         assert_eq!(link.limit(), Some(600_000), "not before the backoff");
-        link.on_report(t0 + FIRST_BACKOFF, 0.0, 300_000);
+        link.judge(t0 + FIRST_BACKOFF, 0.0, 300_000);
         assert_eq!(link.limit(), Some(1_200_000));
-        link.on_report(t0 + FIRST_BACKOFF + S(1), 0.03, 300_000);
-        link.on_report(t0 + FIRST_BACKOFF + TRIAL, 0.0, 1_100_000);
+        link.judge(t0 + FIRST_BACKOFF + S(1), 0.03, 300_000);
+        link.judge(t0 + FIRST_BACKOFF + TRIAL, 0.0, 1_100_000);
         assert_eq!(link.limit(), Some(2_400_000), "the next raise, a trial on");
-        link.on_report(t0 + FIRST_BACKOFF + TRIAL * 2, 0.0, 2_000_000);
+        link.judge(t0 + FIRST_BACKOFF + TRIAL * 2, 0.0, 2_000_000);
         assert_eq!(link.limit(), Some(4_800_000));
-        link.on_report(t0 + FIRST_BACKOFF + TRIAL * 3, 0.0, 2_000_000);
+        link.judge(t0 + FIRST_BACKOFF + TRIAL * 3, 0.0, 2_000_000);
         assert_eq!(link.limit(), None, "a joint session's rate: no limit");
     }
 
@@ -195,28 +210,28 @@ mod tests {
     fn a_raise_that_meets_heavy_loss_doubles_the_wait_and_a_success_resets_it() {
         let t0 = Instant::now();
         let mut link = LossEstimate::default();
-        link.on_report(t0, 0.50, 800_000);
+        link.judge(t0, 0.50, 800_000);
         let raised = t0 + FIRST_BACKOFF;
-        link.on_report(raised, 0.0, 300_000);
+        link.judge(raised, 0.0, 300_000);
         assert_eq!(link.limit(), Some(1_200_000));
         // The better layer does not fit: cut, and wait twice as long.
         let failed = raised + S(2);
-        link.on_report(failed, 0.45, 1_100_000);
+        link.judge(failed, 0.45, 1_100_000);
         assert_eq!(link.limit(), Some(852_500));
-        link.on_report(failed + FIRST_BACKOFF, 0.0, 300_000);
+        link.judge(failed + FIRST_BACKOFF, 0.0, 300_000);
         assert_eq!(link.limit(), Some(852_500), "the wait doubled");
         let raised = failed + FIRST_BACKOFF * 2;
-        link.on_report(raised, 0.0, 300_000);
+        link.judge(raised, 0.0, 300_000);
         assert_eq!(link.limit(), Some(1_705_000));
         // This one holds through its trial: the wait is back to the first.
-        link.on_report(raised + TRIAL, 0.0, 1_100_000);
+        link.judge(raised + TRIAL, 0.0, 1_100_000);
         assert_eq!(link.limit(), Some(3_410_000));
         let cut = raised + TRIAL + S(30);
-        link.on_report(cut, 0.30, 3_000_000);
+        link.judge(cut, 0.30, 3_000_000);
         assert_eq!(link.limit(), Some(2_550_000));
-        link.on_report(cut + FIRST_BACKOFF - S(1), 0.0, 1_000_000);
+        link.judge(cut + FIRST_BACKOFF - S(1), 0.0, 1_000_000);
         assert_eq!(link.limit(), Some(2_550_000));
-        link.on_report(cut + FIRST_BACKOFF, 0.0, 1_000_000);
+        link.judge(cut + FIRST_BACKOFF, 0.0, 1_000_000);
         assert_eq!(link.limit(), None, "tried again after the first backoff");
     }
 
@@ -224,13 +239,13 @@ mod tests {
     fn the_wait_between_tries_is_bounded() {
         let t0 = Instant::now();
         let mut link = LossEstimate::default();
-        link.on_report(t0, 0.50, 800_000);
+        link.judge(t0, 0.50, 800_000);
         let mut now = t0;
         for _ in 0..10 {
             now += MAX_BACKOFF;
-            link.on_report(now, 0.0, 300_000);
+            link.judge(now, 0.0, 300_000);
             now += S(1);
-            link.on_report(now, 0.50, 1_000_000);
+            link.judge(now, 0.50, 1_000_000);
         }
         assert_eq!(link.backoff, MAX_BACKOFF);
     }

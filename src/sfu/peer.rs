@@ -151,8 +151,6 @@ pub(crate) struct Peer {
     /// A joint session's subscriber (no estimator on `sub`): what its loss
     /// reports say the link carries, which becomes `egress_bps`.
     pub loss_estimate: Option<LossEstimate>,
-    /// What `sub` sends, for [`LossEstimate::on_report`].
-    pub egress: RateMeter,
     /// When the subscriber last reported loss on `sub`
     /// ([`super::layers::CONGESTED_LOSS`]); cleared by
     /// [`super::layers::still_congested`].
@@ -252,7 +250,6 @@ impl Peer {
             egress_bps: INITIAL_ESTIMATE_BPS,
             bwe_wanted: (0, 0),
             loss_estimate: (!estimate_bandwidth).then(LossEstimate::default),
-            egress: RateMeter::default(),
             congested_at: None,
             trickled_pub: false,
             trickled_sub: false,

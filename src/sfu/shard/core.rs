@@ -305,9 +305,8 @@ impl ShardCore {
                         if loss >= layers::CONGESTED_LOSS {
                             peer.congested_at = Some(now);
                         }
-                        let sent = peer.egress.rate_bps();
                         if let Some(estimate) = peer.loss_estimate.as_mut() {
-                            estimate.on_report(now, loss, sent);
+                            estimate.on_report(now, loss);
                             let limit = estimate.limit().unwrap_or(INITIAL_ESTIMATE_BPS);
                             if limit != peer.egress_bps {
                                 tracing::debug!(conn = ?conn, bps = limit, "egress limit from loss");

@@ -340,7 +340,9 @@ impl ShardCore {
                 .marker(packet.header.marker)
                 .nackable(kind == MediaKind::Video),
             );
-            subscriber.egress.add(now, packet.payload.len());
+            if let Some(link) = subscriber.loss_estimate.as_mut() {
+                link.on_sent(now, packet.payload.len());
+            }
             self.written.push(conn);
             self.forwarded
                 .add(kind == MediaKind::Video, packet.payload.len());
