@@ -117,8 +117,9 @@ summary_line() {
             (.join_ms.p50 // 0 | round), (.join_ms.p99 // 0 | round),
             ((.server.cpu_percent // 0)|round), ((.server.rss_mib // 0)*10|round/10),
             ((.generator.cpu_percent // 0)|round),
-            (.errors | to_entries | map("\(.key)=\(.value)") | join(";") | if . == "" then "-" else . end)]
+            (.errors | to_entries | map("\(.key)=\(.value)") | join(";") | if . == "" then "-" else . end),
+            (.wire_latency_ms.p50 // 0), (.wire_latency_ms.p99 // 0)]
            | @tsv' "$1"
 }
 
-SUMMARY_HEADER=$'target\trooms\tpeople\tready\trecv_pps\tloss_%\tp50_ms\tp99_ms\tjoin_p50\tjoin_p99\tsrv_cpu_%\tsrv_rss_MiB\tgen_cpu_%\terrors'
+SUMMARY_HEADER=$'target\trooms\tpeople\tready\trecv_pps\tloss_%\tp50_ms\tp99_ms\tjoin_p50\tjoin_p99\tsrv_cpu_%\tsrv_rss_MiB\tgen_cpu_%\terrors\twire_p50_ms\twire_p99_ms'

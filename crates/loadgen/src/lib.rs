@@ -17,6 +17,7 @@
 //! is measured with the same media, and can join without media to measure
 //! signaling alone.
 
+mod arrival;
 pub mod cli;
 pub mod janus;
 mod janus_room;

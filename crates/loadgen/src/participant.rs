@@ -24,6 +24,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
+use super::arrival;
 use super::peers::{Peers, RECEIVE_BATCH};
 use super::reception::Arrival;
 use super::relay;
@@ -65,6 +66,14 @@ pub enum Mode {
     /// Signaling and media through a Janus VideoRoom (the peer SFU), its
     /// rooms numbered from this one.
     Janus(u64),
+}
+
+/// When a packet arrived: when the participant's loop saw it, and when the
+/// kernel queued it on the socket, if the kernel said ([`arrival`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ArrivalTime {
+    pub seen: Instant,
+    pub wire: Option<Instant>,
 }
 
 /// The run's clock and measurement window, shared by every participant.
@@ -361,6 +370,7 @@ impl Participant {
         drop(permit);
         let mut sender = Sender::plain(Instant::now(), self.seat.index, shared);
         let mut stop = shared.stop.clone();
+        arrival::stamp_arrivals(&socket);
         let mut buf = vec![0u8; 2048];
         loop {
             let mut wake = sender.next();
@@ -368,13 +378,17 @@ impl Participant {
                 wake = wake.min(next_hello);
             }
             tokio::select! {
-                r = socket.recv(&mut buf) => match r {
-                    Ok(n) => {
-                        self.on_packet(shared, Instant::now(), &buf[..n]);
+                r = arrival::receive(&socket, &mut buf) => match r {
+                    Ok(datagram) => {
+                        let at = ArrivalTime { seen: Instant::now(), wire: datagram.wire };
+                        self.on_packet(shared, at, &buf[..datagram.len]);
                         // Whatever else is queued, in the same wake.
                         for _ in 0..RECEIVE_BATCH {
-                            let Ok(n) = socket.try_recv(&mut buf) else { break };
-                            self.on_packet(shared, Instant::now(), &buf[..n]);
+                            let Ok(datagram) = arrival::try_receive(&socket, &mut buf) else {
+                                break;
+                            };
+                            let at = ArrivalTime { seen: Instant::now(), wire: datagram.wire };
+                            self.on_packet(shared, at, &buf[..datagram.len]);
                         }
                     }
                     // The relay is not (yet) listening: the hello is sent
@@ -475,7 +489,8 @@ impl Participant {
         }
     }
 
-    pub(crate) fn on_packet(&mut self, shared: &Shared, now: Instant, payload: &[u8]) {
+    pub(crate) fn on_packet(&mut self, shared: &Shared, at: ArrivalTime, payload: &[u8]) {
+        let now = at.seen;
         let Some(stamp) = Stamp::read(payload) else {
             self.outcome.error("unstamped_packet");
             return;
@@ -497,6 +512,10 @@ impl Participant {
         if in_window && arrival != Arrival::Duplicate {
             let added = shared.clock.ns(now).saturating_sub(stamp.sent_ns) / 1_000;
             let _ = self.outcome.latency_us.record(added.max(1));
+            if let Some(wire) = at.wire {
+                let added = shared.clock.ns(wire).saturating_sub(stamp.sent_ns) / 1_000;
+                let _ = self.outcome.wire_latency_us.record(added.max(1));
+            }
         }
         if self.seen_tracks.insert((stamp.publisher, stamp.track)) {
             let first_done = self.expected_first.iter().all(|p| {

@@ -18,7 +18,8 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
 
-use super::participant::{Failure, Participant, Shared};
+use super::arrival::{self, Datagram};
+use super::participant::{ArrivalTime, Failure, Participant, Shared};
 use super::sender::{Sender, LAYERS};
 
 /// Datagrams taken from one socket per wake before the connections are
@@ -116,16 +117,16 @@ impl Peers {
     /// datagram queued on both (up to [`RECEIVE_BATCH`] each). Cancel-safe.
     pub(crate) async fn receive(&mut self) -> Result<(), Failure> {
         let (first, on_pub) = tokio::select! {
-            r = self.publish.socket.recv_from(&mut self.pub_buf) => (r, true),
-            r = self.subscribe.socket.recv_from(&mut self.sub_buf) => (r, false),
+            r = arrival::receive(&self.publish.socket, &mut self.pub_buf) => (r, true),
+            r = arrival::receive(&self.subscribe.socket, &mut self.sub_buf) => (r, false),
         };
-        let (n, from) = first.map_err(|_| "udp_receive")?;
+        let first = first.map_err(|_| "udp_receive")?;
         let (conn, buf) = if on_pub {
             (&mut self.publish, &self.pub_buf)
         } else {
             (&mut self.subscribe, &self.sub_buf)
         };
-        conn.receive(from, &buf[..n]);
+        conn.receive(&first, &buf[..first.len]);
         self.publish.receive_queued(&mut self.pub_buf);
         self.subscribe.receive_queued(&mut self.sub_buf);
         Ok(())
@@ -151,11 +152,11 @@ impl Peers {
             None => 0,
         };
         if publish_due || written > 0 {
-            self.publish.drain(now);
+            self.publish.drain(now, None);
         }
         if self.subscribe.deadline <= now {
             let _ = self.subscribe.rtc.handle_input(Input::Timeout(now));
-            self.subscribe.drain(now);
+            self.subscribe.drain(now, None);
         }
         let mut connected = false;
         for (_, event) in self.publish.events.drain(..) {
@@ -207,9 +208,9 @@ struct Conn {
     socket: UdpSocket,
     local: SocketAddr,
     deadline: Instant,
-    /// Events drained and not yet handled, with when they were drained (a
-    /// packet's arrival time, for its latency).
-    events: Vec<(Instant, Event)>,
+    /// Events drained and not yet handled, with when they arrived (for a
+    /// packet's latency).
+    events: Vec<(ArrivalTime, Event)>,
     /// Error kinds for the report, not yet counted.
     errors: Vec<String>,
 }
@@ -218,6 +219,7 @@ impl Conn {
     async fn bind(ip: IpAddr, now: Instant) -> Result<Conn, Failure> {
         let socket = UdpSocket::bind((ip, 0)).await.map_err(|_| "udp_bind")?;
         let local = socket.local_addr().map_err(|_| "udp_bind")?;
+        arrival::stamp_arrivals(&socket);
         // Sends are `try_send_to` from the drain; tokio refuses them until
         // it has seen the new socket writable once.
         socket.writable().await.map_err(|_| "udp_bind")?;
@@ -240,27 +242,28 @@ impl Conn {
     }
 
     /// Hands str0m one datagram and drains the connection at once.
-    fn receive(&mut self, source: SocketAddr, data: &[u8]) {
+    fn receive(&mut self, datagram: &Datagram, data: &[u8]) {
         let now = Instant::now();
-        if let Ok(contents) = Receive::new(Protocol::Udp, source, self.local, data) {
+        if let Ok(contents) = Receive::new(Protocol::Udp, datagram.from, self.local, data) {
             let _ = self.rtc.handle_input(Input::Receive(now, contents));
         }
-        self.drain(now);
+        self.drain(now, datagram.wire);
     }
 
     /// The datagrams already queued on the socket, without waiting.
     fn receive_queued(&mut self, buf: &mut [u8]) {
         for _ in 0..RECEIVE_BATCH {
-            match self.socket.try_recv_from(buf) {
-                Ok((n, from)) => self.receive(from, &buf[..n]),
+            match arrival::try_receive(&self.socket, buf) {
+                Ok(datagram) => self.receive(&datagram, &buf[..datagram.len]),
                 Err(_) => break,
             }
         }
     }
 
     /// Drains the connection ([`tandem::sfu::drain`]): datagrams go out,
-    /// events are collected with the time they were drained.
-    fn drain(&mut self, now: Instant) {
+    /// events are collected with the time they were drained and, when a
+    /// received datagram caused them, the time the kernel queued it.
+    fn drain(&mut self, now: Instant, wire: Option<Instant>) {
         let socket = &self.socket;
         let (events, errors) = (&mut self.events, &mut self.errors);
         let drained = tandem::sfu::drain(
@@ -270,7 +273,7 @@ impl Conn {
                     errors.push(format!("udp_send_{:?}", e.kind()));
                 }
             },
-            |event| events.push((now, event)),
+            |event| events.push((ArrivalTime { seen: now, wire }, event)),
         );
         self.deadline = drained.unwrap_or_else(|_| {
             errors.push("peer_connection".into());

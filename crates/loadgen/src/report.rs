@@ -38,8 +38,12 @@ pub struct Outcome {
     pub sent_in_window: [u64; 2],
     /// What arrived, per publisher, track and simulcast layer (0 without).
     pub received: HashMap<(u32, Track, u8), TrackReception>,
-    /// Added latency of packets sent inside the window, in microseconds.
+    /// Added latency of packets sent inside the window, in microseconds,
+    /// until the participant's loop saw them.
     pub latency_us: Histogram<u64>,
+    /// The same until the kernel queued them on the participant's socket
+    /// (`crate::arrival`).
+    pub wire_latency_us: Histogram<u64>,
     pub errors: BTreeMap<String, u64>,
     /// The node (host:port) that admitted it.
     pub node: Option<String>,
@@ -60,6 +64,7 @@ impl Outcome {
             sent_in_window: [0; 2],
             received: HashMap::new(),
             latency_us: new_histogram(),
+            wire_latency_us: new_histogram(),
             errors: BTreeMap::new(),
             node: None,
             redirects: 0,
@@ -169,6 +174,10 @@ pub struct Report {
     pub reordered: u64,
     pub duplicates: u64,
     pub latency_ms: Option<Percentiles>,
+    /// Added latency until the kernel queued a packet for its receiver,
+    /// which leaves out the time it waited for the generator's busy loop;
+    /// `None` if the kernel stamped nothing.
+    pub wire_latency_ms: Option<Percentiles>,
     pub join_ms: Option<Percentiles>,
     /// With `--rejoin`: from a dropped connection to `joined` again (a
     /// failover as the clients see it).
@@ -223,6 +232,7 @@ impl Report {
         let mut sent = 0u64;
         let (mut reordered, mut duplicates) = (0, 0);
         let mut latency = new_histogram();
+        let mut wire_latency = new_histogram();
         let mut joins = new_histogram();
         let mut rejoins = new_histogram();
         let mut errors = BTreeMap::new();
@@ -257,6 +267,7 @@ impl Report {
             }
             for receiver in &ready {
                 let _ = latency.add(&receiver.latency_us);
+                let _ = wire_latency.add(&receiver.wire_latency_us);
                 for publisher in &ready {
                     if publisher.index == receiver.index {
                         continue;
@@ -286,6 +297,7 @@ impl Report {
             reordered,
             duplicates,
             latency_ms: Percentiles::of(&latency, 1_000.0),
+            wire_latency_ms: Percentiles::of(&wire_latency, 1_000.0),
             join_ms: Percentiles::of(&joins, 1_000.0),
             rejoin_ms: Percentiles::of(&rejoins, 1_000.0),
             rejoins: rejoins.len() as usize,
@@ -378,16 +390,18 @@ impl fmt::Display for Report {
                     ),
                 )?;
             }
+            let latency = |l: &Option<Percentiles>| match l {
+                Some(l) => format!(
+                    "{:.2} / {:.2} / {:.2} ms (max {:.2})",
+                    l.p50, l.p95, l.p99, l.max
+                ),
+                None => "n/a".into(),
+            };
+            row(f, "latency p50/p95/p99", latency(&self.latency_ms))?;
             row(
                 f,
-                "latency p50/p95/p99",
-                match &self.latency_ms {
-                    Some(l) => format!(
-                        "{:.2} / {:.2} / {:.2} ms (max {:.2})",
-                        l.p50, l.p95, l.p99, l.max
-                    ),
-                    None => "n/a".into(),
-                },
+                "  on the wire p50/p95/p99",
+                latency(&self.wire_latency_ms),
             )?;
         }
         row(
