@@ -398,11 +398,7 @@ impl fmt::Display for Report {
                 None => "n/a".into(),
             };
             row(f, "latency p50/p95/p99", latency(&self.latency_ms))?;
-            row(
-                f,
-                "  on the wire p50/p95/p99",
-                latency(&self.wire_latency_ms),
-            )?;
+            row(f, "wire p50/p95/p99", latency(&self.wire_latency_ms))?;
         }
         row(
             f,
