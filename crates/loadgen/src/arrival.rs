@@ -42,6 +42,24 @@ pub(crate) struct Datagram {
     pub wire: Option<Instant>,
 }
 
+impl Datagram {
+    /// Its arrival, seen by the participant's loop now.
+    pub fn seen_now(&self) -> ArrivalTime {
+        ArrivalTime {
+            seen: Instant::now(),
+            wire: self.wire,
+        }
+    }
+}
+
+/// When a packet arrived: when the participant's loop saw it, and when the
+/// kernel queued it on the socket, if the kernel said.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ArrivalTime {
+    pub seen: Instant,
+    pub wire: Option<Instant>,
+}
+
 /// Asks the kernel to stamp every datagram `socket` receives. A kernel
 /// that refuses leaves the run with the loop's latency only.
 pub(crate) fn stamp_arrivals(socket: &UdpSocket) {

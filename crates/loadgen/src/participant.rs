@@ -24,7 +24,7 @@ use tokio::sync::{watch, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 
-use super::arrival;
+use super::arrival::{self, ArrivalTime};
 use super::peers::{Peers, RECEIVE_BATCH};
 use super::reception::Arrival;
 use super::relay;
@@ -66,14 +66,6 @@ pub enum Mode {
     /// Signaling and media through a Janus VideoRoom (the peer SFU), its
     /// rooms numbered from this one.
     Janus(u64),
-}
-
-/// When a packet arrived: when the participant's loop saw it, and when the
-/// kernel queued it on the socket, if the kernel said ([`arrival`]).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct ArrivalTime {
-    pub seen: Instant,
-    pub wire: Option<Instant>,
 }
 
 /// The run's clock and measurement window, shared by every participant.
@@ -380,15 +372,13 @@ impl Participant {
             tokio::select! {
                 r = arrival::receive(&socket, &mut buf) => match r {
                     Ok(datagram) => {
-                        let at = ArrivalTime { seen: Instant::now(), wire: datagram.wire };
-                        self.on_packet(shared, at, &buf[..datagram.len]);
+                        self.on_packet(shared, datagram.seen_now(), &buf[..datagram.len]);
                         // Whatever else is queued, in the same wake.
                         for _ in 0..RECEIVE_BATCH {
                             let Ok(datagram) = arrival::try_receive(&socket, &mut buf) else {
                                 break;
                             };
-                            let at = ArrivalTime { seen: Instant::now(), wire: datagram.wire };
-                            self.on_packet(shared, at, &buf[..datagram.len]);
+                            self.on_packet(shared, datagram.seen_now(), &buf[..datagram.len]);
                         }
                     }
                     // The relay is not (yet) listening: the hello is sent

@@ -18,8 +18,8 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, IceConnectionState, Input, Rtc, RtcConfig};
 use tokio::net::UdpSocket;
 
-use super::arrival::{self, Datagram};
-use super::participant::{ArrivalTime, Failure, Participant, Shared};
+use super::arrival::{self, ArrivalTime, Datagram};
+use super::participant::{Failure, Participant, Shared};
 use super::sender::{Sender, LAYERS};
 
 /// Datagrams taken from one socket per wake before the connections are
